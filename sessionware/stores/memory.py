@@ -1,0 +1,141 @@
+"""MemoryStore: the reference store, for one process (tests, development).
+
+It is the contract in its plainest form: a dict of records, with waiters woken
+by futures at every release. Sessions die with the process and are not shared
+between worker processes, so production needs another store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sessionware.exceptions import LeaseLost
+from sessionware.stores.base import Lease, Locked, Store
+
+__all__ = ["MemoryStore"]
+
+_SWEEP_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _Record:
+    data: bytes
+    token: int
+    locked_until: float
+    expires_at: float
+    absolute_expires_at: float
+
+
+class MemoryStore(Store):
+    """Sessions in a dict of this process. No setup, no dependencies."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._next_sweep = 0.0
+
+    def _live(self, key: str, now: float) -> _Record | None:
+        record = self._records.get(key)
+        if record is not None and min(record.expires_at, record.absolute_expires_at) <= now:
+            del self._records[key]
+            return None
+        return record
+
+    def _fenced(self, lease: Lease) -> _Record:
+        record = self._live(lease.key, time.monotonic())
+        if record is None or record.token != lease.token:
+            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+        return record
+
+    def _wake(self, key: str) -> None:
+        for waiter in self._waiters.pop(key, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @staticmethod
+    def _slide(record: _Record, now: float, ttl: float, refresh_after: float) -> None:
+        target = min(now + ttl, record.absolute_expires_at)
+        if target - record.expires_at >= refresh_after:
+            record.expires_at = target
+
+    async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        now = time.monotonic()
+        record = self._live(key, now)
+        if record is None:
+            return None
+        if record.locked_until > now:
+            return Locked(record.locked_until - now)
+        record.token += 1
+        record.locked_until = now + lease_ttl
+        return Lease(key, record.token, record.data)
+
+    async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        record = self._fenced(lease)
+        now = time.monotonic()
+        record.data = data
+        record.locked_until = 0.0
+        record.expires_at = min(now + ttl, record.absolute_expires_at)
+        self._wake(lease.key)
+
+    async def release(self, lease: Lease, *, ttl: float | None = None,
+                      refresh_after: float = 0.0) -> None:
+        record = self._fenced(lease)
+        record.locked_until = 0.0
+        if ttl is not None:
+            self._slide(record, time.monotonic(), ttl, refresh_after)
+        self._wake(lease.key)
+
+    async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        self._fenced(lease).locked_until = time.monotonic() + lease_ttl
+
+    async def read(self, key: str, *, ttl: float | None = None,
+                   refresh_after: float = 0.0) -> bytes | None:
+        now = time.monotonic()
+        record = self._live(key, now)
+        if record is None:
+            return None
+        if ttl is not None:
+            self._slide(record, now, ttl, refresh_after)
+        return record.data
+
+    async def create(self, key: str, data: bytes, *, ttl: float,
+                     absolute_ttl: float | None = None) -> bool:
+        now = time.monotonic()
+        self._sweep(now)
+        if self._live(key, now) is not None:
+            return False
+        absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
+        self._records[key] = _Record(data, 0, 0.0, min(now + ttl, absolute), absolute)
+        return True
+
+    async def delete(self, lease: Lease) -> None:
+        self._fenced(lease)
+        del self._records[lease.key]
+        self._wake(lease.key)
+
+    async def wait(self, key: str, timeout: float, attempt: int) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters[key].add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(key)
+            if waiters is not None:
+                waiters.discard(waiter)
+                if not waiters:
+                    del self._waiters[key]
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired records, at most once per interval, so abandoned sessions
+        do not pile up in a long-running process."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _SWEEP_INTERVAL
+        for key in [k for k, r in self._records.items()
+                    if min(r.expires_at, r.absolute_expires_at) <= now]:
+            del self._records[key]

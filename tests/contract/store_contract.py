@@ -1,0 +1,265 @@
+"""The store contract, written once (see ``sessionware/stores/base.py``).
+
+A store joins by subclassing :class:`StoreContract` in a ``test_*.py`` module and
+overriding the ``store`` fixture, which yields a store that is set up. Every test
+uses fresh random keys, so one store (and one server) can serve every test.
+
+Durations are short but never raced: a test that needs a lease or an expiry to
+lapse sleeps a clear margin past its deadline, and a test that needs it *not* to
+lapse gives it many seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+
+import pytest
+
+from sessionware import LeaseLost
+from sessionware.stores import Lease, Locked, Store
+
+LONG = 30.0  # a lease or expiry that must not lapse during a test
+SHORT = 0.2  # one that must: tests sleep SHORT + MARGIN
+MARGIN = 0.3
+
+
+def new_key() -> str:
+    return secrets.token_hex(32)
+
+
+async def acquire_lease(store: Store, key: str, lease_ttl: float = LONG) -> Lease:
+    got = await store.acquire(key, lease_ttl=lease_ttl)
+    assert isinstance(got, Lease), got
+    return got
+
+
+async def acquire_waiting(store: Store, key: str, timeout: float, lease_ttl: float = LONG) -> Lease:
+    """Acquire as the core does: acquire, else wait for a release, until timeout."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        got = await store.acquire(key, lease_ttl=lease_ttl)
+        if isinstance(got, Lease):
+            return got
+        assert isinstance(got, Locked), "session vanished while waiting"
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(key)
+        await store.wait(key, min(remaining, got.retry_after), attempt)
+        attempt += 1
+
+
+class StoreContract:
+    @pytest.fixture
+    async def store(self) -> Store:  # pragma: no cover - overridden by every store
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def key(self, store: Store) -> str:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=LONG)
+        return key
+
+    # -- create and acquire -------------------------------------------------
+
+    async def test_acquire_unknown_key_is_none_and_creates_nothing(self, store: Store) -> None:
+        key = new_key()
+        assert await store.acquire(key, lease_ttl=LONG) is None
+        assert await store.read(key) is None
+
+    async def test_create_then_acquire_loads_data(self, store: Store, key: str) -> None:
+        lease = await acquire_lease(store, key)
+        assert lease.key == key
+        assert lease.data == b"v0"
+
+    async def test_create_never_overwrites(self, store: Store, key: str) -> None:
+        assert not await store.create(key, b"other", ttl=LONG)
+        assert await store.read(key) == b"v0"
+
+    async def test_create_holds_arbitrary_bytes(self, store: Store) -> None:
+        key, data = new_key(), bytes(range(256)) * 64
+        assert await store.create(key, data, ttl=LONG)
+        assert (await acquire_lease(store, key)).data == data
+
+    # -- the lock -----------------------------------------------------------
+
+    async def test_second_acquire_is_locked_with_retry_hint(self, store: Store, key: str) -> None:
+        await acquire_lease(store, key, lease_ttl=5.0)
+        locked = await store.acquire(key, lease_ttl=5.0)
+        assert isinstance(locked, Locked)
+        assert 0 < locked.retry_after <= 5.0
+
+    async def test_tokens_grow_at_every_acquire(self, store: Store, key: str) -> None:
+        tokens = []
+        for _ in range(3):
+            lease = await acquire_lease(store, key)
+            tokens.append(lease.token)
+            await store.release(lease)
+        assert tokens == sorted(set(tokens))
+
+    async def test_commit_writes_and_unlocks(self, store: Store, key: str) -> None:
+        lease = await acquire_lease(store, key)
+        await store.commit(lease, b"v1", ttl=LONG)
+        again = await acquire_lease(store, key)
+        assert again.data == b"v1"
+        assert again.token > lease.token
+
+    async def test_release_unlocks_without_writing(self, store: Store, key: str) -> None:
+        await store.release(await acquire_lease(store, key))
+        assert (await acquire_lease(store, key)).data == b"v0"
+
+    async def test_lapsed_lease_is_taken_over(self, store: Store, key: str) -> None:
+        await acquire_lease(store, key, lease_ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Lease)
+
+    async def test_stale_commit_is_refused_and_newer_data_stays(
+        self, store: Store, key: str
+    ) -> None:
+        stale = await acquire_lease(store, key, lease_ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        fresh = await acquire_lease(store, key)
+        await store.commit(fresh, b"fresh", ttl=LONG)
+        with pytest.raises(LeaseLost):
+            await store.commit(stale, b"stale", ttl=LONG)
+        assert await store.read(key) == b"fresh"
+
+    async def test_stale_holder_cannot_release_renew_or_delete(
+        self, store: Store, key: str
+    ) -> None:
+        stale = await acquire_lease(store, key, lease_ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        fresh = await acquire_lease(store, key)
+        with pytest.raises(LeaseLost):
+            await store.release(stale)
+        with pytest.raises(LeaseLost):
+            await store.renew(stale, lease_ttl=LONG)
+        with pytest.raises(LeaseLost):
+            await store.delete(stale)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+        await store.commit(fresh, b"fresh", ttl=LONG)
+        assert await store.read(key) == b"fresh"
+
+    async def test_lapsed_lease_without_new_holder_may_still_commit(
+        self, store: Store, key: str
+    ) -> None:
+        lease = await acquire_lease(store, key, lease_ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        await store.commit(lease, b"late", ttl=LONG)
+        assert await store.read(key) == b"late"
+
+    async def test_committed_lease_is_spent(self, store: Store, key: str) -> None:
+        lease = await acquire_lease(store, key)
+        await store.commit(lease, b"v1", ttl=LONG)
+        await acquire_lease(store, key)
+        with pytest.raises(LeaseLost):
+            await store.commit(lease, b"again", ttl=LONG)
+        assert await store.read(key) == b"v1"
+
+    async def test_renew_keeps_the_lock(self, store: Store, key: str) -> None:
+        lease = await acquire_lease(store, key, lease_ttl=SHORT)
+        await store.renew(lease, lease_ttl=LONG)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+        await store.commit(lease, b"v1", ttl=LONG)
+        assert await store.read(key) == b"v1"
+
+    # -- reads ----------------------------------------------------------------
+
+    async def test_read_takes_no_lock(self, store: Store, key: str) -> None:
+        assert await store.read(key) == b"v0"
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Lease)
+
+    async def test_read_sees_last_commit_while_locked(self, store: Store, key: str) -> None:
+        lease = await acquire_lease(store, key)
+        await store.commit(lease, b"v1", ttl=LONG)
+        await acquire_lease(store, key)
+        assert await store.read(key) == b"v1"
+
+    # -- expiry ---------------------------------------------------------------
+
+    async def test_idle_expiry_removes_the_session(self, store: Store) -> None:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await store.read(key) is None
+        assert await store.acquire(key, lease_ttl=LONG) is None
+        assert await store.create(key, b"new", ttl=LONG)
+
+    async def test_commit_slides_the_idle_expiry(self, store: Store) -> None:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=SHORT)
+        await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await store.read(key) == b"v1"
+
+    async def test_release_and_read_slide_the_expiry_unless_throttled(
+        self, store: Store
+    ) -> None:
+        slid, kept, read_slid = new_key(), new_key(), new_key()
+        for key in (slid, kept, read_slid):
+            assert await store.create(key, b"v0", ttl=SHORT)
+        await store.release(await acquire_lease(store, slid), ttl=LONG, refresh_after=1.0)
+        await store.release(await acquire_lease(store, kept), ttl=LONG, refresh_after=LONG)
+        assert await store.read(read_slid, ttl=LONG, refresh_after=1.0) == b"v0"
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await store.read(slid) == b"v0"
+        assert await store.read(read_slid) == b"v0"
+        assert await store.read(kept) is None
+
+    async def test_absolute_lifetime_caps_every_slide(self, store: Store) -> None:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=LONG, absolute_ttl=SHORT)
+        await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
+        assert await store.read(key, ttl=LONG) == b"v1"
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await store.read(key) is None
+        assert await store.acquire(key, lease_ttl=LONG) is None
+
+    # -- delete -----------------------------------------------------------------
+
+    async def test_delete_removes_the_session(self, store: Store, key: str) -> None:
+        await store.delete(await acquire_lease(store, key))
+        assert await store.read(key) is None
+        assert await store.acquire(key, lease_ttl=LONG) is None
+
+    # -- waiting --------------------------------------------------------------
+
+    async def test_wait_returns_by_its_timeout(self, store: Store, key: str) -> None:
+        await acquire_lease(store, key)
+        started = time.monotonic()
+        await store.wait(key, 0.2, 0)
+        assert time.monotonic() - started < 5.0
+
+    async def test_release_wakes_a_waiter_long_before_the_lease_lapses(
+        self, store: Store, key: str
+    ) -> None:
+        holder = await acquire_lease(store, key, lease_ttl=LONG)
+        waiter = asyncio.create_task(acquire_waiting(store, key, timeout=LONG))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        released = time.monotonic()
+        await store.commit(holder, b"v1", ttl=LONG)
+        lease = await asyncio.wait_for(waiter, 5.0)
+        assert lease.data == b"v1"
+        assert time.monotonic() - released < 1.0
+
+    async def test_concurrent_increments_are_never_lost(self, store: Store) -> None:
+        key, workers, rounds = new_key(), 8, 10
+        assert await store.create(key, b"0", ttl=LONG)
+        inside = 0
+
+        async def increment() -> None:
+            nonlocal inside
+            for _ in range(rounds):
+                lease = await acquire_waiting(store, key, timeout=LONG)
+                inside += 1
+                assert inside == 1, "two holders at once"
+                await asyncio.sleep(0)
+                inside -= 1
+                await store.commit(lease, str(int(lease.data) + 1).encode(), ttl=LONG)
+
+        await asyncio.gather(*(increment() for _ in range(workers)))
+        assert await store.read(key) == str(workers * rounds).encode()
