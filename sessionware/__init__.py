@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from sessionware.asgi import SessionMiddleware
+from sessionware.cookies import CookieOptions
+from sessionware.core import SessionConfig
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -15,17 +18,30 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from sessionware.modes import LockMode, Rule
+from sessionware.responses import ErrorResponse
+from sessionware.serializers import JSONSerializer, Serializer
+from sessionware.session import Session
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "CookieOptions",
+    "ErrorResponse",
+    "JSONSerializer",
     "LeaseLost",
     "LockError",
+    "LockMode",
     "LockTimeout",
     "QueueFull",
+    "Rule",
     "SerializationError",
+    "Serializer",
+    "Session",
     "SessionClosed",
+    "SessionConfig",
+    "SessionMiddleware",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",

@@ -121,7 +121,7 @@ class MemoryStore(Store):
         self._waiters[key].add(waiter)
         try:
             await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             waiters = self._waiters.get(key)

@@ -1,0 +1,141 @@
+"""Session ids, signed cookie values, store keys and Set-Cookie headers.
+
+Pure functions and value objects: no I/O, no request state.
+
+* A session id is 256 bits from :mod:`secrets`, URL-safe base64 (43 characters).
+* The cookie carries ``<id>.<signature>``, an HMAC-SHA256 by itsdangerous. Key
+  rotation: a list of secrets signs with the first and accepts any.
+* The store key is the SHA-256 of the id, so whoever reads the store cannot
+  present its keys as cookies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from itsdangerous import BadSignature, Signer
+
+from sessionware.exceptions import ConfigurationError
+
+__all__ = ["CookieOptions", "CookieSigner", "new_session_id", "read_cookie", "store_key"]
+
+_ID_BYTES = 32
+_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+_SALT = "sessionware.session-id"
+
+
+def new_session_id() -> str:
+    """A fresh, unguessable session id (256 bits)."""
+    return secrets.token_urlsafe(_ID_BYTES)
+
+
+def store_key(session_id: str) -> str:
+    """The key a store files the session under: never the id itself."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+class CookieSigner:
+    """Signs session ids for the cookie and checks them on the way back.
+
+    :param secret_keys: one secret, or several for rotation: the first signs, any
+        of them verifies. Put a new key first, and drop the old one once every
+        cookie it signed has expired.
+    """
+
+    def __init__(self, secret_keys: str | Sequence[str]) -> None:
+        keys = [secret_keys] if isinstance(secret_keys, str) else list(secret_keys)
+        if not keys or not all(isinstance(k, str) and k for k in keys):
+            raise ConfigurationError("secret_key must be a non-empty string or list of strings")
+        # itsdangerous signs with the *last* key of its list.
+        self._signer = Signer(
+            list(reversed(keys)), salt=_SALT, key_derivation="hmac",
+            digest_method=hashlib.sha256,
+        )
+
+    def sign(self, session_id: str) -> str:
+        return self._signer.sign(session_id).decode()
+
+    def unsign(self, cookie_value: str) -> str | None:
+        """The session id, or ``None`` for a tampered, malformed or foreign value."""
+        try:
+            session_id = self._signer.unsign(cookie_value).decode()
+        except (BadSignature, UnicodeError):
+            return None
+        return session_id if _ID_PATTERN.fullmatch(session_id) else None
+
+
+def read_cookie(cookie_header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header; the first one wins."""
+    for part in cookie_header.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip() == name:
+            return value.strip().strip('"')
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class CookieOptions:
+    """How the session cookie is set.
+
+    :param secure: ``None`` (the default) sets ``Secure`` on https requests only;
+        ``True`` always, ``False`` never.
+    :param host_prefix: name the cookie ``__Host-<name>``: the browser then
+        insists on Secure, Path=/ and no Domain, which pins the cookie to one host.
+    :param max_age: seconds the browser keeps the cookie; ``None`` keeps it until
+        the browser closes (the server-side idle timeout applies either way).
+    """
+
+    name: str = "session"
+    path: str = "/"
+    domain: str | None = None
+    secure: bool | None = None
+    httponly: bool = True
+    samesite: Literal["lax", "strict", "none"] = "lax"
+    max_age: int | None = None
+    partitioned: bool = False
+    host_prefix: bool = False
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", self.name):
+            raise ConfigurationError(f"invalid cookie name {self.name!r}")
+        if self.samesite not in ("lax", "strict", "none"):
+            raise ConfigurationError("samesite must be 'lax', 'strict' or 'none'")
+        if self.host_prefix and (self.domain or self.path != "/" or self.secure is False):
+            raise ConfigurationError("a __Host- cookie needs Path=/, no Domain and Secure")
+        if (self.samesite == "none" or self.partitioned) and self.secure is False:
+            raise ConfigurationError("SameSite=None and Partitioned cookies must be Secure")
+
+    @property
+    def full_name(self) -> str:
+        return f"__Host-{self.name}" if self.host_prefix else self.name
+
+    def set_cookie(self, value: str, *, https: bool) -> str:
+        """A ``Set-Cookie`` header value that stores ``value``."""
+        return self._render(value, self.max_age, https)
+
+    def expire_cookie(self, *, https: bool) -> str:
+        """A ``Set-Cookie`` header value that makes the browser drop the cookie."""
+        return self._render("", 0, https)
+
+    def _render(self, value: str, max_age: int | None, https: bool) -> str:
+        parts = [f"{self.full_name}={value}", f"Path={self.path}"]
+        if self.domain:
+            parts.append(f"Domain={self.domain}")
+        if max_age is not None:
+            parts.append(f"Max-Age={max_age}")
+        if self.httponly:
+            parts.append("HttpOnly")
+        parts.append(f"SameSite={self.samesite.capitalize()}")
+        secure = self.secure if self.secure is not None else (
+            https or self.host_prefix or self.samesite == "none" or self.partitioned
+        )
+        if secure:
+            parts.append("Secure")
+        if self.partitioned:
+            parts.append("Partitioned")
+        return "; ".join(parts)

@@ -1,0 +1,120 @@
+"""Session: the mapping handed to the application. No I/O.
+
+It is a ``dict`` so that ``request.session``, ``json.dumps(session)`` and every
+library that treats ``scope["session"]`` as a dict keep working. What changed is
+found by comparing serialized bytes at commit time, so nested changes such as
+``session["cart"].append(item)`` are saved too, without tracking every call.
+
+Direct changes to a session that will not be saved (one opened in ``read``
+mode, or one already committed) raise :class:`~sessionware.SessionClosed`
+instead of being dropped in silence.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sessionware.exceptions import SessionClosed
+
+__all__ = ["Session", "SessionState"]
+
+
+class SessionState(enum.Enum):
+    OPEN = "open"  # changes will be committed
+    READ_ONLY = "read-only"  # a snapshot: read mode, nothing is saved
+    COMMITTED = "committed"  # committed early; nothing more is saved
+
+
+def _guarded(name: str) -> Callable[..., Any]:
+    method = getattr(dict, name)
+
+    def guarded(self: Session, *args: Any, **kwargs: Any) -> Any:
+        if self._state is not SessionState.OPEN:
+            self._refuse()
+        return method(self, *args, **kwargs)
+
+    guarded.__name__ = name
+    guarded.__doc__ = method.__doc__
+    return guarded
+
+
+class Session(dict[str, Any]):
+    """The session of one request: a dict, plus :meth:`regenerate`,
+    :meth:`invalidate` and :meth:`commit`."""
+
+    __slots__ = ("_commit_early", "_invalidated", "_regenerated", "_state")
+
+    def __init__(self, data: dict[str, Any] | None = None,
+                 state: SessionState = SessionState.OPEN) -> None:
+        super().__init__(data or ())
+        self._state = state
+        self._regenerated = False
+        self._invalidated = False
+        self._commit_early: Callable[[], Awaitable[None]] | None = None
+
+    __setitem__ = _guarded("__setitem__")
+    __delitem__ = _guarded("__delitem__")
+    __ior__ = _guarded("__ior__")
+    clear = _guarded("clear")
+    pop = _guarded("pop")
+    popitem = _guarded("popitem")
+    setdefault = _guarded("setdefault")
+    update = _guarded("update")
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def regenerated(self) -> bool:
+        return self._regenerated
+
+    @property
+    def invalidated(self) -> bool:
+        return self._invalidated
+
+    def regenerate(self) -> None:
+        """Move the data to a new session id at commit, and retire the old one.
+
+        Call it when the user's privileges change (login), so that an id an
+        attacker planted or saw before cannot ride the new privileges.
+        """
+        self._check_open()
+        self._regenerated = True
+
+    def invalidate(self) -> None:
+        """Delete the session from the store at commit and expire the cookie
+        (logout). The session is empty from now on."""
+        self._check_open()
+        dict.clear(self)
+        self._invalidated = True
+
+    async def commit(self) -> None:
+        """Commit the session now and release its lock, before the response ends.
+
+        For long responses (streaming, downloads) that should not hold the lock.
+        The Set-Cookie header, if any, still goes out with the response headers,
+        so call this before the response starts. Later changes raise
+        :class:`~sessionware.SessionClosed`.
+        """
+        self._check_open()
+        if self._commit_early is None:
+            raise SessionClosed("this session is not managed by sessionware middleware")
+        await self._commit_early()
+
+    def _check_open(self) -> None:
+        if self._state is not SessionState.OPEN:
+            self._refuse()
+
+    def _refuse(self) -> None:
+        if self._state is SessionState.READ_ONLY:
+            raise SessionClosed(
+                "the session is read-only in this request (lock mode 'read'): "
+                "changes would not be saved"
+            )
+        raise SessionClosed("the session was already committed: changes would not be saved")
+
+    def __repr__(self) -> str:
+        return f"Session({dict.__repr__(self)}, state={self._state.value})"

@@ -1,0 +1,334 @@
+"""The ASGI middleware's behaviour, written once and run against every store.
+
+A store joins by subclassing :class:`MiddlewareSuite` in a ``test_*.py`` module
+and overriding the ``store`` fixture (a fresh store, set up or not). Requests go
+through the real middleware and a real Starlette app, in process, concurrently
+where the point is concurrency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from sessionware.cookies import CookieSigner, new_session_id, store_key
+from sessionware.stores import Store
+from tests.apps.counter import SECRET, build_app
+from tests.helpers import CountingStore, cookie_header, session_cookie, set_cookies
+
+AppFactory = Callable[..., Starlette]
+
+
+class MiddlewareSuite:
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[Store]:  # pragma: no cover - overridden
+        raise NotImplementedError
+        yield
+
+    @pytest.fixture
+    def counting(self, store: Store) -> CountingStore:
+        return CountingStore(store)
+
+    @pytest.fixture
+    def make_app(self, counting: CountingStore) -> AppFactory:
+        return lambda **options: build_app(counting, **options)
+
+    @pytest.fixture
+    async def client(self, make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+        async with _client(make_app()) as client:
+            yield client
+
+    # -- the basics ---------------------------------------------------------
+
+    async def test_untouched_request_without_cookie_costs_nothing(
+        self, client: httpx.AsyncClient, counting: CountingStore
+    ) -> None:
+        for path in ("/hello", "/n", "/static/x"):
+            response = await client.get(path)
+            assert not set_cookies(response), path
+        assert counting.total() == 0
+
+    async def test_first_write_issues_a_signed_strict_cookie(
+        self, client: httpx.AsyncClient, counting: CountingStore
+    ) -> None:
+        response = await client.get("/inc")
+        assert response.text == "1"
+        (header,) = set_cookies(response)
+        assert "HttpOnly" in header and "SameSite=Lax" in header and "Path=/" in header
+        assert "Secure" not in header
+        assert counting.calls["create"] == 1
+        value = session_cookie(response)
+        assert value is not None
+        session_id = CookieSigner(SECRET).unsign(value)
+        assert session_id is not None and len(session_id) == 43
+        assert await counting.inner.read(store_key(session_id)) == b'{"n":1}'
+        assert await counting.inner.read(session_id) is None  # keyed by hash only
+
+    async def test_https_cookies_are_secure(self, make_app: AppFactory) -> None:
+        async with _client(make_app(), base_url="https://testserver") as client:
+            (header,) = set_cookies(await client.get("/inc"))
+        assert "Secure" in header
+
+    async def test_session_round_trips_and_cookie_is_set_once(
+        self, client: httpx.AsyncClient, counting: CountingStore
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        for expected in ("2", "3"):
+            response = await client.get("/inc", headers=cookie_header(cookie))
+            assert response.text == expected
+            assert not set_cookies(response)
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "3"
+
+    async def test_round_trips_are_two_one_zero(
+        self, client: httpx.AsyncClient, counting: CountingStore
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        counting.calls.clear()
+        await client.get("/inc", headers=cookie_header(cookie))
+        assert dict(counting.calls) == {"acquire": 1, "commit": 1}
+        counting.calls.clear()
+        await client.get("/n", headers=cookie_header(cookie))
+        assert dict(counting.calls) == {"read": 1}
+        counting.calls.clear()
+        await client.get("/hello", headers=cookie_header(cookie))
+        assert dict(counting.calls) == {"acquire": 1, "release": 1}
+
+    # -- the promise: no lost updates ------------------------------------------
+
+    async def test_concurrent_increments_are_all_kept(self, client: httpx.AsyncClient) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        responses = await asyncio.gather(
+            *(client.get("/inc", headers=cookie_header(cookie)) for _ in range(50)))
+        assert sorted(int(r.text) for r in responses) == list(range(2, 52))
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "51"
+
+    async def test_failed_request_changes_nothing_and_frees_the_lock(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        with pytest.raises(RuntimeError):
+            await client.get("/boom", headers=cookie_header(cookie))
+        response = await asyncio.wait_for(
+            client.get("/inc", headers=cookie_header(cookie)), 2.0)
+        assert response.text == "2"
+
+    # -- bad cookies: never adopted, never a 500 -----------------------------
+
+    @pytest.mark.parametrize("value", [
+        "garbage", "", "a.b.c", "x" * 5000, "é", "\"quoted\"",
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA.badsig",
+    ])
+    async def test_garbage_cookies_start_a_fresh_session(
+        self, client: httpx.AsyncClient, value: str
+    ) -> None:
+        response = await client.get("/inc", headers=cookie_header(value))
+        assert response.status_code == 200
+        assert response.text == "1"
+        assert session_cookie(response) not in (None, "", value)
+
+    async def test_tampered_cookie_is_not_adopted(self, client: httpx.AsyncClient) -> None:
+        cookie = session_cookie(await client.get("/put?key=user&value=alice"))
+        assert cookie
+        tampered = cookie[:-2] + ("AA" if not cookie.endswith("AA") else "BB")
+        response = await client.get("/n", headers=cookie_header(tampered))
+        assert response.text == "0"
+        assert session_cookie(response) == ""  # the stale cookie is expired
+
+    async def test_unknown_but_validly_signed_id_is_not_adopted(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        planted = new_session_id()
+        cookie = CookieSigner(SECRET).sign(planted)
+        response = await client.get("/inc", headers=cookie_header(cookie))
+        assert response.text == "1"
+        issued = CookieSigner(SECRET).unsign(session_cookie(response) or "")
+        assert issued is not None and issued != planted
+
+    async def test_key_rotation_accepts_old_cookies_and_signs_with_the_new_key(
+        self, make_app: AppFactory
+    ) -> None:
+        async with _client(make_app(secret_key="old")) as client:
+            old_cookie = session_cookie(await client.get("/inc"))
+        assert old_cookie
+        async with _client(make_app(secret_key=["new", "old"])) as client:
+            assert (await client.get("/n", headers=cookie_header(old_cookie))).text == "1"
+            fresh = session_cookie(await client.get("/inc"))
+        assert fresh and CookieSigner("new").unsign(fresh) is not None
+        assert CookieSigner("old").unsign(fresh) is None
+
+    # -- values that cannot be saved -----------------------------------------
+
+    async def test_oversized_session_is_refused_and_stored_session_kept(
+        self, make_app: AppFactory
+    ) -> None:
+        async with _client(make_app(max_size=1024)) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            response = await client.get("/big?size=5000", headers=cookie_header(cookie))
+            assert response.status_code == 500
+            assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+
+    async def test_unserializable_value_is_refused_and_stored_session_kept(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        with caplog.at_level(logging.ERROR, logger="sessionware"):
+            response = await client.get("/unserializable", headers=cookie_header(cookie))
+        assert response.status_code == 500
+        assert any("JSON" in r.getMessage() for r in caplog.records)
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+
+    # -- login and logout -----------------------------------------------------
+
+    async def test_regenerate_moves_data_to_a_new_id(self, client: httpx.AsyncClient) -> None:
+        old = session_cookie(await client.get("/inc"))
+        assert old
+        response = await client.get("/login", headers=cookie_header(old))
+        new = session_cookie(response)
+        assert new and new != old
+        assert (await client.get("/n", headers=cookie_header(new))).text == "1"
+        assert (await client.get("/n", headers=cookie_header(old))).text == "0"
+
+    async def test_invalidate_deletes_and_expires_the_cookie(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        response = await client.get("/logout", headers=cookie_header(cookie))
+        assert session_cookie(response) == ""
+        assert "Max-Age=0" in set_cookies(response)[0]
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "0"
+
+    # -- lock modes -------------------------------------------------------------
+
+    async def test_read_mode_is_a_read_only_snapshot(self, client: httpx.AsyncClient) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        response = await client.get("/snapshot/mutate", headers=cookie_header(cookie))
+        assert response.text.startswith("refused: ")
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+
+    async def test_read_mode_does_not_wait_for_the_lock(self, make_app: AppFactory) -> None:
+        app = make_app()
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
+            await asyncio.wait_for(app.state.holding.wait(), 5)
+            response = await asyncio.wait_for(
+                client.get("/n", headers=cookie_header(cookie)), 2.0)
+            assert response.text == "1"
+            app.state.release.set()
+            await holder
+            assert (await client.get("/n", headers=cookie_header(cookie))).text == "1001"
+
+    async def test_websocket_gets_a_snapshot(self, make_app: AppFactory) -> None:
+        app = make_app()
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        sent = await _websocket_session(app, f"session={cookie}".encode())
+        assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send",
+                                             "websocket.close"]
+        assert sent[1]["text"] == "1"
+
+    # -- waiting --------------------------------------------------------------------
+
+    async def test_lock_timeout_gives_503_with_retry_after(self, make_app: AppFactory) -> None:
+        app = make_app(lock_timeout=0.3)
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
+            await asyncio.wait_for(app.state.holding.wait(), 5)
+            response = await client.get("/inc", headers=cookie_header(cookie))
+            assert response.status_code == 503
+            assert int(response.headers["retry-after"]) >= 1
+            app.state.release.set()
+            assert (await holder).text == "released"
+
+    async def test_queue_limit_turns_the_excess_away_at_once(
+        self, make_app: AppFactory
+    ) -> None:
+        app = make_app(max_waiting=2)
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
+            await asyncio.wait_for(app.state.holding.wait(), 5)
+            waiter = asyncio.create_task(client.get("/inc", headers=cookie_header(cookie)))
+            core = _core(app)
+            while core.queues.waiting(_key(cookie)) < 2:  # noqa: ASYNC110 - until queued
+                await asyncio.sleep(0.001)
+            excess = await asyncio.wait_for(
+                client.get("/inc", headers=cookie_header(cookie)), 2.0)
+            assert excess.status_code == 503
+            app.state.release.set()
+            assert (await holder).status_code == 200
+            assert (await waiter).text == "1002"
+
+    async def test_early_commit_frees_the_lock_during_a_long_response(
+        self, make_app: AppFactory
+    ) -> None:
+        app = make_app()
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            streaming = asyncio.create_task(client.get("/early", headers=cookie_header(cookie)))
+            await asyncio.wait_for(app.state.holding.wait(), 5)
+            response = await asyncio.wait_for(
+                client.get("/inc", headers=cookie_header(cookie)), 2.0)
+            assert response.text == "3"
+            app.state.release.set()
+            assert (await streaming).text == "committed;done"
+
+
+def _core(app: Starlette) -> Any:
+    stack = app.middleware_stack  # built by the first request
+    while not hasattr(stack, "core"):
+        stack = stack.app
+    return stack.core
+
+
+async def _websocket_session(app: Starlette, cookie: bytes) -> list[dict[str, Any]]:
+    """Drive one WebSocket connection through the ASGI app, as a server would."""
+    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"",
+             "headers": [(b"cookie", cookie)], "scheme": "ws", "server": ("testserver", 80),
+             "client": ("127.0.0.1", 1), "subprotocols": [], "root_path": "",
+             "asgi": {"version": "3.0"}}
+    inbox = [{"type": "websocket.connect"}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        if inbox:
+            return inbox.pop(0)
+        await asyncio.sleep(3600)  # pragma: no cover - the app closes first
+        return {}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(scope, receive, send), 5)
+    return sent
+
+
+def _key(cookie: str) -> str:
+    session_id = CookieSigner(SECRET).unsign(cookie)
+    assert session_id is not None
+    return store_key(session_id)
+
+
+def _client(app: Starlette, base_url: str = "http://testserver") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)
