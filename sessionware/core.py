@@ -107,13 +107,15 @@ class SessionCore:
 
     def __init__(self, store: Store, secret_key: str | Sequence[str], *,
                  config: SessionConfig | None = None,
-                 serializer: Serializer | None = None) -> None:
+                 serializer: Serializer | None = None,
+                 session_class: type[Session] = Session) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(f"store must be a sessionware Store, not {store!r}")
         self.store = store
         self.config = config or SessionConfig()
         self.signer = CookieSigner(secret_key)
         self.serializer = serializer or JSONSerializer()
+        self.session_class = session_class  # a subclass for frameworks (Flask's SessionMixin)
         self.queues = SessionQueues(self.config.max_waiting)
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
         self._ready = False
@@ -121,13 +123,15 @@ class SessionCore:
     @classmethod
     def from_options(cls, store: Store, secret_key: str | Sequence[str],
                      serializer: Serializer | None,
-                     options: SessionOptions) -> SessionCore:
+                     options: SessionOptions,
+                     session_class: type[Session] = Session) -> SessionCore:
         """The core the middlewares build from their keyword arguments."""
         try:
             config = SessionConfig(**options)
         except TypeError as exc:
             raise ConfigurationError(str(exc)) from exc
-        return cls(store, secret_key, config=config, serializer=serializer)
+        return cls(store, secret_key, config=config, serializer=serializer,
+                   session_class=session_class)
 
     async def guard(self, operation: Awaitable[T]) -> T:
         """Run one store operation within ``store_timeout``."""
@@ -229,7 +233,7 @@ class SessionTransaction:
 
     def start_empty(self, mode: LockMode) -> None:
         if mode is LockMode.READ:
-            self.session = Session(state=SessionState.READ_ONLY)
+            self.session = self._core.session_class(state=SessionState.READ_ONLY)
         else:
             self.session = self._open_session(None)
 
@@ -239,7 +243,7 @@ class SessionTransaction:
             key, ttl=core.config.idle_timeout, refresh_after=core.config.refresh_interval))
         self._loaded_id = raw is not None
         data = core.serializer.loads(raw) if raw is not None else None
-        self.session = Session(data, SessionState.READ_ONLY)
+        self.session = self._core.session_class(data, SessionState.READ_ONLY)
 
     async def load_locked(self, key: str) -> None:
         core = self._core
@@ -256,7 +260,7 @@ class SessionTransaction:
             raise
 
     def _open_session(self, data: dict[str, object] | None) -> Session:
-        session = Session(data)
+        session = self._core.session_class(data)
         session._commit_early = self.commit_early
         return session
 

@@ -27,9 +27,8 @@ AppFactory = Callable[..., Starlette]
 
 class MiddlewareSuite:
     @pytest.fixture
-    async def store(self) -> AsyncIterator[Store]:  # pragma: no cover - overridden
+    async def store(self) -> Store:  # pragma: no cover - overridden by every store
         raise NotImplementedError
-        yield
 
     @pytest.fixture
     def counting(self, store: Store) -> CountingStore:
