@@ -37,9 +37,9 @@ their updates on the token and the deadlines. ``acquire`` checks a held lock
 with a plain read first, so waiters polling from other processes never take the
 write lock.
 
-Time is the wall clock (:func:`time.time`), read after the write lock is taken:
-the processes sharing the file share the host's clock, and a monotonic clock
-means nothing across processes. A wall clock stepped back by the system lengthens
+Time is the wall clock (:func:`time.time`; writes read it once they hold the
+write lock): the processes sharing the file share the host's clock, and a
+monotonic clock means nothing across processes. A wall clock stepped back by the system lengthens
 leases and expiries by the step; a step forward shortens them.
 
 Waiters in the process that releases are woken at once; waiters in other
@@ -97,7 +97,7 @@ PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
 BEGIN = "BEGIN IMMEDIATE"
 COMMIT_TRANSACTION = "COMMIT"
 
-# setup(): no parameters; no-ops when the table and index exist.
+# setup(): no parameters; no-ops, without the write lock, when they exist.
 CREATE_TABLE = """
 CREATE TABLE IF NOT EXISTS {table} (
     key                 TEXT PRIMARY KEY,
@@ -347,9 +347,11 @@ class SQLiteStore(Store):
 
     def _setup(self) -> None:
         db = self._connection()
-        with self._write(db):
-            db.execute(self._sql(CREATE_TABLE))
-            db.execute(self._sql(CREATE_INDEX))
+        # No BEGIN IMMEDIATE: each statement is atomic, takes the write lock only
+        # when it has something to create, and a process that loses the race
+        # re-reads the schema and finds nothing to do. So setup passes a held lock.
+        db.execute(self._sql(CREATE_TABLE))
+        db.execute(self._sql(CREATE_INDEX))
 
     def _close(self) -> None:
         if self._db is not None:
