@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore, Store
 from tests.contract.store_contract import StoreContract
 
@@ -12,5 +13,17 @@ from tests.contract.store_contract import StoreContract
 class TestSQLiteStore(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
+        async with SQLiteStore(tmp_path / "sessions.db") as store:
+            yield store
+
+
+class TestSQLiteStoreWithoutReturning(StoreContract):
+    """The path for SQLite 3.24 to 3.34, which has no ``UPDATE ... RETURNING``."""
+
+    @pytest.fixture
+    async def store(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> AsyncIterator[Store]:
+        monkeypatch.setattr(sqlite_module, "_RETURNING", False)
         async with SQLiteStore(tmp_path / "sessions.db") as store:
             yield store
