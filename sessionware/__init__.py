@@ -19,7 +19,7 @@ from sessionware.exceptions import (
     StoreUnavailable,
 )
 from sessionware.modes import LockMode, Rule
-from sessionware.responses import ErrorResponse
+from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session
 
@@ -47,4 +47,5 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "__version__",
+    "default_error_response",
 ]

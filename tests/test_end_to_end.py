@@ -67,7 +67,7 @@ async def test_killed_holder_is_reclaimed_within_its_lease(
         async with httpx.AsyncClient(base_url=doomed.url, timeout=30) as client:
             held = asyncio.create_task(
                 client.get(f"/hold?marker={marker}", headers=cookie_header(cookie)))
-            while not marker.exists():  # noqa: ASYNC110 - the server signals through a file
+            while not marker.exists():  # the server signals through a file
                 assert not held.done(), held.result()
                 await asyncio.sleep(0.01)
             doomed.kill()

@@ -1,0 +1,95 @@
+"""The sessionware demo: 50 parallel requests add to one cart, and none is lost.
+
+Run it (from the repository root)::
+
+    bash scripts/demo.sh            # then open http://127.0.0.1:8000
+
+It serves with uvicorn on 127.0.0.1:8000 and keeps sessions in
+``demo-sessions.db`` (SQLiteStore, the embedded default: no server needed).
+The page's button fires 50 fetches at once; each handler reads the cart, waits
+a little (as real handlers do) and writes it back. With a last-writer-wins
+session library most of the 50 items are lost; here all 50 arrive, because each
+request holds the session's lock from load to commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from sessionware import Rule, SessionMiddleware
+from sessionware.stores import SQLiteStore
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>sessionware demo</title>
+<style>body{font:16px system-ui;max-width:40em;margin:3em auto}button{font-size:1em}</style>
+<h1>50 parallel requests, one cart</h1>
+<p>Each click sends 50 requests at once; each adds one item to the cart in your
+session. Locked sessions keep every one of them.</p>
+<button id="go">Add 50 items in parallel</button> <button id="clear">Empty cart</button>
+<p id="result">Cart: <b id="count">…</b> items</p>
+<script>
+const show = async () => {
+  const cart = await (await fetch("/cart")).json();
+  document.getElementById("count").textContent = cart.items.length;
+};
+document.getElementById("go").onclick = async () => {
+  const before = (await (await fetch("/cart")).json()).items.length;
+  await Promise.all([...Array(50).keys()].map(i => fetch("/cart/add?item=" + i, {method: "POST"})));
+  const after = (await (await fetch("/cart")).json()).items.length;
+  document.getElementById("result").innerHTML =
+    `Cart: <b id="count">${after}</b> items (added ${after - before} of 50)`;
+};
+document.getElementById("clear").onclick = async () => {
+  await fetch("/cart/clear", {method: "POST"}); show();
+};
+show();
+</script>
+"""
+
+
+async def home(request: Request) -> Response:
+    # Start the session with the page: 50 fetches sent before any cookie exists
+    # would otherwise each start a session of their own.
+    request.session.setdefault("cart", [])
+    return HTMLResponse(PAGE)
+
+
+async def cart(request: Request) -> Response:
+    return JSONResponse({"items": request.session.get("cart", [])})
+
+
+async def add(request: Request) -> Response:
+    items = request.session.get("cart", [])
+    await asyncio.sleep(0.01)  # a handler that does some work between read and write
+    request.session["cart"] = [*items, request.query_params.get("item", "?")]
+    return JSONResponse({"count": len(request.session["cart"])})
+
+
+async def clear(request: Request) -> Response:
+    request.session["cart"] = []
+    return JSONResponse({"count": 0})
+
+
+app = Starlette(
+    routes=[Route("/", home), Route("/cart", cart), Route("/cart/add", add, methods=["POST"]),
+            Route("/cart/clear", clear, methods=["POST"])],
+    middleware=[Middleware(
+        SessionMiddleware,
+        store=SQLiteStore(os.environ.get("DEMO_DB", "demo-sessions.db")),
+        secret_key=os.environ.get("DEMO_SECRET", "demo-only-change-me"),
+        lock_mode=[Rule("read", paths=["/cart"], methods=["GET"])],
+    )],
+)
+
+if __name__ == "__main__":
+    import uvicorn
+
+    uvicorn.run(app, host="127.0.0.1", port=int(os.environ.get("PORT", "8000")))
