@@ -1,0 +1,208 @@
+"""Flask integration: ``flask.session`` is the locked session.
+
+::
+
+    from flask import Flask, session
+    from sessionware.flask import Sessionware
+    from sessionware.stores import SQLiteStore
+
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "change-me"
+    Sessionware(app, store=SQLiteStore("sessions.db"))
+
+:class:`Sessionware` wraps ``app.wsgi_app`` in
+:class:`~sessionware.wsgi.WSGISessionMiddleware` and installs a session
+interface that hands Flask the session the middleware loaded (a
+:class:`FlaskSession`: a :class:`~sessionware.Session` and a Flask
+``SessionMixin``) and saves nothing itself: the middleware commits as the
+response starts. A view that raises saves nothing, whether Flask propagates the
+exception or answers with its 500 page (``got_request_exception``). HTTP errors
+raised on purpose (``abort(404)``) are responses like any other: the session is
+saved, as Starlette's ``HTTPException`` is.
+
+Configuration read from ``app.config`` when :meth:`Sessionware.init_app` runs:
+
+* ``SECRET_KEY`` (and ``SECRET_KEY_FALLBACKS``, for rotation) when no
+  ``secret_key`` is passed.
+* ``SESSION_COOKIE_NAME``, ``_DOMAIN``, ``_PATH`` (else ``APPLICATION_ROOT``),
+  ``_HTTPONLY``, ``_PARTITIONED``; ``SESSION_COOKIE_SECURE = True`` sets Secure
+  always and ``SESSION_COOKIE_SAMESITE`` sets SameSite. Flask's defaults for
+  those two (``False`` and ``None``) are weaker than sessionware's, so they
+  leave sessionware's in force: Secure on https, SameSite=Lax. A ``cookie=``
+  option replaces all of this.
+* ``PERMANENT_SESSION_LIFETIME``, ``session.permanent`` and
+  ``SESSION_REFRESH_EACH_REQUEST`` are not used: the server-side idle timeout
+  (``idle_timeout``, 20 minutes by default) decides how long a session lives,
+  and the cookie lasts for the browser session unless ``CookieOptions.max_age``
+  says otherwise. Pass ``idle_timeout=app.permanent_session_lifetime.total_seconds()``
+  to keep Flask's number.
+
+Early release for streamed responses: call :func:`commit_session` in the view
+before returning the streaming response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NoReturn, Unpack
+
+try:
+    from flask import Flask, Request, Response, request
+    from flask.sessions import NullSession, SessionInterface, SessionMixin
+    from flask.signals import got_request_exception
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
+
+from sessionware.cookies import CookieOptions
+from sessionware.core import SessionOptions
+from sessionware.exceptions import ConfigurationError
+from sessionware.modes import LockMode, ModeRule
+from sessionware.responses import ErrorHandler, default_error_response
+from sessionware.serializers import Serializer
+from sessionware.session import Session
+from sessionware.stores.base import Store
+from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session
+from sessionware.wsgi import commit_session as _commit_environ
+
+__all__ = ["FlaskSession", "Sessionware", "SessionwareInterface", "commit_session"]
+
+
+class FlaskSession(Session, SessionMixin):
+    """The locked session as Flask sees it: a :class:`~sessionware.Session`
+    (so ``regenerate()``, ``invalidate()`` and the change rules apply) that is
+    also a Flask ``SessionMixin``."""
+
+
+class UnavailableSession(NullSession):
+    """What ``flask.session`` is in a request without a sessionware session:
+    readable and empty; changes raise with the reason."""
+
+    def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise RuntimeError(
+            "no session in this request: its lock mode is 'none', or it did not "
+            "pass through the sessionware middleware (Flask's session_transaction() "
+            "and test_request_context() do not)")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = update = setdefault = _fail
+
+
+class SessionwareInterface(SessionInterface):
+    """Hands Flask the session the middleware loaded; saves nothing itself."""
+
+    null_session_class = UnavailableSession
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        session = request.environ.get(SESSION_KEY)
+        return session if isinstance(session, SessionMixin) else None
+
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if session.accessed:  # as Flask's own interface: caches must key on the cookie
+            response.vary.add("Cookie")
+
+
+def commit_session() -> None:
+    """Commit the current request's session now and release its lock, before a
+    long response (``stream_with_context``, downloads). Later changes raise
+    :class:`~sessionware.SessionClosed`."""
+    _commit_environ(request.environ)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    store: Store | None = None
+    secret_key: str | bytes | Sequence[str | bytes] | None = None
+    lock_mode: ModeRule | None = None
+    on_error: ErrorHandler | None = None
+    serializer: Serializer | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def over(self, defaults: _Settings) -> _Settings:
+        """These settings, falling back to ``defaults`` where unset."""
+        return replace(
+            defaults, **{k: v for k, v in vars(self).items() if v is not None and k != "options"},
+            options={**defaults.options, **self.options})
+
+
+class Sessionware:
+    """Locked sessions for a Flask app: ``Sessionware(app, store=...)``, or
+    ``Sessionware(store=...)`` and later ``init_app(app)``.
+
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``.
+    :param secret_key: signs the cookie (a list rotates keys: the first signs,
+        all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
+        Bytes keys are accepted.
+    :param lock_mode, on_error, serializer, options: as for
+        :class:`~sessionware.wsgi.WSGISessionMiddleware`; without ``cookie``,
+        the cookie follows the ``SESSION_COOKIE_*`` config.
+    """
+
+    def __init__(self, app: Flask | None = None, *, store: Store | None = None,
+                 secret_key: str | bytes | Sequence[str | bytes] | None = None,
+                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
+                 serializer: Serializer | None = None,
+                 **options: Unpack[SessionOptions]) -> None:
+        self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
+                                   dict(options))
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask, *, store: Store | None = None,
+                 secret_key: str | bytes | Sequence[str | bytes] | None = None,
+                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
+                 serializer: Serializer | None = None,
+                 **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
+        """Install the middleware and session interface on ``app``; arguments
+        given here win over the constructor's. Returns the middleware (also in
+        ``app.extensions["sessionware"]``)."""
+        settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
+                             dict(options)).over(self._settings)
+        if settings.store is None:
+            raise ConfigurationError("Sessionware needs a store, e.g. SQLiteStore('sessions.db')")
+        config_options = {"cookie": _cookie_options(app.config), **settings.options}
+        middleware = WSGISessionMiddleware(
+            app.wsgi_app, store=settings.store,
+            secret_key=_secret_keys(settings.secret_key, app.config),
+            lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
+            on_error=settings.on_error or default_error_response,
+            serializer=settings.serializer, session_class=FlaskSession, **config_options)
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        app.session_interface = SessionwareInterface()
+        got_request_exception.connect(_discard, app, weak=False)
+        app.extensions["sessionware"] = middleware
+        return middleware
+
+
+def _discard(sender: Flask, **extra: Any) -> None:
+    """A view raised: Flask answers with its error page, which must save nothing."""
+    discard_session(request.environ)
+
+
+def _cookie_options(config: dict[str, Any]) -> CookieOptions:
+    """:class:`~sessionware.CookieOptions` from Flask's ``SESSION_COOKIE_*`` config."""
+    options: dict[str, Any] = {
+        "name": config.get("SESSION_COOKIE_NAME") or "session",
+        "path": config.get("SESSION_COOKIE_PATH") or config.get("APPLICATION_ROOT") or "/",
+        "domain": config.get("SESSION_COOKIE_DOMAIN") or None,
+        "httponly": bool(config.get("SESSION_COOKIE_HTTPONLY", True)),
+        "partitioned": bool(config.get("SESSION_COOKIE_PARTITIONED", False)),
+    }
+    if config.get("SESSION_COOKIE_SECURE"):
+        options["secure"] = True
+    samesite = config.get("SESSION_COOKIE_SAMESITE")
+    if samesite:
+        options["samesite"] = str(samesite).lower()
+    return CookieOptions(**options)
+
+
+def _secret_keys(given: str | bytes | Sequence[str | bytes] | None,
+                 config: dict[str, Any]) -> list[str]:
+    if given is None:
+        if not config.get("SECRET_KEY"):
+            raise ConfigurationError("Sessionware needs a secret key: set "
+                                     "app.config['SECRET_KEY'] or pass secret_key=")
+        given = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]
+    elif isinstance(given, (str, bytes)):
+        given = [given]
+    return [key.decode("latin-1") if isinstance(key, bytes) else key for key in given]

@@ -1,0 +1,274 @@
+"""WSGISessionMiddleware: locked sessions for WSGI apps (Flask, Bottle, Pyramid, ...).
+
+The WSGI twin of :mod:`sessionware.asgi`: a thin driver over
+:class:`~sessionware.core.SessionCore`. The core is async; it runs on one event
+loop thread per process (:mod:`sessionware._loop`), and a request's thread
+blocks on it at the three moments that touch the store::
+
+    request arrives             core.open   verify the cookie, lock and load;
+                                            environ["sessionware.session"]
+    the app calls start_response tx.commit  save and unlock, add Set-Cookie,
+                                            before any byte leaves (a WSGI server
+                                            sends the headers with the first body)
+    the body is closed           tx.close   unlock without writing, unless committed
+
+A request the app fails saves nothing: the app raises, or calls
+``start_response`` with ``exc_info``, or a framework that turns exceptions into
+its own error page says so with :func:`discard_session` (:mod:`sessionware.flask`
+does, for Flask). A commit that fails replaces the app's response with the error
+response of :func:`~sessionware.responses.respond_to`; the app's iterable is
+closed unread.
+
+:func:`commit_session` is the synchronous form of ``await session.commit()``:
+commit and unlock now, before a long streamed response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Unpack
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from sessionware import _loop
+from sessionware.cookies import read_cookie
+from sessionware.core import SessionCore, SessionOptions, SessionTransaction
+from sessionware.exceptions import SessionClosed, SessionwareError
+from sessionware.modes import LockMode, ModeRule, mode_selector
+from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
+from sessionware.serializers import Serializer
+from sessionware.session import Session
+from sessionware.stores.base import Store
+
+__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session"]
+
+SESSION_KEY = "sessionware.session"
+"""The environ key of the request's :class:`~sessionware.Session`."""
+
+_REQUEST_KEY = "sessionware.request"  # the driver's per-request state
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+Write = Callable[[bytes], object]
+
+
+class WSGISessionMiddleware:
+    """Server-side sessions for a WSGI app, locked per request.
+
+    Takes the same arguments as :class:`~sessionware.SessionMiddleware`:
+
+    :param app: the WSGI application.
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``.
+    :param secret_key: signs the cookie; a list rotates keys (the first signs,
+        all verify).
+    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"none"``, a
+        callable, or a list of :class:`~sessionware.Rule`. Rules and callables
+        see a scope-like dict: ``type`` (``"http"``), ``method``, ``path``
+        (``PATH_INFO``), ``root_path`` (``SCRIPT_NAME``), ``scheme``,
+        ``query_string`` (bytes), ``headers`` (list of lower-case byte pairs)
+        and ``environ``.
+    :param on_error: maps a session failure to the response sent instead
+        (default: 503 with Retry-After, or 500 for unsaveable sessions).
+    :param serializer: default JSON.
+    :param session_class: the class of the sessions handed to the app, a
+        :class:`~sessionware.Session` subclass (Flask's integration uses one).
+    :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
+        ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
+        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``.
+
+    The session is ``environ["sessionware.session"]``, absent in lock mode
+    ``none``. Works under threaded and forking servers alike: every process
+    runs the core on its own loop thread, started at its first request.
+    """
+
+    def __init__(self, app: WSGIApplication, *, store: Store, secret_key: str | Sequence[str],
+                 lock_mode: ModeRule = LockMode.EXCLUSIVE,
+                 on_error: ErrorHandler = default_error_response,
+                 serializer: Serializer | None = None,
+                 session_class: type[Session] = Session,
+                 **options: Unpack[SessionOptions]) -> None:
+        self.app = app
+        self.core = SessionCore.from_options(store, secret_key, serializer, options,
+                                             session_class)
+        self.select_mode = mode_selector(lock_mode)
+        self.on_error = on_error
+        self.cookie_name = self.core.config.cookie.full_name
+
+    def __call__(self, environ: WSGIEnvironment,
+                 start_response: StartResponse) -> Iterable[bytes]:
+        mode = self.select_mode(_scope(environ))
+        if mode is LockMode.NONE:
+            return self.app(environ, start_response)
+        cookie = read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
+        https = environ.get("wsgi.url_scheme") == "https"
+        try:
+            tx = _loop.run(self.core.open(cookie, mode, https=https))
+        except SessionwareError as exc:
+            return _send_error(start_response, respond_to(exc, self.on_error))
+        request = _Request(tx, start_response, self.on_error)
+        environ[SESSION_KEY] = tx.session
+        environ[_REQUEST_KEY] = request
+        try:
+            body = self.app(environ, request.start_response)
+        except BaseException:
+            request.close()
+            raise
+        return _Body(body, request)
+
+    def close(self) -> None:
+        """Close the store (at shutdown; the middleware must not be used after)."""
+        _loop.run(self.core.aclose())
+
+
+def commit_session(environ: WSGIEnvironment) -> None:
+    """Commit the request's session now and release its lock: the synchronous
+    form of ``await session.commit()``, for long (streamed) responses.
+
+    Call it before the response starts: Set-Cookie, if any, goes out with the
+    response headers. Later changes raise :class:`~sessionware.SessionClosed`;
+    a store failure raises here, as the async form does.
+    """
+    request = environ.get(_REQUEST_KEY)
+    if not isinstance(request, _Request):
+        raise SessionClosed("no sessionware session in this request "
+                            "(lock mode 'none', or no WSGISessionMiddleware)")
+    request.commit_early()
+
+
+def discard_session(environ: WSGIEnvironment) -> None:
+    """End the request's session without saving it, and release its lock now.
+
+    For frameworks that catch a failed request's exception and answer with
+    their own error page: the middleware cannot tell that page from a success.
+    A session already committed stays committed. No-op without a session.
+    """
+    request = environ.get(_REQUEST_KEY)
+    if isinstance(request, _Request):
+        request.discard()
+
+
+class _Request:
+    """The driver's state for one request: when to commit, and what to send."""
+
+    __slots__ = ("_closed", "_on_error", "_start", "cookies", "discarded", "refusal", "tx")
+
+    def __init__(self, tx: SessionTransaction, start_response: StartResponse,
+                 on_error: ErrorHandler) -> None:
+        self.tx = tx
+        self._start = start_response
+        self._on_error = on_error
+        self.cookies: list[str] | None = None  # the Set-Cookie values, once committed
+        self.discarded = False
+        self.refusal: ErrorResponse | None = None  # sent instead of the app's response
+        self._closed = False
+
+    def start_response(self, status: str, headers: list[tuple[str, str]],
+                       exc_info: ExcInfo | None = None, /) -> Write:
+        if self.refusal is not None:
+            return _ignore  # the app's response was replaced already
+        if exc_info is not None:
+            self.discard()  # the app reports an error: its request saves nothing
+        if self.cookies is None and not self.discarded:
+            try:
+                self.cookies = _loop.run(self.tx.commit())
+            except SessionwareError as exc:
+                self.refusal = respond_to(exc, self._on_error)
+                _send_error(self._start, self.refusal)
+                return _ignore
+        headers = [*headers, *(("Set-Cookie", cookie) for cookie in self.cookies or ())]
+        return self._start(status, headers, exc_info)
+
+    def commit_early(self) -> None:
+        self.cookies = _loop.run(self._commit_early())
+
+    async def _commit_early(self) -> list[str]:
+        await self.tx.session.commit()  # session.py's rules: read-only, twice, ...
+        return await self.tx.commit()  # idempotent: that commit's Set-Cookie values
+
+    def discard(self) -> None:
+        if self.cookies is None:
+            self.discarded = True
+            self.close()
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            _loop.run(self.tx.close())
+
+
+class _Body:
+    """The app's response iterable, wrapped: the error response replaces it if
+    the commit failed, and closing it ends the request's session."""
+
+    __slots__ = ("_app_closed", "_body", "_chunks", "_request")
+
+    def __init__(self, body: Iterable[bytes], request: _Request) -> None:
+        self._body = body
+        self._request = request
+        self._app_closed = False
+        self._chunks = self._iterate()
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def _iterate(self) -> Iterator[bytes]:
+        request = self._request
+        if request.refusal is None:
+            for chunk in self._body:  # may call start_response on its first step
+                if request.refusal is not None:
+                    break
+                yield chunk
+        if request.refusal is not None:
+            self._close_app()
+            yield request.refusal.body
+
+    def _close_app(self) -> None:
+        if not self._app_closed:
+            self._app_closed = True
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+
+    def close(self) -> None:
+        try:
+            self._close_app()
+        finally:
+            self._request.close()
+
+
+def _scope(environ: WSGIEnvironment) -> dict[str, Any]:
+    """The ASGI-scope-like view of ``environ`` that lock-mode rules read."""
+    return {
+        "type": "http",
+        "method": environ.get("REQUEST_METHOD", "GET"),
+        "path": _text(environ.get("PATH_INFO", "")) or "/",
+        "root_path": _text(environ.get("SCRIPT_NAME", "")),
+        "scheme": environ.get("wsgi.url_scheme", "http"),
+        "query_string": environ.get("QUERY_STRING", "").encode("latin-1"),
+        "headers": [(key[5:].replace("_", "-").lower().encode("latin-1"),
+                     value.encode("latin-1"))
+                    for key, value in environ.items() if key.startswith("HTTP_")],
+        "environ": environ,
+    }
+
+
+def _text(wsgi_string: str) -> str:
+    """A WSGI "bytes as latin-1" string, decoded as the UTF-8 it was sent as."""
+    return wsgi_string.encode("latin-1").decode("utf-8", "replace")
+
+
+def _status_line(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return f"{status} Error"
+
+
+def _send_error(start_response: StartResponse, response: ErrorResponse) -> list[bytes]:
+    start_response(_status_line(response.status), response.all_headers())
+    return [response.body]
+
+
+def _ignore(data: bytes) -> None:
+    """The ``write`` of a replaced response: the app's bytes go nowhere."""
+
