@@ -195,6 +195,11 @@ def _resolve(waiter: asyncio.Future[None]) -> None:
         waiter.set_result(None)
 
 
+def _refusal(locked_until: float | None, now: float) -> Locked | None:
+    """What acquire answers when it takes no lease: no session, or locked."""
+    return None if locked_until is None else Locked(locked_until - now)
+
+
 def _first_token(now: float) -> int:
     """The token of a new record: microseconds of the wall clock, so a record
     created again under a deleted or swept key starts past its old tokens."""
@@ -363,7 +368,7 @@ class SQLiteStore(Store):
         now = time.time()
         locked_until = self._locked_until(db, key, now)
         if locked_until is None or locked_until > now:
-            return None if locked_until is None else Locked(locked_until - now)
+            return _refusal(locked_until, now)
         with self._write(db) as now:
             params = {"key": key, "now": now, "lease_ttl": lease_ttl}
             row = self._take(db, params)
@@ -371,7 +376,7 @@ class SQLiteStore(Store):
                 return Lease(key, row[0], row[1])
             # Another process took it (or deleted it) since the read above.
             locked_until = self._locked_until(db, key, now)
-        return None if locked_until is None else Locked(locked_until - now)
+        return _refusal(locked_until, now)
 
     def _take(self, db: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, bytes] | None:
         if _RETURNING:
