@@ -173,6 +173,7 @@ class _Request:
                 self.cookies = _loop.run(self.tx.commit())
             except SessionwareError as exc:
                 self.refusal = respond_to(exc, self._on_error)
+                self.close()  # nothing more can be saved: unlock now, not at the body's end
                 _send_error(self._start, self.refusal)
                 return _ignore
         headers = [*headers, *(("Set-Cookie", cookie) for cookie in self.cookies or ())]
