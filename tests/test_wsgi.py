@@ -171,6 +171,7 @@ def app() -> Iterator[CounterApp]:
 
 
 Factory = Callable[..., WSGISessionMiddleware]
+Serve = Callable[[WSGISessionMiddleware], httpx.Client]
 
 
 @pytest.fixture
@@ -203,7 +204,7 @@ def serve(app: WSGISessionMiddleware) -> Any:
 
 
 @pytest.fixture
-def served(make: Factory) -> Iterator[Callable[..., httpx.Client]]:
+def served(make: Factory) -> Iterator[Serve]:
     """Start a real server for a middleware; returns an httpx client for it."""
     running: list[Any] = []
     clients: list[httpx.Client] = []
@@ -296,7 +297,7 @@ def test_app_raising_changes_nothing_and_frees_the_lock(client: Client) -> None:
 def call(middleware: WSGISessionMiddleware, path: str, cookie: str, *, read: bool = True
          ) -> tuple[list[str], list[tuple[str, str]], bytes]:
     """One request by hand, as a server makes it; returns what it was told."""
-    environ = EnvironBuilder(path, headers={"Cookie": f"session={cookie}"}).get_environ()
+    environ = EnvironBuilder(path, headers=[("Cookie", f"session={cookie}")]).get_environ()
     told: list[str] = []
     headers: list[tuple[str, str]] = []
 
@@ -446,7 +447,7 @@ def new_session(http: httpx.Client) -> str:
     return cookie
 
 
-def test_concurrent_increments_are_all_kept(make: Factory, served: Any) -> None:
+def test_concurrent_increments_are_all_kept(make: Factory, served: Serve) -> None:
     http = served(make())
     cookie = new_session(http)
     with ThreadPoolExecutor(50) as pool:
@@ -456,7 +457,7 @@ def test_concurrent_increments_are_all_kept(make: Factory, served: Any) -> None:
     assert http.get("/n", headers=cookie_header(cookie)).text == "51"
 
 
-def test_read_mode_does_not_wait_for_the_lock(make: Factory, served: Any, app: CounterApp
+def test_read_mode_does_not_wait_for_the_lock(make: Factory, served: Serve, app: CounterApp
                                               ) -> None:
     http = served(make())
     cookie = new_session(http)
@@ -468,7 +469,7 @@ def test_read_mode_does_not_wait_for_the_lock(make: Factory, served: Any, app: C
     assert http.get("/n", headers=cookie_header(cookie)).text == "1001"
 
 
-def test_lock_timeout_gives_503_with_retry_after(make: Factory, served: Any, app: CounterApp
+def test_lock_timeout_gives_503_with_retry_after(make: Factory, served: Serve, app: CounterApp
                                                  ) -> None:
     http = served(make(lock_timeout=0.3))
     cookie = new_session(http)
@@ -482,7 +483,7 @@ def test_lock_timeout_gives_503_with_retry_after(make: Factory, served: Any, app
 
 
 def test_early_commit_frees_the_lock_during_a_streamed_response(
-    make: Factory, served: Any, app: CounterApp
+    make: Factory, served: Serve, app: CounterApp
 ) -> None:
     http = served(make())
     cookie = new_session(http)

@@ -1,0 +1,103 @@
+"""The Flask app the Flask tests drive, in process or under gunicorn.
+
+Under gunicorn, :func:`app_from_env` builds it over the store named by
+``SESSIONWARE_TEST_STORE`` (see tests/apps/stores.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from flask import Flask, Response, abort, request, session, stream_with_context
+
+from sessionware import SessionClosed, _loop
+from sessionware.flask import Sessionware, commit_session
+from sessionware.stores import Store
+
+SECRET = "test-secret"
+
+
+def build_app(store: Store, **options: Any) -> Flask:
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = SECRET
+    app.config.update(options.pop("config", {}))
+    Sessionware(app, store=store, **options)
+
+    @app.after_request
+    def worker(response: Response) -> Response:
+        response.headers["X-Worker"] = str(os.getpid())  # which process served it
+        return response
+
+    @app.get("/inc")
+    def inc() -> str:
+        n = session.get("n", 0)
+        time.sleep(float(request.args.get("delay", "0.005")))
+        session["n"] = n + 1
+        return str(n + 1)
+
+    @app.get("/n")
+    def read_n() -> str:
+        return str(session.get("n", 0))
+
+    @app.get("/boom")
+    def boom() -> str:
+        session["n"] = 999
+        raise RuntimeError("view failed after changing the session")
+
+    @app.get("/forbidden")
+    def forbidden() -> str:
+        session["n"] = session.get("n", 0) + 1
+        abort(403)
+
+    @app.get("/login")
+    def login() -> str:
+        session.regenerate()  # type: ignore[attr-defined]
+        session["user"] = "alice"
+        return "ok"
+
+    @app.get("/logout")
+    def logout() -> str:
+        session.invalidate()  # type: ignore[attr-defined]
+        return "ok"
+
+    @app.get("/early")
+    def early() -> Response:
+        session["n"] = session.get("n", 0) + 1
+        commit_session()
+        try:
+            session["n"] = -1
+        except SessionClosed:
+            pass
+        else:  # pragma: no cover - the failure this view exists to show
+            return Response("changed after commit", 500)
+
+        def body() -> Any:
+            yield "committed;"
+            yield str(session["n"])
+
+        return Response(stream_with_context(body()))
+
+    @app.get("/static/x")
+    def static_x() -> str:
+        try:
+            session["n"] = 1
+        except RuntimeError as exc:
+            return f"refused: {exc}"
+        return "changed"  # pragma: no cover
+
+    return app
+
+
+def app_from_env() -> Flask:
+    """For gunicorn (``tests.apps.flask_counter:app_from_env()``).
+
+    With ``--preload`` this runs in gunicorn's master before it forks: the loop
+    thread is started here on purpose, so the workers must start their own.
+    """
+    from tests.apps.stores import store_from_spec
+
+    _loop.run(asyncio.sleep(0))
+    return build_app(store_from_spec(os.environ["SESSIONWARE_TEST_STORE"]))
