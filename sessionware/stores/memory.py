@@ -8,6 +8,7 @@ between worker processes, so production needs another store.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class MemoryStore(Store):
         self._records: dict[str, _Record] = {}
         self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._next_sweep = 0.0
+        # one counter for every key: a record created again under an old key
+        # never hands out a token a stale lease of the old record still carries
+        self._tokens = itertools.count(1)
 
     def _live(self, key: str, now: float) -> _Record | None:
         record = self._records.get(key)
@@ -68,7 +72,7 @@ class MemoryStore(Store):
             return None
         if record.locked_until > now:
             return Locked(record.locked_until - now)
-        record.token += 1
+        record.token = next(self._tokens)
         record.locked_until = now + lease_ttl
         return Lease(key, record.token, record.data)
 
@@ -108,7 +112,8 @@ class MemoryStore(Store):
         if self._live(key, now) is not None:
             return False
         absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
-        self._records[key] = _Record(data, 0, 0.0, min(now + ttl, absolute), absolute)
+        expires = min(now + ttl, absolute)
+        self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
         return True
 
     async def delete(self, lease: Lease) -> None:

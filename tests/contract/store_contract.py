@@ -166,6 +166,19 @@ class StoreContract:
         await store.commit(lease, b"v1", ttl=LONG)
         assert await store.read(key) == b"v1"
 
+    async def test_lease_of_a_deleted_record_never_matches_its_successor(
+        self, store: Store, key: str
+    ) -> None:
+        old = await acquire_lease(store, key)
+        await store.delete(old)
+        assert await store.create(key, b"successor", ttl=LONG)
+        new = await acquire_lease(store, key)
+        assert new.token != old.token
+        with pytest.raises(LeaseLost):
+            await store.commit(old, b"stale", ttl=LONG)
+        await store.commit(new, b"v1", ttl=LONG)
+        assert await store.read(key) == b"v1"
+
     # -- reads ----------------------------------------------------------------
 
     async def test_read_takes_no_lock(self, store: Store, key: str) -> None:
