@@ -1,0 +1,105 @@
+"""The benchmark app, one per ASGI peer, for uvicorn: ``--factory benchmarks.apps_asgi:make_app``.
+
+The same three endpoints on every peer:
+
+* ``GET /inc``: read ``n`` from the session, sleep ``delay`` seconds (query
+  parameter, default ``$BENCH_DELAY``), write ``n + 1``, return it;
+* ``GET /n``: return ``n``;
+* ``GET /hello``: does not touch the session.
+
+``GET /__stats`` returns the store-operation counts (sessionware peers, whose
+store class is wrapped by :func:`benchmarks.counting.counting_store`).
+
+Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
+``sw-sqlite``, ``sw-redis``), ``BENCH_REDIS_URL``, ``BENCH_SQLITE``,
+``BENCH_DELAY``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from benchmarks.counting import COUNTS, sessionware_store
+
+SECRET = "benchmark-secret-0123456789abcdef"
+DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
+PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis")
+
+Loader = Callable[[Request], Awaitable[None]]
+
+
+async def _no_load(request: Request) -> None:
+    return None
+
+
+def routes(load: Loader, session: bool = True) -> list[Route]:
+    async def inc(request: Request) -> Response:
+        delay = float(request.query_params.get("delay", DEFAULT_DELAY))
+        if not session:
+            if delay:
+                await asyncio.sleep(delay)
+            return PlainTextResponse("1")
+        await load(request)
+        n = request.session.get("n", 0)
+        if delay:
+            await asyncio.sleep(delay)
+        request.session["n"] = n + 1
+        return PlainTextResponse(str(n + 1))
+
+    async def read_n(request: Request) -> Response:
+        if not session:
+            return PlainTextResponse("0")
+        await load(request)
+        return PlainTextResponse(str(request.session.get("n", 0)))
+
+    async def hello(request: Request) -> Response:
+        return PlainTextResponse("hello")
+
+    async def stats(request: Request) -> Response:
+        return PlainTextResponse(json.dumps(dict(COUNTS)))
+
+    return [Route("/inc", inc), Route("/n", read_n), Route("/hello", hello),
+            Route("/__stats", stats)]
+
+
+def make_app(peer: str | None = None) -> Any:
+    peer = peer or os.environ["BENCH_PEER"]
+    redis_url = os.environ.get("BENCH_REDIS_URL", "")
+    if peer == "plain":
+        return Starlette(routes=routes(_no_load, session=False))
+    if peer == "starlette":
+        from starlette.middleware.sessions import SessionMiddleware
+
+        return Starlette(routes=routes(_no_load), middleware=[
+            Middleware(SessionMiddleware, secret_key=SECRET, https_only=False)])
+    if peer == "starsessions":
+        from redis.asyncio import Redis
+        from starsessions import SessionMiddleware as StarSessions
+        from starsessions import load_session
+        from starsessions.stores.redis import RedisStore as StarRedis
+
+        store = StarRedis(connection=Redis.from_url(redis_url))
+
+        async def load(request: Request) -> None:
+            await load_session(request)
+
+        return Starlette(routes=routes(load), middleware=[
+            Middleware(StarSessions, store=store, cookie_https_only=False, lifetime=1200)])
+    if peer in ("sw-sqlite", "sw-redis"):
+        from sessionware import Rule, SessionMiddleware
+
+        store = sessionware_store(peer.removeprefix("sw-"))
+        modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
+        return Starlette(routes=routes(_no_load), middleware=[
+            Middleware(SessionMiddleware, store=store, secret_key=SECRET, lock_mode=modes)])
+    raise ValueError(f"unknown ASGI peer {peer!r}; one of {PEERS}")

