@@ -8,6 +8,6 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e ".[all,test]"
-ruff check sessionware tests examples benchmarks
+ruff check .
 mypy
 python -m pytest "$@"
