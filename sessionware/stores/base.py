@@ -127,7 +127,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
-        """The last committed data, or ``None``; takes no lock and never waits.
+        """The last committed data, or ``None``; takes no session lock and never
+        waits for one (a due slide may briefly take the store's own write lock).
 
         ``ttl`` and ``refresh_after`` slide the idle expiry as in :meth:`release`.
         """
