@@ -66,7 +66,8 @@ from sessionware.stores.base import Store
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session
 from sessionware.wsgi import commit_session as _commit_environ
 
-__all__ = ["FlaskSession", "Sessionware", "SessionwareInterface", "commit_session"]
+__all__ = ["FlaskSession", "Sessionware", "SessionwareInterface", "UnavailableSession",
+           "commit_session"]
 
 
 class FlaskSession(Session, SessionMixin):

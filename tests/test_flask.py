@@ -7,6 +7,7 @@ store, 200 concurrent increments of one session ending at exactly 200.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -194,6 +195,13 @@ def test_init_app_for_app_factories() -> None:
     assert middleware.core.config.idle_timeout == 60
     assert middleware.core.config.lock_timeout == 1
     middleware.close()
+
+
+def test_missing_flask_names_the_extra_to_install() -> None:
+    code = "import sys; sys.modules['flask'] = None; import sessionware.flask"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=False)
+    assert "pip install sessionware[flask]" in result.stderr
 
 
 def test_permanent_session_lifetime_is_not_the_idle_timeout(make_app: AppFactory) -> None:
