@@ -289,3 +289,37 @@ async def test_use_after_close_is_a_clear_error(db_path: str) -> None:
     await store.aclose()  # idempotent
     with pytest.raises(StoreError, match="is closed"):
         await store.read(new_key())
+
+
+def _use_inherited_store(store: SQLiteStore, key: str, results: Any) -> None:
+    async def use() -> bytes:
+        lease = await store.acquire(key, lease_ttl=30.0)
+        assert isinstance(lease, Lease)
+        await store.commit(lease, b"from the child", ttl=60.0)
+        data = await store.read(key)
+        assert data is not None
+        return data
+
+    results.put(asyncio.run(asyncio.wait_for(use(), 10)))
+
+
+def test_store_used_before_a_fork_works_in_the_child(tmp_path: Path) -> None:
+    """gunicorn without --preload of the store: the worker inherits a store the
+    master already used; its executor thread did not survive the fork."""
+    store = SQLiteStore(tmp_path / "fork.db")
+    key = "k" * 64
+
+    async def prepare() -> None:
+        await store.setup()
+        assert await store.create(key, b"from the parent", ttl=60.0)
+
+    asyncio.run(prepare())
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_use_inherited_store, args=(store, key, results))
+    child.start()
+    child.join(20)
+    assert child.exitcode == 0
+    assert results.get(timeout=1) == b"from the child"
+    assert asyncio.run(store.read(key)) == b"from the child"
+    asyncio.run(store.aclose())

@@ -200,6 +200,10 @@ def _refusal(locked_until: float | None, now: float) -> Locked | None:
     return None if locked_until is None else Locked(locked_until - now)
 
 
+def _worker() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionware-sqlite")
+
+
 def _first_token(now: float) -> int:
     """The token of a new record: microseconds of the wall clock, so a record
     created again under a deleted or swept key starts past its old tokens."""
@@ -227,8 +231,8 @@ class SQLiteStore(Store):
         self._table = table
         self._busy_timeout = busy_timeout
         self._sweep_interval = sweep_interval
-        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="sessionware-sqlite")
+        self._executor: ThreadPoolExecutor | None = _worker()
+        self._pid = os.getpid()
         # Used on the worker thread only.
         self._db: sqlite3.Connection | None = None
         self._next_sweep = 0.0
@@ -308,8 +312,19 @@ class SQLiteStore(Store):
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
             raise StoreError(f"{self!r} is closed")
+        if self._pid != os.getpid():
+            self._after_fork()
         with self._translated():
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _after_fork(self) -> None:
+        """A forked child (gunicorn, multiprocessing) inherits the executor but
+        not its thread, nor may it share the parent's connection: start afresh."""
+        self._pid = os.getpid()
+        self._executor = _worker()
+        self._db = None  # the parent's; closing it here would disturb the parent
+        self._waiters = {}  # futures of the parent's loops
+        self._waiters_lock = threading.Lock()  # it may have been held at the fork
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
