@@ -22,6 +22,7 @@ from sessionware.modes import LockMode, Rule
 from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session
+from sessionware.wsgi import WSGISessionMiddleware
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,7 @@ __all__ = [
     "SessionwareError",
     "StoreError",
     "StoreUnavailable",
+    "WSGISessionMiddleware",
     "__version__",
     "default_error_response",
 ]
