@@ -257,6 +257,24 @@ class MiddlewareSuite:
             app.state.release.set()
             assert (await holder).text == "released"
 
+    async def test_a_long_request_keeps_its_lock_by_renewing_the_lease(
+        self, make_app: AppFactory
+    ) -> None:
+        lease = 0.3
+        app = make_app(lease_ttl=lease)
+        other_process = make_app(lock_timeout=0.2)  # its own core and queue, same store
+        async with _client(app) as client, _client(other_process) as other:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
+            await asyncio.wait_for(app.state.holding.wait(), 5)
+            await asyncio.sleep(4 * lease)  # without renewal the lease would have lapsed
+            contender = await other.get("/inc", headers=cookie_header(cookie))
+            assert contender.status_code == 503
+            app.state.release.set()
+            assert (await holder).status_code == 200
+            assert (await client.get("/n", headers=cookie_header(cookie))).text == "1001"
+
     async def test_queue_limit_turns_the_excess_away_at_once(
         self, make_app: AppFactory
     ) -> None:
