@@ -83,7 +83,8 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Union
 
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
@@ -100,6 +101,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "RedisStore needs redis-py: pip install sessionware[redis]"
     ) from exc
+
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -201,7 +207,7 @@ class RedisStore(Store):
         self._read = client.register_script(scripts.READ)
         self._create = client.register_script(scripts.CREATE)
         self._delete = client.register_script(scripts.DELETE)
-        self._wakeups = _Wakeups(self._open_pubsub, self._channel)
+        self._wakeups = _Wakeups(self._pubsub, self._channel)
 
     @staticmethod
     def _connect(url: str, cluster: bool, socket_timeout: float | None) -> Client:
@@ -213,6 +219,12 @@ class RedisStore(Store):
         try:
             if cluster:
                 return RedisCluster.from_url(url, **options)
+            if MaintNotificationsConfig is not None:
+                # redis-py 8.1 skips its stale-connection check at checkout while
+                # maintenance notifications are "auto" (truthy), so after a server
+                # restart every pooled connection would fail once. RESP2 has no
+                # maintenance notifications anyway.
+                options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
             return aioredis.Redis.from_url(url, **options)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
@@ -293,30 +305,46 @@ class RedisStore(Store):
 
     # -- the subscriber ---------------------------------------------------------
 
-    async def _open_pubsub(self) -> PubSub:
-        """A pub/sub connection: the client's own, or one to any cluster node."""
+    @contextlib.asynccontextmanager
+    async def _pubsub(self) -> AsyncIterator[PubSub]:
+        """A pub/sub connection: from the client's pool, or to any one cluster node."""
         client = self._client
         if not isinstance(client, RedisCluster):
-            return client.pubsub()
+            pubsub = client.pubsub()
+            try:
+                yield pubsub
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            return
         await client.initialize()
         node = client.get_random_node()
         pool = aioredis.ConnectionPool(connection_class=node.connection_class,
                                        **node.connection_kwargs)
-        return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True).pubsub()
+        node_client = aioredis.Redis.from_pool(pool)
+        try:
+            pubsub = node_client.pubsub()
+            try:
+                yield pubsub
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+        finally:
+            await node_client.aclose()
 
 
 class _Wakeups:
     """One subscriber for all local waiters of a store: key -> their futures."""
 
-    def __init__(self, open_pubsub: Callable[[], Awaitable[PubSub]], channel: str) -> None:
-        self._open_pubsub = open_pubsub
+    def __init__(self, pubsub: Callable[[], AbstractAsyncContextManager[PubSub]],
+                 channel: str) -> None:
+        self._pubsub = pubsub
         self._channel = channel
         self._waiters: dict[bytes, set[asyncio.Future[None]]] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = False
+        self._closing = False
 
     async def wait(self, rkey: bytes, timeout: float, attempt: int) -> None:
-        if self._task is None:
+        if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._listen())
         if self._subscribed:
             delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
@@ -344,39 +372,39 @@ class _Wakeups:
 
     async def _listen(self) -> None:
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 await self._listen_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if self._closing:  # redis-py may turn our cancellation into an error
+                    return
                 level = logging.DEBUG if failures else logging.WARNING
                 logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
             failures += 1
             await asyncio.sleep(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
 
     async def _listen_once(self) -> None:
-        pubsub = await self._open_pubsub()
         try:
-            await pubsub.subscribe(self._channel)
-            while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is None:
-                    continue
-                if message["type"] == "message":
-                    self._wake(message["data"])
-                elif message["type"] == "subscribe":
-                    self._subscribed = True
-                    self._wake_all()  # messages may have been missed until now
+            async with self._pubsub() as pubsub:
+                await pubsub.subscribe(self._channel)
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._wake(message["data"])
+                    elif message["type"] == "subscribe":
+                        self._subscribed = True
+                        self._wake_all()  # messages may have been missed until now
         finally:
             self._subscribed = False
             self._wake_all()
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def aclose(self) -> None:
+        self._closing = True
         task, self._task = self._task, None
-        if task is not None:
+        while task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task], timeout=0.5)
