@@ -1,6 +1,6 @@
 """Stores named by a string, for apps started in another process (uvicorn).
 
-``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<host:port>,<host:port>...``
+``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``
 """
 
 from __future__ import annotations
@@ -19,10 +19,7 @@ def store_from_spec(spec: str) -> Store:
 
         return RedisStore(url=where)
     if kind == "redis-cluster":
-        from redis.asyncio.cluster import ClusterNode, RedisCluster
-
         from sessionware.stores import RedisStore
 
-        nodes = [ClusterNode(h, int(p)) for h, p in (n.rsplit(":", 1) for n in where.split(","))]
-        return RedisStore(client=RedisCluster(startup_nodes=nodes))
+        return RedisStore(where, cluster=True)
     raise ValueError(f"unknown store spec {spec!r}")

@@ -13,6 +13,7 @@ A missing binary fails the run: CI must never skip the Redis tests silently.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import shutil
@@ -65,8 +66,9 @@ def free_port(*, cluster_bus: bool = False) -> int:
 class RedisServer:
     """One valkey-server process; ``stop`` and ``start`` keep its port."""
 
-    def __init__(self, *, cluster: bool = False) -> None:
+    def __init__(self, *, cluster: bool = False, persistent: bool = False) -> None:
         self.cluster = cluster
+        self.persistent = persistent  # an append-only file, fsynced at every write
         self.port = free_port(cluster_bus=cluster)
         self.dir = tempfile.mkdtemp(prefix="sessionware-valkey-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -77,7 +79,9 @@ class RedisServer:
 
     def command(self) -> list[str]:
         args = [valkey_binary("valkey-server"), "--port", str(self.port), "--bind", HOST,
-                "--save", "", "--appendonly", "no", "--dir", self.dir,
+                "--save", "", "--dir", self.dir,
+                *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
+                  else ["--appendonly", "no"]),
                 "--logfile", os.path.join(self.dir, "server.log")]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
@@ -168,12 +172,12 @@ def redis_url(redis_server: RedisServer) -> str:
 
 
 @pytest.fixture
-def redis_server_factory() -> Iterator[Callable[[], RedisServer]]:
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private servers for one test; all stopped when the test ends."""
     servers: list[RedisServer] = []
 
-    def factory() -> RedisServer:
-        server = RedisServer()
+    def factory(persistent: bool = False) -> RedisServer:
+        server = RedisServer(persistent=persistent)
         servers.append(server)
         server.start()
         return server
@@ -195,3 +199,78 @@ def redis_cluster_nodes() -> Iterator[list[tuple[str, int]]]:
 def redis_cluster_url(redis_cluster_nodes: list[tuple[str, int]]) -> str:
     host, port = redis_cluster_nodes[0]
     return f"redis://{host}:{port}/0"
+
+
+# -- a counting proxy: what the store really sends --------------------------------
+
+
+class CountingProxy:
+    """A loopback TCP proxy that records every command a client sends (RESP arrays)."""
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.commands: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"redis://{HOST}:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, HOST, 0)
+
+    async def aclose(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(HOST, self.target_port)
+        back = asyncio.create_task(self._pipe(server_r, client_w))
+        try:
+            buffer = b""
+            while chunk := await client_r.read(65536):
+                buffer = self._count(buffer + chunk)
+                server_w.write(chunk)
+                await server_w.drain()
+        finally:
+            back.cancel()
+            server_w.close()
+            client_w.close()
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+
+    def _count(self, buffer: bytes) -> bytes:
+        """Record the complete commands in ``buffer``; return the incomplete rest."""
+        while True:
+            parsed = _parse_command(buffer)
+            if parsed is None:
+                return buffer
+            name, buffer = parsed
+            self.commands.append(name)
+
+    def take(self) -> list[str]:
+        taken, self.commands = self.commands, []
+        return taken
+
+
+def _parse_command(buffer: bytes) -> tuple[str, bytes] | None:
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    header, rest = buffer.split(b"\r\n", 1)
+    parts = []
+    for _ in range(int(header[1:])):
+        if b"\r\n" not in rest:
+            return None
+        length_line, rest = rest.split(b"\r\n", 1)
+        length = int(length_line[1:])
+        if len(rest) < length + 2:
+            return None
+        parts.append(rest[:length])
+        rest = rest[length + 2:]
+    return parts[0].decode().upper(), rest
