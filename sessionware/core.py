@@ -119,6 +119,7 @@ class SessionCore:
         self.queues = SessionQueues(self.config.max_waiting)
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
         self._ready = False
+        self._setting_up: asyncio.Task[None] | None = None
 
     @classmethod
     def from_options(cls, store: Store, secret_key: str | Sequence[str],
@@ -160,11 +161,19 @@ class SessionCore:
         return tx
 
     async def ensure_ready(self) -> None:
-        """Set the store up on first use (``setup`` is idempotent, so a race
-        between two first requests is harmless)."""
-        if not self._ready:
-            await self.guard(self.store.setup())
-            self._ready = True
+        """Set the store up on first use, once: the first burst of requests
+        shares one ``setup`` instead of each opening connections of its own.
+        A failed setup is tried again by the next request."""
+        if self._ready:
+            return
+        task = self._setting_up
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._setting_up = asyncio.ensure_future(self._setup())
+        await asyncio.shield(task)
+
+    async def _setup(self) -> None:
+        await self.guard(self.store.setup())
+        self._ready = True
 
     async def lock(self, key: str) -> Lease | None:
         """Take ``key``'s lock: first this process's turn, then the store's lock.

@@ -100,6 +100,13 @@ class MiddlewareSuite:
         await client.get("/hello", headers=cookie_header(cookie))
         assert dict(counting.calls) == {"acquire": 1, "release": 1}
 
+    async def test_a_first_burst_sets_the_store_up_once(
+        self, client: httpx.AsyncClient, counting: CountingStore
+    ) -> None:
+        responses = await asyncio.gather(*(client.get("/inc?delay=0") for _ in range(30)))
+        assert {r.status_code for r in responses} == {200}
+        assert counting.calls["setup"] == 1
+
     # -- the promise: no lost updates ------------------------------------------
 
     async def test_concurrent_increments_are_all_kept(self, client: httpx.AsyncClient) -> None:

@@ -265,3 +265,11 @@ async def test_a_given_client_is_used_and_left_open(redis_url: str) -> None:
         assert await client.ping()
     finally:
         await client.aclose()
+
+
+async def test_a_burst_past_the_pool_size_waits_for_connections(redis_url: str) -> None:
+    async with RedisStore(redis_url, max_connections=2) as store:
+        keys = [new_key() for _ in range(40)]
+        created = await asyncio.gather(*(store.create(k, b"v", ttl=LONG) for k in keys))
+        assert all(created)
+        assert await asyncio.gather(*(store.read(k) for k in keys)) == [b"v"] * 40

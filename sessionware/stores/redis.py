@@ -179,6 +179,9 @@ class RedisStore(Store):
         contain braces (the session key is the hash tag).
     :param socket_timeout: seconds before a stalled command raises
         :class:`~sessionware.StoreUnavailable` (clients built from ``url``).
+    :param max_connections: connections per process to a single server; when
+        all are busy an operation waits for one (up to ``socket_timeout``)
+        rather than failing, so a burst is slowed down, not refused.
     """
 
     def __init__(
@@ -189,12 +192,13 @@ class RedisStore(Store):
         cluster: bool = False,
         prefix: str = DEFAULT_PREFIX,
         socket_timeout: float | None = 5.0,
+        max_connections: int = 100,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
         self._owns_client = client is None
         if client is None:
-            client = self._connect(url, cluster, socket_timeout)
+            client = self._connect(url, cluster, socket_timeout, max_connections)
         elif _decodes_responses(client):
             raise ConfigurationError("RedisStore needs a client with decode_responses=False")
         self._client: Client = client
@@ -210,7 +214,8 @@ class RedisStore(Store):
         self._wakeups = _Wakeups(self._pubsub, self._channel)
 
     @staticmethod
-    def _connect(url: str, cluster: bool, socket_timeout: float | None) -> Client:
+    def _connect(url: str, cluster: bool, socket_timeout: float | None,
+                 max_connections: int) -> Client:
         options: dict[str, Any] = {
             "retry": _no_retry(),
             "socket_timeout": socket_timeout,
@@ -225,7 +230,11 @@ class RedisStore(Store):
                 # restart every pooled connection would fail once. RESP2 has no
                 # maintenance notifications anyway.
                 options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
-            return aioredis.Redis.from_url(url, **options)
+            # redis-py's default pool raises MaxConnectionsError past its limit;
+            # a blocking pool queues the excess instead.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout, **options)
+            return aioredis.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
 
