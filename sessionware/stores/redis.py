@@ -95,6 +95,7 @@ try:
     import redis.asyncio as aioredis
     from redis import exceptions as rexc
     from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -106,6 +107,11 @@ try:  # redis-py >= 7
     from redis.maint_notifications import MaintNotificationsConfig
 except ImportError:  # pragma: no cover - older redis-py
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
+try:  # the lean command path needs hiredis's parser (the [redis] extra brings it)
+    from sessionware.stores._resp import RespPipe, evalsha_command, pack
+except ImportError:  # pragma: no cover - redis-py without hiredis
+    RespPipe = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -166,6 +172,22 @@ def _decodes_responses(client: Client) -> bool:
     return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
 
 
+def _lean_pipe(url: str, socket_timeout: float | None) -> RespPipe | None:
+    """The lean command path for a plain ``redis://`` URL (TCP, optional user,
+    password and db), if hiredis is installed; ``None`` (redis-py for every
+    command) for TLS, unix sockets and URLs with other options."""
+    if RespPipe is None or not url.startswith("redis://"):
+        return None
+    options: dict[str, Any] = dict(parse_url(url))
+    host, port = str(options.pop("host", "localhost")), int(options.pop("port", 6379))
+    db = int(options.pop("db", 0))
+    username, password = options.pop("username", None), options.pop("password", None)
+    if options:
+        return None
+    return RespPipe(host, port, db=db, username=username, password=password,
+                    timeout=socket_timeout)
+
+
 class RedisStore(Store):
     """Sessions in Redis (or Valkey), single server or cluster.
 
@@ -197,8 +219,11 @@ class RedisStore(Store):
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
         self._owns_client = client is None
+        self._fast: RespPipe | None = None
         if client is None:
             client = self._connect(url, cluster, socket_timeout, max_connections)
+            if not cluster:
+                self._fast = _lean_pipe(url, socket_timeout)
         elif _decodes_responses(client):
             raise ConfigurationError("RedisStore needs a client with decode_responses=False")
         self._client: Client = client
@@ -247,12 +272,27 @@ class RedisStore(Store):
         for attempt in range(2 if idempotent else 1):
             try:
                 with _translated(op):
+                    if self._fast is not None:
+                        return await self._evalsha(self._fast, script, self._key(key), args)
                     return await script(keys=[self._key(key)], args=args)
             except StoreUnavailable:
                 if attempt or not idempotent:
                     raise
                 logger.debug("retrying idempotent %s after a connection error", op)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    async def _evalsha(fast: RespPipe, script: AsyncScript, rkey: str,
+                       args: Sequence[str | int | bytes]) -> Any:
+        """EVALSHA on the lean path; after a NOSCRIPT (a flushed or restarted
+        server) load the script and run it again, as redis-py's Script does."""
+        try:
+            return await fast.execute(evalsha_command(script.sha, rkey, args))
+        except rexc.NoScriptError:
+            source = script.script
+            body = source if isinstance(source, (bytes, str)) else bytes(source)
+            script.sha = (await fast.execute(pack("SCRIPT", "LOAD", body))).decode()
+            return await fast.execute(evalsha_command(script.sha, rkey, args))
 
     async def _fenced(self, op: str, script: AsyncScript, lease: Lease,
                       args: Sequence[str | int | bytes]) -> None:
@@ -270,6 +310,8 @@ class RedisStore(Store):
 
     async def aclose(self) -> None:
         await self._wakeups.aclose()
+        if self._fast is not None:
+            self._fast.close()
         if self._owns_client:
             with contextlib.suppress(Exception), _translated("aclose"):
                 await self._client.aclose()

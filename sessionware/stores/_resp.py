@@ -1,0 +1,180 @@
+"""A lean, auto-pipelined RESP2 command path for RedisStore's hot operations.
+
+Every locked request runs two scripts (acquire, commit), so the cost of one
+command is paid twice per request. Two costs dominate with redis-py's general
+client: its Python per command (pool checkout with its own timeouts, argument
+encoding, observability hooks, retry wrappers: about 70 µs here), and one
+``send`` system call per command, each waking the server on its own.
+
+This path removes both. All commands of one process share one connection:
+each is appended to a write buffer that is flushed once per event-loop turn
+(commands issued by concurrent requests in the same turn leave in one system
+call), and a reader task hands replies, in order, to the callers' futures
+(hiredis parses them). A caller that is cancelled or times out just abandons
+its future; its reply is read and dropped, so the stream stays in step.
+
+Errors are redis-py's own exception classes (parsed by redis-py's error
+parser), so :func:`sessionware.stores.redis._translated` stays the one place
+where Redis errors become sessionware's. RedisStore uses this path only where
+it is equivalent to redis-py: a single server over TCP, with hiredis installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis import exceptions as rexc
+from redis._parsers.base import BaseParser
+
+__all__ = ["RespPipe", "evalsha_command", "pack"]
+
+Arg = bytes | str | int
+
+
+def pack(*args: Arg) -> bytes:
+    """One command in RESP2: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def evalsha_command(sha: str, key: str, args: Sequence[Arg]) -> bytes:
+    return pack("EVALSHA", sha, 1, key, *args)
+
+
+class _Stream:
+    """One connection: a write buffer flushed once per loop turn, and a reader
+    task that resolves the pending futures in the order the commands went out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writer = writer
+        self._loop = asyncio.get_running_loop()
+        self._buffer: list[bytes] = []
+        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self._reader_task = self._loop.create_task(self._read_replies(reader))
+        self.broken: BaseException | None = None
+
+    def send(self, packed: bytes) -> asyncio.Future[Any]:
+        if not self._buffer:
+            self._loop.call_soon(self._flush)
+        self._buffer.append(packed)
+        reply = self._loop.create_future()
+        self._pending.append(reply)
+        return reply
+
+    def _flush(self) -> None:
+        if self._buffer and self.broken is None:
+            self._writer.write(b"".join(self._buffer))
+        self._buffer.clear()
+
+    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
+        parser = hiredis.Reader()
+        try:
+            while chunk := await reader.read(65536):
+                parser.feed(chunk)
+                while (reply := parser.gets()) is not False:
+                    self._resolve(self._pending.popleft(), reply)
+            self.fail(rexc.ConnectionError("Redis closed the connection"))
+        except Exception as exc:  # a reset socket, or a reply nobody asked for
+            self.fail(rexc.ConnectionError(f"Redis connection failed: {exc!r}"))
+
+    @staticmethod
+    def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
+        if future.done():
+            return  # its caller gave up: the reply is dropped
+        if isinstance(reply, hiredis.ReplyError):
+            future.set_exception(BaseParser.parse_error(str(reply)))  # type: ignore[no-untyped-call]
+        else:
+            future.set_result(reply)
+
+    def fail(self, error: BaseException) -> None:
+        """Close the connection and fail every command still waiting on it."""
+        if self.broken is None:
+            self.broken = error
+            self._writer.close()
+            if self._reader_task is not asyncio.current_task():
+                self._reader_task.cancel()
+        while self._pending:
+            future = self._pending.popleft()
+            if not future.done():
+                future.set_exception(error)
+                future.exception()  # retrieved: an abandoned future must not warn
+
+
+class RespPipe:
+    """Commands to one server over one shared, auto-pipelined connection,
+    reconnected after a failure (or in a forked child, or on another loop)."""
+
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None, timeout: float | None = None) -> None:
+        self._address = (host, port)
+        self._hello = _handshake(db, username, password)
+        self._timeout = timeout
+        self._stream: _Stream | None = None
+        self._connecting: asyncio.Task[_Stream] | None = None
+        self._pid = os.getpid()
+
+    async def execute(self, packed: bytes) -> Any:
+        """Send one packed command and return its reply."""
+        stream = self._stream
+        if stream is None or stream.broken or not self._owned(stream):
+            stream = await self._connect()
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await stream.send(packed)
+        except TimeoutError as exc:
+            stream.fail(rexc.TimeoutError("Redis did not answer in time"))
+            raise rexc.TimeoutError("Redis did not answer in time") from exc
+
+    def _owned(self, stream: _Stream) -> bool:
+        if self._pid != os.getpid():  # forked: the socket is the parent's
+            self._pid, self._stream = os.getpid(), None
+            return False
+        return stream._loop is asyncio.get_running_loop()
+
+    async def _connect(self) -> _Stream:
+        """One connection attempt shared by every caller that needs it now."""
+        task = self._connecting
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self._connecting = asyncio.ensure_future(self._open())
+        self._stream = await asyncio.shield(task)
+        return self._stream
+
+    async def _open(self) -> _Stream:
+        stream: _Stream | None = None
+        try:
+            async with asyncio.timeout(self._timeout):
+                stream = _Stream(*await asyncio.open_connection(*self._address))
+                for command in self._hello:
+                    await stream.send(command)
+        except BaseException as exc:
+            if stream is not None:
+                stream.fail(rexc.ConnectionError("the handshake failed"))
+            if isinstance(exc, TimeoutError):
+                raise rexc.TimeoutError(f"connecting to Redis at {self._address}") from exc
+            if isinstance(exc, OSError):
+                raise rexc.ConnectionError(
+                    f"connecting to Redis at {self._address}: {exc}") from exc
+            raise
+        return stream
+
+    def close(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is not None and stream._loop is asyncio.get_running_loop():
+            stream.fail(rexc.ConnectionError("the store was closed"))
+
+
+def _handshake(db: int, username: str | None, password: str | None) -> list[bytes]:
+    commands = []
+    if password is not None:
+        commands.append(pack("AUTH", *([username] if username else []), password))
+    if db:
+        commands.append(pack("SELECT", db))
+    return commands
