@@ -9,8 +9,8 @@ encoding, observability hooks, retry wrappers: about 70 µs here), and one
 This path removes both. All commands of one process share one connection:
 each is appended to a write buffer that is flushed once per event-loop turn
 (commands issued by concurrent requests in the same turn leave in one system
-call), and a reader task hands replies, in order, to the callers' futures
-(hiredis parses them). A caller that is cancelled or times out just abandons
+call), and the protocol's ``data_received`` hands replies, in order, to the
+callers' futures (hiredis parses them). A caller that is cancelled or times out just abandons
 its future; its reply is read and dropped, so the stream stays in step.
 
 Errors are redis-py's own exception classes (parsed by redis-py's error
@@ -49,41 +49,56 @@ def evalsha_command(sha: str, key: str, args: Sequence[Arg]) -> bytes:
     return pack("EVALSHA", sha, 1, key, *args)
 
 
-class _Stream:
-    """One connection: a write buffer flushed once per loop turn, and a reader
-    task that resolves the pending futures in the order the commands went out."""
+class _Stream(asyncio.Protocol):
+    """One connection. Replies resolve the pending futures, in the order the
+    commands went out, straight from ``data_received``: no reader task, no
+    extra loop turn. An idle connection writes a command at once (latency);
+    while replies are outstanding, commands gather in a buffer that is flushed
+    once per loop turn (throughput)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = hiredis.Reader()
         self._buffer: list[bytes] = []
         self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
-        self._reader_task = self._loop.create_task(self._read_replies(reader))
         self.broken: BaseException | None = None
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
     def send(self, packed: bytes) -> asyncio.Future[Any]:
-        if not self._buffer:
-            self._loop.call_soon(self._flush)
-        self._buffer.append(packed)
         reply = self._loop.create_future()
+        if self.broken is not None:
+            reply.set_exception(self.broken)
+            return reply
+        if self._buffer:
+            self._buffer.append(packed)
+        elif self._pending:
+            self._buffer.append(packed)
+            self._loop.call_soon(self._flush)
+        else:
+            assert self._transport is not None
+            self._transport.write(packed)
         self._pending.append(reply)
         return reply
 
     def _flush(self) -> None:
-        if self._buffer and self.broken is None:
-            self._writer.write(b"".join(self._buffer))
+        if self._buffer and self.broken is None and self._transport is not None:
+            self._transport.write(b"".join(self._buffer))
         self._buffer.clear()
 
-    async def _read_replies(self, reader: asyncio.StreamReader) -> None:
-        parser = hiredis.Reader()
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
         try:
-            while chunk := await reader.read(65536):
-                parser.feed(chunk)
-                while (reply := parser.gets()) is not False:
-                    self._resolve(self._pending.popleft(), reply)
-            self.fail(rexc.ConnectionError("Redis closed the connection"))
-        except Exception as exc:  # a reset socket, or a reply nobody asked for
+            while (reply := self._parser.gets()) is not False:
+                self._resolve(self._pending.popleft(), reply)
+        except Exception as exc:  # a malformed stream, or a reply nobody asked for
             self.fail(rexc.ConnectionError(f"Redis connection failed: {exc!r}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(rexc.ConnectionError(f"Redis closed the connection: {exc!r}"))
 
     @staticmethod
     def _resolve(future: asyncio.Future[Any], reply: Any) -> None:
@@ -98,9 +113,8 @@ class _Stream:
         """Close the connection and fail every command still waiting on it."""
         if self.broken is None:
             self.broken = error
-            self._writer.close()
-            if self._reader_task is not asyncio.current_task():
-                self._reader_task.cancel()
+            if self._transport is not None:
+                self._transport.close()
         while self._pending:
             future = self._pending.popleft()
             if not future.done():
@@ -151,7 +165,8 @@ class RespPipe:
         stream: _Stream | None = None
         try:
             async with asyncio.timeout(self._timeout):
-                stream = _Stream(*await asyncio.open_connection(*self._address))
+                _, stream = await asyncio.get_running_loop().create_connection(
+                    _Stream, *self._address)
                 for command in self._hello:
                     await stream.send(command)
         except BaseException as exc:
