@@ -346,6 +346,12 @@ class SessionTransaction:
         self._lease = self._held = None
         self._core.queues.leave(self._key)
 
+    @property
+    def holds_lock(self) -> bool:
+        """Whether :meth:`close` has a lock to release (a synchronous driver can
+        skip a trip to the loop thread when it has not)."""
+        return self._lease is not None
+
     async def close(self) -> None:
         """End the request: a lease not committed is released without writing.
         Shielded from cancellation, so a client gone away cannot leak the lock."""

@@ -194,7 +194,8 @@ class _Request:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            _loop.run(self.tx.close())
+            if self.tx.holds_lock:  # usually the commit ended the lease already
+                _loop.run(self.tx.close())
 
 
 class _Body:
