@@ -201,9 +201,13 @@ class RedisStore(Store):
         contain braces (the session key is the hash tag).
     :param socket_timeout: seconds before a stalled command raises
         :class:`~sessionware.StoreUnavailable` (clients built from ``url``).
-    :param max_connections: connections per process to a single server; when
-        all are busy an operation waits for one (up to ``socket_timeout``)
-        rather than failing, so a burst is slowed down, not refused.
+    :param max_connections: connections per process in redis-py's pool to a
+        single server; when all are busy an operation waits for one (up to
+        ``socket_timeout``) rather than failing, so a burst is slowed down, not
+        refused. With a ``redis://`` URL and hiredis installed, the session
+        operations themselves go over one shared, auto-pipelined connection
+        (:mod:`sessionware.stores._resp`), and the pool serves only setup and
+        the wake-up subscriber.
     """
 
     def __init__(
