@@ -31,6 +31,13 @@ from starlette.routing import Route
 
 from benchmarks.counting import COUNTS, sessionware_store
 
+
+def _sessionware_path() -> str:
+    import sessionware
+
+    return str(sessionware.__file__)
+
+
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis")
@@ -66,7 +73,7 @@ def routes(load: Loader, session: bool = True) -> list[Route]:
         return PlainTextResponse("hello")
 
     async def stats(request: Request) -> Response:
-        return PlainTextResponse(json.dumps(dict(COUNTS)))
+        return PlainTextResponse(json.dumps({**COUNTS, "_sessionware": _sessionware_path()}))
 
     return [Route("/inc", inc), Route("/n", read_n), Route("/hello", hello),
             Route("/__stats", stats)]

@@ -18,6 +18,13 @@ from flask import Flask, request, session
 
 from benchmarks.counting import COUNTS, sessionware_store
 
+
+def _sessionware_path() -> str:
+    import sessionware
+
+    return str(sessionware.__file__)
+
+
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("flask-plain", "flask-session", "sw-flask-sqlite", "sw-flask-redis")
@@ -47,7 +54,7 @@ def _routes(app: Flask, use_session: bool) -> None:
 
     @app.get("/__stats")
     def stats() -> str:
-        return json.dumps(dict(COUNTS))
+        return json.dumps({**COUNTS, "_sessionware": _sessionware_path()})
 
 
 def make_app(peer: str | None = None) -> Any:

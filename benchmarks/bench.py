@@ -223,7 +223,9 @@ class Run:
     @staticmethod
     def _store_counts(base: str) -> dict[str, float]:
         import httpx
-        return json.loads(httpx.get(base + "/__stats", timeout=10).text)
+        got = json.loads(httpx.get(base + "/__stats", timeout=10).text)
+        got.pop("_sessionware", None)
+        return got
 
     # -- handoff -------------------------------------------------------------------
 
@@ -295,6 +297,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", type=lambda s: s.split(","), default=None,
                         help="comma-separated peer names (debugging)")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")
+    parser.add_argument("--sessionware", default=None,
+                        help="serve this sessionware source tree instead of the installed "
+                             "one (app servers only; for measuring a proposed patch)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
     quick = args.quick
@@ -312,6 +317,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sessionware:
+        os.environ["BENCH_SESSIONWARE"] = os.path.abspath(args.sessionware)
     result = Run(args).main()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

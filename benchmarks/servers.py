@@ -41,11 +41,11 @@ class Process:
     """A child process in its own session (process group); ``stop`` ends the group."""
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None,
-                 log: str | None = None) -> None:
+                 log: str | None = None, cwd: str | Path = ROOT) -> None:
         self.args = args
         self.log_path = log
         out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=ROOT,
+        self.proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=cwd,
                                      stdout=out, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         if log:
@@ -102,6 +102,22 @@ class Valkey:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _sessionware_only(workdir: str) -> str | None:
+    """A directory holding only the ``sessionware`` package of $BENCH_SESSIONWARE
+    (a link), so nothing else of that tree (its benchmarks/) shadows ours."""
+    tree = os.environ.get("BENCH_SESSIONWARE")
+    if not tree:
+        return None
+    package = Path(tree, "sessionware")
+    if not (package / "__init__.py").exists():
+        raise SystemExit(f"no sessionware package in {tree}")
+    link_dir = Path(workdir, "sessionware-override")
+    link_dir.mkdir(exist_ok=True)
+    if not (link_dir / "sessionware").exists():
+        (link_dir / "sessionware").symlink_to(package.resolve())
+    return str(link_dir)
+
+
 class AppServer:
     """uvicorn (``asgi``) or gunicorn (``wsgi``) serving one peer."""
 
@@ -122,7 +138,11 @@ class AppServer:
             if server == "gthread":
                 args += ["--threads", str(threads)]
             args.append("benchmarks.apps_wsgi:make_app()")
-        self.process = Process(args, {**env, "PYTHONPATH": str(ROOT)}, log)
+        # $BENCH_SESSIONWARE: a sessionware source tree to serve instead of the
+        # installed one (to measure a proposed patch side by side)
+        path = os.pathsep.join(p for p in (_sessionware_only(workdir), str(ROOT)) if p)
+        # cwd: not the repository, whose sessionware/ would come first on sys.path
+        self.process = Process(args, {**env, "PYTHONPATH": path}, log, cwd=workdir)
         self.base = f"http://{HOST}:{self.port}"
         self._wait_ready()
 
