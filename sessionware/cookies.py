@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from itsdangerous import BadSignature, Signer
 
@@ -39,6 +39,21 @@ def store_key(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+class _CachedKeySigner(Signer):
+    """itsdangerous derives the HMAC key from the secret at every sign and
+    verify; the secrets never change, so derive each once."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._derived: dict[str | bytes | None, bytes] = {}
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        key = self._derived.get(secret_key)
+        if key is None:
+            key = self._derived[secret_key] = super().derive_key(secret_key)
+        return key
+
+
 class CookieSigner:
     """Signs session ids for the cookie and checks them on the way back.
 
@@ -52,7 +67,7 @@ class CookieSigner:
         if not keys or not all(isinstance(k, str) and k for k in keys):
             raise ConfigurationError("secret_key must be a non-empty string or list of strings")
         # itsdangerous signs with the *last* key of its list.
-        self._signer = Signer(
+        self._signer = _CachedKeySigner(
             list(reversed(keys)), salt=_SALT, key_derivation="hmac",
             digest_method=hashlib.sha256,
         )

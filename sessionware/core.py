@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TypedDict, TypeVar
 
 from sessionware.cookies import CookieOptions, CookieSigner, new_session_id, store_key
+from sessionware.deadlines import Deadlines
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -118,6 +119,7 @@ class SessionCore:
         self.session_class = session_class  # a subclass for frameworks (Flask's SessionMixin)
         self.queues = SessionQueues(self.config.max_waiting)
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
+        self.deadlines = Deadlines(self.config.store_timeout)
         self._ready = False
         self._setting_up: asyncio.Task[None] | None = None
 
@@ -137,8 +139,7 @@ class SessionCore:
     async def guard(self, operation: Awaitable[T]) -> T:
         """Run one store operation within ``store_timeout``."""
         try:
-            async with asyncio.timeout(self.config.store_timeout):
-                return await operation
+            return await self.deadlines.bound(operation)
         except TimeoutError as exc:
             raise StoreUnavailable(
                 f"the store did not answer within {self.config.store_timeout}s") from exc

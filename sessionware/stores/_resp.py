@@ -56,12 +56,16 @@ class _Stream(asyncio.Protocol):
     while replies are outstanding, commands gather in a buffer that is flushed
     once per loop turn (throughput)."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
+        self._timeout = timeout
         self._transport: asyncio.Transport | None = None
         self._parser = hiredis.Reader()
         self._buffer: list[bytes] = []
-        self._pending: collections.deque[asyncio.Future[Any]] = collections.deque()
+        # each command's future and when it went out, oldest first
+        self._pending: collections.deque[tuple[asyncio.Future[Any], float]] = (
+            collections.deque())
+        self._watchdog: asyncio.TimerHandle | None = None
         self.broken: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,8 +85,23 @@ class _Stream(asyncio.Protocol):
         else:
             assert self._transport is not None
             self._transport.write(packed)
-        self._pending.append(reply)
+        self._pending.append((reply, self._loop.time()))
+        if self._watchdog is None and self._timeout is not None:
+            self._watchdog = self._loop.call_later(self._timeout, self._check_overdue)
         return reply
+
+    def _check_overdue(self) -> None:
+        """One timer while commands are in flight, not one per command: the
+        oldest unanswered command decides, abandoned ones included (the server
+        owes their replies all the same)."""
+        self._watchdog = None
+        if not self._pending or self._timeout is None:
+            return
+        overdue_in = self._pending[0][1] + self._timeout - self._loop.time()
+        if overdue_in <= 0:
+            self.fail(rexc.TimeoutError("Redis did not answer in time"))
+        else:
+            self._watchdog = self._loop.call_later(overdue_in, self._check_overdue)
 
     def _flush(self) -> None:
         if self._buffer and self.broken is None and self._transport is not None:
@@ -93,7 +112,7 @@ class _Stream(asyncio.Protocol):
         self._parser.feed(data)
         try:
             while (reply := self._parser.gets()) is not False:
-                self._resolve(self._pending.popleft(), reply)
+                self._resolve(self._pending.popleft()[0], reply)
         except Exception as exc:  # a malformed stream, or a reply nobody asked for
             self.fail(rexc.ConnectionError(f"Redis connection failed: {exc!r}"))
 
@@ -115,8 +134,10 @@ class _Stream(asyncio.Protocol):
             self.broken = error
             if self._transport is not None:
                 self._transport.close()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
         while self._pending:
-            future = self._pending.popleft()
+            future, _ = self._pending.popleft()
             if not future.done():
                 future.set_exception(error)
                 future.exception()  # retrieved: an abandoned future must not warn
@@ -140,12 +161,7 @@ class RespPipe:
         stream = self._stream
         if stream is None or stream.broken or not self._owned(stream):
             stream = await self._connect()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await stream.send(packed)
-        except TimeoutError as exc:
-            stream.fail(rexc.TimeoutError("Redis did not answer in time"))
-            raise rexc.TimeoutError("Redis did not answer in time") from exc
+        return await stream.send(packed)  # the stream's watchdog bounds the wait
 
     def _owned(self, stream: _Stream) -> bool:
         if self._pid != os.getpid():  # forked: the socket is the parent's
@@ -166,7 +182,7 @@ class RespPipe:
         try:
             async with asyncio.timeout(self._timeout):
                 _, stream = await asyncio.get_running_loop().create_connection(
-                    _Stream, *self._address)
+                    lambda: _Stream(self._timeout), *self._address)
                 for command in self._hello:
                     await stream.send(command)
         except BaseException as exc:
