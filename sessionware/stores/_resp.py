@@ -38,15 +38,24 @@ Arg = bytes | str | int
 
 def pack(*args: Arg) -> bytes:
     """One command in RESP2: an array of bulk strings."""
-    parts = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%b" % (len(args), _bulk(args))
+
+
+def _bulk(args: Sequence[Arg]) -> bytes:
+    parts = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
 
 
 def evalsha_command(sha: str, key: str, args: Sequence[Arg]) -> bytes:
-    return pack("EVALSHA", sha, 1, key, *args)
+    """``EVALSHA sha 1 key args...``; the fixed head is formatted in one step."""
+    head = _EVALSHA_HEAD % (4 + len(args), sha.encode(), len(key), key.encode())
+    return head + _bulk(args)
+
+
+_EVALSHA_HEAD = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n"
 
 
 class _Stream(asyncio.Protocol):

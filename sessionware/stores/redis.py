@@ -142,15 +142,28 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+# Everything a driver call may raise that _translate maps (_UNAVAILABLE's
+# members are all among these).
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
+
+
+def _translate(op: str, exc: Exception) -> Exception:
+    """The sessionware error for a driver error: the only place that decides."""
+    if isinstance(exc, _UNAVAILABLE):
+        return StoreUnavailable(f"Redis unavailable during {op}: {exc!r}")
+    if isinstance(exc, rexc.RedisError):
+        return StoreError(f"Redis error during {op}: {exc!r}")
+    return exc
+
+
 @contextlib.contextmanager
 def _translated(op: str) -> Iterator[None]:
-    """Map driver errors to the sessionware tree: the only place that does."""
+    """:func:`_translate` for a block (the hot path uses try/except, which is
+    cheaper than a generator-based context manager)."""
     try:
         yield
-    except _UNAVAILABLE as exc:
-        raise StoreUnavailable(f"Redis unavailable during {op}: {exc!r}") from exc
-    except rexc.RedisError as exc:
-        raise StoreError(f"Redis error during {op}: {exc!r}") from exc
+    except _DRIVER_ERRORS as exc:
+        raise _translate(op, exc) from exc
 
 
 def _ms(seconds: float) -> int:
@@ -275,13 +288,13 @@ class RedisStore(Store):
         """Run one script, translating errors; retry once only if ``idempotent``."""
         for attempt in range(2 if idempotent else 1):
             try:
-                with _translated(op):
-                    if self._fast is not None:
-                        return await self._evalsha(self._fast, script, self._key(key), args)
-                    return await script(keys=[self._key(key)], args=args)
-            except StoreUnavailable:
-                if attempt or not idempotent:
-                    raise
+                if self._fast is not None:
+                    return await self._evalsha(self._fast, script, self._key(key), args)
+                return await script(keys=[self._key(key)], args=args)
+            except _DRIVER_ERRORS as exc:
+                error = _translate(op, exc)
+                if attempt or not idempotent or not isinstance(error, StoreUnavailable):
+                    raise error from exc
                 logger.debug("retrying idempotent %s after a connection error", op)
         raise AssertionError("unreachable")  # pragma: no cover
 
