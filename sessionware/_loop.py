@@ -15,10 +15,11 @@ handing coroutines to a loop on another thread.
 
 Fork safety: a child process (gunicorn forks its workers after importing the
 app) inherits the loop object but not the thread that ran it. :func:`run`
-compares :func:`os.getpid` with the process that started the loop and, in a new
-process, starts a fresh loop thread. The inherited loop is dropped, never closed:
-its selector is shared with the parent across the fork, and closing it would
-unregister the parent's file descriptors.
+compares the process generation (:mod:`sessionware._forks`) with the one that
+started the loop and, in a new process, starts a fresh loop thread. The
+inherited loop is dropped, never closed: its selector is shared with the
+parent across the fork, and closing it would unregister the parent's file
+descriptors.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+from sessionware._forks import generation
 
 __all__ = ["run"]
 
@@ -41,14 +44,14 @@ class _LoopThread:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._pid = 0
+        self._generation = -1
 
     def loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
-        if loop is not None and self._pid == os.getpid():
+        if loop is not None and self._generation == generation():
             return loop
         with self._lock:
-            if self._loop is None or self._pid != os.getpid():
+            if self._loop is None or self._generation != generation():
                 self._start()
             assert self._loop is not None
             return self._loop
@@ -57,10 +60,11 @@ class _LoopThread:
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="sessionware-loop", daemon=True)
         thread.start()
-        self._loop, self._thread, self._pid = loop, thread, os.getpid()
+        self._loop, self._thread, self._generation = loop, thread, generation()
 
     def in_loop_thread(self) -> bool:
-        return self._thread is threading.current_thread() and self._pid == os.getpid()
+        return (self._thread is threading.current_thread()
+                and self._generation == generation())
 
     def after_fork_in_child(self) -> None:
         """A thread of the parent may have held the lock when it forked."""

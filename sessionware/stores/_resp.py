@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 from redis import exceptions as rexc
 from redis._parsers.base import BaseParser
+
+from sessionware._forks import generation
 
 __all__ = ["RespPipe", "evalsha_command", "pack"]
 
@@ -163,7 +164,7 @@ class RespPipe:
         self._timeout = timeout
         self._stream: _Stream | None = None
         self._connecting: asyncio.Task[_Stream] | None = None
-        self._pid = os.getpid()
+        self._generation = generation()
 
     async def execute(self, packed: bytes) -> Any:
         """Send one packed command and return its reply."""
@@ -173,8 +174,8 @@ class RespPipe:
         return await stream.send(packed)  # the stream's watchdog bounds the wait
 
     def _owned(self, stream: _Stream) -> bool:
-        if self._pid != os.getpid():  # forked: the socket is the parent's
-            self._pid, self._stream = os.getpid(), None
+        if self._generation != generation():  # forked: the socket is the parent's
+            self._generation, self._stream = generation(), None
             return False
         return stream._loop is asyncio.get_running_loop()
 

@@ -63,6 +63,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from sessionware._forks import generation
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
@@ -232,7 +233,7 @@ class SQLiteStore(Store):
         self._busy_timeout = busy_timeout
         self._sweep_interval = sweep_interval
         self._executor: ThreadPoolExecutor | None = _worker()
-        self._pid = os.getpid()
+        self._generation = generation()
         # Used on the worker thread only.
         self._db: sqlite3.Connection | None = None
         self._next_sweep = 0.0
@@ -312,7 +313,7 @@ class SQLiteStore(Store):
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
         if self._executor is None:
             raise StoreError(f"{self!r} is closed")
-        if self._pid != os.getpid():
+        if self._generation != generation():
             self._after_fork()
         with self._translated():
             return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -320,7 +321,7 @@ class SQLiteStore(Store):
     def _after_fork(self) -> None:
         """A forked child (gunicorn, multiprocessing) inherits the executor but
         not its thread, nor may it share the parent's connection: start afresh."""
-        self._pid = os.getpid()
+        self._generation = generation()
         self._executor = _worker()
         self._db = None  # the parent's; closing it here would disturb the parent
         self._waiters = {}  # futures of the parent's loops
