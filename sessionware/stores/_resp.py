@@ -62,9 +62,10 @@ _EVALSHA_HEAD = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n"
 class _Stream(asyncio.Protocol):
     """One connection. Replies resolve the pending futures, in the order the
     commands went out, straight from ``data_received``: no reader task, no
-    extra loop turn. An idle connection writes a command at once (latency);
-    while replies are outstanding, commands gather in a buffer that is flushed
-    once per loop turn (throughput)."""
+    extra loop turn. Commands gather in a buffer flushed once per loop turn:
+    under load the commands of many requests leave in one system call (writing
+    at once when idle was measured too: more system calls under load, for one
+    loop turn less latency)."""
 
     def __init__(self, timeout: float | None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -87,14 +88,9 @@ class _Stream(asyncio.Protocol):
         if self.broken is not None:
             reply.set_exception(self.broken)
             return reply
-        if self._buffer:
-            self._buffer.append(packed)
-        elif self._pending:
-            self._buffer.append(packed)
+        if not self._buffer:
             self._loop.call_soon(self._flush)
-        else:
-            assert self._transport is not None
-            self._transport.write(packed)
+        self._buffer.append(packed)
         self._pending.append((reply, self._loop.time()))
         if self._watchdog is None and self._timeout is not None:
             self._watchdog = self._loop.call_later(self._timeout, self._check_overdue)
