@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis import exceptions as rexc
@@ -80,8 +80,9 @@ class _Stream(asyncio.Protocol):
         self.broken: BaseException | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a cast, not an isinstance check: uvloop's transports do not subclass
+        # asyncio.Transport, though they are one in every way this uses
+        self._transport = cast(asyncio.Transport, transport)
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         reply = self._loop.create_future()
