@@ -54,7 +54,8 @@ PEERS = [
     Peer("sw-flask-redis", "sessionware Flask + RedisStore", "wsgi", "redis",
          sessionware=True),
 ]
-SERVERS = {"asgi": [("uvicorn", 1), ("uvicorn", 2)], "wsgi": [("sync", 2), ("gthread", 2)]}
+SERVERS = {"asgi": [("uvicorn", 1), ("uvicorn", 2), ("uvicorn-std", 1)],
+           "wsgi": [("sync", 2), ("gthread", 2)]}
 
 
 def flask_driver_present() -> bool:

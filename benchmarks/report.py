@@ -65,8 +65,9 @@ class Results:
         return [ra[k] / rb[k] for k in sorted(ra) if rb.get(k)]
 
     def server_name(self, server: str, workers: int) -> str:
-        if server == "uvicorn":
-            return f"uvicorn, {workers} worker{'s' if workers > 1 else ''}"
+        if server.startswith("uvicorn"):
+            stack = ("uvloop + httptools" if server == "uvicorn-std" else "asyncio + h11")
+            return f"uvicorn ({stack}), {workers} worker{'s' if workers > 1 else ''}"
         return f"gunicorn {server}, {workers} workers" + (
             f" x {8} threads" if server == "gthread" else "")
 
@@ -342,10 +343,9 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
       "TCP_NODELAY on accepted connections and every keep-alive request waits for the "
       "client's delayed ACK (~44 ms p50, ~700 req/s for every app, sessions or not; "
       "uvicorn issue #3149, fixed by its PR #3155, which the wrapper applies).")
-    loop = "asyncio" if m["versions"].get("uvloop") == "not installed" else "uvloop"
-    http = "h11" if m["versions"].get("httptools") == "not installed" else "httptools"
-    w(f"- uvicorn runs with loop `{loop}` and HTTP `{http}` "
-      "(what is installed); gunicorn with 2 workers (sync, and gthread with 8 threads).")
+    w("- uvicorn runs twice over: as the bare install (`--loop asyncio --http h11`) and as "
+      "`uvicorn[standard]` installs it (`--loop uvloop --http httptools`, 1 worker), what "
+      "most deployments run; gunicorn with 2 workers (sync, and gthread with 8 threads).")
     w("- Flask-Session keeps its defaults (msgspec serialization, `SESSION_PERMANENT=False`); "
       "starsessions uses `load_session` in the handlers that read the session "
       "(so `/hello` costs it nothing) and a 20-minute lifetime.")
@@ -400,10 +400,11 @@ def targets(res: Results) -> list[list[str]]:
             return
         rows.append([text, spread(xs, "{:.2f}x"), yn(med(xs) >= need)])
 
-    ratio_row("/inc RedisStore ≥ 2x starsessions (uvicorn, 1 worker)", "sw-redis",
-              "starsessions", "uvicorn", 1, 2.0)
-    ratio_row("/inc RedisStore ≥ 0.35x no-session ceiling (uvicorn, 1 worker)", "sw-redis",
-              "plain", "uvicorn", 1, 0.35)
+    for server, stack in (("uvicorn-std", "uvloop + httptools"), ("uvicorn", "asyncio + h11")):
+        ratio_row(f"/inc RedisStore ≥ 2x starsessions (uvicorn {stack}, 1 worker)", "sw-redis",
+                  "starsessions", server, 1, 2.0)
+        ratio_row(f"/inc RedisStore ≥ 0.35x no-session ceiling (uvicorn {stack}, 1 worker)",
+                  "sw-redis", "plain", server, 1, 0.35)
     ratio_row("Flask /inc (RedisStore) ≥ 1.5x Flask-Session (gunicorn sync)", "sw-flask-redis",
               "flask-session", "sync", 2, 1.5)
     ratio_row("Flask /inc (SQLiteStore) ≥ 1.5x Flask-Session (gunicorn sync)",

@@ -131,6 +131,10 @@ class AppServer:
                     "benchmarks.apps_asgi:make_app", "--host", HOST, "--port", str(self.port),
                     "--workers", str(workers), "--no-access-log", "--log-level", "warning",
                     "--backlog", "4096", "--timeout-keep-alive", "30"]
+            # "uvicorn": the bare install (asyncio, h11); "uvicorn-std": what
+            # `pip install uvicorn[standard]` gives (uvloop, httptools)
+            args += (["--loop", "uvloop", "--http", "httptools"] if server == "uvicorn-std"
+                     else ["--loop", "asyncio", "--http", "h11"])
         else:
             args = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{self.port}",
                     "-w", str(workers), "-k", server, "--log-level", "warning",
