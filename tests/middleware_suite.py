@@ -128,6 +128,22 @@ class MiddlewareSuite:
             client.get("/inc", headers=cookie_header(cookie)), 2.0)
         assert response.text == "2"
 
+    async def test_a_cancelled_request_releases_the_lock_without_writing(
+        self, make_app: AppFactory
+    ) -> None:
+        """A client gone away: the server cancels the request mid-handler."""
+        app = make_app()
+        async with _client(app) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            holder = await _holding(app, client, "/hold", cookie)
+            holder.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await holder
+            response = await asyncio.wait_for(
+                client.get("/inc?delay=0", headers=cookie_header(cookie)), 2.0)
+            assert response.text == "2"  # the cancelled request's +1000 is gone
+
     # -- bad cookies: never adopted, never a 500 -----------------------------
 
     @pytest.mark.parametrize("value", [

@@ -1,0 +1,82 @@
+"""Ids, signing and Set-Cookie rendering (sessionware/cookies.py): pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionware import ConfigurationError, CookieOptions
+from sessionware.cookies import CookieSigner, new_session_id, read_cookie, store_key
+
+
+def test_ids_are_256_bits_and_unique() -> None:
+    ids = {new_session_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(len(i) == 43 for i in ids)  # 32 bytes, URL-safe base64
+
+
+def test_store_key_is_a_hash_not_the_id() -> None:
+    session_id = new_session_id()
+    assert session_id not in store_key(session_id)
+    assert len(store_key(session_id)) == 64
+
+
+def test_signatures_are_checked_and_rotated() -> None:
+    session_id = new_session_id()
+    old = CookieSigner("old").sign(session_id)
+    rotated = CookieSigner(["new", "old"])
+    assert rotated.unsign(old) == session_id
+    assert CookieSigner("new").unsign(rotated.sign(session_id)) == session_id
+    assert CookieSigner("other").unsign(old) is None
+
+
+@pytest.mark.parametrize("value", ["", ".", "abc", "x.y", "a" * 43, "é.é"])
+def test_malformed_values_are_refused(value: str) -> None:
+    assert CookieSigner("k").unsign(value) is None
+
+
+def test_a_signed_value_that_is_not_an_id_is_refused() -> None:
+    signer = CookieSigner("k")
+    assert signer.unsign(signer.sign("not-an-id")) is None
+
+
+def test_read_cookie_takes_the_named_cookie() -> None:
+    header = 'a=1; session=abc; session=second; b="q"'
+    assert read_cookie(header, "session") == "abc"
+    assert read_cookie(header, "b") == "q"
+    assert read_cookie(header, "missing") is None
+
+
+def test_defaults_are_httponly_lax_and_secure_on_https_only() -> None:
+    options = CookieOptions()
+    plain = options.set_cookie("v", https=False)
+    assert plain == "session=v; Path=/; HttpOnly; SameSite=Lax"
+    assert options.set_cookie("v", https=True).endswith("; Secure")
+
+
+def test_host_prefix_partitioned_and_expiry() -> None:
+    options = CookieOptions(host_prefix=True, partitioned=True, max_age=60)
+    header = options.set_cookie("v", https=False)
+    assert header.startswith("__Host-session=v; Path=/; Max-Age=60")
+    assert "Secure" in header and header.endswith("Partitioned")
+    assert "Max-Age=0" in options.expire_cookie(https=True)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"host_prefix": True, "domain": "example.com"},
+    {"host_prefix": True, "path": "/app"},
+    {"host_prefix": True, "secure": False},
+    {"samesite": "none", "secure": False},
+    {"partitioned": True, "secure": False},
+    {"name": "bad name"},
+    {"samesite": "sometimes"},
+])
+def test_impossible_cookie_options_are_refused(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        CookieOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_an_empty_secret_is_refused() -> None:
+    with pytest.raises(ConfigurationError):
+        CookieSigner("")
+    with pytest.raises(ConfigurationError):
+        CookieSigner([])
