@@ -1,25 +1,40 @@
-"""One asyncio event loop per process, on its own thread, for synchronous callers.
+"""One asyncio event loop per process, driven by the threads that wait on it.
 
-The WSGI driver runs the async session core here: a request thread hands a
-coroutine to :func:`run` and blocks until it finishes. It is one loop per
-process, not one per thread or per request, because the core keeps state that
-belongs to one loop: the per-session waiting lines, the lease keeper's renewal
-task, and the stores' connections and wake-up subscriptions.
+The WSGI driver runs the async session core here: a request thread calls
+:func:`run` and blocks until the coroutine finishes. It is one loop per
+process, not one per thread, because the core keeps state that belongs to one
+loop: the per-session waiting lines, the lease keeper's renewal task, and the
+stores' connections and wake-up subscriptions.
 
-Why a plain asyncio loop and not anyio's blocking portal: the core and the
-stores are asyncio code (``asyncio.timeout``, futures, ``run_in_executor``), so
-anyio's choice of backend buys nothing here; and a portal is a context manager
-meant to bracket a block of work, while this loop lives as long as the process.
-:func:`asyncio.run_coroutine_threadsafe` is the standard library's own tool for
-handing coroutines to a loop on another thread.
+Who runs the loop: the thread that needs it. A request thread that finds the
+loop idle drives it itself (``run_until_complete``) for as long as its
+coroutine takes, so a store call costs what it costs inside an async server:
+the request thread sends, sleeps in ``epoll`` until the reply arrives, and
+goes on. An earlier design ran the loop on a thread of its own and handed
+every call to it; each hand-over then cost two or three thread wake-ups, about
+two thirds of a Flask request's CPU time on a two-core machine (see
+``benchmarks/profiling.md``).
+
+A thread that finds the loop driven by another submits its coroutine to it
+(so its I/O overlaps with the driver's), then waits until either its
+coroutine is done or the loop is free, and in the latter case drives it on
+itself. The driving lock is only ever held by a thread inside
+``run_until_complete``, so every submitted coroutine has a driver: the current
+one, or the waiter that takes over when it leaves.
+
+Background work (lease renewals while an app runs, a subscriber's messages)
+needs the loop driven when no request is in it. A daemon *tender* thread does
+that: every :data:`TEND_INTERVAL` seconds while the loop has tasks, it runs
+one pass of the loop if nobody else is, without waiting on anything, so a
+request never queues behind it for more than one loop iteration. A loop with
+no tasks has nothing to tend: the tender sleeps until a request has driven it.
 
 Fork safety: a child process (gunicorn forks its workers after importing the
-app) inherits the loop object but not the thread that ran it. :func:`run`
-compares the process generation (:mod:`sessionware._forks`) with the one that
-started the loop and, in a new process, starts a fresh loop thread. The
-inherited loop is dropped, never closed: its selector is shared with the
-parent across the fork, and closing it would unregister the parent's file
-descriptors.
+app) inherits the loop object but no thread. :func:`run` compares the process
+generation (:mod:`sessionware._forks`) with the one that created the loop and,
+in a new process, creates a fresh loop. The inherited loop is dropped, never
+closed: its selector is shared with the parent across the fork, and closing
+it would unregister the parent's file descriptors.
 """
 
 from __future__ import annotations
@@ -27,66 +42,144 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from sessionware._forks import generation
 
-__all__ = ["run"]
+__all__ = ["TEND_INTERVAL", "run"]
 
 T = TypeVar("T")
 
+TEND_INTERVAL = 0.05
+"""Seconds between the tender's passes while the loop has tasks: the delay a
+lease renewal or a late reply may see when no request drives the loop. Well
+below a lease term (seconds), so renewals keep their schedule (a third of it)."""
 
-class _LoopThread:
-    """The loop of the current process, started on first use."""
+
+class _SharedLoop:
+    """A process's event loop and the lock held by whichever thread drives it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.generation = generation()
+        self._driving = threading.Lock()
+        self._waiting: set[threading.Event] = set()  # threads waiting for their turn
+        self._tender_idle = False  # the tender sleeps until _nudge is set
+        self._nudge = threading.Event()
+        threading.Thread(target=self._tend, name="sessionware-loop-tender", daemon=True).start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        if self._driving.acquire(blocking=False):
+            return self._drive(coroutine)
+        return self._run_alongside(coroutine)
+
+    def _drive(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run the loop on this thread until ``coroutine`` is done. The caller
+        has taken the driving lock; this gives it back."""
+        try:
+            task = self.loop.create_task(coroutine)
+            try:
+                return self.loop.run_until_complete(task)
+            except BaseException:
+                if not task.done():
+                    task.cancel()  # interrupted (KeyboardInterrupt): it is abandoned
+                raise
+        finally:
+            self._hand_over()
+
+    def _run_alongside(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Another thread drives the loop: join in, and take over when it leaves."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        turn = threading.Event()
+        future.add_done_callback(lambda _: turn.set())
+        self._waiting.add(turn)  # before trying the lock: see _hand_over
+        try:
+            while not future.done():
+                if self._driving.acquire(blocking=False):
+                    self._drive(_result_of(future))
+                    break
+                turn.wait()
+                turn.clear()  # then look again: a set before this clear is not lost
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
+        finally:
+            self._waiting.discard(turn)
+
+    def _hand_over(self, *, by_tender: bool = False) -> None:
+        """Release the loop, then wake the threads waiting for it: one of them
+        drives next. A thread that joined after this look found the lock free."""
+        self._driving.release()
+        for turn in tuple(self._waiting):
+            turn.set()
+        if self._tender_idle and not by_tender:  # this drive may have left tasks (a lease)
+            self._nudge.set()
+
+    def _tend(self) -> None:
+        while self.generation == generation():
+            if self._tender_idle:
+                self._nudge.wait()
+                self._nudge.clear()
+                self._tender_idle = False
+            else:
+                time.sleep(TEND_INTERVAL)
+            if self._driving.acquire(blocking=False):
+                try:
+                    self.loop.run_until_complete(_one_pass())
+                    # Decided while holding the loop: a driver after this sees it.
+                    self._tender_idle = not asyncio.all_tasks(self.loop)
+                finally:
+                    self._hand_over(by_tender=True)
+
+
+async def _one_pass() -> None:
+    """One turn of the loop: ready callbacks, due timers and ready I/O run."""
+    await asyncio.sleep(0)
+
+
+async def _result_of(future: Any) -> None:
+    """Wait, on the loop, for a coroutine submitted from another thread."""
+    await asyncio.wait([asyncio.wrap_future(future)])
+
+
+class _ProcessLoop:
+    """The shared loop of the current process, created on first use."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._generation = -1
+        self._shared: _SharedLoop | None = None
 
-    def loop(self) -> asyncio.AbstractEventLoop:
-        loop = self._loop
-        if loop is not None and self._generation == generation():
-            return loop
+    def get(self) -> _SharedLoop:
+        shared = self._shared
+        if shared is not None and shared.generation == generation():
+            return shared
         with self._lock:
-            if self._loop is None or self._generation != generation():
-                self._start()
-            assert self._loop is not None
-            return self._loop
-
-    def _start(self) -> None:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="sessionware-loop", daemon=True)
-        thread.start()
-        self._loop, self._thread, self._generation = loop, thread, generation()
-
-    def in_loop_thread(self) -> bool:
-        return (self._thread is threading.current_thread()
-                and self._generation == generation())
+            if self._shared is None or self._shared.generation != generation():
+                self._shared = _SharedLoop()
+            return self._shared
 
     def after_fork_in_child(self) -> None:
         """A thread of the parent may have held the lock when it forked."""
         self._lock = threading.Lock()
 
 
-_runner = _LoopThread()
-os.register_at_fork(after_in_child=_runner.after_fork_in_child)
+_process_loop = _ProcessLoop()
+os.register_at_fork(after_in_child=_process_loop.after_fork_in_child)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run ``coroutine`` on this process's loop thread and wait for its result.
+    """Run ``coroutine`` on this process's loop and wait for its result.
 
     Exceptions propagate to the caller. If the wait itself is interrupted (a
     ``KeyboardInterrupt`` in the main thread), the coroutine is cancelled.
+    Not for use from a coroutine already running on that loop (it would wait
+    for itself), nor from a thread that runs an event loop of its own.
     """
-    if _runner.in_loop_thread():
+    if asyncio._get_running_loop() is not None:
         coroutine.close()
-        raise RuntimeError("sessionware: a blocking call was made on its own loop thread")
-    future = asyncio.run_coroutine_threadsafe(coroutine, _runner.loop())
-    try:
-        return future.result()
-    except BaseException:
-        future.cancel()
-        raise
+        raise RuntimeError("sessionware: a blocking session call was made from "
+                           "a running event loop")
+    return _process_loop.get().run(coroutine)

@@ -103,7 +103,7 @@ class SessionCore:
     """Sessions for one application: a store, a signing key and a config.
 
     Thread-affine: one core serves one event loop at a time (the ASGI server's,
-    or the WSGI driver's loop thread).
+    or the WSGI driver's process loop).
     """
 
     def __init__(self, store: Store, secret_key: str | Sequence[str], *,
@@ -350,7 +350,7 @@ class SessionTransaction:
     @property
     def holds_lock(self) -> bool:
         """Whether :meth:`close` has a lock to release (a synchronous driver can
-        skip a trip to the loop thread when it has not)."""
+        skip running the loop when it has not)."""
         return self._lease is not None
 
     async def close(self) -> None:

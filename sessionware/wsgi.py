@@ -2,8 +2,8 @@
 
 The WSGI twin of :mod:`sessionware.asgi`: a thin driver over
 :class:`~sessionware.core.SessionCore`. The core is async; it runs on one event
-loop thread per process (:mod:`sessionware._loop`), and a request's thread
-blocks on it at the three moments that touch the store::
+loop per process (:mod:`sessionware._loop`), which the request's own thread
+runs at the three moments that touch the store::
 
     request arrives             core.open   verify the cookie, lock and load;
                                             environ["sessionware.session"]
@@ -78,7 +78,8 @@ class WSGISessionMiddleware:
 
     The session is ``environ["sessionware.session"]``, absent in lock mode
     ``none``. Works under threaded and forking servers alike: every process
-    runs the core on its own loop thread, started at its first request.
+    runs the core on an event loop of its own, created at its first request
+    and run by the request threads (:mod:`sessionware._loop`).
     """
 
     def __init__(self, app: WSGIApplication, *, store: Store, secret_key: str | Sequence[str],

@@ -8,6 +8,7 @@ Every test runs on MemoryStore and on SQLiteStore.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -25,8 +26,9 @@ from werkzeug.serving import make_server
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
 from sessionware import Rule, SessionClosed, _loop
-from sessionware.cookies import CookieSigner, new_session_id
+from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.stores import MemoryStore, SQLiteStore, Store
+from sessionware.stores.base import Lease, Locked
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, commit_session, discard_session
 from tests.helpers import CountingStore, cookie_header, session_cookie
 
@@ -482,6 +484,36 @@ def test_lock_timeout_gives_503_with_retry_after(make: Factory, served: Serve, a
     assert holder.result(10).text == "released"
 
 
+def test_a_long_request_keeps_its_lock_by_renewing_the_lease(
+    tmp_path: Path, make: Factory, served: Serve, app: CounterApp
+) -> None:
+    """No request drives the process loop while the app runs: the tender must
+    renew. The contender is another store on the same file, on its own loop,
+    as another process would be (a contender in this process would drive the
+    loop itself, and so renew the lease on its way in)."""
+    lease, path = 0.3, tmp_path / "renewed.db"
+    http = served(make(store=SQLiteStore(path), lease_ttl=lease))
+    cookie = new_session(http)
+    holder = background(lambda: http.get("/hold", headers=cookie_header(cookie)))
+    assert app.holding.wait(5)
+    time.sleep(4 * lease)  # without renewal the lease would have lapsed
+    assert isinstance(asyncio.run(_try_lock(path, cookie, lease)), Locked)
+    app.release.set()
+    assert holder.result(10).status_code == 200
+    assert http.get("/n", headers=cookie_header(cookie)).text == "1001"
+
+
+async def _try_lock(path: Path, cookie: str, lease_ttl: float) -> Lease | Locked | None:
+    session_id = CookieSigner(SECRET).unsign(cookie)
+    assert session_id is not None
+    store = SQLiteStore(path)
+    await store.setup()
+    try:
+        return await store.acquire(store_key(session_id), lease_ttl=lease_ttl)
+    finally:
+        await store.aclose()
+
+
 def test_early_commit_frees_the_lock_during_a_streamed_response(
     make: Factory, served: Serve, app: CounterApp
 ) -> None:
@@ -505,20 +537,24 @@ def test_commit_session_needs_a_session() -> None:
         commit_session({})
 
 
-# -- the loop thread ------------------------------------------------------------------
+# -- the process loop -------------------------------------------------------------------
 
-async def _pid() -> int:
-    return os.getpid()
+async def _pid_and_loop() -> tuple[int, int]:
+    return os.getpid(), id(asyncio.get_running_loop())
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork of a threaded process
-def test_the_loop_thread_is_restarted_in_a_forked_child() -> None:
-    assert _loop.run(_pid()) == os.getpid()  # the parent's loop thread runs
+def test_a_forked_child_makes_a_loop_of_its_own() -> None:
+    """The inherited loop shares its epoll instance with the parent's: the
+    child must not run it."""
+    parent = _loop.run(_pid_and_loop())
+    assert parent[0] == os.getpid()
     read_end, write_end = os.pipe()
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the child
         try:
-            os.write(write_end, str(_loop.run(_pid())).encode())
+            pid, loop = _loop.run(_pid_and_loop())
+            os.write(write_end, f"{pid} {int(loop != parent[1])}".encode())
         finally:
             os._exit(0)
     os.close(write_end)
@@ -527,5 +563,5 @@ def test_the_loop_thread_is_restarted_in_a_forked_child() -> None:
     finally:
         os.close(read_end)
         os.waitpid(child, 0)
-    assert answer == str(child).encode()
-    assert _loop.run(_pid()) == os.getpid()  # and the parent's is untouched
+    assert answer == f"{child} 1".encode()
+    assert _loop.run(_pid_and_loop()) == parent  # and the parent's is untouched

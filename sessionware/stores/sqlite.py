@@ -3,7 +3,7 @@ worker process of one host.
 
 It needs only the standard library's :mod:`sqlite3`. Every database call runs on
 one worker thread owned by the store, holding one connection, so the event loop
-never blocks and the store works from any loop (the WSGI driver's loop thread
+never blocks and the store works from any loop (the WSGI driver's process loop
 included).
 
 Schema, created by :meth:`SQLiteStore.setup` (idempotent, safe to run from
