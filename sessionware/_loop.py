@@ -48,7 +48,7 @@ from typing import Any, TypeVar
 
 from sessionware._forks import generation
 
-__all__ = ["TEND_INTERVAL", "run"]
+__all__ = ["TEND_INTERVAL", "may_block", "run"]
 
 T = TypeVar("T")
 
@@ -79,13 +79,14 @@ class _SharedLoop:
         """Run the loop on this thread until ``coroutine`` is done. The caller
         has taken the driving lock; this gives it back."""
         try:
-            task = self.loop.create_task(coroutine)
+            task = self.loop.create_task(_stopping_the_loop(coroutine))
             try:
-                return self.loop.run_until_complete(task)
+                while not task.done():
+                    self.loop.run_forever()
             except BaseException:
-                if not task.done():
-                    task.cancel()  # interrupted (KeyboardInterrupt): it is abandoned
+                task.cancel()  # interrupted (KeyboardInterrupt): it is abandoned
                 raise
+            return task.result()
         finally:
             self._hand_over()
 
@@ -128,16 +129,21 @@ class _SharedLoop:
                 time.sleep(TEND_INTERVAL)
             if self._driving.acquire(blocking=False):
                 try:
-                    self.loop.run_until_complete(_one_pass())
+                    self.loop.call_soon(self.loop.stop)  # one pass: I/O polled, no wait
+                    self.loop.run_forever()
                     # Decided while holding the loop: a driver after this sees it.
                     self._tender_idle = not asyncio.all_tasks(self.loop)
                 finally:
                     self._hand_over(by_tender=True)
 
 
-async def _one_pass() -> None:
-    """One turn of the loop: ready callbacks, due timers and ready I/O run."""
-    await asyncio.sleep(0)
+async def _stopping_the_loop(coroutine: Coroutine[Any, Any, T]) -> T:
+    """``coroutine``, then stop the loop in the same turn. (``run_until_complete``
+    stops it from a done-callback: one more turn of the loop per store call.)"""
+    try:
+        return await coroutine
+    finally:
+        asyncio.get_running_loop().stop()
 
 
 async def _result_of(future: Any) -> None:
@@ -153,13 +159,18 @@ class _ProcessLoop:
         self._shared: _SharedLoop | None = None
 
     def get(self) -> _SharedLoop:
-        shared = self._shared
-        if shared is not None and shared.generation == generation():
+        shared = self.current()
+        if shared is not None:
             return shared
         with self._lock:
             if self._shared is None or self._shared.generation != generation():
                 self._shared = _SharedLoop()
             return self._shared
+
+    def current(self) -> _SharedLoop | None:
+        """This process's loop if it has one yet (no loop is created)."""
+        shared = self._shared
+        return shared if shared is not None and shared.generation == generation() else None
 
     def after_fork_in_child(self) -> None:
         """A thread of the parent may have held the lock when it forked."""
@@ -183,3 +194,12 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError("sessionware: a blocking session call was made from "
                            "a running event loop")
     return _process_loop.get().run(coroutine)
+
+
+def may_block() -> bool:
+    """Whether the running loop is this process's shared loop, whose driver is
+    a thread that waits for the current operation anyway (a WSGI request
+    thread, or the tender): a store may then do a short blocking call on it
+    instead of handing the call to a thread of its own and back."""
+    shared = _process_loop.current()
+    return shared is not None and asyncio._get_running_loop() is shared.loop

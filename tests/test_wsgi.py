@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -383,6 +385,73 @@ def test_store_errors_give_503(tmp_path: Path, app: CounterApp) -> None:
         middleware.close()
 
 
+@pytest.mark.parametrize("options", [
+    pytest.param({"busy_timeout": 0.1}, id="store-refuses"),
+    pytest.param({"busy_timeout": 30.0}, id="store-too-slow"),
+])
+def test_sqlite_write_lock_held_elsewhere_gives_503_then_recovers_intact(
+    tmp_path: Path, app: CounterApp, options: dict[str, float]
+) -> None:
+    """The request thread tries SQLite itself without waiting; a write lock held
+    by another process sends the operation to the store's worker thread, which
+    waits up to ``busy_timeout`` and within ``store_timeout``. Reads are served
+    meanwhile (WAL readers pass a writer), and nothing is half-written."""
+    path = tmp_path / "sessions.db"
+    middleware = WSGISessionMiddleware(app, store=SQLiteStore(path, **options),
+                                       secret_key=SECRET, lock_mode=MODES, store_timeout=0.5)
+    try:
+        client = Client(middleware)
+        assert client.get("/inc?delay=0").text == "1"
+        with database_locked(path):
+            response = client.get("/inc?delay=0")
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "1"
+            assert client.get("/n").text == "1"
+        # a timed-out acquire may still take the lease once the lock is free;
+        # it lapses within lease_ttl, and the next request waits that out
+        assert client.get("/inc?delay=0").text == "2"
+    finally:
+        middleware.close()
+
+
+def test_sqlite_write_lock_held_elsewhere_is_waited_for(tmp_path: Path, app: CounterApp
+                                                        ) -> None:
+    """Within ``busy_timeout`` the request waits for the other writer, on the
+    store's worker thread, and then succeeds."""
+    path = tmp_path / "sessions.db"
+    middleware = WSGISessionMiddleware(app, store=SQLiteStore(path, busy_timeout=30),
+                                       secret_key=SECRET, lock_mode=MODES)
+    try:
+        client = Client(middleware)
+        assert client.get("/inc?delay=0").text == "1"
+        with database_locked(path) as unlock:
+            threading.Timer(0.3, unlock).start()  # while the request waits for it
+            started = time.monotonic()
+            assert client.get("/inc?delay=0").text == "2"
+            assert time.monotonic() - started >= 0.25  # it did wait
+    finally:
+        middleware.close()
+
+
+@contextmanager
+def database_locked(path: Path) -> Iterator[Callable[[], None]]:
+    """Another process's view: a connection holding SQLite's write lock until
+    the block ends or the function it yields is called (from any thread)."""
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    done = threading.Lock()
+
+    def unlock() -> None:
+        if done.acquire(blocking=False):
+            other.execute("ROLLBACK")
+            other.close()
+
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        yield unlock
+    finally:
+        unlock()
+
+
 # -- cookies ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("value", [
@@ -565,3 +634,15 @@ def test_a_forked_child_makes_a_loop_of_its_own() -> None:
         os.waitpid(child, 0)
     assert answer == f"{child} 1".encode()
     assert _loop.run(_pid_and_loop()) == parent  # and the parent's is untouched
+
+
+async def _may_block() -> bool:
+    return _loop.may_block()
+
+
+def test_only_the_process_loop_may_block() -> None:
+    """Stores block (SQLite on the calling thread) only on the WSGI loop, whose
+    driver waits for them anyway; never on an application's own loop."""
+    assert not _loop.may_block()
+    assert _loop.run(_may_block())
+    assert not asyncio.run(_may_block())
