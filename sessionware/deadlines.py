@@ -13,11 +13,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from contextvars import ContextVar
 from typing import TypeVar
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "remaining"]
 
 T = TypeVar("T")
+
+# The loop-time deadline of the store call in progress, for a store that
+# blocks (see sessionware._loop.may_block): a blocking call cannot be
+# cancelled by the watchdog, so it bounds its own wait with this.
+_current_deadline: ContextVar[float | None] = ContextVar("sessionware_deadline",
+                                                         default=None)
+
+
+def remaining() -> float | None:
+    """Seconds left for the store call in progress (``None`` outside one)."""
+    deadline = _current_deadline.get()
+    if deadline is None:
+        return None
+    return max(deadline - asyncio.get_running_loop().time(), 0.0)
 
 
 class _Call:
@@ -43,6 +58,7 @@ class Deadlines:
         assert task is not None
         call = _Call(task, loop.time() + self.timeout)
         self._calls[id(call)] = call
+        scope = _current_deadline.set(call.deadline)
         watchdog = self._watchdog
         if watchdog is None or watchdog.done() or watchdog.get_loop() is not loop:
             self._watchdog = loop.create_task(self._watch(), name="sessionware-deadlines")
@@ -53,12 +69,18 @@ class Deadlines:
                 raise TimeoutError from None  # our cancellation, not the caller's
             raise
         finally:
+            _current_deadline.reset(scope)
             del self._calls[id(call)]
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._calls:
+        while True:
+            # Sleep first: a call that finished without suspending (a store
+            # that may block) leaves no call behind by the watchdog's first
+            # step, and a watchdog per call would cost a task per call.
             await asyncio.sleep(self.timeout / 4)
+            if not self._calls:
+                break
             now = loop.time()
             for call in list(self._calls.values()):
                 if not call.expired and call.deadline <= now and call.task.get_loop() is loop:

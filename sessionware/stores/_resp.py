@@ -13,6 +13,12 @@ call), and the protocol's ``data_received`` hands replies, in order, to the
 callers' futures (hiredis parses them). A caller that is cancelled or times out just abandons
 its future; its reply is read and dropped, so the stream stays in step.
 
+Where blocking is harmless (:func:`sessionware._loop.may_block`: the WSGI
+driver's loop, run by a request thread that waits for the reply anyway), a
+command instead goes over a plain blocking socket of the calling thread's
+own: send, receive, done, with no loop turn and no thread wake-up besides the
+reply's. The caller's coroutine then runs to its end without suspending.
+
 Errors are redis-py's own exception classes (parsed by redis-py's error
 parser), so :func:`sessionware.stores.redis._translated` stays the one place
 where Redis errors become sessionware's. RedisStore uses this path only where
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
+import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -30,6 +38,7 @@ import hiredis
 from redis import exceptions as rexc
 from redis._parsers.base import BaseParser
 
+from sessionware import _loop, deadlines
 from sessionware._forks import generation
 
 __all__ = ["RespPipe", "evalsha_command", "pack"]
@@ -162,9 +171,12 @@ class RespPipe:
         self._stream: _Stream | None = None
         self._connecting: asyncio.Task[_Stream] | None = None
         self._generation = generation()
+        self._blocking = _BlockingConnections(self._address, self._hello, timeout)
 
     async def execute(self, packed: bytes) -> Any:
         """Send one packed command and return its reply."""
+        if _loop.may_block():
+            return self._blocking.execute(packed, deadlines.remaining())
         stream = self._stream
         if stream is None or stream.broken or not self._owned(stream):
             stream = await self._connect()
@@ -204,9 +216,111 @@ class RespPipe:
         return stream
 
     def close(self) -> None:
+        self._blocking.close()
         stream, self._stream = self._stream, None
         if stream is not None and stream._loop is asyncio.get_running_loop():
             stream.fail(rexc.ConnectionError("the store was closed"))
+
+
+class _BlockingConnections:
+    """A blocking connection per calling thread, opened on first use and
+    dropped after any error (a reply may be left unread: out of step)."""
+
+    def __init__(self, address: tuple[str, int], hello: list[bytes],
+                 timeout: float | None) -> None:
+        self._address = address
+        self._hello = hello
+        self._timeout = timeout
+        self._local = threading.local()
+        self._open: set[_BlockingConnection] = set()  # to close them all at the end
+        self._lock = threading.Lock()
+
+    def execute(self, packed: bytes, time_left: float | None) -> Any:
+        """The reply to one command, within ``time_left`` (the caller's store
+        deadline) and the store's socket timeout."""
+        timeout = self._timeout if time_left is None else (
+            time_left if self._timeout is None else min(time_left, self._timeout))
+        connection = self._connection(timeout)
+        try:
+            reply = connection.call(packed, timeout)
+        except BaseException:
+            self._drop(connection)
+            raise
+        if isinstance(reply, hiredis.ReplyError):
+            raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+        return reply
+
+    def _connection(self, timeout: float | None) -> _BlockingConnection:
+        connection: _BlockingConnection | None = getattr(self._local, "connection", None)
+        if connection is not None and connection.generation == generation():
+            return connection
+        connection = _BlockingConnection.open(self._address, self._hello, timeout)
+        self._local.connection = connection
+        with self._lock:
+            self._open.add(connection)
+        return connection
+
+    def _drop(self, connection: _BlockingConnection) -> None:
+        self._local.connection = None
+        with self._lock:
+            self._open.discard(connection)
+        connection.close()
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, set()
+        for connection in connections:
+            if connection.generation == generation():  # not a parent's socket
+                connection.close()
+
+
+class _BlockingConnection:
+    __slots__ = ("generation", "parser", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = hiredis.Reader()
+        self.generation = generation()
+
+    @classmethod
+    def open(cls, address: tuple[str, int], hello: list[bytes],
+             timeout: float | None) -> _BlockingConnection:
+        try:
+            sock = socket.create_connection(address, timeout)
+        except TimeoutError as exc:
+            raise rexc.TimeoutError(f"connecting to Redis at {address}") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"connecting to Redis at {address}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = cls(sock)
+        try:
+            for command in hello:
+                reply = connection.call(command, timeout)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def call(self, packed: bytes, timeout: float | None) -> Any:
+        """Send one command and read its reply (redis-py's errors on failure)."""
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(packed)
+            while (reply := self.parser.gets()) is False:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise rexc.ConnectionError("Redis closed the connection")
+                self.parser.feed(data)
+        except TimeoutError as exc:
+            raise rexc.TimeoutError("Redis did not answer in time") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"Redis connection failed: {exc!r}") from exc
+        return reply
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _handshake(db: int, username: str | None, password: str | None) -> list[bytes]:
