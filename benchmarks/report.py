@@ -375,8 +375,8 @@ def implied(res: Results) -> str:
             "with the same two round trips Flask-Session makes")
     if not parts:
         return ""
-    return ("; ".join(parts) + ". Why those are out of reach here, the profiles, and the "
-            "proposed patches: [benchmarks/profiling.md](../benchmarks/profiling.md).\n")
+    return ("; ".join(parts) + ". Why those are out of reach here, and the profiles: "
+            "[benchmarks/profiling.md](../benchmarks/profiling.md).\n")
 
 
 def targets(res: Results) -> list[list[str]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import struct
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
@@ -274,13 +275,19 @@ class _BlockingConnections:
                 connection.close()
 
 
+_TIMEOUT_STEP = 0.05
+"""A blocking call's bound, rounded down to this step, is given to the kernel
+only when it changes: not a system call per command."""
+
+
 class _BlockingConnection:
-    __slots__ = ("generation", "parser", "sock")
+    __slots__ = ("_steps", "generation", "parser", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = hiredis.Reader()
         self.generation = generation()
+        self._steps = 0  # the kernel timeout now set, in _TIMEOUT_STEPs (0: none)
 
     @classmethod
     def open(cls, address: tuple[str, int], hello: list[bytes],
@@ -292,6 +299,7 @@ class _BlockingConnection:
         except OSError as exc:
             raise rexc.ConnectionError(f"connecting to Redis at {address}: {exc}") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)  # blocking; bounded by kernel timeouts (_bound)
         connection = cls(sock)
         try:
             for command in hello:
@@ -306,18 +314,32 @@ class _BlockingConnection:
     def call(self, packed: bytes, timeout: float | None) -> Any:
         """Send one command and read its reply (redis-py's errors on failure)."""
         try:
-            self.sock.settimeout(timeout)
+            self._bound(timeout)
             self.sock.sendall(packed)
             while (reply := self.parser.gets()) is False:
                 data = self.sock.recv(65536)
                 if not data:
                     raise rexc.ConnectionError("Redis closed the connection")
                 self.parser.feed(data)
-        except TimeoutError as exc:
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO ran out
             raise rexc.TimeoutError("Redis did not answer in time") from exc
         except OSError as exc:
             raise rexc.ConnectionError(f"Redis connection failed: {exc!r}") from exc
         return reply
+
+    def _bound(self, timeout: float | None) -> None:
+        """Bound each send and receive by ``timeout`` with the kernel's
+        SO_SNDTIMEO and SO_RCVTIMEO, not a Python socket timeout: that one
+        costs a poll() before every send and receive, and two fcntl()s per
+        change. Rounded down (at least one step), so never later than asked."""
+        steps = 0 if timeout is None else max(1, int(timeout / _TIMEOUT_STEP))
+        if steps != self._steps:
+            seconds = steps * _TIMEOUT_STEP
+            # struct timeval; "ll" also fits macOS's int tv_usec (little-endian, padded)
+            timeval = struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            self._steps = steps
 
     def close(self) -> None:
         self.sock.close()
