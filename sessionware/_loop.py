@@ -162,9 +162,11 @@ class _ProcessLoop:
         shared = self.current()
         if shared is not None:
             return shared
+        global _blocking_loop
         with self._lock:
             if self._shared is None or self._shared.generation != generation():
                 self._shared = _SharedLoop()
+                _blocking_loop = self._shared.loop
             return self._shared
 
     def current(self) -> _SharedLoop | None:
@@ -178,6 +180,9 @@ class _ProcessLoop:
 
 
 _process_loop = _ProcessLoop()
+# The loop may_block() recognizes: asked once per store command, so one
+# comparison. A forked child never runs its parent's loop, so it needs no reset.
+_blocking_loop: asyncio.AbstractEventLoop | None = None
 os.register_at_fork(after_in_child=_process_loop.after_fork_in_child)
 
 
@@ -201,5 +206,5 @@ def may_block() -> bool:
     a thread that waits for the current operation anyway (a WSGI request
     thread, or the tender): a store may then do a short blocking call on it
     instead of handing the call to a thread of its own and back."""
-    shared = _process_loop.current()
-    return shared is not None and asyncio._get_running_loop() is shared.loop
+    loop = asyncio._get_running_loop()
+    return loop is not None and loop is _blocking_loop
