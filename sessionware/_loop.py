@@ -7,20 +7,19 @@ loop: the per-session waiting lines, the lease keeper's renewal task, and the
 stores' connections and wake-up subscriptions.
 
 Who runs the loop: the thread that needs it. A request thread that finds the
-loop idle drives it itself (``run_until_complete``) for as long as its
-coroutine takes, so a store call costs what it costs inside an async server:
-the request thread sends, sleeps in ``epoll`` until the reply arrives, and
-goes on. An earlier design ran the loop on a thread of its own and handed
-every call to it; each hand-over then cost two or three thread wake-ups, about
-two thirds of a Flask request's CPU time on a two-core machine (see
-``benchmarks/profiling.md``).
+loop idle runs it itself for as long as its coroutine takes, so a store call
+costs what it costs inside an async server: the request thread sends, sleeps
+until the reply arrives, and goes on. An earlier design ran the loop on a
+thread of its own and handed every call to it; each hand-over then cost two
+or three thread wake-ups, about two thirds of a Flask request's CPU time on a
+two-core machine (see ``benchmarks/profiling.md``).
 
 A thread that finds the loop driven by another submits its coroutine to it
 (so its I/O overlaps with the driver's), then waits until either its
 coroutine is done or the loop is free, and in the latter case drives it on
-itself. The driving lock is only ever held by a thread inside
-``run_until_complete``, so every submitted coroutine has a driver: the current
-one, or the waiter that takes over when it leaves.
+itself. The driving lock is only ever held by a thread that is running the
+loop, so every submitted coroutine has a driver: the current one, or the
+waiter that takes over when it leaves.
 
 Background work (lease renewals while an app runs, a subscriber's messages)
 needs the loop driven when no request is in it. A daemon *tender* thread does

@@ -646,3 +646,42 @@ def test_only_the_process_loop_may_block() -> None:
     assert not _loop.may_block()
     assert _loop.run(_may_block())
     assert not asyncio.run(_may_block())
+
+
+def test_a_thread_per_request_leaves_no_sqlite_connection_behind(
+    tmp_path: Path, app: CounterApp
+) -> None:
+    """Werkzeug's development server starts a thread per request: each
+    thread's own SQLite connection must close when the thread ends."""
+    path = tmp_path / "sessions.db"
+    middleware = WSGISessionMiddleware(app, store=SQLiteStore(path), secret_key=SECRET,
+                                       lock_mode=MODES)
+    try:
+        client = Client(middleware)
+        assert client.get("/inc?delay=0").text == "1"
+
+        def one_request() -> None:
+            assert client.get("/inc?delay=0").status_code == 200
+
+        for _ in range(20):
+            thread = threading.Thread(target=one_request)
+            thread.start()
+            thread.join()
+        assert client.get("/n").text == "21"
+        assert _open_files(path) <= 3 * 2  # a few connections, each the database and its WAL
+    finally:
+        middleware.close()
+
+
+def _open_files(database: Path) -> int:
+    """How many of this process's file descriptors are open on ``database``'s files."""
+    names = {str(database), f"{database}-wal"}
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if _target(fd) in names)
+
+
+def _target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return ""

@@ -9,6 +9,7 @@ server (bounded by ``store_timeout``, not the socket timeout), and a restart.
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -91,3 +92,23 @@ def test_a_restart_gives_503_then_recovers_intact(make: Make) -> None:
     # the blocking connection died with the server: the next call opens another
     assert client.get("/inc?delay=0").text == "2"
     assert client.get("/n").text == "2"
+
+
+def test_a_thread_per_request_leaves_no_connection_behind(make: Make) -> None:
+    """Werkzeug's development server (``flask run``) starts a thread per
+    request: each thread's blocking connection must close when it ends."""
+    middleware, server = make()
+    client = Client(middleware)
+    assert client.get("/inc?delay=0").text == "1"
+
+    def one_request() -> None:
+        assert client.get("/inc?delay=0").status_code == 200
+
+    for _ in range(20):
+        thread = threading.Thread(target=one_request)
+        thread.start()
+        thread.join()
+    assert client.get("/n").text == "21"
+    with server.client() as probe:
+        connections = len(probe.client_list()) - 1  # not the probe itself
+    assert connections <= 3  # this thread's, the shared loop's, and slack for one

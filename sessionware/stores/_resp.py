@@ -31,7 +31,6 @@ import asyncio
 import collections
 import socket
 import struct
-import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -41,6 +40,7 @@ from redis._parsers.base import BaseParser
 
 from sessionware import _loop, deadlines
 from sessionware._forks import generation
+from sessionware._perthread import PerThread
 
 __all__ = ["RespPipe", "evalsha_command", "pack"]
 
@@ -224,55 +224,35 @@ class RespPipe:
 
 
 class _BlockingConnections:
-    """A blocking connection per calling thread, opened on first use and
-    dropped after any error (a reply may be left unread: out of step)."""
+    """A blocking connection per calling thread, opened on first use, closed
+    when the thread ends and after any error (a reply may be left unread:
+    out of step)."""
 
     def __init__(self, address: tuple[str, int], hello: list[bytes],
                  timeout: float | None) -> None:
         self._address = address
         self._hello = hello
         self._timeout = timeout
-        self._local = threading.local()
-        self._open: set[_BlockingConnection] = set()  # to close them all at the end
-        self._lock = threading.Lock()
+        self._connections: PerThread[_BlockingConnection] = PerThread(_BlockingConnection.close)
 
     def execute(self, packed: bytes, time_left: float | None) -> Any:
         """The reply to one command, within ``time_left`` (the caller's store
         deadline) and the store's socket timeout."""
         timeout = self._timeout if time_left is None else (
             time_left if self._timeout is None else min(time_left, self._timeout))
-        connection = self._connection(timeout)
+        connection = self._connections.get(
+            lambda: _BlockingConnection.open(self._address, self._hello, timeout))
         try:
             reply = connection.call(packed, timeout)
         except BaseException:
-            self._drop(connection)
+            self._connections.discard()
             raise
         if isinstance(reply, hiredis.ReplyError):
             raise BaseParser.parse_error(str(reply))  # type: ignore[no-untyped-call]
         return reply
 
-    def _connection(self, timeout: float | None) -> _BlockingConnection:
-        connection: _BlockingConnection | None = getattr(self._local, "connection", None)
-        if connection is not None and connection.generation == generation():
-            return connection
-        connection = _BlockingConnection.open(self._address, self._hello, timeout)
-        self._local.connection = connection
-        with self._lock:
-            self._open.add(connection)
-        return connection
-
-    def _drop(self, connection: _BlockingConnection) -> None:
-        self._local.connection = None
-        with self._lock:
-            self._open.discard(connection)
-        connection.close()
-
     def close(self) -> None:
-        with self._lock:
-            connections, self._open = self._open, set()
-        for connection in connections:
-            if connection.generation == generation():  # not a parent's socket
-                connection.close()
+        self._connections.close_all()
 
 
 _TIMEOUT_STEP = 0.05
@@ -281,12 +261,11 @@ only when it changes: not a system call per command."""
 
 
 class _BlockingConnection:
-    __slots__ = ("_steps", "generation", "parser", "sock")
+    __slots__ = ("_steps", "parser", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = hiredis.Reader()
-        self.generation = generation()
         self._steps = 0  # the kernel timeout now set, in _TIMEOUT_STEPs (0: none)
 
     @classmethod

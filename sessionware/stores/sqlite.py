@@ -67,6 +67,7 @@ from typing import Any, TypeVar
 
 from sessionware import _loop
 from sessionware._forks import generation
+from sessionware._perthread import PerThread
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
@@ -255,8 +256,8 @@ class SQLiteStore(Store):
         # operation on a connection of its own that never waits for SQLite's
         # write lock; only an operation that finds the lock held goes to the
         # worker thread, whose connection waits up to ``busy_timeout``.
-        self._local = threading.local()
-        self._inline_dbs: list[sqlite3.Connection] = []
+        self._local = threading.local()  # .inline: this thread runs an operation inline
+        self._inline_dbs: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
         self._inline_ops = 0
         self._next_sweep = 0.0
         # Futures of this process's waiters; they may belong to several loops.
@@ -369,20 +370,15 @@ class SQLiteStore(Store):
             if self._inline_ops % _CHECKPOINT_EVERY == 0 and self._executor is not None:
                 self._executor.submit(self._checkpoint)
 
-    def _inline_connection(self) -> sqlite3.Connection:
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self._path, timeout=0, isolation_level=None,
-                                 check_same_thread=False)  # closed by aclose's thread
-            try:
-                for pragma in (*PRAGMAS, "PRAGMA wal_autocheckpoint = 0"):
-                    db.execute(pragma)
-            except BaseException:
-                db.close()
-                raise
-            self._local.db = db
-            with self._waiters_lock:
-                self._inline_dbs.append(db)
+    def _open_inline_connection(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, timeout=0, isolation_level=None,
+                             check_same_thread=False)  # closed where its thread ends
+        try:
+            for pragma in (*PRAGMAS, "PRAGMA wal_autocheckpoint = 0"):
+                db.execute(pragma)
+        except BaseException:
+            db.close()
+            raise
         return db
 
     def _checkpoint(self) -> None:
@@ -397,8 +393,7 @@ class SQLiteStore(Store):
         self._generation = generation()
         self._executor = _worker()
         self._db = None  # the parent's; closing it here would disturb the parent
-        self._local = threading.local()  # the parent's inline connections, likewise
-        self._inline_dbs = []
+        self._local = threading.local()
         self._waiters = {}  # futures of the parent's loops
         self._waiters_lock = threading.Lock()  # it may have been held at the fork
 
@@ -418,7 +413,7 @@ class SQLiteStore(Store):
 
     def _connection(self) -> sqlite3.Connection:
         if getattr(self._local, "inline", False):
-            return self._inline_connection()
+            return self._inline_dbs.get(self._open_inline_connection)
         if self._db is None:
             # isolation_level=None: sqlite3 opens no transactions of its own;
             # each write says BEGIN IMMEDIATE itself.
@@ -455,10 +450,7 @@ class SQLiteStore(Store):
         if self._db is not None:
             self._db.close()
             self._db = None
-        with self._waiters_lock:
-            inline, self._inline_dbs = self._inline_dbs, []
-        for db in inline:
-            db.close()
+        self._inline_dbs.close_all()
 
     def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
         db = self._connection()
