@@ -84,7 +84,7 @@ app = Starlette(
     middleware=[Middleware(
         SessionMiddleware,
         store=SQLiteStore(os.environ.get("DEMO_DB", "demo-sessions.db")),
-        secret_key=os.environ.get("DEMO_SECRET", "demo-only-change-me"),
+        secret_key=os.environ.get("DEMO_SECRET", "demo-only-change-me-0123456789abcdef"),
         lock_mode=[Rule("read", paths=["/cart"], methods=["GET"])],
     )],
 )

@@ -54,7 +54,7 @@ show();
 """
 
 app = Flask(__name__)
-app.config["SECRET_KEY"] = os.environ.get("DEMO_SECRET", "demo-only-change-me")
+app.config["SECRET_KEY"] = os.environ.get("DEMO_SECRET", "demo-only-change-me-0123456789abcdef")
 Sessionware(app, store=SQLiteStore(os.environ.get("DEMO_DB", "demo-sessions.db")),
             lock_mode=[Rule("read", paths=["/cart"], methods=["GET"])])
 

@@ -34,7 +34,7 @@ from sessionware.stores.base import Lease, Locked
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, commit_session, discard_session
 from tests.helpers import CountingStore, cookie_header, session_cookie
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 MODES = [Rule("read", paths=["/n", "/snapshot"]), Rule("none", paths=["/static"])]
 
 

@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket
 from sessionware import Rule, SessionClosed, SessionMiddleware
 from sessionware.stores import Store
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 
 
 async def inc(request: Request) -> Response:

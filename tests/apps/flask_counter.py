@@ -17,7 +17,7 @@ from sessionware import SessionClosed, _loop
 from sessionware.flask import Sessionware, commit_session
 from sessionware.stores import Store
 
-SECRET = "test-secret"
+SECRET = "test-secret-0123456789abcdef0123456789"
 
 
 def build_app(store: Store, **options: Any) -> Flask:
