@@ -27,6 +27,10 @@ __all__ = ["CookieOptions", "CookieSigner", "new_session_id", "read_cookie", "st
 _ID_BYTES = 32
 _ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 _SALT = "sessionware.session-id"
+# An HMAC key needs as much entropy as the digest: 256 bits.
+_MIN_KEY_BYTES = 32
+_MAKE_KEY = ('make one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
+             "and keep it out of the source (e.g. secret_key=os.environ[\"SESSION_SECRET\"])")
 
 
 def new_session_id() -> str:
@@ -63,9 +67,7 @@ class CookieSigner:
     """
 
     def __init__(self, secret_keys: str | Sequence[str]) -> None:
-        keys = [secret_keys] if isinstance(secret_keys, str) else list(secret_keys)
-        if not keys or not all(isinstance(k, str) and k for k in keys):
-            raise ConfigurationError("secret_key must be a non-empty string or list of strings")
+        keys = _checked_keys(secret_keys)
         # itsdangerous signs with the *last* key of its list.
         self._signer = _CachedKeySigner(
             list(reversed(keys)), salt=_SALT, key_derivation="hmac",
@@ -84,6 +86,36 @@ class CookieSigner:
         return session_id if _ID_PATTERN.fullmatch(session_id) else None
 
 
+def _checked_keys(secret_keys: object) -> list[str]:
+    """The keys as a list, each long enough; errors never show a key."""
+    if secret_keys is None:  # os.environ.get("SECRET_KEY") of an unset variable
+        raise ConfigurationError(f"a secret key is required (secret_key is None); {_MAKE_KEY}")
+    if isinstance(secret_keys, str):
+        _check_key(secret_keys, "secret_key")
+        return [secret_keys]
+    if not isinstance(secret_keys, Sequence) or isinstance(secret_keys, bytes):
+        raise ConfigurationError("secret_key must be a string or a list of strings (rotation), "
+                                 f"not {type(secret_keys).__name__}")
+    if not secret_keys:
+        raise ConfigurationError(f"secret_key is an empty list: give at least one key; {_MAKE_KEY}")
+    for position, key in enumerate(secret_keys):
+        _check_key(key, f"secret_key[{position}]")
+    return list(secret_keys)
+
+
+def _check_key(key: object, label: str) -> None:
+    if not isinstance(key, str):
+        raise ConfigurationError(f"{label} must be a string, not {type(key).__name__}")
+    try:
+        size = len(key.encode())
+    except UnicodeEncodeError:  # lone surrogates: itsdangerous could not sign with it
+        raise ConfigurationError(f"{label} is not valid Unicode text; {_MAKE_KEY}") from None
+    if size < _MIN_KEY_BYTES:
+        raise ConfigurationError(
+            f"{label} is {size} bytes long (UTF-8); a secret key needs at least "
+            f"{_MIN_KEY_BYTES} bytes, random; {_MAKE_KEY}")
+
+
 def read_cookie(cookie_header: str, name: str) -> str | None:
     """The value of cookie ``name`` in a ``Cookie`` header; the first one wins."""
     for part in cookie_header.split(";"):
@@ -91,6 +123,39 @@ def read_cookie(cookie_header: str, name: str) -> str | None:
         if sep and key.strip() == name:
             return value.strip().strip('"')
     return None
+
+
+# RFC 6265 path-value: any CHAR but CTLs and ";". Anything else could end the
+# attribute, or the header line, and inject attributes or headers.
+_PATH_PATTERN = re.compile(r"/[\x20-\x3a\x3c-\x7e]*")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_PATTERN = re.compile(rf"\.?{_LABEL}(?:\.{_LABEL})*")
+
+
+def _check_path(path: object) -> None:
+    if not (isinstance(path, str) and _PATH_PATTERN.fullmatch(path)):
+        raise ConfigurationError(
+            f"cookie path must start with '/' and hold only printable ASCII "
+            f"other than ';' (percent-encode the rest), not {path!r}")
+
+
+def _check_domain(domain: object) -> None:
+    if domain is None:
+        return
+    if not (isinstance(domain, str) and _DOMAIN_PATTERN.fullmatch(domain)):
+        raise ConfigurationError(
+            "cookie domain must be None or a host name of letters, digits, hyphens and "
+            f"dots, optionally with a leading dot (punycode for international names), "
+            f"not {domain!r}")
+
+
+def _check_max_age(max_age: object) -> None:
+    # bool is an int: max_age=True would mean one second.
+    if max_age is None or (isinstance(max_age, int) and not isinstance(max_age, bool)
+                           and max_age >= 0):
+        return
+    raise ConfigurationError(
+        f"cookie max_age must be None or a non-negative int of seconds, not {max_age!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +185,9 @@ class CookieOptions:
             raise ConfigurationError(f"invalid cookie name {self.name!r}")
         if self.samesite not in ("lax", "strict", "none"):
             raise ConfigurationError("samesite must be 'lax', 'strict' or 'none'")
+        _check_path(self.path)
+        _check_domain(self.domain)
+        _check_max_age(self.max_age)
         if self.host_prefix and (self.domain or self.path != "/" or self.secure is False):
             raise ConfigurationError("a __Host- cookie needs Path=/, no Domain and Secure")
         if (self.samesite == "none" or self.partitioned) and self.secure is False:

@@ -7,6 +7,8 @@ import pytest
 from sessionware import ConfigurationError, CookieOptions
 from sessionware.cookies import CookieSigner, new_session_id, read_cookie, store_key
 
+OLD, NEW, OTHER, KEY = ("old-" * 8, "new-" * 8, "other-" * 6, "k" * 32)  # 32 bytes or more
+
 
 def test_ids_are_256_bits_and_unique() -> None:
     ids = {new_session_id() for _ in range(1000)}
@@ -22,20 +24,20 @@ def test_store_key_is_a_hash_not_the_id() -> None:
 
 def test_signatures_are_checked_and_rotated() -> None:
     session_id = new_session_id()
-    old = CookieSigner("old").sign(session_id)
-    rotated = CookieSigner(["new", "old"])
+    old = CookieSigner(OLD).sign(session_id)
+    rotated = CookieSigner([NEW, OLD])
     assert rotated.unsign(old) == session_id
-    assert CookieSigner("new").unsign(rotated.sign(session_id)) == session_id
-    assert CookieSigner("other").unsign(old) is None
+    assert CookieSigner(NEW).unsign(rotated.sign(session_id)) == session_id
+    assert CookieSigner(OTHER).unsign(old) is None
 
 
 @pytest.mark.parametrize("value", ["", ".", "abc", "x.y", "a" * 43, "é.é"])
 def test_malformed_values_are_refused(value: str) -> None:
-    assert CookieSigner("k").unsign(value) is None
+    assert CookieSigner(KEY).unsign(value) is None
 
 
 def test_a_signed_value_that_is_not_an_id_is_refused() -> None:
-    signer = CookieSigner("k")
+    signer = CookieSigner(KEY)
     assert signer.unsign(signer.sign("not-an-id")) is None
 
 
@@ -80,3 +82,26 @@ def test_an_empty_secret_is_refused() -> None:
         CookieSigner("")
     with pytest.raises(ConfigurationError):
         CookieSigner([])
+    with pytest.raises(ConfigurationError):
+        CookieSigner(b"k" * 32)  # type: ignore[arg-type]  # the Flask integration decodes bytes
+
+
+def test_keys_of_32_utf8_bytes_are_enough() -> None:
+    CookieSigner("é" * 16)  # 16 characters, 32 bytes
+    CookieSigner(["n" * 40, KEY])
+
+
+@pytest.mark.parametrize("path", ["/", "/app", "/a b/c-d_e.f~!$&'()*+,=:@%20"])
+def test_paths_of_the_cookie_grammar_are_kept(path: str) -> None:
+    assert f"Path={path};" in CookieOptions(path=path).set_cookie("v", https=False)
+
+
+@pytest.mark.parametrize("domain", ["example.com", ".example.com", "a-b.c0.example",
+                                    "localhost", "xn--bcher-kva.de", "127.0.0.1"])
+def test_host_names_are_kept(domain: str) -> None:
+    assert f"Domain={domain};" in CookieOptions(domain=domain).set_cookie("v", https=False)
+
+
+@pytest.mark.parametrize("max_age", [None, 0, 3600])
+def test_max_age_none_or_non_negative_is_kept(max_age: int | None) -> None:
+    assert CookieOptions(max_age=max_age).max_age == max_age
