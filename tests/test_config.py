@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from sessionware import ConfigurationError, CookieOptions, SessionMiddleware
+from sessionware import ConfigurationError, CookieOptions, LockMode, Rule, SessionMiddleware
 from sessionware.cookies import CookieSigner
+from sessionware.modes import mode_selector
 from sessionware.stores import MemoryStore
 
 KEY = "k" * 32
@@ -108,3 +109,57 @@ def test_a_key_that_is_not_valid_unicode_is_refused() -> None:
 def test_secret_keys_of_the_wrong_kind_are_refused(keys: object) -> None:
     with pytest.raises(ConfigurationError, match="secret_key"):
         CookieSigner(keys)  # type: ignore[arg-type]
+
+
+# -- lock modes -------------------------------------------------------------------
+
+MODES_LISTED = ("'exclusive'", "'read'", "'none'")
+
+
+def _assert_lists_the_modes(error: pytest.ExceptionInfo[ConfigurationError], bad: str) -> None:
+    message = str(error.value)
+    assert repr(bad) in message
+    assert all(mode in message for mode in MODES_LISTED), message
+
+
+def test_a_misspelt_lock_mode_names_it_and_lists_the_modes() -> None:
+    with pytest.raises(ConfigurationError, match="lock_mode") as info:
+        _middleware(lock_mode="exclusiv")
+    _assert_lists_the_modes(info, "exclusiv")
+
+
+def test_a_rule_with_a_bad_mode_is_refused_when_made() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        Rule("reed", paths=["/n"])
+    _assert_lists_the_modes(info, "reed")
+
+
+@pytest.mark.parametrize("field", ["paths", "methods"])
+def test_a_rule_given_one_string_instead_of_a_list_is_refused(field: str) -> None:
+    # tuple("/static") would be "/", "s", ...: a rule matching every path
+    with pytest.raises(ConfigurationError, match=field):
+        Rule("none", **{field: "/static"})
+
+
+async def test_a_callable_returning_a_bad_mode_fails_the_request() -> None:
+    middleware = _middleware(lock_mode=lambda scope: "bogus")
+    scope = {"type": "http", "path": "/", "method": "GET", "headers": []}
+    with pytest.raises(ConfigurationError, match="lock_mode") as info:
+        await middleware(scope, _never_called, _never_called)
+    _assert_lists_the_modes(info, "bogus")
+
+
+async def _never_called(*args: Any) -> Any:  # pragma: no cover
+    raise AssertionError("the middleware must fail before talking to the server")
+
+
+def test_a_lock_mode_of_the_wrong_kind_is_refused() -> None:
+    scope = {"type": "http", "path": "/static/x", "method": "GET"}
+    assert mode_selector("read")(scope) is LockMode.READ  # every documented kind still works
+    assert mode_selector(LockMode.NONE)(scope) is LockMode.NONE
+    assert mode_selector(lambda s: "none")(scope) is LockMode.NONE
+    assert mode_selector([Rule("none", paths=["/static"])])(scope) is LockMode.NONE
+    assert mode_selector(iter([Rule("read", methods=["get"])]))(scope) is LockMode.READ
+    for lock_mode in (42, None, 1.5, [Rule("read"), "none"], [LockMode.READ], b"read"):
+        with pytest.raises(ConfigurationError, match="lock_mode"):
+            _middleware(lock_mode=lock_mode)
