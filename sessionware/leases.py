@@ -67,10 +67,17 @@ class LeaseKeeper:
         try:
             await self._guard(self._store.renew(held.lease, lease_ttl=self._lease_ttl))
         except LeaseLost:
-            held.lost = True
-            self.untrack(held)
-            logger.warning("session lease lost while its request was running")
+            # Untracked meanwhile: the request ended the lease itself (its commit
+            # ran before this renewal), so nothing was lost.
+            if self._tracks(held):
+                held.lost = True
+                self.untrack(held)
+                logger.warning("session lease lost while its request was running")
         except StoreError as exc:
-            logger.warning("could not renew a session lease (will retry): %s", exc)
+            if self._tracks(held):  # an untracked lease is not renewed again
+                logger.warning("could not renew a session lease (will retry): %s", exc)
         else:
             held.renewed_at = now
+
+    def _tracks(self, held: HeldLease) -> bool:
+        return self._held.get(id(held)) is held

@@ -16,8 +16,8 @@ Each script is one atomic round trip (EVALSHA). A session is one hash at
 
 Time is always the server's (``TIME``). Numbers are written with
 ``string.format('%d', n)``: Lua 5.1's ``tostring`` keeps only 14 digits.
-Fenced scripts return 0 when the record is gone or carries another token, and
-leave it untouched.
+Fenced scripts return 0 when the record is gone or carries another token (RENEW
+also when the lease was ended), and leave it untouched.
 """
 
 from __future__ import annotations
@@ -103,11 +103,15 @@ wake(r[4], ARGV[4])
 return 1
 """
 
-# RENEW: extend the lease. Fenced.
+# RENEW: extend the lease. Fenced, and only while the lease is held: l = 0
+# means COMMIT or RELEASE ended it (they keep the token), and re-locking then
+# would lock out the next request for a lease term. A lapsed l (< now) with
+# the same token is still held: no newer lease took it.
 #   KEYS[1] the session hash; ARGV[1] token, ARGV[2] lease ttl (ms).
-#   Returns 1 on success, 0 when the lease is lost.
+#   Returns 1 on success, 0 when the lease is lost or already ended.
 RENEW = _NOW + """
-if redis.call('HGET', KEYS[1], 't') ~= ARGV[1] then return 0 end
+local r = redis.call('HMGET', KEYS[1], 't', 'l')
+if r[1] ~= ARGV[1] or tonumber(r[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'l', fmt(now + tonumber(ARGV[2])))
 return 1
 """

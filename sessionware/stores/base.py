@@ -20,6 +20,8 @@ Rules every implementation keeps (``tests/contract`` checks each of them):
   carries the lease's token, and raise :class:`~sessionware.LeaseLost` otherwise,
   leaving the record untouched. A lease that merely lapsed, with no new holder,
   still holds the current token and may commit: fencing is by token, not by time.
+  ``renew`` also needs the lease still held: once ``commit`` or ``release`` has
+  ended it, the token is still current but nobody holds the lock any more.
 * Driver errors are translated: a store raises only
   :class:`~sessionware.StoreError` subclasses (and ``LeaseLost``).
 """
@@ -122,7 +124,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        """Extend the lease to ``lease_ttl`` from now. Fenced."""
+        """Extend the lease to ``lease_ttl`` from now.
+
+        Fenced, and only while the lease is held: after commit/release it raises
+        :class:`~sessionware.LeaseLost` and changes nothing. A renewal that lands
+        after its request's own commit (queued behind a slow one) must not lock
+        the session again, or the next request waits a whole ``lease_ttl`` for
+        nobody. A lapsed lease with no newer holder is still held.
+        """
 
     @abc.abstractmethod
     async def read(self, key: str, *, ttl: float | None = None,

@@ -30,6 +30,10 @@ class _Record:
     absolute_expires_at: float
 
 
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+
 class MemoryStore(Store):
     """Sessions in a dict of this process. No setup, no dependencies."""
 
@@ -51,7 +55,7 @@ class MemoryStore(Store):
     def _fenced(self, lease: Lease) -> _Record:
         record = self._live(lease.key, time.monotonic())
         if record is None or record.token != lease.token:
-            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+            raise _lost(lease)
         return record
 
     def _wake(self, key: str) -> None:
@@ -93,7 +97,10 @@ class MemoryStore(Store):
         self._wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        self._fenced(lease).locked_until = time.monotonic() + lease_ttl
+        record = self._fenced(lease)
+        if not record.locked_until:  # committed or released: nobody holds it now
+            raise _lost(lease)
+        record.locked_until = time.monotonic() + lease_ttl
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:

@@ -149,10 +149,12 @@ UPDATE {{table}} SET locked_until = NULL, expires_at = CASE
 WHERE key = :key AND token = :token AND expires_at > :now"""
 
 # renew(): :key, :token, :now, :lease_ttl. Moves the lease deadline; affects no
-# row unless the live row carries :token.
+# row unless the live row carries :token and is still locked. A lapsed lock
+# (locked_until in the past) is still held, as no newer lease took it; a NULL
+# one was ended by commit or release, which keep the token.
 RENEW = """
 UPDATE {table} SET locked_until = :now + :lease_ttl
-WHERE key = :key AND token = :token AND expires_at > :now"""
+WHERE key = :key AND token = :token AND expires_at > :now AND locked_until IS NOT NULL"""
 
 # delete(): :key, :token, :now. Affects no row unless the live row carries :token.
 DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at > :now"

@@ -166,6 +166,34 @@ class StoreContract:
         await store.commit(lease, b"v1", ttl=LONG)
         assert await store.read(key) == b"v1"
 
+    async def test_renew_after_commit_is_refused_and_locks_nothing(
+        self, store: Store, key: str
+    ) -> None:
+        lease = await acquire_lease(store, key)
+        await store.commit(lease, b"v1", ttl=LONG)
+        with pytest.raises(LeaseLost):
+            await store.renew(lease, lease_ttl=LONG)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Lease)
+
+    async def test_renew_after_release_is_refused_and_locks_nothing(
+        self, store: Store, key: str
+    ) -> None:
+        lease = await acquire_lease(store, key)
+        await store.release(lease)
+        with pytest.raises(LeaseLost):
+            await store.renew(lease, lease_ttl=LONG)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Lease)
+
+    async def test_lapsed_lease_without_new_holder_may_still_renew(
+        self, store: Store, key: str
+    ) -> None:
+        lease = await acquire_lease(store, key, lease_ttl=SHORT)
+        await asyncio.sleep(SHORT + MARGIN)
+        await store.renew(lease, lease_ttl=LONG)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+        await store.commit(lease, b"v1", ttl=LONG)
+        assert await store.read(key) == b"v1"
+
     async def test_lease_of_a_deleted_record_never_matches_its_successor(
         self, store: Store, key: str
     ) -> None:
