@@ -2,8 +2,8 @@
 
 A thin driver over :class:`~sessionware.core.SessionCore`: it opens the session
 when a request arrives, puts it in ``scope["session"]``, commits it when the app
-sends ``http.response.start`` (adding Set-Cookie before the headers leave) and
-closes it on every way out.
+sends ``http.response.start`` (adding Set-Cookie before the headers leave;
+a 5xx response commits nothing) and closes it on every way out.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class SessionMiddleware:
                 return  # the app's response was replaced by an error response
             if message["type"] == start:
                 try:
-                    cookies = await tx.commit()
+                    cookies = await tx.commit(message.get("status", 200))
                 except SessionwareError as exc:
                     refused = True
                     await self._refuse(kind, send, exc)

@@ -9,15 +9,19 @@ the ASGI and WSGI drivers only map their protocol's events onto these calls.
     await tx.close()                   # always: unlock without writing if not committed
 
 A request without a session cookie makes no store call at all unless it writes
-the session. An unchanged session is released, not rewritten.
+the session. An unchanged session is released, not rewritten. A response with a
+5xx status commits nothing (unless ``commit_on_5xx``). A write whose outcome the
+store left unknown is settled before the request is answered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, fields
 from typing import TypedDict, TypeVar
 
 from sessionware.cookies import CookieOptions, CookieSigner, new_session_id, store_key
@@ -26,6 +30,9 @@ from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
     LockTimeout,
+    OutcomeUnknown,
+    SerializationError,
+    SessionClosed,
     SessionTooLarge,
     StoreError,
     StoreUnavailable,
@@ -35,12 +42,24 @@ from sessionware.modes import LockMode
 from sessionware.queue import SessionQueues
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
-from sessionware.stores.base import Lease, Locked, Store
+from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
-__all__ = ["SessionConfig", "SessionCore", "SessionOptions", "SessionTransaction"]
+__all__ = ["RETIRED", "RETIRED_GRACE", "SessionConfig", "SessionCore", "SessionOptions",
+           "SessionTransaction"]
 
 logger = logging.getLogger("sessionware")
 T = TypeVar("T")
+
+RETIRED = b"\x00sessionware:retired"
+"""What the old record of a regenerated session holds instead of its data: a
+tombstone. Requests still queued behind the login with the old cookie find it:
+they get an empty session they cannot change and no Set-Cookie, so they neither
+enter the new session nor replace its cookie in the browser. No serializer
+output starts with a NUL byte."""
+
+RETIRED_GRACE = 60.0
+"""Seconds a tombstone lives: longer than any request already in flight with
+the old cookie takes to arrive. After it, the old id is simply unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,9 @@ class SessionConfig:
     :param store_timeout: longest a single store operation may take.
     :param refresh_after: an unchanged session's idle expiry is slid only when
         that moves it by this much (default: a tenth of ``idle_timeout``).
+    :param commit_on_5xx: commit the session even when the response status is
+        5xx. By default a server error commits nothing: the request failed.
+    :param cookie: how the session cookie is set.
     """
 
     idle_timeout: float = 20 * 60
@@ -69,20 +91,45 @@ class SessionConfig:
     max_size: int = 256 * 1024
     store_timeout: float = 5.0
     refresh_after: float | None = None
+    commit_on_5xx: bool = False
     cookie: CookieOptions = field(default_factory=CookieOptions)
 
     def __post_init__(self) -> None:
         for name in ("idle_timeout", "lock_timeout", "lease_ttl", "store_timeout"):
-            if not getattr(self, name) > 0:
-                raise ConfigurationError(f"{name} must be positive")
-        if self.absolute_lifetime is not None and not self.absolute_lifetime > 0:
-            raise ConfigurationError("absolute_lifetime must be positive or None")
-        if self.max_waiting < 1 or self.max_size < 2:
-            raise ConfigurationError("max_waiting and max_size must be positive")
+            _check_number(name, getattr(self, name), minimum=0.0, exclusive=True)
+        for name in ("absolute_lifetime", "refresh_after"):
+            if getattr(self, name) is not None:
+                _check_number(name, getattr(self, name), minimum=0.0,
+                              exclusive=name == "absolute_lifetime", none_ok=True)
+        _check_number("max_waiting", self.max_waiting, minimum=1, integer=True)
+        _check_number("max_size", self.max_size, minimum=2, integer=True)
+        if not isinstance(self.commit_on_5xx, bool):
+            raise ConfigurationError(
+                f"commit_on_5xx must be True or False, not {self.commit_on_5xx!r}")
+        if not isinstance(self.cookie, CookieOptions):
+            raise ConfigurationError(
+                f"cookie must be a sessionware.CookieOptions, not {self.cookie!r}")
 
     @property
     def refresh_interval(self) -> float:
         return self.idle_timeout / 10 if self.refresh_after is None else self.refresh_after
+
+
+def _check_number(name: str, value: object, *, minimum: float, exclusive: bool = False,
+                  integer: bool = False, none_ok: bool = False) -> None:
+    kinds = (int,) if integer else (int, float)
+    bound = "greater than" if exclusive else "at least"
+    valid = isinstance(value, kinds) and not isinstance(value, bool) and (
+        value > minimum if exclusive else value >= minimum)
+    if not valid:
+        what = "a whole number" if integer else "a number of seconds"
+        none = " or None" if none_ok else ""
+        raise ConfigurationError(f"{name} must be {what} {bound} {minimum:g}{none}, "
+                                 f"not {value!r}")
+
+
+_CONFIG_OPTIONS = frozenset(f.name for f in fields(SessionConfig))
+_DRIVER_OPTIONS = ("store", "secret_key", "lock_mode", "on_error", "serializer")
 
 
 class SessionOptions(TypedDict, total=False):
@@ -96,6 +143,7 @@ class SessionOptions(TypedDict, total=False):
     max_size: int
     store_timeout: float
     refresh_after: float | None
+    commit_on_5xx: bool
     cookie: CookieOptions
 
 
@@ -129,11 +177,11 @@ class SessionCore:
                      options: SessionOptions,
                      session_class: type[Session] = Session) -> SessionCore:
         """The core the middlewares build from their keyword arguments."""
-        try:
-            config = SessionConfig(**options)
-        except TypeError as exc:
-            raise ConfigurationError(str(exc)) from exc
-        return cls(store, secret_key, config=config, serializer=serializer,
+        unknown = sorted(set(options) - _CONFIG_OPTIONS)
+        if unknown:
+            known = ", ".join([*_DRIVER_OPTIONS, *sorted(_CONFIG_OPTIONS)])
+            raise ConfigurationError(f"unknown option {unknown[0]!r}; the options are: {known}")
+        return cls(store, secret_key, config=SessionConfig(**options), serializer=serializer,
                    session_class=session_class)
 
     async def guard(self, operation: Awaitable[T]) -> T:
@@ -142,7 +190,46 @@ class SessionCore:
             return await self.deadlines.bound(operation)
         except TimeoutError as exc:
             raise StoreUnavailable(
-                f"the store did not answer within {self.config.store_timeout}s") from exc
+                f"the store did not answer within {self.config.store_timeout}s",
+                maybe_applied=True) from exc
+
+    async def guard_write(self, write: Callable[[], Awaitable[T]],
+                          repeat: Callable[[], Awaitable[T]] | None = None) -> T:
+        """Run a store write (``write()`` makes the call) within ``store_timeout``;
+        when its outcome is unknown, settle it with ``repeat`` (default: the same
+        write) before answering, so that a response never says "failed" about a
+        change that was applied. Raises :class:`OutcomeUnknown` if it stays unknown."""
+        try:
+            return await self.guard(write())
+        except StoreUnavailable as exc:
+            if not exc.maybe_applied:
+                raise  # known not to be applied: a plain, retryable failure
+            return await self._settle(repeat or write, exc)
+
+    async def _settle(self, repeat: Callable[[], Awaitable[T]],
+                      unknown: StoreUnavailable) -> T:
+        """Repeat a write whose outcome is unknown until the store answers, for
+        up to another ``store_timeout``. Repeating is safe: a fenced write
+        carries the same token, so it applies the same change again, or fails
+        with LeaseLost once a newer holder exists; a create reuses its fresh key."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.store_timeout
+        for attempt in itertools.count():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.sleep(min(remaining, backoff_delay(attempt, base=0.02, cap=0.5)))
+            try:
+                return await self.guard(repeat())
+            except StoreUnavailable as exc:
+                unknown = exc
+            except LeaseLost as exc:
+                raise OutcomeUnknown(
+                    "the store did not confirm a session write, and a newer request holds "
+                    "the session now: the write may or may not have been applied") from exc
+        raise OutcomeUnknown(
+            "the store did not confirm a session write, nor answer when it was repeated: "
+            f"it may or may not have been applied ({unknown})") from unknown
 
     async def open(self, cookie_value: str | None, mode: LockMode, *,
                    https: bool) -> SessionTransaction:
@@ -212,10 +299,11 @@ class SessionCore:
         await self.ensure_ready()
         for _ in range(3):  # a 256-bit collision is not expected even once
             session_id = new_session_id()
-            created = await self.guard(self.store.create(
-                store_key(session_id), data, ttl=config.idle_timeout,
-                absolute_ttl=config.absolute_lifetime))
-            if created:
+            write = functools.partial(self.store.create, store_key(session_id), data,
+                                      ttl=config.idle_timeout,
+                                      absolute_ttl=config.absolute_lifetime)
+            # Settling: a repeat that finds the fresh key taken found our first attempt.
+            if await self.guard_write(write, functools.partial(_taken_or_created, write)):
                 return session_id
         raise StoreError("the store reported every fresh session id as taken")
 
@@ -223,12 +311,17 @@ class SessionCore:
         await self.store.aclose()
 
 
+async def _taken_or_created(create: Callable[[], Awaitable[bool]]) -> bool:
+    await create()
+    return True
+
+
 class SessionTransaction:
     """One request's session. The session behaves as a transaction: committed
     as the response starts, discarded on every other way out."""
 
     __slots__ = ("_core", "_had_cookie", "_headers", "_held", "_https", "_key",
-                 "_lease", "_loaded_id", "session")
+                 "_lease", "_loaded_id", "_saved", "session")
 
     def __init__(self, core: SessionCore, https: bool, *, had_cookie: bool) -> None:
         self._core = core
@@ -239,6 +332,10 @@ class SessionTransaction:
         self._lease: Lease | None = None
         self._held: HeldLease | None = None
         self._headers: list[str] | None = None
+        # What the store holds for this session as far as this request knows,
+        # once nothing more will be saved (read mode, after commit): a session
+        # that no longer serializes to it was changed in vain.
+        self._saved: bytes | None = None
         self.session: Session
 
     def start_empty(self, mode: LockMode) -> None:
@@ -252,8 +349,12 @@ class SessionTransaction:
         raw = await core.guard(core.store.read(
             key, ttl=core.config.idle_timeout, refresh_after=core.config.refresh_interval))
         self._loaded_id = raw is not None
+        if raw == RETIRED:
+            self.session = core.session_class(state=SessionState.RETIRED)
+            return
         data = core.serializer.loads(raw) if raw is not None else None
-        self.session = self._core.session_class(data, SessionState.READ_ONLY)
+        self.session = core.session_class(data, SessionState.READ_ONLY)
+        self._saved = raw
 
     async def load_locked(self, key: str) -> None:
         core = self._core
@@ -262,6 +363,10 @@ class SessionTransaction:
             self.session = self._open_session(None)
             return
         self._key, self._lease, self._loaded_id = key, lease, True
+        if lease.data == RETIRED:  # a concurrent login moved the session away
+            self.session = core.session_class(state=SessionState.RETIRED)
+            await self.close()  # nothing here to keep locked
+            return
         self._held = core.keeper.track(lease)
         try:
             self.session = self._open_session(core.serializer.loads(lease.data))
@@ -277,30 +382,44 @@ class SessionTransaction:
     async def commit_early(self) -> None:
         await self.commit()
 
-    async def commit(self) -> list[str]:
+    async def commit(self, status: int = 200) -> list[str]:
         """Save the session and release its lock; returns the ``Set-Cookie``
-        header values the response must carry. Idempotent."""
-        if self._headers is None:
-            if self.session.state is SessionState.OPEN:
-                self.session._state = SessionState.COMMITTED
+        header values the response must carry. A 5xx ``status`` saves nothing
+        (unless ``commit_on_5xx``). Idempotent; a later call raises
+        :class:`SessionClosed` if the session was changed since."""
+        if self._headers is not None:
+            self._refuse_unsaved_changes()
+            return self._headers
+        if self.session.state is SessionState.OPEN:
+            self.session._state = SessionState.COMMITTED
+        if status >= 500 and not self._core.config.commit_on_5xx:
+            await self.close()  # the request failed: release without writing
+            self._headers = []
+        else:
             self._headers = await self._write()
         return self._headers
 
     async def _write(self) -> list[str]:
         session = self.session
+        if session.state is SessionState.RETIRED:
+            return []  # the browser holds the new session's cookie by now: keep it
         if session.state is SessionState.READ_ONLY:
+            self._refuse_unsaved_changes()
             return self._forget_cookie()
         if session.invalidated:
             if self._lease is not None:
-                await self._finish(self._core.store.delete(self._lease))
+                await self._finish(functools.partial(self._core.store.delete, self._lease))
             return self._forget_cookie(force=self._had_cookie)
         data = self._serialize()
         if self._lease is not None and not session.regenerated:
             await self._save(self._lease, data)
-            return []
-        if not session:
-            return self._forget_cookie()
-        return await self._move_to_new_id(data)
+            cookies = []
+        elif not session:
+            cookies = self._forget_cookie()
+        else:
+            cookies = await self._move_to_new_id(data)
+        self._saved = data
+        return cookies
 
     def _serialize(self) -> bytes:
         data = self._core.serializer.dumps(self.session)
@@ -311,18 +430,22 @@ class SessionTransaction:
     async def _save(self, lease: Lease, data: bytes) -> None:
         store, config = self._core.store, self._core.config
         if data == lease.data:
-            await self._finish(store.release(
-                lease, ttl=config.idle_timeout, refresh_after=config.refresh_interval))
+            await self._finish(functools.partial(
+                store.release, lease, ttl=config.idle_timeout,
+                refresh_after=config.refresh_interval))
         else:
-            await self._finish(store.commit(lease, data, ttl=config.idle_timeout))
+            await self._finish(functools.partial(
+                store.commit, lease, data, ttl=config.idle_timeout))
 
     async def _move_to_new_id(self, data: bytes) -> list[str]:
-        """New sessions, and regenerate(): a fresh id, then the old record goes.
-        The new record is created first, so a failure loses nothing."""
+        """New sessions, and regenerate(): a fresh id, then the old record is
+        retired (:data:`RETIRED`). The new record is created first, so a
+        failure loses nothing."""
         core = self._core
         session_id = await core.create(data)
         if self._lease is not None:
-            await self._finish(core.store.delete(self._lease))
+            await self._finish(functools.partial(
+                core.store.commit, self._lease, RETIRED, ttl=RETIRED_GRACE))
         return [core.config.cookie.set_cookie(core.signer.sign(session_id), https=self._https)]
 
     def _forget_cookie(self, force: bool = False) -> list[str]:
@@ -332,10 +455,35 @@ class SessionTransaction:
             return [self._core.config.cookie.expire_cookie(https=self._https)]
         return []
 
-    async def _finish(self, operation: Awaitable[None]) -> None:
-        """Run the operation that ends the lease, then hand the turn on at once
+    def _refuse_unsaved_changes(self) -> None:
+        """Raise while the request runs if the session changed where nothing
+        is saved any more (nested changes escape the session's own guard)."""
+        if self._unsaved_change():
+            raise SessionClosed(
+                f"the session was changed after {self._closed_by()}: the change would be "
+                "lost (nested values of a committed or read-only session cannot change)")
+
+    def _unsaved_change(self) -> bool:
+        saved = self._saved
+        if saved is None:
+            return False
+        self._saved = None  # reported once
+        serializer = self._core.serializer
+        try:
+            current = serializer.dumps(self.session)
+        except SerializationError:
+            return True
+        return current != saved and current != serializer.dumps(serializer.loads(saved))
+
+    def _closed_by(self) -> str:
+        if self.session.state is SessionState.READ_ONLY:
+            return "it was loaded read-only (lock mode 'read')"
+        return "it was committed"
+
+    async def _finish(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Run the write that ends the lease, then hand the turn on at once
         (not when the response body is done)."""
-        await self._core.guard(operation)
+        await self._core.guard_write(write)
         self._end_lease()
 
     def _end_lease(self) -> None:
@@ -353,11 +501,21 @@ class SessionTransaction:
         skip running the loop when it has not)."""
         return self._lease is not None
 
+    @property
+    def needs_close(self) -> bool:
+        """Whether :meth:`close` has anything to do: a lock to release, or a
+        finished session to check for changes made in vain."""
+        return self._lease is not None or self._saved is not None
+
     async def close(self) -> None:
         """End the request: a lease not committed is released without writing.
-        Shielded from cancellation, so a client gone away cannot leak the lock."""
+        Shielded from cancellation, so a client gone away cannot leak the lock.
+        A session changed after its commit is reported: the response has gone."""
         if self._lease is not None:
             await asyncio.shield(self._release_unwritten())
+        if self._unsaved_change():
+            logger.error("session changed after %s, while the response was sent: "
+                         "the change was not saved", self._closed_by())
 
     async def _release_unwritten(self) -> None:
         lease = self._lease

@@ -14,6 +14,8 @@
      |    +-- LeaseLost            a fenced operation found a newer token: refused
      +-- StoreError
           +-- StoreUnavailable     the store is down, refused or timed out
+          +-- OutcomeUnknown       a write was sent but never confirmed: it may
+                                   or may not have been applied
 
 Stores translate their driver's errors into ``StoreError`` subclasses, so the
 middleware and applications never see a driver exception.
@@ -26,6 +28,7 @@ __all__ = [
     "LeaseLost",
     "LockError",
     "LockTimeout",
+    "OutcomeUnknown",
     "QueueFull",
     "SerializationError",
     "SessionClosed",
@@ -102,5 +105,19 @@ class StoreError(SessionwareError):
 class StoreUnavailable(StoreError):
     """The store could not be reached, refused the operation or timed out.
 
-    Nothing was written, or the write was all-or-nothing and its outcome is
-    reported by the store's next read."""
+    :ivar maybe_applied: ``False`` when the store knows the operation was not
+        applied (refused before it was sent, or rolled back); ``True`` when it
+        may have been (it timed out, or the connection broke after it was
+        sent). The core settles such a write before answering the request.
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+
+class OutcomeUnknown(StoreError):
+    """A write (commit, delete, create) was sent, the store did not confirm
+    it, and repeating it did not settle whether it was applied. The request is
+    answered as a failure that does not invite a retry: retrying could apply
+    the change twice."""

@@ -6,8 +6,9 @@ found by comparing serialized bytes at commit time, so nested changes such as
 ``session["cart"].append(item)`` are saved too, without tracking every call.
 
 Direct changes to a session that will not be saved (one opened in ``read``
-mode, or one already committed) raise :class:`~sessionware.SessionClosed`
-instead of being dropped in silence.
+mode, one already committed or invalidated, one whose id a concurrent login
+retired) raise :class:`~sessionware.SessionClosed` instead of being dropped in
+silence; nested changes to such a session are found by the core at commit.
 """
 
 from __future__ import annotations
@@ -24,14 +25,27 @@ __all__ = ["Session", "SessionState"]
 class SessionState(enum.Enum):
     OPEN = "open"  # changes will be committed
     READ_ONLY = "read-only"  # a snapshot: read mode, nothing is saved
-    COMMITTED = "committed"  # committed early; nothing more is saved
+    COMMITTED = "committed"  # committed (early) or discarded; nothing more is saved
+    RETIRED = "retired"  # its id was retired by a regeneration; nothing is saved
+
+
+_REFUSALS = {
+    SessionState.READ_ONLY: "the session is read-only in this request (lock mode 'read'): "
+                            "changes would not be saved",
+    SessionState.COMMITTED: "the session was already committed (or discarded with a 5xx "
+                            "response): changes would not be saved",
+    SessionState.RETIRED: "this request carries a session id that a concurrent request "
+                          "retired with regenerate() (a login): its changes would not be "
+                          "saved, and the new session is not open to it",
+}
+_INVALIDATED = "the session was invalidated in this request: changes would not be saved"
 
 
 def _guarded(name: str) -> Callable[..., Any]:
     method = getattr(dict, name)
 
     def guarded(self: Session, *args: Any, **kwargs: Any) -> Any:
-        if self._state is not SessionState.OPEN:
+        if self._state is not SessionState.OPEN or self._invalidated:
             self._refuse()
         return method(self, *args, **kwargs)
 
@@ -86,7 +100,8 @@ class Session(dict[str, Any]):
 
     def invalidate(self) -> None:
         """Delete the session from the store at commit and expire the cookie
-        (logout). The session is empty from now on."""
+        (logout). The session is empty from now on, and changing it raises
+        :class:`~sessionware.SessionClosed`: they would be deleted with it."""
         self._check_open()
         dict.clear(self)
         self._invalidated = True
@@ -99,22 +114,18 @@ class Session(dict[str, Any]):
         so call this before the response starts. Later changes raise
         :class:`~sessionware.SessionClosed`.
         """
-        self._check_open()
+        if self._state is not SessionState.OPEN:
+            self._refuse()
         if self._commit_early is None:
             raise SessionClosed("this session is not managed by sessionware middleware")
         await self._commit_early()
 
     def _check_open(self) -> None:
-        if self._state is not SessionState.OPEN:
+        if self._state is not SessionState.OPEN or self._invalidated:
             self._refuse()
 
     def _refuse(self) -> None:
-        if self._state is SessionState.READ_ONLY:
-            raise SessionClosed(
-                "the session is read-only in this request (lock mode 'read'): "
-                "changes would not be saved"
-            )
-        raise SessionClosed("the session was already committed: changes would not be saved")
+        raise SessionClosed(_REFUSALS.get(self._state, _INVALIDATED))
 
     def __repr__(self) -> str:
         return f"Session({dict.__repr__(self)}, state={self._state.value})"

@@ -12,12 +12,12 @@ runs at the three moments that touch the store::
                                             sends the headers with the first body)
     the body is closed           tx.close   unlock without writing, unless committed
 
-A request the app fails saves nothing: the app raises, or calls
-``start_response`` with ``exc_info``, or a framework that turns exceptions into
-its own error page says so with :func:`discard_session` (:mod:`sessionware.flask`
-does, for Flask). A commit that fails replaces the app's response with the error
-response of :func:`~sessionware.responses.respond_to`; the app's iterable is
-closed unread.
+A request the app fails saves nothing: the app raises, answers with a 5xx
+status, calls ``start_response`` with ``exc_info``, or a framework that turns
+exceptions into its own error page says so with :func:`discard_session`
+(:mod:`sessionware.flask` does, for Flask). A commit that fails replaces the
+app's response with the error response of
+:func:`~sessionware.responses.respond_to`; the app's iterable is closed unread.
 
 :func:`commit_session` is the synchronous form of ``await session.commit()``:
 commit and unlock now, before a long streamed response.
@@ -169,9 +169,9 @@ class _Request:
             return _ignore  # the app's response was replaced already
         if exc_info is not None:
             self.discard()  # the app reports an error: its request saves nothing
-        if self.cookies is None and not self.discarded:
+        if not self.discarded:
             try:
-                self.cookies = _loop.run(self.tx.commit())
+                self.cookies = _loop.run(self.tx.commit(_status_code(status)))
             except SessionwareError as exc:
                 self.refusal = respond_to(exc, self._on_error)
                 self.close()  # nothing more can be saved: unlock now, not at the body's end
@@ -195,7 +195,7 @@ class _Request:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.tx.holds_lock:  # usually the commit ended the lease already
+            if self.tx.needs_close:  # usually the commit ended the lease already
                 _loop.run(self.tx.close())
 
 
@@ -258,6 +258,14 @@ def _scope(environ: WSGIEnvironment) -> dict[str, Any]:
 def _text(wsgi_string: str) -> str:
     """A WSGI "bytes as latin-1" string, decoded as the UTF-8 it was sent as."""
     return wsgi_string.encode("latin-1").decode("utf-8", "replace")
+
+
+def _status_code(status: str) -> int:
+    """The number of a WSGI status line ("500 Internal Server Error")."""
+    try:
+        return int(status.split(" ", 1)[0])
+    except ValueError:
+        return 500  # not a status line: the server will fail this response anyway
 
 
 def _status_line(status: int) -> str:

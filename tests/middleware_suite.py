@@ -232,6 +232,110 @@ class MiddlewareSuite:
         assert "Max-Age=0" in set_cookies(response)[0]
         assert (await client.get("/n", headers=cookie_header(cookie))).text == "0"
 
+    async def test_changes_after_invalidate_raise(self, client: httpx.AsyncClient) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        response = await client.get("/invalidate-then-set", headers=cookie_header(cookie))
+        assert response.text.startswith("refused: the session was invalidated")
+        assert session_cookie(response) == ""
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "0"
+
+    async def test_requests_queued_behind_a_login_keep_its_cookie_and_stay_out(
+        self, make_app: AppFactory
+    ) -> None:
+        """Ten requests with the pre-login cookie wait behind /login: none of
+        them may replace the new cookie, and none may enter the new session."""
+        app = make_app()
+        async with _client(app, raise_app_exceptions=False) as client:
+            old = session_cookie(await client.get("/inc"))
+            assert old
+            login = await _holding(app, client, "/login-hold", old)
+            queued = [asyncio.create_task(client.get(path, headers=cookie_header(old)))
+                      for path in ("/inc", "/hello") * 5]
+            core = _core(app)
+            while core.queues.waiting(_key(old)) < 11:  # noqa: ASYNC110 - until queued
+                await asyncio.sleep(0.001)
+            app.state.release.set()
+            new = session_cookie(await login)
+            assert new and new != old
+            for response in await asyncio.gather(*queued):
+                assert not set_cookies(response), response.request.url
+                assert response.status_code == (200 if response.request.url.path == "/hello"
+                                                else 500)  # /inc: SessionClosed
+            assert (await client.get("/n", headers=cookie_header(new))).text == "1"
+            assert (await client.get("/n", headers=cookie_header(old))).text == "0"
+
+    # -- failed requests commit nothing ------------------------------------------
+
+    @pytest.mark.parametrize("code", [500, 502, 503])
+    async def test_a_5xx_response_commits_nothing(
+        self, client: httpx.AsyncClient, code: int
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        response = await client.get(f"/status?code={code}", headers=cookie_header(cookie))
+        assert response.status_code == code
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+        response = await client.get("/status?code=404", headers=cookie_header(cookie))
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "2"
+
+    async def test_a_5xx_without_a_session_creates_none(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/status?code=500")
+        assert response.status_code == 500
+        assert not set_cookies(response)
+
+    async def test_commit_on_5xx_opts_in(self, make_app: AppFactory) -> None:
+        async with _client(make_app(commit_on_5xx=True)) as client:
+            cookie = session_cookie(await client.get("/inc"))
+            assert cookie
+            await client.get("/status?code=500", headers=cookie_header(cookie))
+            assert (await client.get("/n", headers=cookie_header(cookie))).text == "2"
+
+    async def test_an_apps_own_exception_handler_commits_nothing(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        cookie = session_cookie(await client.get("/inc"))
+        assert cookie
+        response = await client.get("/handled-failure", headers=cookie_header(cookie))
+        assert (response.status_code, response.text) == (500, "handled")
+        assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+
+    # -- changes that cannot be saved are not dropped in silence -----------------
+
+    async def test_nested_change_after_an_early_commit_is_refused(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cookie = session_cookie(await client.get("/cart?item=a"))
+        assert cookie
+        with caplog.at_level(logging.ERROR, logger="sessionware"):
+            response = await client.get("/early-nested", headers=cookie_header(cookie))
+        assert response.status_code == 500
+        assert any("committed" in r.getMessage() for r in caplog.records)
+        assert (await client.get("/snapshot/cart", headers=cookie_header(cookie))).text == "a"
+
+    async def test_nested_change_while_streaming_is_logged(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cookie = session_cookie(await client.get("/cart?item=a"))
+        assert cookie
+        with caplog.at_level(logging.ERROR, logger="sessionware"):
+            response = await client.get("/stream-nested", headers=cookie_header(cookie))
+        assert (response.status_code, response.text) == (200, "streaming;done")
+        (record,) = [r for r in caplog.records if r.name == "sessionware"]
+        assert "not saved" in record.getMessage()
+        assert (await client.get("/snapshot/cart", headers=cookie_header(cookie))).text == "a"
+
+    async def test_nested_change_in_read_mode_is_refused(
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        cookie = session_cookie(await client.get("/cart?item=a"))
+        assert cookie
+        with caplog.at_level(logging.ERROR, logger="sessionware"):
+            response = await client.get("/snapshot/nested", headers=cookie_header(cookie))
+        assert response.status_code == 500
+        assert any("read-only" in r.getMessage() for r in caplog.records)
+        assert (await client.get("/snapshot/cart", headers=cookie_header(cookie))).text == "a"
+
     # -- lock modes -------------------------------------------------------------
 
     async def test_read_mode_is_a_read_only_snapshot(self, client: httpx.AsyncClient) -> None:
@@ -373,6 +477,7 @@ def _key(cookie: str) -> str:
     return store_key(session_id)
 
 
-def _client(app: Starlette, base_url: str = "http://testserver") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=True)
+def _client(app: Starlette, base_url: str = "http://testserver",
+            raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
     return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)

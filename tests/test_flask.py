@@ -101,6 +101,12 @@ def test_view_that_raises_changes_nothing(make_app: AppFactory, propagate: bool)
     assert client.get("/inc").text == "2"  # nothing saved, and the lock is free
 
 
+def test_a_5xx_returned_by_a_view_changes_nothing(client: FlaskClient) -> None:
+    client.get("/inc")
+    assert client.get("/unavailable").status_code == 503
+    assert client.get("/n").text == "1"
+
+
 def test_http_errors_raised_on_purpose_are_responses(client: FlaskClient) -> None:
     client.get("/inc")
     assert client.get("/forbidden").status_code == 403

@@ -94,6 +94,12 @@ class CounterApp:
         discard_session(environ)
         return self.text(start, "oops", "500 Internal Server Error")
 
+    def status(self, session: Any, query: dict[str, str], start: StartResponse, _: Any
+               ) -> list[bytes]:
+        """A plain 5xx answer, with no exception and no exc_info."""
+        session["n"] = session.get("n", 0) + 1
+        return self.text(start, "status", query["status"])
+
     def big(self, session: Any, query: dict[str, str], start: StartResponse, _: Any
             ) -> list[bytes]:
         session["blob"] = "x" * int(query["size"])
@@ -328,6 +334,23 @@ def test_framework_error_pages_change_nothing(make: Factory, path: str) -> None:
     assert told == ["500 Internal Server Error"]
     assert "Set-Cookie" not in dict(headers)
     assert client.get("/inc").text == "2"
+
+
+@pytest.mark.parametrize(("status", "saved"), [
+    ("500 Internal Server Error", False), ("503 Service Unavailable", False),
+    ("404 Not Found", True),
+])
+def test_a_5xx_response_commits_nothing(client: Client, status: str, saved: bool) -> None:
+    client.get("/inc")
+    assert client.get("/status", query_string={"status": status}).status == status
+    assert client.get("/n").text == ("2" if saved else "1")
+
+
+def test_commit_on_5xx_opts_in(make: Factory) -> None:
+    client = Client(make(commit_on_5xx=True))
+    client.get("/inc")
+    client.get("/status", query_string={"status": "500 Internal Server Error"})
+    assert client.get("/n").text == "2"
 
 
 def test_closing_the_body_unread_releases_the_lock(make: Factory, app: CounterApp) -> None:

@@ -150,10 +150,18 @@ _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, Timeout
 def _translate(op: str, exc: Exception) -> Exception:
     """The sessionware error for a driver error: the only place that decides."""
     if isinstance(exc, _UNAVAILABLE):
-        return StoreUnavailable(f"Redis unavailable during {op}: {exc!r}")
+        return StoreUnavailable(f"Redis unavailable during {op}: {exc!r}",
+                                maybe_applied=not _refused(exc))
     if isinstance(exc, rexc.RedisError):
         return StoreError(f"Redis error during {op}: {exc!r}")
     return exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: then the command was never sent.
+    (Any other connection error may have come after the command left.)"""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError)
 
 
 @contextlib.contextmanager
@@ -367,6 +375,14 @@ class RedisStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         await self._fenced("delete", self._delete, lease, [self._channel])
+
+    async def purge_expired(self) -> int:
+        """Always 0: nothing is left to purge. Every script that sets a
+        session's idle deadline sets its key's ``PEXPIREAT`` too, so Redis
+        deletes expired sessions itself (when touched, and by its active expiry
+        cycle), and a purge here would only SCAN every node's keyspace to find
+        what Redis removes anyway."""
+        return 0
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._wakeups.wait(self._key(key).encode(), timeout, attempt)

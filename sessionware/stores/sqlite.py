@@ -405,8 +405,10 @@ class SQLiteStore(Store):
         try:
             yield
         except sqlite3.Error as exc:
-            error = StoreUnavailable if _is_unavailable(exc) else StoreError
-            raise error(f"SQLite store {self._path!r}: {exc}") from exc
+            message = f"SQLite store {self._path!r}: {exc}"
+            if _is_unavailable(exc):  # each operation is one transaction: rolled back
+                raise StoreUnavailable(message, maybe_applied=False) from exc
+            raise StoreError(message) from exc
 
     # -- the worker thread ------------------------------------------------------
 

@@ -108,6 +108,87 @@ async def mutate_snapshot(request: Request) -> Response:
     return PlainTextResponse("changed", status_code=500)  # pragma: no cover
 
 
+async def status(request: Request) -> Response:
+    """Change the session, then answer with the status the query names."""
+    request.session["n"] = request.session.get("n", 0) + 1
+    return PlainTextResponse("status", status_code=int(request.query_params["code"]))
+
+
+async def handled_failure(request: Request) -> Response:
+    """Change the session, then raise: the app's exception handler answers 500."""
+    request.session["n"] = 999
+    raise ValueError("caught by the app's own exception handler")
+
+
+async def add(request: Request) -> Response:
+    """Append this request's id to the session's list: each answered request
+    can be checked against the stored list afterwards."""
+    ids = request.session.setdefault("ids", [])
+    await asyncio.sleep(float(request.query_params.get("delay", "0")))
+    ids.append(request.query_params["id"])
+    return PlainTextResponse("added")
+
+
+async def hold_add(request: Request) -> Response:
+    """``add``, but hold the lock until the test sets ``app.state.release``."""
+    request.session.setdefault("ids", []).append(request.query_params["id"])
+    request.app.state.holding.set()
+    await request.app.state.release.wait()
+    return PlainTextResponse("added")
+
+
+async def invalidate_then_set(request: Request) -> Response:
+    request.session.invalidate()
+    try:
+        request.session["flash"] = "bye"
+    except SessionClosed as exc:
+        return PlainTextResponse(f"refused: {exc}")
+    return PlainTextResponse("changed", status_code=500)  # pragma: no cover
+
+
+async def early_nested(request: Request) -> Response:
+    """Commit early, then change a nested value: the change cannot be saved."""
+    request.session["cart"] = ["a"]
+    await request.session.commit()
+    request.session["cart"].append("lost")
+    return PlainTextResponse("mutated")
+
+
+async def stream_nested(request: Request) -> Response:
+    """Change a nested value while the body streams, after the commit."""
+    request.session["cart"] = ["a"]
+
+    async def body() -> Any:
+        yield b"streaming;"
+        request.session["cart"].append("lost")
+        yield b"done"
+
+    return StreamingResponse(body())
+
+
+async def cart(request: Request) -> Response:
+    request.session["cart"] = [request.query_params["item"]]
+    return PlainTextResponse("ok")
+
+
+async def snapshot_cart(request: Request) -> Response:
+    return PlainTextResponse(",".join(request.session.get("cart", [])))
+
+
+async def snapshot_nested(request: Request) -> Response:
+    request.session["cart"].append("lost")
+    return PlainTextResponse("mutated")
+
+
+async def login_hold(request: Request) -> Response:
+    """A login that holds the lock until the test sets ``app.state.release``."""
+    request.session.regenerate()
+    request.session["user"] = "alice"
+    request.app.state.holding.set()
+    await request.app.state.release.wait()
+    return PlainTextResponse("logged in")
+
+
 async def socket(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_text(str(websocket.session.get("n", 0)))
@@ -119,16 +200,26 @@ routes = [
     Route("/boom", boom), Route("/big", big), Route("/unserializable", unserializable),
     Route("/login", login), Route("/logout", logout), Route("/hold", hold),
     Route("/early", early), Route("/snapshot/mutate", mutate_snapshot),
+    Route("/status", status), Route("/handled-failure", handled_failure),
+    Route("/add", add), Route("/hold-add", hold_add),
+    Route("/invalidate-then-set", invalidate_then_set), Route("/early-nested", early_nested),
+    Route("/stream-nested", stream_nested), Route("/snapshot/nested", snapshot_nested),
+    Route("/cart", cart), Route("/snapshot/cart", snapshot_cart),
+    Route("/login-hold", login_hold),
     WebSocketRoute("/ws", socket),
 ]
 
 MODES = [Rule("read", paths=["/n", "/snapshot"]), Rule("none", paths=["/static"])]
 
 
+async def answer_500(request: Request, exc: Exception) -> Response:
+    return PlainTextResponse("handled", status_code=500)
+
+
 def build_app(store: Store, **options: Any) -> Starlette:
     options.setdefault("secret_key", SECRET)
     options.setdefault("lock_mode", MODES)
-    app = Starlette(routes=routes,
+    app = Starlette(routes=routes, exception_handlers={ValueError: answer_500},
                     middleware=[Middleware(SessionMiddleware, store=store, **options)])
     app.state.release = asyncio.Event()
     app.state.holding = asyncio.Event()

@@ -47,6 +47,11 @@ def build_app(store: Store, **options: Any) -> Flask:
         session["n"] = 999
         raise RuntimeError("view failed after changing the session")
 
+    @app.get("/unavailable")
+    def unavailable() -> tuple[str, int]:
+        session["n"] = session.get("n", 0) + 1
+        return "down for maintenance", 503
+
     @app.get("/forbidden")
     def forbidden() -> str:
         session["n"] = session.get("n", 0) + 1
