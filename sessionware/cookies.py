@@ -25,7 +25,12 @@ from sessionware.exceptions import ConfigurationError
 __all__ = ["CookieOptions", "CookieSigner", "new_session_id", "read_cookie", "store_key"]
 
 _ID_BYTES = 32
-_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+# <id>.<HMAC-SHA256>, each 32 bytes in unpadded URL-safe base64. itsdangerous
+# decodes the signature leniently (it skips characters outside the alphabet and
+# ignores what follows padding, and 43 characters hold 2 bits more than 32
+# bytes), so many spellings of one cookie would verify. Only the one we issue
+# is accepted: its last character is a base64 digit whose 2 low bits are 0.
+_COOKIE_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 _SALT = "sessionware.session-id"
 # An HMAC key needs as much entropy as the digest: 256 bits.
 _MIN_KEY_BYTES = 32
@@ -79,11 +84,12 @@ class CookieSigner:
 
     def unsign(self, cookie_value: str) -> str | None:
         """The session id, or ``None`` for a tampered, malformed or foreign value."""
-        try:
-            session_id = self._signer.unsign(cookie_value).decode()
-        except (BadSignature, UnicodeError):
+        if not _COOKIE_PATTERN.fullmatch(cookie_value):
             return None
-        return session_id if _ID_PATTERN.fullmatch(session_id) else None
+        try:
+            return self._signer.unsign(cookie_value).decode()
+        except BadSignature:
+            return None
 
 
 def _checked_keys(secret_keys: object) -> list[str]:

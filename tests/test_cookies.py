@@ -105,3 +105,23 @@ def test_host_names_are_kept(domain: str) -> None:
 @pytest.mark.parametrize("max_age", [None, 0, 3600])
 def test_max_age_none_or_non_negative_is_kept(max_age: int | None) -> None:
     assert CookieOptions(max_age=max_age).max_age == max_age
+
+
+def test_only_the_issued_spelling_of_a_cookie_verifies() -> None:
+    """itsdangerous decodes signatures leniently; found by tests/test_cookie_fuzz.py."""
+    signer = CookieSigner(KEY)
+    for _ in range(200):
+        session_id = new_session_id()
+        assert signer.unsign(signer.sign(session_id)) == session_id
+    value = signer.sign(session_id)
+    digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = digits.index(value[-1])
+    spellings = [
+        *(value[:-1] + digits[last + low] for low in (1, 2, 3)),  # the 2 unused bits
+        value + "=", value + "==", value + "==AAAA", value[:50] + "!" + value[50:],
+        value[:50] + "é" + value[50:], value[:50] + " " + value[50:],
+        value.replace("-", "+").replace("_", "/"),
+    ]
+    for spelling in spellings:
+        if spelling != value:
+            assert signer.unsign(spelling) is None, spelling
