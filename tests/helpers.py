@@ -58,6 +58,10 @@ class CountingStore(Store):
         self.calls["delete"] += 1
         await self.inner.delete(lease)
 
+    async def purge_expired(self) -> int:
+        self.calls["purge_expired"] += 1
+        return await self.inner.purge_expired()
+
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         self.calls["wait"] += 1
         await self.inner.wait(key, timeout, attempt)

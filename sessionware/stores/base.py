@@ -14,7 +14,8 @@ Rules every implementation keeps (``tests/contract`` checks each of them):
 * Time is the store's own clock (the server's where there is a server), so leases
   do not depend on the clocks of the application processes.
 * A record past ``expires_at`` or ``absolute_expires_at`` does not exist: every
-  operation treats it as absent, and the store removes it eventually.
+  operation treats it as absent, and the store removes it eventually, by
+  itself (whatever the traffic) and at once on :meth:`Store.purge_expired`.
 * Every operation is atomic: it happens entirely or not at all. Fenced operations
   (``commit``, ``release``, ``renew``, ``delete``) act only while the record still
   carries the lease's token, and raise :class:`~sessionware.LeaseLost` otherwise,
@@ -151,6 +152,18 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def delete(self, lease: Lease) -> None:
         """Remove the record. Fenced."""
+
+    @abc.abstractmethod
+    async def purge_expired(self) -> int:
+        """Remove every expired record now; returns how many this call removed.
+
+        For operations (a cron job, an ops command): stores also remove expired
+        records by themselves. Abstract, not a default that returns 0, so that
+        every store states how its expired records go; a store whose backend
+        deletes them itself returns 0 and says so. Safe to call while the store
+        serves requests, and from several processes at once (each record is
+        counted by the call that removed it).
+        """
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait until the lock on ``key`` may have been released, or ``timeout``.

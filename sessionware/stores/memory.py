@@ -46,6 +46,7 @@ class MemoryStore(Store):
         self._tokens = itertools.count(1)
 
     def _live(self, key: str, now: float) -> _Record | None:
+        self._sweep(now)
         record = self._records.get(key)
         if record is not None and min(record.expires_at, record.absolute_expires_at) <= now:
             del self._records[key]
@@ -115,13 +116,15 @@ class MemoryStore(Store):
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
         now = time.monotonic()
-        self._sweep(now)
         if self._live(key, now) is not None:
             return False
         absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
         expires = min(now + ttl, absolute)
         self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
         return True
+
+    async def purge_expired(self) -> int:
+        return self._purge(time.monotonic())
 
     async def delete(self, lease: Lease) -> None:
         self._fenced(lease)
@@ -144,10 +147,16 @@ class MemoryStore(Store):
 
     def _sweep(self, now: float) -> None:
         """Drop expired records, at most once per interval, so abandoned sessions
-        do not pile up in a long-running process."""
+        do not pile up in a long-running process. Every operation checks, not
+        only create: a process may see no new sessions for a long time."""
         if now < self._next_sweep:
             return
         self._next_sweep = now + _SWEEP_INTERVAL
-        for key in [k for k, r in self._records.items()
-                    if min(r.expires_at, r.absolute_expires_at) <= now]:
+        self._purge(now)
+
+    def _purge(self, now: float) -> int:
+        expired = [k for k, r in self._records.items()
+                   if min(r.expires_at, r.absolute_expires_at) <= now]
+        for key in expired:
             del self._records[key]
+        return len(expired)

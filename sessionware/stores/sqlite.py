@@ -24,8 +24,11 @@ several processes at once)::
 
 The table name is the ``table`` option. Every write caps ``expires_at`` by
 ``absolute_expires_at``, so ``expires_at > now`` alone tells a live record, and
-expired records are absent for every operation at once; ``create`` also sweeps
-them out in small batches, at most once per ``sweep_interval`` per process.
+expired records are absent for every operation at once. Any operation (not only
+``create``: a site may see no new sessions for days) starts a background sweep
+when one is due, at most once per ``sweep_interval`` per process: batches of
+expired rows deleted on the worker thread, never on the request's path, until
+none are left. :meth:`SQLiteStore.purge_expired` deletes them all on request.
 
 Permissions: read and write access to the database file *and to its directory*,
 because WAL mode creates ``<file>-wal`` and ``<file>-shm`` beside it. Keep the
@@ -56,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -72,6 +76,8 @@ from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, St
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
 __all__ = ["SQLiteStore"]
+
+logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
@@ -184,7 +190,11 @@ ON CONFLICT (key) DO UPDATE SET
     absolute_expires_at = excluded.absolute_expires_at
 WHERE {table}.expires_at <= :now"""
 
-# The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first.
+# The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first, found
+# by the expires_at index; the row count is how many. One batch per write
+# transaction, so a backlog never holds the write lock long; under the write
+# lock, so sweepers in several processes never delete (nor count) a row twice,
+# and a row create() revived meanwhile is no longer expired.
 SWEEP = """
 DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
@@ -236,7 +246,8 @@ class SQLiteStore(Store):
     :param table: the table name (letters, digits and ``_``).
     :param busy_timeout: seconds an operation waits for another process's write
         lock before it raises :class:`~sessionware.StoreUnavailable`.
-    :param sweep_interval: seconds between sweeps of expired rows (per process).
+    :param sweep_interval: seconds between background sweeps of expired rows
+        (per process); the first operation after it starts the next one.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, table: str = DEFAULT_TABLE,
@@ -261,7 +272,8 @@ class SQLiteStore(Store):
         self._local = threading.local()  # .inline: this thread runs an operation inline
         self._inline_dbs: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
         self._inline_ops = 0
-        self._next_sweep = 0.0
+        self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
+        self._closed = False  # set on the worker thread by _close
         # Futures of this process's waiters; they may belong to several loops.
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._waiters_lock = threading.Lock()
@@ -312,6 +324,19 @@ class SQLiteStore(Store):
         await self._run(self._fenced, DELETE, lease, {})
         self._wake(lease.key)
 
+    async def purge_expired(self) -> int:
+        """Delete every expired row; returns how many this call deleted.
+
+        Batch by batch, each batch its own short write transaction on the worker
+        thread (never inline), so the write lock is never held long and this
+        process's operations run between batches."""
+        purged = 0
+        while True:
+            swept = await self._on_worker(self._sweep_batch)
+            purged += swept
+            if swept < _SWEEP_BATCH:
+                return purged
+
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait for a release in this process, or the backoff delay (which finds
         releases in other processes), or ``timeout``: whichever comes first."""
@@ -336,16 +361,46 @@ class SQLiteStore(Store):
                 loop.call_soon_threadsafe(_resolve, waiter)
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        executor = self._current_executor()
+        if _loop.may_block():
+            result = self._try_inline(fn, args)
+            if result is not _BUSY:
+                self._sweep_if_due()
+                return result  # type: ignore[return-value]
+        done = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
+        self._sweep_if_due()  # queued behind the operation, so it never delays it
+        with self._translated():
+            return await done
+
+    async def _on_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run ``fn`` on the worker thread, never inline."""
+        done = asyncio.get_running_loop().run_in_executor(self._current_executor(), fn, *args)
+        with self._translated():
+            return await done
+
+    def _current_executor(self) -> ThreadPoolExecutor:
+        """This process's worker thread; a closed store stays closed, even forked."""
         if self._executor is None:
             raise StoreError(f"{self!r} is closed")
         if self._generation != generation():
             self._after_fork()
-        if _loop.may_block():
-            result = self._try_inline(fn, args)
-            if result is not _BUSY:
-                return result  # type: ignore[return-value]
-        with self._translated():
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        return self._executor
+
+    def _sweep_if_due(self) -> None:
+        """Queue a background sweep if one is due. Checked by every operation,
+        since traffic to any one of them may stop; a request thread running
+        inline never sweeps itself. Two threads may find it due at once: one
+        extra batch, harmless."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_interval
+            self._queue_sweep()
+
+    def _queue_sweep(self) -> None:
+        executor = self._executor
+        if executor is not None:
+            with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
+                executor.submit(self._background_sweep)
 
     def _try_inline(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T | object:
         """Run ``fn`` on the calling thread, unless SQLite's write lock is taken
@@ -451,6 +506,7 @@ class SQLiteStore(Store):
         db.execute(self._sql(CREATE_INDEX))
 
     def _close(self) -> None:
+        self._closed = True
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -506,20 +562,29 @@ class SQLiteStore(Store):
 
     def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
         db = self._connection()
-        self._sweep(db)
         with self._write(db) as now:
             absolute = None if absolute_ttl is None else now + absolute_ttl
             params = {"key": key, "data": data, "token": _first_token(now), "now": now,
                       "ttl": ttl, "absolute": absolute}
             return db.execute(self._sql(CREATE), params).rowcount == 1
 
-    def _sweep(self, db: sqlite3.Connection) -> None:
-        """Delete expired rows in a batch, at most once per interval; in small
-        batches so that a backlog never holds the write lock for long."""
-        if time.time() < self._next_sweep:
-            return
+    def _sweep_batch(self) -> int:
+        db = self._connection()
         with self._write(db) as now:
-            params = {"now": now, "limit": _SWEEP_BATCH}
-            swept = db.execute(self._sql(SWEEP), params).rowcount
-        # A full batch means a backlog: sweep again at the next create.
-        self._next_sweep = now if swept == _SWEEP_BATCH else now + self._sweep_interval
+            return int(db.execute(self._sql(SWEEP), {"now": now, "limit": _SWEEP_BATCH}).rowcount)
+
+    def _background_sweep(self) -> None:
+        """One batch of a background sweep. A full batch means a backlog: the
+        next batch queues behind the operations waiting now, so they wait for
+        one batch at most, and the backlog drains without further traffic."""
+        if self._closed:
+            return  # queued before aclose, run after it: do not reopen the file
+        try:
+            with self._translated():
+                swept = self._sweep_batch()
+        except StoreError as exc:
+            logger.warning("could not sweep expired sessions (next try in %ss): %s",
+                           self._sweep_interval, exc)
+            return
+        if swept == _SWEEP_BATCH:
+            self._queue_sweep()

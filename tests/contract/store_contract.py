@@ -259,6 +259,21 @@ class StoreContract:
         assert await store.read(key) is None
         assert await store.acquire(key, lease_ttl=LONG) is None
 
+    async def test_purge_expired_removes_expired_records_only(self, store: Store) -> None:
+        # The store may be shared with other tests, and a store whose backend
+        # expires records by itself may report 0: only the outcome is checked.
+        expired, live = [new_key() for _ in range(3)], new_key()
+        for key in expired:
+            assert await store.create(key, b"v0", ttl=SHORT)
+        assert await store.create(live, b"v0", ttl=LONG)
+        await asyncio.sleep(SHORT + MARGIN)
+        purged = await store.purge_expired()
+        assert isinstance(purged, int) and purged >= 0
+        for key in expired:
+            assert await store.read(key) is None
+            assert await store.acquire(key, lease_ttl=LONG) is None
+        assert await store.read(live) == b"v0"
+
     # -- delete -----------------------------------------------------------------
 
     async def test_delete_removes_the_session(self, store: Store, key: str) -> None:
@@ -304,3 +319,18 @@ class StoreContract:
 
         await asyncio.gather(*(increment() for _ in range(workers)))
         assert await store.read(key) == str(workers * rounds).encode()
+
+
+class ExactPurgeContract:
+    """For stores that remove expired records only when asked (or swept), given
+    a fresh store per test: ``purge_expired`` counts exactly what it removed."""
+
+    async def test_purge_expired_counts_exactly_what_it_removed(self, store: Store) -> None:
+        expired, live = [new_key() for _ in range(5)], new_key()
+        for key in expired:
+            assert await store.create(key, b"v0", ttl=SHORT)
+        assert await store.create(live, b"v0", ttl=LONG)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await store.purge_expired() == len(expired)
+        assert await store.purge_expired() == 0
+        assert await store.read(live) == b"v0"
