@@ -62,7 +62,7 @@ async def _wait_for(store: Store, key: str, on_locked: Any = None) -> Lease:
 
 async def local_handoff(spec: str, rounds: int) -> list[tuple[float, float]]:
     store = make_store(spec)
-    core = SessionCore(store, "handoff-secret")
+    core = SessionCore(store, "handoff-secret-0123456789abcdef0123")
     await core.ensure_ready()
     key = await _new_session(store, f"local-{os.getpid()}-{time.time_ns()}")
     samples = []

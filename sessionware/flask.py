@@ -2,12 +2,13 @@
 
 ::
 
+    import os
     from flask import Flask, session
     from sessionware.flask import Sessionware
     from sessionware.stores import SQLiteStore
 
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = "change-me"
+    app.config["SECRET_KEY"] = os.environ["SESSION_SECRET"]  # 32+ random bytes
     Sessionware(app, store=SQLiteStore("sessions.db"))
 
 :class:`Sessionware` wraps ``app.wsgi_app`` in

@@ -1,13 +1,12 @@
 """The core promise, end to end: real uvicorn processes sharing one store.
 
-These tests start servers as subprocesses; every other process-level fault
-test of a particular store lives next to that store's tests.
+These tests start servers as subprocesses; the process-level faults (a killed
+holder, a stalled or restarted store) are the fault suite's, in tests/faults.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import httpx
@@ -54,30 +53,3 @@ async def test_200_concurrent_increments_through_two_workers_end_at_200(
             assert {r.status_code for r in responses} == {200}
             assert sorted(int(r.text) for r in responses) == list(range(2, 202))
             assert await read_n(server.url, cookie) == 201
-
-
-async def test_killed_holder_is_reclaimed_within_its_lease(
-    sqlite_spec: str, tmp_path: Path
-) -> None:
-    lease = 1.0
-    env = {"SESSIONWARE_TEST_STORE": sqlite_spec, "SESSIONWARE_TEST_LEASE": str(lease)}
-    marker = tmp_path / "holding"
-    with serve(uvicorn(APP), env) as doomed:
-        cookie = await new_session(doomed.url)
-        async with httpx.AsyncClient(base_url=doomed.url, timeout=30) as client:
-            held = asyncio.create_task(
-                client.get(f"/hold?marker={marker}", headers=cookie_header(cookie)))
-            while not marker.exists():  # the server signals through a file
-                assert not held.done(), held.result()
-                await asyncio.sleep(0.01)
-            doomed.kill()
-            killed_at = time.monotonic()
-            with pytest.raises(httpx.HTTPError):
-                await held
-    with serve(uvicorn(APP), env) as survivor:
-        async with httpx.AsyncClient(base_url=survivor.url, timeout=30) as client:
-            response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-        waited = time.monotonic() - killed_at
-    assert response.status_code == 200
-    assert response.text == "2"  # the dead request's +1000 was never committed
-    assert waited < lease + 5.0  # reclaimed once the lease lapsed, not after a long timeout

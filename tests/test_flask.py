@@ -169,21 +169,24 @@ def test_cookie_option_replaces_the_config(make_app: AppFactory) -> None:
     assert set_cookie_headers(client.get("/inc"))[0].startswith("mine=")
 
 
+OLD, NEW = "old-key-0123456789abcdef0123456789", "new-key-0123456789abcdef0123456789"
+
+
 def test_secret_key_fallbacks_rotate_keys(make_app: AppFactory) -> None:
     store = MemoryStore()
-    old_app = build_app(store, config={"SECRET_KEY": "old"})
+    old_app = build_app(store, config={"SECRET_KEY": OLD})
     old_client = old_app.test_client()
     old_client.get("/inc")
     old_cookie = cookie_value(old_client)
-    new_app = build_app(store, config={"SECRET_KEY": "new", "SECRET_KEY_FALLBACKS": ["old"]})
+    new_app = build_app(store, config={"SECRET_KEY": NEW, "SECRET_KEY_FALLBACKS": [OLD]})
     client = new_app.test_client()
     client.set_cookie("session", old_cookie)
     assert client.get("/n").text == "1"
-    fresh = make_app(config={"SECRET_KEY": b"new", "SECRET_KEY_FALLBACKS": ["old"]})
+    fresh = make_app(config={"SECRET_KEY": NEW.encode(), "SECRET_KEY_FALLBACKS": [OLD]})
     fresh.test_client().get("/inc")  # bytes keys work
     new_client = new_app.test_client()
     new_client.get("/inc")
-    assert CookieSigner("new").unsign(cookie_value(new_client)) is not None
+    assert CookieSigner(NEW).unsign(cookie_value(new_client)) is not None
     new_app.extensions["sessionware"].close()
 
 

@@ -175,6 +175,10 @@ async def snapshot_cart(request: Request) -> Response:
     return PlainTextResponse(",".join(request.session.get("cart", [])))
 
 
+async def snapshot_ids(request: Request) -> Response:
+    return PlainTextResponse(" ".join(request.session.get("ids", [])))
+
+
 async def snapshot_nested(request: Request) -> Response:
     request.session["cart"].append("lost")
     return PlainTextResponse("mutated")
@@ -205,6 +209,7 @@ routes = [
     Route("/invalidate-then-set", invalidate_then_set), Route("/early-nested", early_nested),
     Route("/stream-nested", stream_nested), Route("/snapshot/nested", snapshot_nested),
     Route("/cart", cart), Route("/snapshot/cart", snapshot_cart),
+    Route("/snapshot/ids", snapshot_ids),
     Route("/login-hold", login_hold),
     WebSocketRoute("/ws", socket),
 ]

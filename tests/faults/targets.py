@@ -1,0 +1,98 @@
+"""What the fault suite needs of a store: a real process to stall and,
+where the store has a server, one to restart.
+
+Each target gives a store for the in-process app, a spec for apps started in
+other processes (``tests/apps/stores.py``), and faults done to real processes:
+
+* ``stalled()``: the store stops answering without closing anything, as a
+  server does under SIGSTOP, and answers again at the end of the block.
+  Redis: the server process is SIGSTOPped. SQLite has no server: another
+  process holds the database's write lock and is SIGSTOPped, so every write
+  waits for it, as all of a host's workers do when one of them stalls.
+* a restart (``RedisTarget.server``): the server stops (SIGTERM) and starts
+  again on its port, keeping its data (an fsynced append-only file). SQLite
+  has no server to restart, so it has no restart target.
+
+MemoryStore lives in the test process itself, so no other process can stall
+or kill it: it is not a target (its contract and middleware suites cover it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sessionware.stores import RedisStore, SQLiteStore, Store
+from tests.servers.redis import RedisServer
+
+# A writer that takes the database's write lock, says so, and keeps it until
+# its standard input closes: then it rolls back and exits.
+_LOCK_HOLDER = """
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("BEGIN IMMEDIATE")
+print("locked", flush=True)
+sys.stdin.read()
+db.execute("ROLLBACK")
+"""
+
+
+class SQLiteTarget:
+    name = "sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / "sessions.db"
+
+    @property
+    def spec(self) -> str:
+        return f"sqlite:{self.path}"
+
+    def store(self) -> Store:
+        return SQLiteStore(self.path)
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(self.path)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            assert holder.stdout.readline() == b"locked\n"
+            os.kill(holder.pid, signal.SIGSTOP)
+            yield
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+            holder.stdin.close()
+            holder.wait(10)
+            holder.stdout.close()
+
+
+class RedisTarget:
+    name = "redis"
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+
+    @property
+    def spec(self) -> str:
+        return f"redis:{self.server.url}"
+
+    def store(self) -> Store:
+        return RedisStore(self.server.url, socket_timeout=5.0)
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        process = self.server.process
+        assert process is not None
+        os.kill(process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(process.pid, signal.SIGCONT)
+
+
+Target = SQLiteTarget | RedisTarget
