@@ -163,3 +163,29 @@ def test_a_lock_mode_of_the_wrong_kind_is_refused() -> None:
     for lock_mode in (42, None, 1.5, [Rule("read"), "none"], [LockMode.READ], b"read"):
         with pytest.raises(ConfigurationError, match="lock_mode"):
             _middleware(lock_mode=lock_mode)
+
+
+# -- session options ---------------------------------------------------------------
+
+def test_an_unknown_option_names_itself_and_lists_the_options() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        SessionMiddleware(_app, store=MemoryStore(), secret_key=KEY, lock_timout=5)
+    message = str(caught.value)
+    assert "'lock_timout'" in message and "lock_timeout" in message
+    assert "SessionConfig" not in message  # no internal class names
+
+
+@pytest.mark.parametrize(("option", "value"), [
+    ("lock_timeout", 0), ("lock_timeout", "5"), ("lease_ttl", -1.0), ("idle_timeout", None),
+    ("store_timeout", True), ("absolute_lifetime", 0), ("refresh_after", -1),
+    ("max_waiting", 0), ("max_waiting", 2.5), ("max_size", "big"), ("commit_on_5xx", "yes"),
+    ("cookie", {"name": "s"}),
+])
+def test_a_bad_option_value_names_the_option(option: str, value: object) -> None:
+    with pytest.raises(ConfigurationError, match=option):
+        SessionMiddleware(_app, store=MemoryStore(), secret_key=KEY, **{option: value})
+
+
+def test_a_store_that_is_not_a_store_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="store must be a sessionware Store"):
+        SessionMiddleware(_app, store="sqlite:///x.db", secret_key=KEY)  # type: ignore[arg-type]
