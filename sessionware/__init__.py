@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sessionware.asgi import SessionMiddleware
+from sessionware.config import SessionConfig
 from sessionware.cookies import CookieOptions
-from sessionware.core import SessionConfig
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Unpack
 
+from sessionware.config import SessionOptions
 from sessionware.cookies import read_cookie
-from sessionware.core import SessionCore, SessionOptions, SessionTransaction
+from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionwareError
 from sessionware.modes import LockMode, ModeRule, mode_selector
 from sessionware.responses import ErrorHandler, default_error_response, respond_to

@@ -21,10 +21,10 @@ import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, fields
-from typing import TypedDict, TypeVar
+from typing import TypeVar
 
-from sessionware.cookies import CookieOptions, CookieSigner, new_session_id, store_key
+from sessionware.config import SessionConfig, SessionOptions, config_from_options
+from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.deadlines import Deadlines
 from sessionware.exceptions import (
     ConfigurationError,
@@ -44,8 +44,7 @@ from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
-__all__ = ["RETIRED", "RETIRED_GRACE", "SessionConfig", "SessionCore", "SessionOptions",
-           "SessionTransaction"]
+__all__ = ["RETIRED", "RETIRED_GRACE", "SessionCore", "SessionTransaction"]
 
 logger = logging.getLogger("sessionware")
 T = TypeVar("T")
@@ -60,91 +59,6 @@ output starts with a NUL byte."""
 RETIRED_GRACE = 60.0
 """Seconds a tombstone lives: longer than any request already in flight with
 the old cookie takes to arrive. After it, the old id is simply unknown."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    """Timing and limits. Durations in seconds.
-
-    :param idle_timeout: a session unused this long expires (sliding).
-    :param absolute_lifetime: a session expires this long after creation,
-        however active; ``None`` for no limit.
-    :param lock_timeout: how long a request waits for its session's lock.
-    :param lease_ttl: the lock's lease; renewed while the request runs, so it
-        only bounds how long a crashed holder blocks its session.
-    :param max_waiting: requests of one process that may hold or wait for one
-        session; more are refused at once.
-    :param max_size: largest serialized session, in bytes.
-    :param store_timeout: longest a single store operation may take.
-    :param refresh_after: an unchanged session's idle expiry is slid only when
-        that moves it by this much (default: a tenth of ``idle_timeout``).
-    :param commit_on_5xx: commit the session even when the response status is
-        5xx. By default a server error commits nothing: the request failed.
-    :param cookie: how the session cookie is set.
-    """
-
-    idle_timeout: float = 20 * 60
-    absolute_lifetime: float | None = None
-    lock_timeout: float = 10.0
-    lease_ttl: float = 5.0
-    max_waiting: int = 256
-    max_size: int = 256 * 1024
-    store_timeout: float = 5.0
-    refresh_after: float | None = None
-    commit_on_5xx: bool = False
-    cookie: CookieOptions = field(default_factory=CookieOptions)
-
-    def __post_init__(self) -> None:
-        for name in ("idle_timeout", "lock_timeout", "lease_ttl", "store_timeout"):
-            _check_number(name, getattr(self, name), minimum=0.0, exclusive=True)
-        for name in ("absolute_lifetime", "refresh_after"):
-            if getattr(self, name) is not None:
-                _check_number(name, getattr(self, name), minimum=0.0,
-                              exclusive=name == "absolute_lifetime", none_ok=True)
-        _check_number("max_waiting", self.max_waiting, minimum=1, integer=True)
-        _check_number("max_size", self.max_size, minimum=2, integer=True)
-        if not isinstance(self.commit_on_5xx, bool):
-            raise ConfigurationError(
-                f"commit_on_5xx must be True or False, not {self.commit_on_5xx!r}")
-        if not isinstance(self.cookie, CookieOptions):
-            raise ConfigurationError(
-                f"cookie must be a sessionware.CookieOptions, not {self.cookie!r}")
-
-    @property
-    def refresh_interval(self) -> float:
-        return self.idle_timeout / 10 if self.refresh_after is None else self.refresh_after
-
-
-def _check_number(name: str, value: object, *, minimum: float, exclusive: bool = False,
-                  integer: bool = False, none_ok: bool = False) -> None:
-    kinds = (int,) if integer else (int, float)
-    bound = "greater than" if exclusive else "at least"
-    valid = isinstance(value, kinds) and not isinstance(value, bool) and (
-        value > minimum if exclusive else value >= minimum)
-    if not valid:
-        what = "a whole number" if integer else "a number of seconds"
-        none = " or None" if none_ok else ""
-        raise ConfigurationError(f"{name} must be {what} {bound} {minimum:g}{none}, "
-                                 f"not {value!r}")
-
-
-_CONFIG_OPTIONS = frozenset(f.name for f in fields(SessionConfig))
-_DRIVER_OPTIONS = ("store", "secret_key", "lock_mode", "on_error", "serializer")
-
-
-class SessionOptions(TypedDict, total=False):
-    """The keyword options both middlewares accept: :class:`SessionConfig`'s fields."""
-
-    idle_timeout: float
-    absolute_lifetime: float | None
-    lock_timeout: float
-    lease_ttl: float
-    max_waiting: int
-    max_size: int
-    store_timeout: float
-    refresh_after: float | None
-    commit_on_5xx: bool
-    cookie: CookieOptions
 
 
 class SessionCore:
@@ -177,12 +91,8 @@ class SessionCore:
                      options: SessionOptions,
                      session_class: type[Session] = Session) -> SessionCore:
         """The core the middlewares build from their keyword arguments."""
-        unknown = sorted(set(options) - _CONFIG_OPTIONS)
-        if unknown:
-            known = ", ".join([*_DRIVER_OPTIONS, *sorted(_CONFIG_OPTIONS)])
-            raise ConfigurationError(f"unknown option {unknown[0]!r}; the options are: {known}")
-        return cls(store, secret_key, config=SessionConfig(**options), serializer=serializer,
-                   session_class=session_class)
+        return cls(store, secret_key, config=config_from_options(options),
+                   serializer=serializer, session_class=session_class)
 
     async def guard(self, operation: Awaitable[T]) -> T:
         """Run one store operation within ``store_timeout``."""

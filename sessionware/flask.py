@@ -56,8 +56,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
 
+from sessionware.config import SessionOptions
 from sessionware.cookies import CookieOptions
-from sessionware.core import SessionOptions
 from sessionware.exceptions import ConfigurationError
 from sessionware.modes import LockMode, ModeRule
 from sessionware.responses import ErrorHandler, default_error_response

@@ -32,8 +32,9 @@ from typing import Any, Unpack
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sessionware import _loop
+from sessionware.config import SessionOptions
 from sessionware.cookies import read_cookie
-from sessionware.core import SessionCore, SessionOptions, SessionTransaction
+from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionClosed, SessionwareError
 from sessionware.modes import LockMode, ModeRule, mode_selector
 from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
