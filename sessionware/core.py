@@ -411,18 +411,17 @@ class SessionTransaction:
         skip running the loop when it has not)."""
         return self._lease is not None
 
-    @property
-    def needs_close(self) -> bool:
-        """Whether :meth:`close` has anything to do: a lock to release, or a
-        finished session to check for changes made in vain."""
-        return self._lease is not None or self._saved is not None
-
     async def close(self) -> None:
         """End the request: a lease not committed is released without writing.
-        Shielded from cancellation, so a client gone away cannot leak the lock.
-        A session changed after its commit is reported: the response has gone."""
+        Shielded from cancellation, so a client gone away cannot leak the lock."""
         if self._lease is not None:
             await asyncio.shield(self._release_unwritten())
+        self.report_unsaved_change()
+
+    def report_unsaved_change(self) -> None:
+        """Log a change made after the commit, once the response has gone (part
+        of :meth:`close`; a synchronous driver without a lock to release calls
+        it alone)."""
         if self._unsaved_change():
             logger.error("session changed after %s, while the response was sent: "
                          "the change was not saved", self._closed_by())

@@ -196,8 +196,10 @@ class _Request:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.tx.needs_close:  # usually the commit ended the lease already
+            if self.tx.holds_lock:
                 _loop.run(self.tx.close())
+            else:  # usual: the commit ended the lease already; no store call left
+                self.tx.report_unsaved_change()
 
 
 class _Body:

@@ -9,6 +9,7 @@ Every test runs on MemoryStore and on SQLiteStore.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
 import sys
@@ -99,6 +100,15 @@ class CounterApp:
         """A plain 5xx answer, with no exception and no exc_info."""
         session["n"] = session.get("n", 0) + 1
         return self.text(start, "status", query["status"])
+
+    def stream_nested(self, session: Any, _: Any, start: StartResponse, __: Any
+                      ) -> Iterator[bytes]:
+        """A nested change while the body streams, after the commit."""
+        session["cart"] = ["a"]
+        start("200 OK", [("Content-Type", "text/plain")])
+        yield b"streaming;"
+        session["cart"].append("lost")
+        yield b"done"
 
     def big(self, session: Any, query: dict[str, str], start: StartResponse, _: Any
             ) -> list[bytes]:
@@ -344,6 +354,17 @@ def test_a_5xx_response_commits_nothing(client: Client, status: str, saved: bool
     client.get("/inc")
     assert client.get("/status", query_string={"status": status}).status == status
     assert client.get("/n").text == ("2" if saved else "1")
+
+
+def test_a_nested_change_while_streaming_is_logged(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="sessionware"):
+        response = client.get("/stream-nested")
+        assert response.text == "streaming;done"
+        response.close()  # as a server does once the body is sent
+    (record,) = [r for r in caplog.records if r.name == "sessionware"]
+    assert "not saved" in record.getMessage()
 
 
 def test_commit_on_5xx_opts_in(make: Factory) -> None:
