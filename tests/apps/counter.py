@@ -124,6 +124,9 @@ async def add(request: Request) -> Response:
     """Append this request's id to the session's list: each answered request
     can be checked against the stored list afterwards."""
     ids = request.session.setdefault("ids", [])
+    marker = request.query_params.get("marker")
+    if marker:  # tell a test in another process that the lock is held
+        Path(marker).write_text("holding")
     await asyncio.sleep(float(request.query_params.get("delay", "0")))
     ids.append(request.query_params["id"])
     return PlainTextResponse("added")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -56,8 +57,8 @@ async def in_process(target: Target, **options: object
     await counting.aclose()
 
 
-async def stored_ids(client: httpx.AsyncClient, cookie: str) -> list[str]:
-    response = await client.get("/snapshot/ids", headers=cookie_header(cookie))
+async def stored_ids(client: httpx.AsyncClient, cookie: str, base: str = "") -> list[str]:
+    response = await client.get(f"{base}/snapshot/ids", headers=cookie_header(cookie))
     assert response.status_code == 200, response.text
     return response.text.split()
 
@@ -102,6 +103,36 @@ async def test_a_killed_holder_is_reclaimed_within_its_lease(
     assert response.status_code == 200
     assert response.text == "2"  # the dead request's +1000 was never committed
     assert waited < lease + 5.0  # reclaimed once the lease lapsed, not after a long timeout
+
+
+async def test_a_stalled_holder_is_fenced_off_when_it_resumes(
+    target: Target, tmp_path: Path
+) -> None:
+    """A worker SIGSTOPped while it holds the lock stops renewing; another
+    worker takes the session over; when the first resumes, its commit is
+    refused (409) and the newer data stays."""
+    env = {"SESSIONWARE_TEST_STORE": target.spec, "SESSIONWARE_TEST_LEASE": "1.0"}
+    marker = tmp_path / "holding"
+    with serve(uvicorn(APP), env) as stalled, serve(uvicorn(APP), env) as other:
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = await client.get(f"{stalled.url}/add?id=first")
+            cookie = session_cookie(first)
+            assert cookie
+            held = asyncio.create_task(client.get(
+                f"{stalled.url}/add?id=stale&delay=1.5&marker={marker}",
+                headers=cookie_header(cookie)))
+            await until(marker.exists, 20)
+            stalled.signal(signal.SIGSTOP)
+            try:
+                fresh = await client.get(f"{other.url}/add?id=fresh",
+                                         headers=cookie_header(cookie))
+            finally:
+                stalled.signal(signal.SIGCONT)
+            assert (fresh.status_code, fresh.text) == (200, "added")
+            stale = await held
+            assert stale.status_code == 409, stale.text
+            assert "refused" in stale.text
+            assert await stored_ids(client, cookie, other.url) == ["first", "fresh"]
 
 
 # -- a stalled store ---------------------------------------------------------------

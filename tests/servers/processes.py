@@ -54,6 +54,10 @@ class Server:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
+    def signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` (SIGSTOP, SIGCONT) to the whole process group."""
+        os.killpg(self.process.pid, signum)
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
