@@ -63,6 +63,35 @@ async def stored_ids(client: httpx.AsyncClient, cookie: str, base: str = "") -> 
     return response.text.split()
 
 
+class Traffic:
+    """Four clients adding ids to one session until the block ends; every
+    answer kept by its request's id, in the order they came."""
+
+    def __init__(self, client: httpx.AsyncClient, cookie: str) -> None:
+        self.client, self.cookie = client, cookie
+        self.answers: dict[str, httpx.Response] = {}
+        self._ids = (f"r{n}" for n in itertools.count())
+        self._stop = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+
+    def count(self, status: int, since: int = 0) -> int:
+        return sum(r.status_code == status for r in list(self.answers.values())[since:])
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            request_id = next(self._ids)
+            self.answers[request_id] = await self.client.get(
+                f"/add?id={request_id}&delay=0.002", headers=cookie_header(self.cookie))
+
+    async def __aenter__(self) -> Traffic:
+        self._workers = [asyncio.create_task(self._run()) for _ in range(4)]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._workers)
+
+
 def check_outcomes(answers: dict[str, httpx.Response], stored: list[str]) -> None:
     assert stored[0] == "first" and len(stored) == len(set(stored)), stored
     unexpected = set(stored) - set(answers) - {"first"}
@@ -179,31 +208,15 @@ async def test_a_store_stalled_past_settling_answers_that_the_outcome_is_unknown
 
 async def test_a_stall_mid_traffic_answers_every_request_truthfully(target: Target) -> None:
     async with in_process(target, store_timeout=0.5, lock_timeout=3.0) as (client, _, cookie):
-        answers: dict[str, httpx.Response] = {}
-        ids = (f"r{n}" for n in itertools.count())
-        stop = asyncio.Event()
-
-        async def traffic() -> None:
-            while not stop.is_set():
-                request_id = next(ids)
-                answers[request_id] = await client.get(
-                    f"/add?id={request_id}&delay=0.002", headers=cookie_header(cookie))
-
-        def successes() -> int:
-            return sum(r.status_code == 200 for r in answers.values())
-
-        workers = [asyncio.create_task(traffic()) for _ in range(4)]
-        await until(lambda: successes() >= 10, 20)
-        with target.stalled():
-            stalled_from = len(answers)
-            await until(lambda: len(answers) >= stalled_from + 4, 30)
-        resumed_at = successes()
-        await until(lambda: successes() >= resumed_at + 10, 30)
-        stop.set()
-        await asyncio.gather(*workers)
-        failures = [r.status_code for r in answers.values() if r.status_code != 200]
-        assert failures, "the stall changed nothing: the test did not test"
-        check_outcomes(answers, await stored_ids(client, cookie))
+        async with Traffic(client, cookie) as traffic:
+            await until(lambda: traffic.count(200) >= 10, 20)
+            with target.stalled():
+                stalled_from = len(traffic.answers)
+                await until(lambda: len(traffic.answers) >= stalled_from + 4, 30)
+            resumed_at = traffic.count(200)
+            await until(lambda: traffic.count(200) >= resumed_at + 10, 30)
+        assert len(traffic.answers) > traffic.count(200), "the stall changed nothing"
+        check_outcomes(traffic.answers, await stored_ids(client, cookie))
 
 
 # -- a restarted server --------------------------------------------------------------
@@ -214,27 +227,12 @@ async def test_a_server_restart_mid_traffic_gives_503s_then_recovers_intact(
     target = server_target
     async with in_process(target, store_timeout=1.0, lease_ttl=1.0,
                           lock_timeout=5.0) as (client, _, cookie):
-        answers: dict[str, httpx.Response] = {}
-        ids = (f"r{n}" for n in itertools.count())
-        stop = asyncio.Event()
-
-        async def traffic() -> None:
-            while not stop.is_set():
-                request_id = next(ids)
-                answers[request_id] = await client.get(
-                    f"/add?id={request_id}&delay=0.002", headers=cookie_header(cookie))
-
-        def count(status: int, since: int = 0) -> int:
-            return sum(r.status_code == status for r in list(answers.values())[since:])
-
-        workers = [asyncio.create_task(traffic()) for _ in range(4)]
-        await until(lambda: count(200) >= 20, 20)
-        await asyncio.to_thread(target.server.stop)
-        down_from = len(answers)
-        await until(lambda: count(503, down_from) >= 5, 20)
-        await asyncio.to_thread(target.server.start)
-        up_from = len(answers)
-        await until(lambda: count(200, up_from) >= 20, 30)
-        stop.set()
-        await asyncio.gather(*workers)
-        check_outcomes(answers, await stored_ids(client, cookie))
+        async with Traffic(client, cookie) as traffic:
+            await until(lambda: traffic.count(200) >= 20, 20)
+            await asyncio.to_thread(target.server.stop)
+            down_from = len(traffic.answers)
+            await until(lambda: traffic.count(503, down_from) >= 5, 20)
+            await asyncio.to_thread(target.server.start)
+            up_from = len(traffic.answers)
+            await until(lambda: traffic.count(200, up_from) >= 20, 30)
+        check_outcomes(traffic.answers, await stored_ids(client, cookie))
