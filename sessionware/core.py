@@ -44,7 +44,7 @@ from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 
-__all__ = ["RETIRED", "RETIRED_GRACE", "SessionCore", "SessionTransaction"]
+__all__ = ["RETIRED", "RETIRED_IN_FLIGHT", "SessionCore", "SessionTransaction"]
 
 logger = logging.getLogger("sessionware")
 T = TypeVar("T")
@@ -56,9 +56,11 @@ they get an empty session they cannot change and no Set-Cookie, so they neither
 enter the new session nor replace its cookie in the browser. No serializer
 output starts with a NUL byte."""
 
-RETIRED_GRACE = 60.0
-"""Seconds a tombstone lives: longer than any request already in flight with
-the old cookie takes to arrive. After it, the old id is simply unknown."""
+RETIRED_IN_FLIGHT = 5.0
+"""A tombstone lives ``lock_timeout`` (the longest a request queued behind the
+login waits) plus these seconds, for requests still on their way. Short on
+purpose: a browser that never received the new cookie (its login response was
+lost) gets an unchangeable session until then, and a fresh one after."""
 
 
 class SessionCore:
@@ -355,7 +357,8 @@ class SessionTransaction:
         session_id = await core.create(data)
         if self._lease is not None:
             await self._finish(functools.partial(
-                core.store.commit, self._lease, RETIRED, ttl=RETIRED_GRACE))
+                core.store.commit, self._lease, RETIRED,
+                ttl=core.config.lock_timeout + RETIRED_IN_FLIGHT))
         return [core.config.cookie.set_cookie(core.signer.sign(session_id), https=self._https)]
 
     def _forget_cookie(self, force: bool = False) -> list[str]:
