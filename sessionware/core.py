@@ -377,16 +377,21 @@ class SessionTransaction:
                 "lost (nested values of a committed or read-only session cannot change)")
 
     def _unsaved_change(self) -> bool:
+        """Whether the session changed since ``_saved``; a change is reported
+        once, an unchanged session is checked again at the next step."""
         saved = self._saved
         if saved is None:
             return False
-        self._saved = None  # reported once
         serializer = self._core.serializer
         try:
             current = serializer.dumps(self.session)
         except SerializationError:
-            return True
-        return current != saved and current != serializer.dumps(serializer.loads(saved))
+            current = None
+        changed = current != saved and (
+            current is None or current != serializer.dumps(serializer.loads(saved)))
+        if changed:
+            self._saved = None
+        return changed
 
     def _closed_by(self) -> str:
         if self.session.state is SessionState.READ_ONLY:

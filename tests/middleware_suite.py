@@ -313,13 +313,14 @@ class MiddlewareSuite:
         assert any("committed" in r.getMessage() for r in caplog.records)
         assert (await client.get("/snapshot/cart", headers=cookie_header(cookie))).text == "a"
 
+    @pytest.mark.parametrize("path", ["/stream-nested", "/early-stream-nested"])
     async def test_nested_change_while_streaming_is_logged(
-        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+        self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, path: str
     ) -> None:
         cookie = session_cookie(await client.get("/cart?item=a"))
         assert cookie
         with caplog.at_level(logging.ERROR, logger="sessionware"):
-            response = await client.get("/stream-nested", headers=cookie_header(cookie))
+            response = await client.get(path, headers=cookie_header(cookie))
         assert (response.status_code, response.text) == (200, "streaming;done")
         (record,) = [r for r in caplog.records if r.name == "sessionware"]
         assert "not saved" in record.getMessage()

@@ -174,6 +174,19 @@ async def cart(request: Request) -> Response:
     return PlainTextResponse("ok")
 
 
+async def early_stream_nested(request: Request) -> Response:
+    """Commit early, then change a nested value while the body streams."""
+    request.session["cart"] = ["a"]
+    await request.session.commit()
+
+    async def body() -> Any:
+        yield b"streaming;"
+        request.session["cart"].append("lost")
+        yield b"done"
+
+    return StreamingResponse(body())
+
+
 async def snapshot_cart(request: Request) -> Response:
     return PlainTextResponse(",".join(request.session.get("cart", [])))
 
@@ -212,7 +225,7 @@ routes = [
     Route("/invalidate-then-set", invalidate_then_set), Route("/early-nested", early_nested),
     Route("/stream-nested", stream_nested), Route("/snapshot/nested", snapshot_nested),
     Route("/cart", cart), Route("/snapshot/cart", snapshot_cart),
-    Route("/snapshot/ids", snapshot_ids),
+    Route("/snapshot/ids", snapshot_ids), Route("/early-stream-nested", early_stream_nested),
     Route("/login-hold", login_hold),
     WebSocketRoute("/ws", socket),
 ]
