@@ -16,16 +16,16 @@ store left unknown is settled before the request is answered.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from sessionware._primitives import IS_SYNC, Deadlines, Once, shield, sleep
 from sessionware.config import SessionConfig, SessionOptions, config_from_options
 from sessionware.cookies import CookieSigner, new_session_id, store_key
-from sessionware.deadlines import Deadlines
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -66,8 +66,9 @@ lost) gets an unchangeable session until then, and a fresh one after."""
 class SessionCore:
     """Sessions for one application: a store, a signing key and a config.
 
-    Thread-affine: one core serves one event loop at a time (the ASGI server's,
-    or the WSGI driver's process loop).
+    The async face serves one event loop at a time (the ASGI server's); its
+    generated sync twin, :class:`SyncSessionCore`, serves every thread of a
+    WSGI process at once.
     """
 
     def __init__(self, store: Store, secret_key: str | Sequence[str], *,
@@ -85,7 +86,7 @@ class SessionCore:
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
         self.deadlines = Deadlines(self.config.store_timeout)
         self._ready = False
-        self._setting_up: asyncio.Task[None] | None = None
+        self._setting_up = Once()
 
     @classmethod
     def from_options(cls, store: Store, secret_key: str | Sequence[str],
@@ -96,10 +97,13 @@ class SessionCore:
         return cls(store, secret_key, config=config_from_options(options),
                    serializer=serializer, session_class=session_class)
 
-    async def guard(self, operation: Awaitable[T]) -> T:
-        """Run one store operation within ``store_timeout``."""
+    async def guard(self, operation: Callable[..., Awaitable[T]], *args: Any,
+                    **kwargs: Any) -> T:
+        """Run one store operation, ``operation(*args, **kwargs)``, within
+        ``store_timeout``."""
         try:
-            return await self.deadlines.bound(operation)
+            async with self.deadlines.bound():
+                return await operation(*args, **kwargs)
         except TimeoutError as exc:
             raise StoreUnavailable(
                 f"the store did not answer within {self.config.store_timeout}s",
@@ -112,7 +116,7 @@ class SessionCore:
         write) before answering, so that a response never says "failed" about a
         change that was applied. Raises :class:`OutcomeUnknown` if it stays unknown."""
         try:
-            return await self.guard(write())
+            return await self.guard(write)
         except StoreUnavailable as exc:
             if not exc.maybe_applied:
                 raise  # known not to be applied: a plain, retryable failure
@@ -124,15 +128,14 @@ class SessionCore:
         up to another ``store_timeout``. Repeating is safe: a fenced write
         carries the same token, so it applies the same change again, or fails
         with LeaseLost once a newer holder exists; a create reuses its fresh key."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.store_timeout
+        deadline = time.monotonic() + self.config.store_timeout
         for attempt in itertools.count():
-            remaining = deadline - loop.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            await asyncio.sleep(min(remaining, backoff_delay(attempt, base=0.02, cap=0.5)))
+            await sleep(min(remaining, backoff_delay(attempt, base=0.02, cap=0.5)))
             try:
-                return await self.guard(repeat())
+                return await self.guard(repeat)
             except StoreUnavailable as exc:
                 unknown = exc
             except LeaseLost as exc:
@@ -164,23 +167,19 @@ class SessionCore:
         """Set the store up on first use, once: the first burst of requests
         shares one ``setup`` instead of each opening connections of its own.
         A failed setup is tried again by the next request."""
-        if self._ready:
-            return
-        task = self._setting_up
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            task = self._setting_up = asyncio.ensure_future(self._setup())
-        await asyncio.shield(task)
+        if not self._ready:
+            await self._setting_up.run(self._setup)
 
     async def _setup(self) -> None:
-        await self.guard(self.store.setup())
-        self._ready = True
+        if not self._ready:  # another caller's run may have done it
+            await self.guard(self.store.setup)
+            self._ready = True
 
     async def lock(self, key: str) -> Lease | None:
         """Take ``key``'s lock: first this process's turn, then the store's lock.
         Returns with the turn held if a lease came back; ``None`` if no session."""
         timeout = self.config.lock_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = time.monotonic() + timeout
         await self.queues.enter(key, timeout)
         try:
             lease = await self._acquire(key, deadline)
@@ -192,13 +191,12 @@ class SessionCore:
         return lease
 
     async def _acquire(self, key: str, deadline: float) -> Lease | None:
-        loop = asyncio.get_running_loop()
         attempt = 0
         while True:
-            got = await self.guard(self.store.acquire(key, lease_ttl=self.config.lease_ttl))
+            got = await self.guard(self.store.acquire, key, lease_ttl=self.config.lease_ttl)
             if not isinstance(got, Locked):
                 return got
-            remaining = deadline - loop.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise LockTimeout("timed out waiting for this session's lock",
                                   retry_after=max(got.retry_after, 0.1))
@@ -258,8 +256,8 @@ class SessionTransaction:
 
     async def load_snapshot(self, key: str) -> None:
         core = self._core
-        raw = await core.guard(core.store.read(
-            key, ttl=core.config.idle_timeout, refresh_after=core.config.refresh_interval))
+        raw = await core.guard(core.store.read, key, ttl=core.config.idle_timeout,
+                               refresh_after=core.config.refresh_interval)
         self._loaded_id = raw is not None
         if raw == RETIRED:
             self.session = core.session_class(state=SessionState.RETIRED)
@@ -288,10 +286,13 @@ class SessionTransaction:
 
     def _open_session(self, data: dict[str, object] | None) -> Session:
         session = self._core.session_class(data)
-        session._commit_early = self.commit_early
+        if not IS_SYNC:  # ``await session.commit()``; WSGI has commit_session()
+            session._commit_early = self.commit_early
         return session
 
     async def commit_early(self) -> None:
+        """The app commits before the response starts (``session.commit()``)."""
+        self.session._check_commit()  # read-only, twice, invalidated...
         await self.commit()
 
     async def commit(self, status: int = 200) -> list[str]:
@@ -413,23 +414,12 @@ class SessionTransaction:
         self._lease = self._held = None
         self._core.queues.leave(self._key)
 
-    @property
-    def holds_lock(self) -> bool:
-        """Whether :meth:`close` has a lock to release (a synchronous driver can
-        skip running the loop when it has not)."""
-        return self._lease is not None
-
     async def close(self) -> None:
-        """End the request: a lease not committed is released without writing.
-        Shielded from cancellation, so a client gone away cannot leak the lock."""
+        """End the request: a lease not committed is released without writing,
+        shielded from cancellation, so a client gone away cannot leak the lock.
+        A change made after the commit, while the response went out, is logged."""
         if self._lease is not None:
-            await asyncio.shield(self._release_unwritten())
-        self.report_unsaved_change()
-
-    def report_unsaved_change(self) -> None:
-        """Log a change made after the commit, once the response has gone (part
-        of :meth:`close`; a synchronous driver without a lock to release calls
-        it alone)."""
+            await shield(self._release_unwritten)
         if self._unsaved_change():
             logger.error("session changed after %s, while the response was sent: "
                          "the change was not saved", self._closed_by())
@@ -439,7 +429,7 @@ class SessionTransaction:
         if lease is None:
             return
         try:
-            await self._core.guard(self._core.store.release(lease))
+            await self._core.guard(self._core.store.release, lease)
         except LeaseLost:
             pass  # a newer holder has it already; there is nothing of ours to undo
         except StoreError as exc:

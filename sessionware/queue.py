@@ -11,9 +11,9 @@ The line is also where ASP.NET's ``RequestQueueLimitPerSession`` lives: past
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 
+from sessionware._primitives import Event, ThreadLock
 from sessionware.exceptions import LockTimeout, QueueFull
 
 __all__ = ["SessionQueues"]
@@ -24,7 +24,7 @@ class _Line:
 
     def __init__(self) -> None:
         self.busy = False
-        self.waiters: deque[asyncio.Future[None]] = deque()
+        self.waiters: deque[Event] = deque()
 
     def __len__(self) -> int:
         return int(self.busy) + len(self.waiters)
@@ -32,11 +32,12 @@ class _Line:
 
 class SessionQueues:
     """FIFO turns per key. ``enter`` waits for the key's turn; ``leave`` passes
-    it to the next in line. Both run on one event loop."""
+    it to the next in line."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._lines: dict[str, _Line] = {}
+        self._lock = ThreadLock()
 
     def waiting(self, key: str) -> int:
         """Requests holding or waiting for ``key``'s turn (for tests and metrics)."""
@@ -49,39 +50,43 @@ class SessionQueues:
         Raises :class:`QueueFull` at once when the line is full, and
         :class:`LockTimeout` when the turn does not come within ``timeout``.
         """
-        line = self._lines.get(key)
-        if line is None:
-            line = self._lines[key] = _Line()
-        if not line.busy:
-            line.busy = True
-            return
-        if len(line) >= self.limit:
-            raise QueueFull(f"{len(line)} requests already wait for this session")
-        turn = asyncio.get_running_loop().create_future()
-        line.waiters.append(turn)
+        with self._lock:
+            line = self._lines.get(key)
+            if line is None:
+                line = self._lines[key] = _Line()
+            if not line.busy:
+                line.busy = True
+                return
+            if len(line) >= self.limit:
+                raise QueueFull(f"{len(line)} requests already wait for this session")
+            turn = Event()
+            line.waiters.append(turn)
         try:
-            # shield: a timeout must not cancel a turn that was handed over meanwhile
-            await asyncio.wait_for(asyncio.shield(turn), timeout)
-        except BaseException as exc:
-            self._abandon(key, line, turn)
-            if isinstance(exc, TimeoutError):
-                raise LockTimeout("timed out waiting for this session's lock") from None
+            handed_over = await turn.wait(timeout)
+        except BaseException:
+            if self._abandon(key, line, turn):
+                self.leave(key)  # the turn reached us as we gave up: pass it on
             raise
+        if not handed_over and not self._abandon(key, line, turn):
+            raise LockTimeout("timed out waiting for this session's lock")
 
     def leave(self, key: str) -> None:
         """Pass ``key``'s turn to the next waiter, or free the line."""
+        with self._lock:
+            self._pass_on(key)
+
+    def _pass_on(self, key: str) -> None:
         line = self._lines[key]
-        while line.waiters:
-            turn = line.waiters.popleft()
-            if not turn.done():
-                turn.set_result(None)
-                return
+        if line.waiters:
+            line.waiters.popleft().set()
+            return
         line.busy = False
         del self._lines[key]
 
-    def _abandon(self, key: str, line: _Line, turn: asyncio.Future[None]) -> None:
-        if turn.done() and not turn.cancelled():
-            self.leave(key)  # the turn reached us as we gave up: pass it on
-            return
-        turn.cancel()
-        line.waiters.remove(turn)
+    def _abandon(self, key: str, line: _Line, turn: Event) -> bool:
+        """Give up a turn; ``True`` if it reached us meanwhile: then it is ours."""
+        with self._lock:
+            if turn.is_set():
+                return True
+            line.waiters.remove(turn)
+            return False

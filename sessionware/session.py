@@ -114,11 +114,18 @@ class Session(dict[str, Any]):
         so call this before the response starts. Later changes raise
         :class:`~sessionware.SessionClosed`.
         """
+        self._check_commit()
+        if self._commit_early is None:
+            raise SessionClosed(
+                "this session has no async commit: it is not managed by the ASGI middleware "
+                "(under WSGI call sessionware.wsgi.commit_session(environ); in Flask, "
+                "sessionware.flask.commit_session())")
+        await self._commit_early()
+
+    def _check_commit(self) -> None:
+        """Refuse an early commit of a session that is not open."""
         if self._state is not SessionState.OPEN:
             self._refuse()
-        if self._commit_early is None:
-            raise SessionClosed("this session is not managed by sessionware middleware")
-        await self._commit_early()
 
     def _check_open(self) -> None:
         if self._state is not SessionState.OPEN or self._invalidated:

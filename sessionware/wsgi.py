@@ -1,9 +1,10 @@
 """WSGISessionMiddleware: locked sessions for WSGI apps (Flask, Bottle, Pyramid, ...).
 
-The WSGI twin of :mod:`sessionware.asgi`: a thin driver over
-:class:`~sessionware.core.SessionCore`. The core is async; it runs on one event
-loop per process (:mod:`sessionware._loop`), which the request's own thread
-runs at the three moments that touch the store::
+The WSGI twin of :mod:`sessionware.asgi`: a thin driver over the sync face of
+the core (:class:`~sessionware._sync.core.SyncSessionCore`, generated from
+:mod:`sessionware.core`), with the sync face of the store. No event loop: each
+request thread does its own store I/O, at the three moments that touch the
+store::
 
     request arrives             core.open   verify the cookie, lock and load;
                                             environ["sessionware.session"]
@@ -31,10 +32,10 @@ from types import TracebackType
 from typing import Any, Unpack
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from sessionware import _loop
+from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
+from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions
 from sessionware.cookies import read_cookie
-from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionClosed, SessionwareError
 from sessionware.modes import LockMode, ModeRule, mode_selector
 from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
@@ -59,7 +60,10 @@ class WSGISessionMiddleware:
     Takes the same arguments as :class:`~sessionware.SessionMiddleware`:
 
     :param app: the WSGI application.
-    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``.
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
+        the same store classes as for ASGI. The middleware uses the store's
+        blocking face (:meth:`~sessionware.stores.Store.sync`); a sync store
+        (``SyncSQLiteStore(...)``) is used as it is.
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
     :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"none"``, a
@@ -78,20 +82,21 @@ class WSGISessionMiddleware:
         ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``.
 
     The session is ``environ["sessionware.session"]``, absent in lock mode
-    ``none``. Works under threaded and forking servers alike: every process
-    runs the core on an event loop of its own, created at its first request
-    and run by the request threads (:mod:`sessionware._loop`).
+    ``none``. Works under threaded and forking servers alike: request threads
+    do their own store I/O, one thread per process renews the leases of long
+    requests, and a forked child opens its own connections.
     """
 
-    def __init__(self, app: WSGIApplication, *, store: Store, secret_key: str | Sequence[str],
+    def __init__(self, app: WSGIApplication, *, store: Store | SyncStore,
+                 secret_key: str | Sequence[str],
                  lock_mode: ModeRule = LockMode.EXCLUSIVE,
                  on_error: ErrorHandler = default_error_response,
                  serializer: Serializer | None = None,
                  session_class: type[Session] = Session,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
-        self.core = SessionCore.from_options(store, secret_key, serializer, options,
-                                             session_class)
+        self.core = SyncSessionCore.from_options(_blocking(store), secret_key, serializer,
+                                                 options, session_class)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name
@@ -104,7 +109,7 @@ class WSGISessionMiddleware:
         cookie = read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
         https = environ.get("wsgi.url_scheme") == "https"
         try:
-            tx = _loop.run(self.core.open(cookie, mode, https=https))
+            tx = self.core.open(cookie, mode, https=https)
         except SessionwareError as exc:
             return _send_error(start_response, respond_to(exc, self.on_error))
         request = _Request(tx, start_response, self.on_error)
@@ -119,7 +124,7 @@ class WSGISessionMiddleware:
 
     def close(self) -> None:
         """Close the store (at shutdown; the middleware must not be used after)."""
-        _loop.run(self.core.aclose())
+        self.core.close()
 
 
 def commit_session(environ: WSGIEnvironment) -> None:
@@ -154,7 +159,7 @@ class _Request:
 
     __slots__ = ("_closed", "_on_error", "_start", "cookies", "discarded", "refusal", "tx")
 
-    def __init__(self, tx: SessionTransaction, start_response: StartResponse,
+    def __init__(self, tx: SyncSessionTransaction, start_response: StartResponse,
                  on_error: ErrorHandler) -> None:
         self.tx = tx
         self._start = start_response
@@ -172,7 +177,7 @@ class _Request:
             self.discard()  # the app reports an error: its request saves nothing
         if not self.discarded:
             try:
-                self.cookies = _loop.run(self.tx.commit(_status_code(status)))
+                self.cookies = self.tx.commit(_status_code(status))
             except SessionwareError as exc:
                 self.refusal = respond_to(exc, self._on_error)
                 self.close()  # nothing more can be saved: unlock now, not at the body's end
@@ -182,11 +187,8 @@ class _Request:
         return self._start(status, headers, exc_info)
 
     def commit_early(self) -> None:
-        self.cookies = _loop.run(self._commit_early())
-
-    async def _commit_early(self) -> list[str]:
-        await self.tx.session.commit()  # session.py's rules: read-only, twice, ...
-        return await self.tx.commit()  # idempotent: that commit's Set-Cookie values
+        self.tx.commit_early()
+        self.cookies = self.tx.commit()  # idempotent: that commit's Set-Cookie values
 
     def discard(self) -> None:
         if self.cookies is None:
@@ -196,10 +198,7 @@ class _Request:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            if self.tx.holds_lock:
-                _loop.run(self.tx.close())
-            else:  # usual: the commit ended the lease already; no store call left
-                self.tx.report_unsaved_change()
+            self.tx.close()
 
 
 class _Body:
@@ -240,6 +239,13 @@ class _Body:
             self._close_app()
         finally:
             self._request.close()
+
+
+def _blocking(store: Store | SyncStore) -> SyncStore:
+    """The store's blocking face: WSGI servers run a request on one thread."""
+    if isinstance(store, Store):
+        return store.sync()
+    return store
 
 
 def _scope(environ: WSGIEnvironment) -> dict[str, Any]:

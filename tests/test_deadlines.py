@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from sessionware.deadlines import Deadlines
 
 

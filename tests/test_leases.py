@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -32,8 +33,9 @@ class QueuedRenewals(MemoryStore):
         await super().renew(lease, lease_ttl=lease_ttl)
 
 
-async def unguarded(operation: Awaitable[None]) -> None:
-    await operation
+async def unguarded(operation: Callable[..., Awaitable[None]], *args: Any,
+                    **kwargs: Any) -> None:
+    await operation(*args, **kwargs)
 
 
 def keeper_task() -> asyncio.Task[object]:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 import sessionware._loop
+
 import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key

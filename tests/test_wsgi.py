@@ -28,7 +28,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
-from sessionware import Rule, SessionClosed, _loop
+from sessionware import Rule, SessionClosed
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.stores import MemoryStore, SQLiteStore, Store
 from sessionware.stores.base import Lease, Locked
@@ -650,47 +650,7 @@ def test_commit_session_needs_a_session() -> None:
         commit_session({})
 
 
-# -- the process loop -------------------------------------------------------------------
-
-async def _pid_and_loop() -> tuple[int, int]:
-    return os.getpid(), id(asyncio.get_running_loop())
-
-
-@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork of a threaded process
-def test_a_forked_child_makes_a_loop_of_its_own() -> None:
-    """The inherited loop shares its epoll instance with the parent's: the
-    child must not run it."""
-    parent = _loop.run(_pid_and_loop())
-    assert parent[0] == os.getpid()
-    read_end, write_end = os.pipe()
-    child = os.fork()
-    if child == 0:  # pragma: no cover - runs in the child
-        try:
-            pid, loop = _loop.run(_pid_and_loop())
-            os.write(write_end, f"{pid} {int(loop != parent[1])}".encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    try:
-        answer = os.read(read_end, 64)
-    finally:
-        os.close(read_end)
-        os.waitpid(child, 0)
-    assert answer == f"{child} 1".encode()
-    assert _loop.run(_pid_and_loop()) == parent  # and the parent's is untouched
-
-
-async def _may_block() -> bool:
-    return _loop.may_block()
-
-
-def test_only_the_process_loop_may_block() -> None:
-    """Stores block (SQLite on the calling thread) only on the WSGI loop, whose
-    driver waits for them anyway; never on an application's own loop."""
-    assert not _loop.may_block()
-    assert _loop.run(_may_block())
-    assert not asyncio.run(_may_block())
-
+# -- threads and connections -----------------------------------------------------
 
 def test_a_thread_per_request_leaves_no_sqlite_connection_behind(
     tmp_path: Path, app: CounterApp

@@ -1,22 +1,37 @@
-"""Session stores. ``MemoryStore`` and ``SQLiteStore`` need nothing beyond the
-standard library; stores with a driver are imported on first use, so a missing
-extra fails only where it is used, with the name of the extra to install."""
+"""Session stores, each with two faces: ``RedisStore`` (async, for ASGI) and
+its generated twin ``SyncRedisStore`` (blocking, for WSGI), and so on. Name the
+async class everywhere: the WSGI middleware takes its sync face itself
+(:meth:`Store.sync`).
+
+``MemoryStore`` and ``SQLiteStore`` need nothing beyond the standard library;
+stores with a driver are imported on first use, so a missing extra fails only
+where it is used, with the name of the extra to install."""
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from sessionware._sync.stores.base import SyncStore
+from sessionware._sync.stores.memory import SyncMemoryStore
 from sessionware.stores.base import Lease, Locked, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from sessionware._sync.stores.redis import SyncRedisStore
+    from sessionware._sync.stores.sqlite import SyncSQLiteStore
     from sessionware.stores.redis import RedisStore
     from sessionware.stores.sqlite import SQLiteStore
 
-__all__ = ["Lease", "Locked", "MemoryStore", "RedisStore", "SQLiteStore", "Store"]
+__all__ = ["Lease", "Locked", "MemoryStore", "RedisStore", "SQLiteStore", "Store",
+           "SyncMemoryStore", "SyncRedisStore", "SyncSQLiteStore", "SyncStore"]
 
-_LAZY = {"RedisStore": "sessionware.stores.redis", "SQLiteStore": "sessionware.stores.sqlite"}
+_LAZY = {
+    "RedisStore": "sessionware.stores.redis",
+    "SQLiteStore": "sessionware.stores.sqlite",
+    "SyncRedisStore": "sessionware._sync.stores.redis",
+    "SyncSQLiteStore": "sessionware._sync.stores.sqlite",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -30,10 +30,17 @@ Rules every implementation keeps (``tests/contract`` checks each of them):
 from __future__ import annotations
 
 import abc
-import asyncio
+import importlib
 import random
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sessionware._primitives import IS_SYNC, sleep
+from sessionware.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sessionware._sync.stores import base as sync_base
 
 __all__ = ["Lease", "Locked", "Store", "backoff_delay"]
 
@@ -77,7 +84,38 @@ class Store(abc.ABC):
     Use a store as an async context manager, or call :meth:`setup` before use and
     :meth:`aclose` after. The middleware calls ``setup`` itself on first use.
     All durations are seconds, as floats.
+
+    Every store of sessionware has two faces: this one, async, for ASGI, and a
+    generated blocking twin (``SyncStore``, ``SyncSQLiteStore``, ...) for WSGI,
+    which :meth:`sync` builds from the same arguments.
     """
+
+    _arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        store = super().__new__(cls)
+        store._arguments = (args, kwargs)  # what sync() builds the twin with
+        return store
+
+    def sync(self) -> sync_base.SyncStore:
+        """This store's blocking face: an instance of its generated sync twin
+        (``SQLiteStore`` -> ``SyncSQLiteStore``), built with the same arguments,
+        for the WSGI middleware. A sync store returns itself."""
+        if IS_SYNC:
+            return self
+        cls = type(self)
+        module = cls.__module__
+        twin = None
+        if module.startswith("sessionware."):
+            twin_module = importlib.import_module(
+                "sessionware._sync." + module.removeprefix("sessionware."))
+            twin = getattr(twin_module, "Sync" + cls.__name__, None)
+        if twin is None:
+            raise ConfigurationError(
+                f"{cls.__name__} has no blocking face: the WSGI middleware needs a store "
+                "whose methods block (a SyncStore subclass)")
+        args, kwargs = self._arguments
+        return twin(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
 
     async def __aenter__(self) -> Store:
         await self.setup()
@@ -173,4 +211,4 @@ class Store(abc.ABC):
         jittered backoff; stores with a notification channel override it to wake
         waiters at the release.
         """
-        await asyncio.sleep(min(timeout, backoff_delay(attempt)))
+        await sleep(min(timeout, backoff_delay(attempt)))

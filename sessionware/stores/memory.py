@@ -1,20 +1,22 @@
 """MemoryStore: the reference store, for one process (tests, development).
 
 It is the contract in its plainest form: a dict of records, with waiters woken
-by futures at every release. Sessions die with the process and are not shared
-between worker processes, so production needs another store.
+at every release. Sessions die with the process and are not shared between
+worker processes, so production needs another store. Its sync twin,
+``SyncMemoryStore``, is the same dict guarded by a lock for the threads of a
+WSGI process (the async face runs on one loop and needs none).
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 
+from sessionware._primitives import ThreadLock
 from sessionware.exceptions import LeaseLost
 from sessionware.stores.base import Lease, Locked, Store
+from sessionware.waiters import Waiters
 
 __all__ = ["MemoryStore"]
 
@@ -39,7 +41,8 @@ class MemoryStore(Store):
 
     def __init__(self) -> None:
         self._records: dict[str, _Record] = {}
-        self._waiters: defaultdict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._lock = ThreadLock()
+        self._waiters: Waiters[str] = Waiters()
         self._next_sweep = 0.0
         # one counter for every key: a record created again under an old key
         # never hands out a token a stale lease of the old record still carries
@@ -59,11 +62,6 @@ class MemoryStore(Store):
             raise _lost(lease)
         return record
 
-    def _wake(self, key: str) -> None:
-        for waiter in self._waiters.pop(key, ()):
-            if not waiter.done():
-                waiter.set_result(None)
-
     @staticmethod
     def _slide(record: _Record, now: float, ttl: float, refresh_after: float) -> None:
         target = min(now + ttl, record.absolute_expires_at)
@@ -71,79 +69,76 @@ class MemoryStore(Store):
             record.expires_at = target
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        now = time.monotonic()
-        record = self._live(key, now)
-        if record is None:
-            return None
-        if record.locked_until > now:
-            return Locked(record.locked_until - now)
-        record.token = next(self._tokens)
-        record.locked_until = now + lease_ttl
-        return Lease(key, record.token, record.data)
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            if record is None:
+                return None
+            if record.locked_until > now:
+                return Locked(record.locked_until - now)
+            record.token = next(self._tokens)
+            record.locked_until = now + lease_ttl
+            return Lease(key, record.token, record.data)
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        record = self._fenced(lease)
-        now = time.monotonic()
-        record.data = data
-        record.locked_until = 0.0
-        record.expires_at = min(now + ttl, record.absolute_expires_at)
-        self._wake(lease.key)
+        with self._lock:
+            record = self._fenced(lease)
+            now = time.monotonic()
+            record.data = data
+            record.locked_until = 0.0
+            record.expires_at = min(now + ttl, record.absolute_expires_at)
+            self._waiters.wake(lease.key)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
-        record = self._fenced(lease)
-        record.locked_until = 0.0
-        if ttl is not None:
-            self._slide(record, time.monotonic(), ttl, refresh_after)
-        self._wake(lease.key)
+        with self._lock:
+            record = self._fenced(lease)
+            record.locked_until = 0.0
+            if ttl is not None:
+                self._slide(record, time.monotonic(), ttl, refresh_after)
+            self._waiters.wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        record = self._fenced(lease)
-        if not record.locked_until:  # committed or released: nobody holds it now
-            raise _lost(lease)
-        record.locked_until = time.monotonic() + lease_ttl
+        with self._lock:
+            record = self._fenced(lease)
+            if not record.locked_until:  # committed or released: nobody holds it now
+                raise _lost(lease)
+            record.locked_until = time.monotonic() + lease_ttl
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
-        now = time.monotonic()
-        record = self._live(key, now)
-        if record is None:
-            return None
-        if ttl is not None:
-            self._slide(record, now, ttl, refresh_after)
-        return record.data
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            if record is None:
+                return None
+            if ttl is not None:
+                self._slide(record, now, ttl, refresh_after)
+            return record.data
 
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
-        now = time.monotonic()
-        if self._live(key, now) is not None:
-            return False
-        absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
-        expires = min(now + ttl, absolute)
-        self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
-        return True
+        with self._lock:
+            now = time.monotonic()
+            if self._live(key, now) is not None:
+                return False
+            absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
+            expires = min(now + ttl, absolute)
+            self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
+            return True
 
     async def purge_expired(self) -> int:
-        return self._purge(time.monotonic())
+        with self._lock:
+            return self._purge(time.monotonic())
 
     async def delete(self, lease: Lease) -> None:
-        self._fenced(lease)
-        del self._records[lease.key]
-        self._wake(lease.key)
+        with self._lock:
+            self._fenced(lease)
+            del self._records[lease.key]
+            self._waiters.wake(lease.key)
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters[key].add(waiter)
-        try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            waiters = self._waiters.get(key)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[key]
+        await self._waiters.wait(key, timeout)
 
     def _sweep(self, now: float) -> None:
         """Drop expired records, at most once per interval, so abandoned sessions

@@ -1,12 +1,12 @@
 """SQLiteStore: the embedded default store, one database file shared by every
 worker process of one host.
 
-It needs only the standard library's :mod:`sqlite3`. Every database call runs on
-one worker thread owned by the store, holding one connection, so the event loop
-never blocks and the store works from any loop. The one exception is the WSGI
-driver's process loop, whose driver is a request thread waiting for the answer
-anyway (:func:`sessionware._loop.may_block`): there a call first runs on that
-thread, without waiting for SQLite's write lock (:meth:`SQLiteStore._try_inline`).
+It needs only the standard library's :mod:`sqlite3`, which blocks. The async
+face, ``SQLiteStore``, runs every database call on one worker thread owned by
+the store, holding one connection, so the event loop never blocks and the store
+works from any loop. The sync face, ``SyncSQLiteStore`` (generated), runs each
+call on the request's own thread, with a connection per thread, so the threads
+of a WSGI process do their I/O side by side; its worker thread only sweeps.
 
 Schema, created by :meth:`SQLiteStore.setup` (idempotent, safe to run from
 several processes at once)::
@@ -57,7 +57,6 @@ before that.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -69,11 +68,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sessionware import _loop
 from sessionware._forks import generation
 from sessionware._perthread import PerThread
+from sessionware._primitives import run_blocking, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.waiters import Waiters
 
 __all__ = ["SQLiteStore"]
 
@@ -98,6 +98,11 @@ _UNAVAILABLE_MESSAGES = ("locked", "busy", "disk I/O error", "unable to open",
 # -- SQL ------------------------------------------------------------------------
 # Every statement names its table as {table}; parameters are named. Deadlines
 # are wall-clock seconds; :now is read once the write lock is held.
+
+# The sync face bounds a request thread's wait for the write lock by what is
+# left of its store call: {ms} milliseconds, a whole number.
+BUSY_TIMEOUT = "PRAGMA busy_timeout = {ms}"
+_BUSY_STEP = 0.05  # seconds: the bound is rounded down to a step, never later than asked
 
 # Run on every new connection. WAL persists in the file; NORMAL sync is safe in
 # WAL mode (a power cut may lose the last commits, never corrupt the file).
@@ -207,23 +212,6 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
 
 
-_BUSY = object()  # _try_inline: the write lock is held elsewhere; use the worker thread
-_CHECKPOINT_EVERY = 1000  # inline operations between two checkpoints on the worker
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED: the operation would have to wait."""
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is not None:
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
 def _refusal(locked_until: float | None, now: float) -> Locked | None:
     """What acquire answers when it takes no lease: no session, or locked."""
     return None if locked_until is None else Locked(locked_until - now)
@@ -261,27 +249,19 @@ class SQLiteStore(Store):
         self._table = table
         self._busy_timeout = busy_timeout
         self._sweep_interval = sweep_interval
+        # The thread of sweeps, checkpoints and (async face) every operation.
         self._executor: ThreadPoolExecutor | None = _worker()
         self._generation = generation()
-        # Used on the worker thread only.
-        self._db: sqlite3.Connection | None = None
-        # The WSGI fast path: a request thread that drives the loop tries the
-        # operation on a connection of its own that never waits for SQLite's
-        # write lock; only an operation that finds the lock held goes to the
-        # worker thread, whose connection waits up to ``busy_timeout``.
-        self._local = threading.local()  # .inline: this thread runs an operation inline
-        self._inline_dbs: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
-        self._inline_ops = 0
+        # A connection per thread that runs operations: the worker thread alone
+        # in the async face, each request thread in the sync face.
+        self._connections: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
+        self._local = threading.local()  # .busy_ms: the busy timeout this thread's connection has
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
-        self._closed = False  # set on the worker thread by _close
-        # Futures of this process's waiters; they may belong to several loops.
-        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._waiters_lock = threading.Lock()
+        self._closed = False
+        self._waiters: Waiters[str] = Waiters()
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({self._path!r}, table={self._table!r})"
-
-    # -- the async face ---------------------------------------------------------
+        return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
 
     async def setup(self) -> None:
         await self._run(self._setup)
@@ -292,7 +272,7 @@ class SQLiteStore(Store):
             return
         try:
             with self._translated():
-                await asyncio.get_running_loop().run_in_executor(executor, self._close)
+                await run_blocking(executor, self._close)
         finally:
             executor.shutdown(wait=False)
 
@@ -301,13 +281,13 @@ class SQLiteStore(Store):
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
         await self._run(self._fenced, COMMIT, lease, {"data": data, "ttl": ttl})
-        self._wake(lease.key)
+        self._waiters.wake(lease.key)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
         params = {"ttl": ttl, "refresh_after": refresh_after}
         await self._run(self._fenced, RELEASE, lease, params)
-        self._wake(lease.key)
+        self._waiters.wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         await self._run(self._fenced, RENEW, lease, {"lease_ttl": lease_ttl})
@@ -322,17 +302,16 @@ class SQLiteStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         await self._run(self._fenced, DELETE, lease, {})
-        self._wake(lease.key)
+        self._waiters.wake(lease.key)
 
     async def purge_expired(self) -> int:
         """Delete every expired row; returns how many this call deleted.
 
-        Batch by batch, each batch its own short write transaction on the worker
-        thread (never inline), so the write lock is never held long and this
-        process's operations run between batches."""
+        Batch by batch, each batch its own short write transaction, so the
+        write lock is never held long and other operations run between batches."""
         purged = 0
         while True:
-            swept = await self._on_worker(self._sweep_batch)
+            swept = await self._run(self._sweep_batch)
             purged += swept
             if swept < _SWEEP_BATCH:
                 return purged
@@ -340,43 +319,17 @@ class SQLiteStore(Store):
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait for a release in this process, or the backoff delay (which finds
         releases in other processes), or ``timeout``: whichever comes first."""
-        waiter = asyncio.get_running_loop().create_future()
-        with self._waiters_lock:
-            self._waiters.setdefault(key, set()).add(waiter)
-        try:
-            await asyncio.wait([waiter], timeout=min(timeout, backoff_delay(attempt)))
-        finally:
-            with self._waiters_lock:
-                waiters = self._waiters.get(key, set())
-                waiters.discard(waiter)
-                if not waiters:
-                    self._waiters.pop(key, None)
-
-    def _wake(self, key: str) -> None:
-        with self._waiters_lock:
-            waiters = self._waiters.pop(key, set())
-        for waiter in waiters:
-            loop = waiter.get_loop()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(_resolve, waiter)
+        await self._waiters.wait(key, min(timeout, backoff_delay(attempt)))
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run one operation: on the worker thread (async face), or on the
+        calling thread (sync face). Then queue a sweep if one is due."""
         executor = self._current_executor()
-        if _loop.may_block():
-            result = self._try_inline(fn, args)
-            if result is not _BUSY:
-                self._sweep_if_due()
-                return result  # type: ignore[return-value]
-        done = asyncio.get_running_loop().run_in_executor(executor, fn, *args)
-        self._sweep_if_due()  # queued behind the operation, so it never delays it
-        with self._translated():
-            return await done
-
-    async def _on_worker(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run ``fn`` on the worker thread, never inline."""
-        done = asyncio.get_running_loop().run_in_executor(self._current_executor(), fn, *args)
-        with self._translated():
-            return await done
+        try:
+            with self._translated():
+                return await run_blocking(executor, fn, *args)
+        finally:
+            self._sweep_if_due()
 
     def _current_executor(self) -> ThreadPoolExecutor:
         """This process's worker thread; a closed store stays closed, even forked."""
@@ -388,9 +341,8 @@ class SQLiteStore(Store):
 
     def _sweep_if_due(self) -> None:
         """Queue a background sweep if one is due. Checked by every operation,
-        since traffic to any one of them may stop; a request thread running
-        inline never sweeps itself. Two threads may find it due at once: one
-        extra batch, harmless."""
+        since traffic to any one of them may stop. Two threads may find it due
+        at once: one extra batch, harmless."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_interval
@@ -402,57 +354,14 @@ class SQLiteStore(Store):
             with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
                 executor.submit(self._background_sweep)
 
-    def _try_inline(self, fn: Callable[..., _T], args: tuple[Any, ...]) -> _T | object:
-        """Run ``fn`` on the calling thread, unless SQLite's write lock is taken
-        (another process writes, or the worker thread): then :data:`_BUSY`, and
-        nothing was written (each operation is one transaction, rolled back on
-        the error). Only where blocking is harmless (:func:`sessionware._loop.may_block`:
-        a WSGI request thread, which waits for this answer anyway). An operation
-        is one or two statements on a WAL database with ``synchronous = NORMAL``:
-        tens of microseconds without an fsync, much less than the two thread
-        hand-overs of the worker thread. Checkpoints, which do fsync, stay on
-        the worker thread (:meth:`_checkpoint`)."""
-        self._local.inline = True
-        try:
-            with self._translated():
-                try:
-                    return fn(*args)
-                except sqlite3.OperationalError as exc:
-                    if _is_busy(exc):
-                        return _BUSY
-                    raise
-        finally:
-            self._local.inline = False
-            self._inline_ops += 1
-            if self._inline_ops % _CHECKPOINT_EVERY == 0 and self._executor is not None:
-                self._executor.submit(self._checkpoint)
-
-    def _open_inline_connection(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, timeout=0, isolation_level=None,
-                             check_same_thread=False)  # closed where its thread ends
-        try:
-            for pragma in (*PRAGMAS, "PRAGMA wal_autocheckpoint = 0"):
-                db.execute(pragma)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _checkpoint(self) -> None:
-        """Move the WAL into the database file, on the worker thread (it may
-        fsync); the inline connections never checkpoint by themselves."""
-        with contextlib.suppress(sqlite3.Error):
-            self._connection().execute("PRAGMA wal_checkpoint(PASSIVE)")
-
     def _after_fork(self) -> None:
         """A forked child (gunicorn, multiprocessing) inherits the executor but
-        not its thread, nor may it share the parent's connection: start afresh."""
+        not its thread, nor may it share the parent's connections (PerThread
+        opens new ones): start afresh."""
         self._generation = generation()
         self._executor = _worker()
-        self._db = None  # the parent's; closing it here would disturb the parent
         self._local = threading.local()
-        self._waiters = {}  # futures of the parent's loops
-        self._waiters_lock = threading.Lock()  # it may have been held at the fork
+        self._waiters.clear()
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -471,20 +380,38 @@ class SQLiteStore(Store):
         return template.format(table=self._table)
 
     def _connection(self) -> sqlite3.Connection:
-        if getattr(self._local, "inline", False):
-            return self._inline_dbs.get(self._open_inline_connection)
-        if self._db is None:
-            # isolation_level=None: sqlite3 opens no transactions of its own;
-            # each write says BEGIN IMMEDIATE itself.
-            db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None)
-            try:
-                for pragma in PRAGMAS:
-                    db.execute(pragma)
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
-        return self._db
+        db = self._connections.get(self._open)
+        self._bound_busy_wait(db)
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: sqlite3 opens no transactions of its own; each
+        # write says BEGIN IMMEDIATE itself. check_same_thread=False: closed by
+        # close() from another thread, or where its thread ends (PerThread).
+        db = sqlite3.connect(self._path, timeout=self._busy_timeout, isolation_level=None,
+                             check_same_thread=False)
+        try:
+            for pragma in PRAGMAS:
+                db.execute(pragma)
+        except BaseException:
+            db.close()
+            raise
+        self._local.busy_ms = round(self._busy_timeout * 1000)
+        return db
+
+    def _bound_busy_wait(self, db: sqlite3.Connection) -> None:
+        """The sync face: a request thread waits for another process's write
+        lock no longer than its store call may take (:func:`time_left`), since
+        nothing can cut a blocking call off. Set in steps, so the pragma runs
+        only when the bound changes (the async face's calls never ask)."""
+        left = time_left()
+        if left is None:
+            return
+        steps = max(1, int(min(self._busy_timeout, left) / _BUSY_STEP))
+        busy_ms = round(steps * _BUSY_STEP * 1000)
+        if busy_ms != getattr(self._local, "busy_ms", None):
+            db.execute(BUSY_TIMEOUT.format(ms=busy_ms))
+            self._local.busy_ms = busy_ms
 
     @contextlib.contextmanager
     def _write(self, db: sqlite3.Connection) -> Iterator[float]:
@@ -507,10 +434,7 @@ class SQLiteStore(Store):
 
     def _close(self) -> None:
         self._closed = True
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        self._inline_dbs.close_all()
+        self._connections.close_all()
 
     def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
         db = self._connection()

@@ -6,14 +6,13 @@ Under gunicorn, :func:`app_from_env` builds it over the store named by
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from typing import Any
 
 from flask import Flask, Response, abort, request, session, stream_with_context
 
-from sessionware import SessionClosed, _loop
+from sessionware import SessionClosed
 from sessionware.flask import Sessionware, commit_session
 from sessionware.stores import Store
 
@@ -99,10 +98,12 @@ def build_app(store: Store, **options: Any) -> Flask:
 def app_from_env() -> Flask:
     """For gunicorn (``tests.apps.flask_counter:app_from_env()``).
 
-    With ``--preload`` this runs in gunicorn's master before it forks: the loop
-    thread is started here on purpose, so the workers must start their own.
+    With ``--preload`` this runs in gunicorn's master before it forks: the
+    store is set up here on purpose (connections opened, threads started), so
+    the workers must open their own.
     """
     from tests.apps.stores import store_from_spec
 
-    _loop.run(asyncio.sleep(0))
-    return build_app(store_from_spec(os.environ["SESSIONWARE_TEST_STORE"]))
+    app = build_app(store_from_spec(os.environ["SESSIONWARE_TEST_STORE"]))
+    app.extensions["sessionware"].core.ensure_ready()
+    return app

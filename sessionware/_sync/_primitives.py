@@ -1,0 +1,152 @@
+"""The sync face's primitives: the same names as :mod:`sessionware._primitives`,
+done with threads. Hand-written, not generated: this module and its async
+counterpart are where the two faces differ.
+
+Every lock here is fork-safe: a child process (gunicorn forks its workers
+after importing the app) may inherit a lock that a parent's thread held at
+the fork, and gets a fresh one instead.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from sessionware._forks import generation
+
+__all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
+           "run_blocking", "shield", "sleep", "time_left"]
+
+T = TypeVar("T")
+
+IS_SYNC: Final = True
+
+sleep = time.sleep
+
+
+def shield(operation: Callable[[], T]) -> T:
+    """``operation()``: a thread is not cancelled."""
+    return operation()
+
+
+def run_blocking(executor: Executor, function: Callable[..., T], *args: Any) -> T:
+    """Blocking is what this face does: ``function`` runs on the calling thread."""
+    return function(*args)
+
+
+class Event:
+    """A one-shot wake-up: :meth:`wait` returns once :meth:`set` was called, or
+    at its timeout."""
+
+    __slots__ = ("_event",)
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._event.wait(timeout)
+
+
+class ThreadLock:
+    """``threading.Lock``, replaced in a forked child."""
+
+    __slots__ = ("_generation", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = generation()
+
+    def __enter__(self) -> None:
+        if self._generation != generation():
+            self._lock, self._generation = threading.Lock(), generation()
+        self._lock.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._lock.release()
+
+
+class Once:
+    """Runs a setup step for concurrent callers one at a time; the step itself
+    checks whether an earlier run did the work. A failed run is tried again by
+    the next caller."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = ThreadLock()
+
+    def run(self, step: Callable[[], None]) -> None:
+        with self._lock:
+            step()
+
+
+class Background:
+    """One background job of a component: a daemon thread of this process. Its
+    owner calls :meth:`start` whenever the job is needed and :meth:`finished`
+    as the job's last step, both under the owner's :class:`ThreadLock`."""
+
+    __slots__ = ("_name", "_thread")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._thread: threading.Thread | None = None
+
+    def start(self, job: Callable[[], None]) -> None:
+        """Start ``job()`` unless it runs already (in this process: a forked
+        child inherits the thread object, not the thread)."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._thread = threading.Thread(target=job, name=self._name, daemon=True)
+            self._thread.start()
+
+    def finished(self) -> None:
+        self._thread = None
+
+
+_deadline = threading.local()  # .at: the monotonic deadline of this thread's store call
+
+
+def time_left() -> float | None:
+    """Seconds left for this thread's store call in progress (``None`` outside
+    one): a blocking call cannot be cancelled, so it bounds its own wait."""
+    at: float | None = getattr(_deadline, "at", None)
+    return None if at is None else max(at - time.monotonic(), 0.0)
+
+
+class Deadlines:
+    """Bounds store calls by ``timeout`` seconds: ``with deadlines.bound():``
+    tells the store how long the block may take (:func:`time_left`), and the
+    store sets its socket or busy timeout from it."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+
+    def bound(self) -> _Bound:
+        return _Bound(self.timeout)
+
+
+class _Bound:
+    __slots__ = ("_outer", "_timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._outer: float | None = None
+
+    def __enter__(self) -> None:
+        self._outer = getattr(_deadline, "at", None)
+        _deadline.at = time.monotonic() + self._timeout
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        _deadline.at = self._outer

@@ -1,0 +1,221 @@
+# Generated from sessionware/stores/base.py by scripts/unasync.py: do not edit.
+# Change the async source and run `python scripts/unasync.py`.
+"""The store contract: what every session store does, and nothing about HTTP.
+
+A store keeps one record per session::
+
+    key                  derived from the session id by the core (a hash, never the id)
+    data                 the serialized session, bytes
+    token                fencing token: grows at every acquire, never reused for that key
+    locked_until         lease deadline of the current holder, or none
+    expires_at           idle deadline; sliding, capped by absolute_expires_at
+    absolute_expires_at  hard deadline fixed at creation, or none
+
+Rules every implementation keeps (``tests/contract`` checks each of them):
+
+* Time is the store's own clock (the server's where there is a server), so leases
+  do not depend on the clocks of the application processes.
+* A record past ``expires_at`` or ``absolute_expires_at`` does not exist: every
+  operation treats it as absent, and the store removes it eventually, by
+  itself (whatever the traffic) and at once on :meth:`SyncStore.purge_expired`.
+* Every operation is atomic: it happens entirely or not at all. Fenced operations
+  (``commit``, ``release``, ``renew``, ``delete``) act only while the record still
+  carries the lease's token, and raise :class:`~sessionware.LeaseLost` otherwise,
+  leaving the record untouched. A lease that merely lapsed, with no new holder,
+  still holds the current token and may commit: fencing is by token, not by time.
+  ``renew`` also needs the lease still held: once ``commit`` or ``release`` has
+  ended it, the token is still current but nobody holds the lock any more.
+* Driver errors are translated: a store raises only
+  :class:`~sessionware.StoreError` subclasses (and ``LeaseLost``).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import random
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from sessionware._sync._primitives import IS_SYNC, sleep
+from sessionware.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from sessionware._sync.stores import base as sync_base
+
+__all__ = ["Lease", "Locked", "SyncStore", "backoff_delay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to change one session until ``commit``, ``release`` or ``delete``.
+
+    :ivar key: the store key of the session.
+    :ivar token: the fencing token this lease was granted with.
+    :ivar data: the data last committed, as bytes.
+    """
+
+    key: str
+    token: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """The answer of :meth:`SyncStore.acquire` when another holder has the lock.
+
+    :ivar retry_after: seconds until the holder's lease lapses (at the most).
+    """
+
+    retry_after: float
+
+
+def backoff_delay(attempt: int, *, base: float = 0.001, cap: float = 0.05) -> float:
+    """Exponential backoff with full jitter: the delay before re-check ``attempt``.
+
+    Jitter spreads the waiters of several processes so they do not retry in step.
+    """
+    ceiling = min(cap, base * (2 ** min(attempt, 16)))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+class SyncStore(abc.ABC):
+    """Base class of session stores.
+
+    Use a store as a context manager, or call :meth:`setup` before use and
+    :meth:`close` after. The middleware calls ``setup`` itself on first use.
+    All durations are seconds, as floats.
+
+    Every store of sessionware has two faces: this one, async, for ASGI, and a
+    generated blocking twin (``SyncStore``, ``SyncSQLiteStore``, ...) for WSGI,
+    which :meth:`sync` builds from the same arguments.
+    """
+
+    _arguments: tuple[tuple[Any, ...], dict[str, Any]]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        store = super().__new__(cls)
+        store._arguments = (args, kwargs)  # what sync() builds the twin with
+        return store
+
+    def sync(self) -> sync_base.SyncStore:
+        """This store's blocking face: an instance of its generated sync twin
+        (``SyncSQLiteStore`` -> ``SyncSQLiteStore``), built with the same arguments,
+        for the WSGI middleware. A sync store returns itself."""
+        if IS_SYNC:
+            return self
+        cls = type(self)
+        module = cls.__module__
+        twin = None
+        if module.startswith("sessionware."):
+            twin_module = importlib.import_module(
+                "sessionware._sync." + module.removeprefix("sessionware.")
+            )
+            twin = getattr(twin_module, "Sync" + cls.__name__, None)
+        if twin is None:
+            raise ConfigurationError(
+                f"{cls.__name__} has no blocking face: the WSGI middleware needs a store "
+                "whose methods block (a SyncStore subclass)"
+            )
+        args, kwargs = self._arguments
+        return twin(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
+
+    def __enter__(self) -> SyncStore:
+        self.setup()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def setup(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Create tables, indexes and scripts. Idempotent; safe to call concurrently
+        from several processes."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections and background tasks. The store is unusable after."""
+
+    @abc.abstractmethod
+    def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        """Lock the session and load its data, in one atomic step.
+
+        Returns a :class:`Lease` with a new token when the record is unlocked or its
+        lease has lapsed (the lease then lasts ``lease_ttl``); :class:`Locked` while
+        another lease is live; ``None`` when no such session exists (strict ids: the
+        record is never created here).
+        """
+
+    @abc.abstractmethod
+    def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        """Write ``data``, set the idle expiry to ``ttl`` from now (capped by the
+        absolute deadline) and clear the lock, atomically. Fenced."""
+
+    @abc.abstractmethod
+    def release(
+        self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> None:
+        """Clear the lock without writing data. Fenced.
+
+        With ``ttl``, also slide the idle expiry to ``ttl`` from now, but only when
+        that moves it by at least ``refresh_after`` seconds (a throttle that spares
+        a write on every request).
+        """
+
+    @abc.abstractmethod
+    def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        """Extend the lease to ``lease_ttl`` from now.
+
+        Fenced, and only while the lease is held: after commit/release it raises
+        :class:`~sessionware.LeaseLost` and changes nothing. A renewal that lands
+        after its request's own commit (queued behind a slow one) must not lock
+        the session again, or the next request waits a whole ``lease_ttl`` for
+        nobody. A lapsed lease with no newer holder is still held.
+        """
+
+    @abc.abstractmethod
+    def read(
+        self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> bytes | None:
+        """The last committed data, or ``None``; takes no session lock and never
+        waits for one (a due slide may briefly take the store's own write lock).
+
+        ``ttl`` and ``refresh_after`` slide the idle expiry as in :meth:`release`.
+        """
+
+    @abc.abstractmethod
+    def create(
+        self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
+    ) -> bool:
+        """Insert a new, unlocked record; ``False`` (and nothing written) if a live
+        record already has this key. ``absolute_ttl`` fixes the hard deadline."""
+
+    @abc.abstractmethod
+    def delete(self, lease: Lease) -> None:
+        """Remove the record. Fenced."""
+
+    @abc.abstractmethod
+    def purge_expired(self) -> int:
+        """Remove every expired record now; returns how many this call removed.
+
+        For operations (a cron job, an ops command): stores also remove expired
+        records by themselves. Abstract, not a default that returns 0, so that
+        every store states how its expired records go; a store whose backend
+        deletes them itself returns 0 and says so. Safe to call while the store
+        serves requests, and from several processes at once (each record is
+        counted by the call that removed it).
+        """
+
+    def wait(self, key: str, timeout: float, attempt: int) -> None:
+        """Wait until the lock on ``key`` may have been released, or ``timeout``.
+
+        May return early: the caller re-checks with :meth:`acquire`. ``attempt``
+        counts the waits of this caller so far. This default polls with bounded,
+        jittered backoff; stores with a notification channel override it to wake
+        waiters at the release.
+        """
+        sleep(min(timeout, backoff_delay(attempt)))

@@ -1,0 +1,163 @@
+# Generated from sessionware/stores/memory.py by scripts/unasync.py: do not edit.
+# Change the async source and run `python scripts/unasync.py`.
+"""SyncMemoryStore: the reference store, for one process (tests, development).
+
+It is the contract in its plainest form: a dict of records, with waiters woken
+at every release. Sessions die with the process and are not shared between
+worker processes, so production needs another store. Its sync twin,
+``SyncMemoryStore``, is the same dict guarded by a lock for the threads of a
+WSGI process (the async face runs on one loop and needs none).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass
+
+from sessionware._sync._primitives import ThreadLock
+from sessionware._sync.stores.base import Lease, Locked, SyncStore
+from sessionware._sync.waiters import Waiters
+from sessionware.exceptions import LeaseLost
+
+__all__ = ["SyncMemoryStore"]
+
+_SWEEP_INTERVAL = 1.0
+
+
+@dataclass(slots=True)
+class _Record:
+    data: bytes
+    token: int
+    locked_until: float
+    expires_at: float
+    absolute_expires_at: float
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+
+class SyncMemoryStore(SyncStore):
+    """Sessions in a dict of this process. No setup, no dependencies."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, _Record] = {}
+        self._lock = ThreadLock()
+        self._waiters: Waiters[str] = Waiters()
+        self._next_sweep = 0.0
+        # one counter for every key: a record created again under an old key
+        # never hands out a token a stale lease of the old record still carries
+        self._tokens = itertools.count(1)
+
+    def _live(self, key: str, now: float) -> _Record | None:
+        self._sweep(now)
+        record = self._records.get(key)
+        if record is not None and min(record.expires_at, record.absolute_expires_at) <= now:
+            del self._records[key]
+            return None
+        return record
+
+    def _fenced(self, lease: Lease) -> _Record:
+        record = self._live(lease.key, time.monotonic())
+        if record is None or record.token != lease.token:
+            raise _lost(lease)
+        return record
+
+    @staticmethod
+    def _slide(record: _Record, now: float, ttl: float, refresh_after: float) -> None:
+        target = min(now + ttl, record.absolute_expires_at)
+        if target - record.expires_at >= refresh_after:
+            record.expires_at = target
+
+    def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            if record is None:
+                return None
+            if record.locked_until > now:
+                return Locked(record.locked_until - now)
+            record.token = next(self._tokens)
+            record.locked_until = now + lease_ttl
+            return Lease(key, record.token, record.data)
+
+    def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        with self._lock:
+            record = self._fenced(lease)
+            now = time.monotonic()
+            record.data = data
+            record.locked_until = 0.0
+            record.expires_at = min(now + ttl, record.absolute_expires_at)
+            self._waiters.wake(lease.key)
+
+    def release(
+        self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> None:
+        with self._lock:
+            record = self._fenced(lease)
+            record.locked_until = 0.0
+            if ttl is not None:
+                self._slide(record, time.monotonic(), ttl, refresh_after)
+            self._waiters.wake(lease.key)
+
+    def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        with self._lock:
+            record = self._fenced(lease)
+            if not record.locked_until:  # committed or released: nobody holds it now
+                raise _lost(lease)
+            record.locked_until = time.monotonic() + lease_ttl
+
+    def read(
+        self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> bytes | None:
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            if record is None:
+                return None
+            if ttl is not None:
+                self._slide(record, now, ttl, refresh_after)
+            return record.data
+
+    def create(
+        self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
+    ) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if self._live(key, now) is not None:
+                return False
+            absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
+            expires = min(now + ttl, absolute)
+            self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
+            return True
+
+    def purge_expired(self) -> int:
+        with self._lock:
+            return self._purge(time.monotonic())
+
+    def delete(self, lease: Lease) -> None:
+        with self._lock:
+            self._fenced(lease)
+            del self._records[lease.key]
+            self._waiters.wake(lease.key)
+
+    def wait(self, key: str, timeout: float, attempt: int) -> None:
+        self._waiters.wait(key, timeout)
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired records, at most once per interval, so abandoned sessions
+        do not pile up in a long-running process. Every operation checks, not
+        only create: a process may see no new sessions for a long time."""
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + _SWEEP_INTERVAL
+        self._purge(now)
+
+    def _purge(self, now: float) -> int:
+        expired = [
+            k for k, r in self._records.items() if min(r.expires_at, r.absolute_expires_at) <= now
+        ]
+        for key in expired:
+            del self._records[key]
+        return len(expired)

@@ -1,0 +1,549 @@
+# Generated from sessionware/stores/sqlite.py by scripts/unasync.py: do not edit.
+# Change the async source and run `python scripts/unasync.py`.
+"""SyncSQLiteStore: the embedded default store, one database file shared by every
+worker process of one host.
+
+It needs only the standard library's :mod:`sqlite3`, which blocks. The async
+face, ``SyncSQLiteStore``, runs every database call on one worker thread owned by
+the store, holding one connection, so the event loop never blocks and the store
+works from any loop. The sync face, ``SyncSQLiteStore`` (generated), runs each
+call on the request's own thread, with a connection per thread, so the threads
+of a WSGI process do their I/O side by side; its worker thread only sweeps.
+
+Schema, created by :meth:`SyncSQLiteStore.setup` (idempotent, safe to run from
+several processes at once)::
+
+    CREATE TABLE IF NOT EXISTS sessionware_sessions (
+        key                 TEXT PRIMARY KEY,  -- store key (a hash of the id)
+        data                BLOB NOT NULL,     -- the serialized session
+        token               INTEGER NOT NULL,  -- fencing token
+        locked_until        REAL,              -- lease deadline, NULL when unlocked
+        expires_at          REAL NOT NULL,     -- idle deadline, never past the next
+        absolute_expires_at REAL               -- hard deadline, NULL for none
+    );
+    CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
+        ON sessionware_sessions (expires_at);
+
+The table name is the ``table`` option. Every write caps ``expires_at`` by
+``absolute_expires_at``, so ``expires_at > now`` alone tells a live record, and
+expired records are absent for every operation at once. Any operation (not only
+``create``: a site may see no new sessions for days) starts a background sweep
+when one is due, at most once per ``sweep_interval`` per process: batches of
+expired rows deleted on the worker thread, never on the request's path, until
+none are left. :meth:`SyncSQLiteStore.purge_expired` deletes them all on request.
+
+Permissions: read and write access to the database file *and to its directory*,
+because WAL mode creates ``<file>-wal`` and ``<file>-shm`` beside it. Keep the
+file on a local disk: WAL needs shared memory, which network file systems do not
+give across hosts.
+
+Concurrency between processes: WAL journal mode (readers never block the
+writer), a busy timeout for the one-writer lock, and one short transaction per
+operation; read-modify-write steps run under ``BEGIN IMMEDIATE`` and condition
+their updates on the token and the deadlines. ``acquire`` checks a held lock
+with a plain read first, so waiters polling from other processes never take the
+write lock.
+
+Time is the wall clock (:func:`time.time`; writes read it once they hold the
+write lock): the processes sharing the file share the host's clock, and a
+monotonic clock means nothing across processes. A wall clock stepped back by the system lengthens
+leases and expiries by the step; a step forward shortens them.
+
+Waiters in the process that releases are woken at once; waiters in other
+processes poll with the base class's jittered backoff, as reads.
+
+Requires SQLite 3.24 or newer (upsert); ``acquire`` uses ``UPDATE ... RETURNING``
+from SQLite 3.35 on, and an update followed by a select in the same transaction
+before that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from sessionware._forks import generation
+from sessionware._perthread import PerThread
+from sessionware._sync._primitives import run_blocking, time_left
+from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.waiters import Waiters
+from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
+
+__all__ = ["SyncSQLiteStore"]
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+DEFAULT_TABLE = "sessionware_sessions"
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_MIN_VERSION = (3, 24, 0)
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_SWEEP_BATCH = 500
+
+# Error codes (by name prefix, so extended codes match) that mean the database
+# is out of reach rather than wrong: the request may succeed later.
+_UNAVAILABLE_CODES = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_FULL",
+    "SQLITE_READONLY",
+    "SQLITE_PROTOCOL",
+    "SQLITE_NOMEM",
+)
+# Python 3.10 has no error codes on the exception: match SQLite's messages.
+_UNAVAILABLE_MESSAGES = (
+    "locked",
+    "busy",
+    "disk I/O error",
+    "unable to open",
+    "disk is full",
+    "readonly database",
+    "out of memory",
+)
+
+# -- SQL ------------------------------------------------------------------------
+# Every statement names its table as {table}; parameters are named. Deadlines
+# are wall-clock seconds; :now is read once the write lock is held.
+
+# The sync face bounds a request thread's wait for the write lock by what is
+# left of its store call: {ms} milliseconds, a whole number.
+BUSY_TIMEOUT = "PRAGMA busy_timeout = {ms}"
+_BUSY_STEP = 0.05  # seconds: the bound is rounded down to a step, never later than asked
+
+# Run on every new connection. WAL persists in the file; NORMAL sync is safe in
+# WAL mode (a power cut may lose the last commits, never corrupt the file).
+PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+
+# Opens every write: takes the write lock now (waiting up to the busy timeout),
+# so no step inside fails half-way for want of it.
+BEGIN = "BEGIN IMMEDIATE"
+COMMIT_TRANSACTION = "COMMIT"
+
+# setup(): no parameters; no-ops, without the write lock, when they exist.
+CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    key                 TEXT PRIMARY KEY,
+    data                BLOB NOT NULL,
+    token               INTEGER NOT NULL,
+    locked_until        REAL,
+    expires_at          REAL NOT NULL,
+    absolute_expires_at REAL
+)"""
+CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"
+
+# The idle deadline :ttl from :now, capped by the row's hard deadline (NULL: none).
+_TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
+
+# acquire(), the read before the write: (locked_until or 0.0) of the live row
+# :key, or no row when the session does not exist or expired.
+LOCK_STATE = """
+SELECT coalesce(locked_until, 0.0) FROM {table} WHERE key = :key AND expires_at > :now"""
+
+# acquire(): :key, :now, :lease_ttl. Bumps the token and sets the lease when the
+# row is live and unlocked (or its lease lapsed); returns (token, data), or no
+# row when it is absent, expired or locked.
+ACQUIRE = """
+UPDATE {table} SET token = token + 1, locked_until = :now + :lease_ttl
+WHERE key = :key AND expires_at > :now AND (locked_until IS NULL OR locked_until <= :now)"""
+ACQUIRE_RETURNING = ACQUIRE + " RETURNING token, data"
+# acquire() before SQLite 3.35, after ACQUIRE changed a row in the same
+# transaction: (token, data) of :key.
+LOAD = "SELECT token, data FROM {table} WHERE key = :key"
+
+# commit(): :key, :token, :now, :data, :ttl. Writes data, slides the idle
+# deadline, unlocks; affects no row unless the live row carries :token.
+COMMIT = f"""
+UPDATE {{table}} SET data = :data, locked_until = NULL, expires_at = {_TARGET}
+WHERE key = :key AND token = :token AND expires_at > :now"""
+
+# release(): :key, :token, :now, :ttl (NULL: keep the deadline), :refresh_after.
+# Unlocks and slides the idle deadline when that moves it by :refresh_after or
+# more; affects no row unless the live row carries :token.
+RELEASE = f"""
+UPDATE {{table}} SET locked_until = NULL, expires_at = CASE
+    WHEN :ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after THEN {_TARGET}
+    ELSE expires_at END
+WHERE key = :key AND token = :token AND expires_at > :now"""
+
+# renew(): :key, :token, :now, :lease_ttl. Moves the lease deadline; affects no
+# row unless the live row carries :token and is still locked. A lapsed lock
+# (locked_until in the past) is still held, as no newer lease took it; a NULL
+# one was ended by commit or release, which keep the token.
+RENEW = """
+UPDATE {table} SET locked_until = :now + :lease_ttl
+WHERE key = :key AND token = :token AND expires_at > :now AND locked_until IS NOT NULL"""
+
+# delete(): :key, :token, :now. Affects no row unless the live row carries :token.
+DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at > :now"
+
+# read(): :key, :now, :ttl (NULL: no slide), :refresh_after. Returns
+# (data, slide due) of the live row, or no row; takes no write lock.
+READ = f"""
+SELECT data, :ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after
+FROM {{table}} WHERE key = :key AND expires_at > :now"""
+
+# read() when a slide is due: :key, :now, :ttl, :refresh_after. Affects no row
+# when the row is gone, expired, or another process slid it meanwhile.
+TOUCH = f"""
+UPDATE {{table}} SET expires_at = {_TARGET}
+WHERE key = :key AND expires_at > :now AND {_TARGET} - expires_at >= :refresh_after"""
+
+# create(): :key, :data, :token, :now, :ttl, :absolute (NULL: none). Inserts an
+# unlocked row, or replaces an expired one (its token still grows, so a stale
+# lease never matches the new session); affects no row when a live row exists.
+CREATE = """
+INSERT INTO {table} (key, data, token, locked_until, expires_at, absolute_expires_at)
+VALUES (:key, :data, :token, NULL,
+        min(:now + :ttl, coalesce(:absolute, :now + :ttl)), :absolute)
+ON CONFLICT (key) DO UPDATE SET
+    data = excluded.data, token = max(excluded.token, {table}.token + 1),
+    locked_until = NULL, expires_at = excluded.expires_at,
+    absolute_expires_at = excluded.absolute_expires_at
+WHERE {table}.expires_at <= :now"""
+
+# The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first, found
+# by the expires_at index; the row count is how many. One batch per write
+# transaction, so a backlog never holds the write lock long; under the write
+# lock, so sweepers in several processes never delete (nor count) a row twice,
+# and a row create() revived meanwhile is no longer expired.
+SWEEP = """
+DELETE FROM {table} WHERE key IN (
+    SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
+
+
+def _is_unavailable(exc: sqlite3.Error) -> bool:
+    name: str | None = getattr(exc, "sqlite_errorname", None)
+    if name is not None:
+        return name.startswith(_UNAVAILABLE_CODES)
+    return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
+
+
+def _refusal(locked_until: float | None, now: float) -> Locked | None:
+    """What acquire answers when it takes no lease: no session, or locked."""
+    return None if locked_until is None else Locked(locked_until - now)
+
+
+def _worker() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionware-sqlite")
+
+
+def _first_token(now: float) -> int:
+    """The token of a new record: microseconds of the wall clock, so a record
+    created again under a deleted or swept key starts past its old tokens."""
+    return int(now * 1_000_000)
+
+
+class SyncSQLiteStore(SyncStore):
+    """Sessions in one SQLite file, shared by the processes of one host.
+
+    :param path: the database file; created on first use (its directory must exist).
+    :param table: the table name (letters, digits and ``_``).
+    :param busy_timeout: seconds an operation waits for another process's write
+        lock before it raises :class:`~sessionware.StoreUnavailable`.
+    :param sweep_interval: seconds between background sweeps of expired rows
+        (per process); the first operation after it starts the next one.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = DEFAULT_TABLE,
+        busy_timeout: float = 5.0,
+        sweep_interval: float = 60.0,
+    ) -> None:
+        if not _TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(f"table name {table!r}: use letters, digits and _")
+        if sqlite3.sqlite_version_info < _MIN_VERSION:
+            raise ConfigurationError(
+                f"SyncSQLiteStore needs SQLite 3.24 or newer; Python links {sqlite3.sqlite_version}"
+            )
+        self._path = os.fspath(path)
+        self._table = table
+        self._busy_timeout = busy_timeout
+        self._sweep_interval = sweep_interval
+        # The thread of sweeps, checkpoints and (async face) every operation.
+        self._executor: ThreadPoolExecutor | None = _worker()
+        self._generation = generation()
+        # A connection per thread that runs operations: the worker thread alone
+        # in the async face, each request thread in the sync face.
+        self._connections: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
+        self._local = threading.local()  # .busy_ms: the busy timeout this thread's connection has
+        self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
+        self._closed = False
+        self._waiters: Waiters[str] = Waiters()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
+
+    def setup(self) -> None:
+        self._run(self._setup)
+
+    def close(self) -> None:
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            with self._translated():
+                run_blocking(executor, self._close)
+        finally:
+            executor.shutdown(wait=False)
+
+    def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        return self._run(self._acquire, key, lease_ttl)
+
+    def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        self._run(self._fenced, COMMIT, lease, {"data": data, "ttl": ttl})
+        self._waiters.wake(lease.key)
+
+    def release(
+        self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> None:
+        params = {"ttl": ttl, "refresh_after": refresh_after}
+        self._run(self._fenced, RELEASE, lease, params)
+        self._waiters.wake(lease.key)
+
+    def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        self._run(self._fenced, RENEW, lease, {"lease_ttl": lease_ttl})
+
+    def read(
+        self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> bytes | None:
+        return self._run(self._read, key, ttl, refresh_after)
+
+    def create(
+        self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
+    ) -> bool:
+        return self._run(self._create, key, data, ttl, absolute_ttl)
+
+    def delete(self, lease: Lease) -> None:
+        self._run(self._fenced, DELETE, lease, {})
+        self._waiters.wake(lease.key)
+
+    def purge_expired(self) -> int:
+        """Delete every expired row; returns how many this call deleted.
+
+        Batch by batch, each batch its own short write transaction, so the
+        write lock is never held long and other operations run between batches."""
+        purged = 0
+        while True:
+            swept = self._run(self._sweep_batch)
+            purged += swept
+            if swept < _SWEEP_BATCH:
+                return purged
+
+    def wait(self, key: str, timeout: float, attempt: int) -> None:
+        """Wait for a release in this process, or the backoff delay (which finds
+        releases in other processes), or ``timeout``: whichever comes first."""
+        self._waiters.wait(key, min(timeout, backoff_delay(attempt)))
+
+    def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """Run one operation: on the worker thread (async face), or on the
+        calling thread (sync face). Then queue a sweep if one is due."""
+        executor = self._current_executor()
+        try:
+            with self._translated():
+                return run_blocking(executor, fn, *args)
+        finally:
+            self._sweep_if_due()
+
+    def _current_executor(self) -> ThreadPoolExecutor:
+        """This process's worker thread; a closed store stays closed, even forked."""
+        if self._executor is None:
+            raise StoreError(f"{self!r} is closed")
+        if self._generation != generation():
+            self._after_fork()
+        return self._executor
+
+    def _sweep_if_due(self) -> None:
+        """Queue a background sweep if one is due. Checked by every operation,
+        since traffic to any one of them may stop. Two threads may find it due
+        at once: one extra batch, harmless."""
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self._sweep_interval
+            self._queue_sweep()
+
+    def _queue_sweep(self) -> None:
+        executor = self._executor
+        if executor is not None:
+            with contextlib.suppress(RuntimeError):  # shut down by close meanwhile
+                executor.submit(self._background_sweep)
+
+    def _after_fork(self) -> None:
+        """A forked child (gunicorn, multiprocessing) inherits the executor but
+        not its thread, nor may it share the parent's connections (PerThread
+        opens new ones): start afresh."""
+        self._generation = generation()
+        self._executor = _worker()
+        self._local = threading.local()
+        self._waiters.clear()
+
+    @contextlib.contextmanager
+    def _translated(self) -> Iterator[None]:
+        """The one place where sqlite3's errors become sessionware's."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            message = f"SQLite store {self._path!r}: {exc}"
+            if _is_unavailable(exc):  # each operation is one transaction: rolled back
+                raise StoreUnavailable(message, maybe_applied=False) from exc
+            raise StoreError(message) from exc
+
+    # -- the worker thread ------------------------------------------------------
+
+    def _sql(self, template: str) -> str:
+        return template.format(table=self._table)
+
+    def _connection(self) -> sqlite3.Connection:
+        db = self._connections.get(self._open)
+        self._bound_busy_wait(db)
+        return db
+
+    def _open(self) -> sqlite3.Connection:
+        # isolation_level=None: sqlite3 opens no transactions of its own; each
+        # write says BEGIN IMMEDIATE itself. check_same_thread=False: closed by
+        # close() from another thread, or where its thread ends (PerThread).
+        db = sqlite3.connect(
+            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            for pragma in PRAGMAS:
+                db.execute(pragma)
+        except BaseException:
+            db.close()
+            raise
+        self._local.busy_ms = round(self._busy_timeout * 1000)
+        return db
+
+    def _bound_busy_wait(self, db: sqlite3.Connection) -> None:
+        """The sync face: a request thread waits for another process's write
+        lock no longer than its store call may take (:func:`time_left`), since
+        nothing can cut a blocking call off. Set in steps, so the pragma runs
+        only when the bound changes (the async face's calls never ask)."""
+        left = time_left()
+        if left is None:
+            return
+        steps = max(1, int(min(self._busy_timeout, left) / _BUSY_STEP))
+        busy_ms = round(steps * _BUSY_STEP * 1000)
+        if busy_ms != getattr(self._local, "busy_ms", None):
+            db.execute(BUSY_TIMEOUT.format(ms=busy_ms))
+            self._local.busy_ms = busy_ms
+
+    @contextlib.contextmanager
+    def _write(self, db: sqlite3.Connection) -> Iterator[float]:
+        """One write transaction; yields the time, read once the lock is held."""
+        db.execute(BEGIN)
+        try:
+            yield time.time()
+            db.execute(COMMIT_TRANSACTION)
+        finally:
+            if db.in_transaction:
+                db.rollback()
+
+    def _setup(self) -> None:
+        db = self._connection()
+        # No BEGIN IMMEDIATE: each statement is atomic, takes the write lock only
+        # when it has something to create, and a process that loses the race
+        # re-reads the schema and finds nothing to do. So setup passes a held lock.
+        db.execute(self._sql(CREATE_TABLE))
+        db.execute(self._sql(CREATE_INDEX))
+
+    def _close(self) -> None:
+        self._closed = True
+        self._connections.close_all()
+
+    def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
+        db = self._connection()
+        now = time.time()
+        locked_until = self._locked_until(db, key, now)
+        if locked_until is None or locked_until > now:
+            return _refusal(locked_until, now)
+        with self._write(db) as now:
+            params = {"key": key, "now": now, "lease_ttl": lease_ttl}
+            row = self._take(db, params)
+            if row is not None:
+                return Lease(key, row[0], row[1])
+            # Another process took it (or deleted it) since the read above.
+            locked_until = self._locked_until(db, key, now)
+        return _refusal(locked_until, now)
+
+    def _take(self, db: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, bytes] | None:
+        if _RETURNING:
+            rows = db.execute(self._sql(ACQUIRE_RETURNING), params).fetchall()
+        elif db.execute(self._sql(ACQUIRE), params).rowcount:
+            rows = db.execute(self._sql(LOAD), params).fetchall()
+        else:
+            rows = []
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def _locked_until(self, db: sqlite3.Connection, key: str, now: float) -> float | None:
+        rows = db.execute(self._sql(LOCK_STATE), {"key": key, "now": now}).fetchall()
+        return float(rows[0][0]) if rows else None
+
+    def _fenced(self, template: str, lease: Lease, params: dict[str, Any]) -> None:
+        db = self._connection()
+        with self._write(db) as now:
+            params = {**params, "key": lease.key, "token": lease.token, "now": now}
+            changed = db.execute(self._sql(template), params).rowcount
+        if changed == 0:
+            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+    def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
+        db = self._connection()
+        params = {"key": key, "now": time.time(), "ttl": ttl, "refresh_after": refresh_after}
+        rows = db.execute(self._sql(READ), params).fetchall()
+        if not rows:
+            return None
+        data, slide_due = rows[0]
+        if slide_due:
+            with self._write(db) as now:
+                db.execute(self._sql(TOUCH), {**params, "now": now})
+        return bytes(data)
+
+    def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
+        db = self._connection()
+        with self._write(db) as now:
+            absolute = None if absolute_ttl is None else now + absolute_ttl
+            params = {
+                "key": key,
+                "data": data,
+                "token": _first_token(now),
+                "now": now,
+                "ttl": ttl,
+                "absolute": absolute,
+            }
+            return db.execute(self._sql(CREATE), params).rowcount == 1
+
+    def _sweep_batch(self) -> int:
+        db = self._connection()
+        with self._write(db) as now:
+            return int(db.execute(self._sql(SWEEP), {"now": now, "limit": _SWEEP_BATCH}).rowcount)
+
+    def _background_sweep(self) -> None:
+        """One batch of a background sweep. A full batch means a backlog: the
+        next batch queues behind the operations waiting now, so they wait for
+        one batch at most, and the backlog drains without further traffic."""
+        if self._closed:
+            return  # queued before close, run after it: do not reopen the file
+        try:
+            with self._translated():
+                swept = self._sweep_batch()
+        except StoreError as exc:
+            logger.warning(
+                "could not sweep expired sessions (next try in %ss): %s", self._sweep_interval, exc
+            )
+            return
+        if swept == _SWEEP_BATCH:
+            self._queue_sweep()
