@@ -6,5 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/_venv.sh all,test
 ruff check .
+python scripts/unasync.py --check  # the generated sync face matches its async source
 mypy
 python -m pytest "$@"

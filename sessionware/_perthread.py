@@ -1,7 +1,8 @@
 """One resource per thread (a blocking connection), closed when its thread ends.
 
-The stores' WSGI fast paths give each request thread a connection of its own
-(:func:`sessionware._loop.may_block`). Servers keep threads differently:
+The stores' sync faces give each request thread a connection of its own, so
+the threads of a WSGI process do their I/O side by side. Servers keep threads
+differently:
 gunicorn's ``gthread`` and waitress keep a fixed pool, Werkzeug's development
 server (``flask run``) starts a thread per request. A connection kept in a
 ``threading.local`` and also in a list, to close them all at the end, would
