@@ -78,7 +78,7 @@ def make_app(peer: str | None = None) -> Any:
         from sessionware import Rule
         from sessionware.flask import Sessionware
 
-        store = sessionware_store(peer.removeprefix("sw-flask-"))
+        store = sessionware_store(peer.removeprefix("sw-flask-"), sync=True)
         modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
         Sessionware(app, store=store, secret_key=SECRET, lock_mode=modes)
         return app

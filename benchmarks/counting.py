@@ -21,27 +21,35 @@ OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete", "wai
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
-def sessionware_store(kind: str) -> Any:
+def sessionware_store(kind: str, *, sync: bool = False) -> Any:
     """The store a sessionware benchmark app uses, counted: ``sqlite`` at
-    ``$BENCH_SQLITE`` or ``redis`` at ``$BENCH_REDIS_URL``."""
-    if kind == "sqlite":
-        from sessionware.stores import SQLiteStore
+    ``$BENCH_SQLITE`` or ``redis`` at ``$BENCH_REDIS_URL``; its sync face
+    (for the WSGI apps) with ``sync``."""
+    from sessionware import stores
 
-        return counting_store(SQLiteStore)(os.environ["BENCH_SQLITE"])
-    from sessionware.stores import RedisStore
-
-    return counting_store(RedisStore)(os.environ["BENCH_REDIS_URL"])
+    name = {"sqlite": "SQLiteStore", "redis": "RedisStore"}[kind]
+    cls = getattr(stores, f"Sync{name}" if sync else name)
+    where = os.environ["BENCH_SQLITE" if kind == "sqlite" else "BENCH_REDIS_URL"]
+    return counting_store(cls)(where)
 
 
 def counting_store(cls: type) -> type:
-    """A subclass of the store class ``cls`` that counts each operation in COUNTS."""
+    """A subclass of the store class ``cls`` (either face) that counts each
+    operation in COUNTS."""
+    from sessionware.stores import SyncStore
 
     def make(op: str) -> Any:
         async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
             COUNTS[op] += 1
             return await getattr(super(sub, self), op)(*args, **kwargs)
-        counted.__name__ = op
-        return counted
+
+        def counted_sync(self: Any, *args: Any, **kwargs: Any) -> Any:
+            COUNTS[op] += 1
+            return getattr(super(sub, self), op)(*args, **kwargs)
+
+        chosen = counted_sync if issubclass(cls, SyncStore) else counted
+        chosen.__name__ = op
+        return chosen
 
     sub = type(f"Counting{cls.__name__}", (cls,), {op: make(op) for op in OPS})
     return sub
