@@ -56,6 +56,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
 
+from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions
 from sessionware.cookies import CookieOptions
 from sessionware.exceptions import ConfigurationError
@@ -113,7 +114,7 @@ def commit_session() -> None:
 
 @dataclass(frozen=True)
 class _Settings:
-    store: Store | None = None
+    store: Store | SyncStore | None = None
     secret_key: str | bytes | Sequence[str | bytes] | None = None
     lock_mode: ModeRule | None = None
     on_error: ErrorHandler | None = None
@@ -131,7 +132,9 @@ class Sessionware:
     """Locked sessions for a Flask app: ``Sessionware(app, store=...)``, or
     ``Sessionware(store=...)`` and later ``init_app(app)``.
 
-    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``.
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
+        the same classes as for ASGI; the middleware takes the store's sync
+        face (:meth:`~sessionware.stores.Store.sync`).
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
@@ -140,7 +143,7 @@ class Sessionware:
         the cookie follows the ``SESSION_COOKIE_*`` config.
     """
 
-    def __init__(self, app: Flask | None = None, *, store: Store | None = None,
+    def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
                  serializer: Serializer | None = None,
@@ -150,7 +153,7 @@ class Sessionware:
         if app is not None:
             self.init_app(app)
 
-    def init_app(self, app: Flask, *, store: Store | None = None,
+    def init_app(self, app: Flask, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
                  serializer: Serializer | None = None,
