@@ -31,9 +31,13 @@ TWINS = {
     "sessionware.stores.base": "sessionware._sync.stores.base",
     "sessionware.stores.memory": "sessionware._sync.stores.memory",
     "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
+    "sessionware.stores.redis": "sessionware._sync.stores.redis",
 }
 # modules imported by the one source whose sync counterpart is hand-written
-COUNTERPARTS = {"sessionware._primitives": "sessionware._sync._primitives"}
+COUNTERPARTS = {
+    "sessionware._primitives": "sessionware._sync._primitives",
+    "sessionware.stores._resp": "sessionware._sync.stores._resp",
+}
 
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)

@@ -2,6 +2,30 @@
 
 Install with ``pip install sessionware[redis]`` (redis-py with hiredis).
 
+Two faces, one source
+=====================
+
+``sessionware/stores/redis.py`` is the one source of both faces of the store:
+the async one, for ASGI, on redis-py's asyncio client, and its twin generated
+into ``sessionware/_sync/stores/redis.py``, blocking, for WSGI, on redis-py's
+sync client. The WSGI middleware builds the twin from the same arguments
+(the store's ``sync()``). What differs between the faces is the lean path's
+connections (``_resp.py``, hand-written for each face), the subscriber's
+background job (a task, or a daemon thread) and a few lines of cluster set-up
+(``IS_SYNC``).
+
+The lean path
+=============
+
+With a plain ``redis://`` URL (a single server over TCP, optional user,
+password and db) and hiredis installed, the session operations skip redis-py's
+general client: the async face sends them over one shared auto-pipelined
+connection per process, the sync face over a blocking connection per thread
+(:class:`~sessionware.stores._resp.LeanPath`). Set-up and the subscriber use
+redis-py's client either way, and so does everything with ``lean=False``,
+``cluster=True``, ``client=``, TLS, unix sockets or other URL options. Both
+paths send the same commands.
+
 Key layout
 ==========
 
@@ -36,12 +60,16 @@ Pub/sub design
 ==============
 
 Each store instance (one per process and event loop) keeps at most one
-subscriber connection, started lazily at the first :meth:`~RedisStore.wait`
-and shared by every local waiter: a dict maps session keys to the waiters'
-futures, and a message resolves the futures of its key. Publishing is cheap
-because it is rare: a waiter that finds the lock taken sets the ``w`` flag in
-the same ACQUIRE script, and only a COMMIT, RELEASE or DELETE that finds the
-flag publishes (and clears it). An uncontended session publishes nothing.
+subscriber connection and one background job reading it (a task; in the sync
+face a daemon thread), started lazily at the first :meth:`~RedisStore.wait`
+and shared by every local waiter: a message wakes the waiters of its key
+(:class:`~sessionware.waiters.Waiters`). The job reads in ticks of
+``_LISTEN_TICK``, so :meth:`~RedisStore.aclose` stops it within one tick
+(and waits for that); a forked child starts its own and never reads the
+parent's connection. Publishing is cheap because it is rare: a waiter that
+finds the lock taken sets the ``w`` flag in the same ACQUIRE script, and only
+a COMMIT, RELEASE or DELETE that finds the flag publishes (and clears it). An
+uncontended session publishes nothing.
 
 A waiter also re-checks after a jittered backoff (:func:`backoff_delay`, up
 to ``_RECHECK_CAP`` while the subscriber is healthy, the plain polling
@@ -66,20 +94,28 @@ channel wins on latency (no subscribe per wait) and simplicity.
 Failure behaviour
 =================
 
-Driver errors are translated in one place (:func:`_translated`): a server
-that is down, loading, read-only after a failover, or a cluster that is
-redirecting or down raises :class:`~sessionware.StoreUnavailable`; other Redis
-errors raise :class:`~sessionware.StoreError`. A script is atomic, so a failed
-operation wrote everything or nothing. Only :meth:`~RedisStore.read` is
-retried (once), because only it is idempotent: a retried ACQUIRE whose first
-attempt ran would leave a lock nobody holds. For the same reason the clients
-this store builds have redis-py's own retries turned off; a client passed in
-with ``client=`` keeps its own retry policy (turn it off there too).
+Driver errors are translated in one place (:func:`_translate`): a server
+that is down, loading, read-only after a failover, busy, out of memory, or a
+cluster that is redirecting or down raises
+:class:`~sessionware.StoreUnavailable`; other Redis errors (a wrong type,
+credentials, ACL) raise :class:`~sessionware.StoreError`. The lean path turns
+the server's error replies into redis-py's exception classes by its own table
+(``ERROR_REPLIES`` in :mod:`sessionware.stores._redis_protocol`), so both
+paths raise the same. A script is atomic, so a failed operation wrote
+everything or nothing. Only :meth:`~RedisStore.read` is retried (once),
+because only it is idempotent: a retried ACQUIRE whose first attempt ran
+would leave a lock nobody holds. For the same reason the clients this store
+builds have redis-py's own retries turned off; a client passed in with
+``client=`` keeps its own retry policy (turn it off there too).
+
+The sync face cannot be cancelled: on the lean path each call bounds its own
+wait by what is left of the core's ``store_timeout`` and by
+``socket_timeout``; on redis-py's path (``lean=False``, cluster, TLS) by
+``socket_timeout`` alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import math
@@ -87,17 +123,27 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Union
 
+from sessionware._forks import generation
+from sessionware._primitives import IS_SYNC, Background, Event, ThreadLock
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.waiters import Waiters
 
 try:
-    import redis.asyncio as aioredis
+    import redis.asyncio as driver
     from redis import exceptions as rexc
     from redis.asyncio.cluster import RedisCluster
     from redis.asyncio.connection import parse_url
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+
+    from sessionware.stores._redis_protocol import (
+        RefusedForNow,
+        evalsha_command,
+        pack,
+        reply_error,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "RedisStore needs redis-py: pip install sessionware[redis]"
@@ -108,10 +154,10 @@ try:  # redis-py >= 7
 except ImportError:  # pragma: no cover - older redis-py
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
-try:  # the lean command path needs hiredis's parser (the [redis] extra brings it)
-    from sessionware.stores._resp import RespPipe, evalsha_command, pack
+try:  # the lean path needs hiredis's parser (the [redis] extra brings it)
+    from sessionware.stores._resp import LeanPath
 except ImportError:  # pragma: no cover - redis-py without hiredis
-    RespPipe = None  # type: ignore[assignment,misc]
+    LeanPath = None  # type: ignore[assignment,misc]
 
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
@@ -121,38 +167,45 @@ __all__ = ["RedisStore"]
 
 logger = logging.getLogger(__name__)
 
-Client = Union["aioredis.Redis", "RedisCluster"]
+Client = Union["driver.Redis", "RedisCluster"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "sessionware:"
 
 _RECHECK_CAP = 1.0  # longest sleep between re-checks while notifications work
 _RECHECK_BASE = 0.05
+_LISTEN_TICK = 0.1  # longest read of the subscriber before it looks for a close()
+_STOP_TIMEOUT = 2.0  # longest a close() waits for the subscriber to end
 
+# What the store's error classes mean: every driver error is one of these
+# (_DRIVER_ERRORS), and the ones here say the store is out of reach for now.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
-    rexc.ConnectionError,  # includes BusyLoadingError (LOADING), MaxConnectionsError
+    rexc.ConnectionError,  # broken, refused, too many clients; LOADING (BusyLoadingError)
     rexc.TimeoutError,
     rexc.ReadOnlyError,  # READONLY: a replica after failover
-    rexc.ClusterError,  # includes ClusterDownError, MasterDownError
-    rexc.AskError,  # includes MovedError: redirections that did not settle
+    rexc.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    rexc.AskError,  # ASK and MOVED: redirections that did not settle
     rexc.TryAgainError,
-    rexc.RedisClusterException,  # includes SlotNotCoveredError, topology failures
+    rexc.RedisClusterException,  # SlotNotCoveredError, topology failures
+    rexc.OutOfMemoryError,  # OOM: writes refused until expiries free memory
+    RefusedForNow,  # BUSY, MISCONF
     OSError,
-    asyncio.TimeoutError,
+    TimeoutError,
 )
-
-
-# Everything a driver call may raise that _translate maps (_UNAVAILABLE's
-# members are all among these).
+# Connection errors that no retry passes: wrong credentials (NOAUTH, WRONGPASS).
+_MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
 
 
 def _translate(op: str, exc: Exception) -> Exception:
-    """The sessionware error for a driver error: the only place that decides."""
-    if isinstance(exc, _UNAVAILABLE):
+    """The sessionware error for a driver error: the only place that decides.
+    A reply redis-py raises as a plain ResponseError (one it has no class for:
+    BUSY, MISCONF) is first classified by the lean path's table."""
+    error = reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
+    if isinstance(error, _UNAVAILABLE) and not isinstance(error, _MISCONFIGURED):
         return StoreUnavailable(f"Redis unavailable during {op}: {exc!r}",
                                 maybe_applied=not _refused(exc))
-    if isinstance(exc, rexc.RedisError):
+    if isinstance(error, rexc.RedisError):
         return StoreError(f"Redis error during {op}: {exc!r}")
     return exc
 
@@ -187,25 +240,36 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
-def _decodes_responses(client: Client) -> bool:
+def _checked_client(store: str, client: object) -> Client:
+    """``client``, if this face of the store can use it."""
+    if not isinstance(client, (driver.Redis, RedisCluster)):
+        face = driver.__name__  # redis.asyncio here, redis in the sync twin
+        kind = f"{type(client).__module__}.{type(client).__qualname__}"
+        raise ConfigurationError(
+            f"{store} needs a {face}.Redis or RedisCluster client, not a {kind}: "
+            f"pass {store}(client={face}.Redis(...))")
     if isinstance(client, RedisCluster):
-        return bool(client.get_encoder().decode_responses)
-    return bool(client.connection_pool.connection_kwargs.get("decode_responses", False))
+        decodes = client.get_encoder().decode_responses  # type: ignore[no-untyped-call,unused-ignore]
+    else:
+        decodes = client.connection_pool.connection_kwargs.get("decode_responses", False)
+    if decodes:
+        raise ConfigurationError(f"{store} needs a client with decode_responses=False")
+    return client
 
 
-def _lean_pipe(url: str, socket_timeout: float | None) -> RespPipe | None:
-    """The lean command path for a plain ``redis://`` URL (TCP, optional user,
-    password and db), if hiredis is installed; ``None`` (redis-py for every
-    command) for TLS, unix sockets and URLs with other options."""
-    if RespPipe is None or not url.startswith("redis://"):
+def _lean_path(url: str, socket_timeout: float | None) -> LeanPath | None:
+    """The lean path for a plain ``redis://`` URL (TCP, optional user, password
+    and db), if hiredis is installed; ``None`` (redis-py for every command) for
+    TLS, unix sockets and URLs with other options."""
+    if LeanPath is None or not url.startswith("redis://"):
         return None
-    options: dict[str, Any] = dict(parse_url(url))
+    options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call,unused-ignore]
     host, port = str(options.pop("host", "localhost")), int(options.pop("port", 6379))
     db = int(options.pop("db", 0))
     username, password = options.pop("username", None), options.pop("password", None)
     if options:
         return None
-    return RespPipe(host, port, db=db, username=username, password=password,
+    return LeanPath(host, port, db=db, username=username, password=password,
                     timeout=socket_timeout)
 
 
@@ -216,6 +280,8 @@ class RedisStore(Store):
         is given.
     :param client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``
         created with ``decode_responses=False``; the store does not close it.
+        (For WSGI, the blocking face takes a ``redis.Redis`` or
+        ``redis.RedisCluster``: pass that store a client of its own.)
     :param cluster: with ``url``, connect with ``RedisCluster`` (the URL names
         any one node).
     :param prefix: prepended to every key and to the wake-up channel; must not
@@ -225,10 +291,13 @@ class RedisStore(Store):
     :param max_connections: connections per process in redis-py's pool to a
         single server; when all are busy an operation waits for one (up to
         ``socket_timeout``) rather than failing, so a burst is slowed down, not
-        refused. With a ``redis://`` URL and hiredis installed, the session
-        operations themselves go over one shared, auto-pipelined connection
-        (:mod:`sessionware.stores._resp`), and the pool serves only setup and
-        the wake-up subscriber.
+        refused. On the lean path the pool serves only set-up and the wake-up
+        subscriber.
+    :param lean: send the session operations over the lean path (see the
+        module's documentation) where the URL allows it: the default. ``False``
+        sends everything through redis-py's client (the same commands, more
+        CPU per request): for a driver-level feature the lean path lacks, or to
+        rule it out when chasing a problem.
     """
 
     def __init__(
@@ -240,17 +309,18 @@ class RedisStore(Store):
         prefix: str = DEFAULT_PREFIX,
         socket_timeout: float | None = 5.0,
         max_connections: int = 100,
+        lean: bool = True,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
         self._owns_client = client is None
-        self._fast: RespPipe | None = None
+        self._lean: LeanPath | None = None
         if client is None:
             client = self._connect(url, cluster, socket_timeout, max_connections)
-            if not cluster:
-                self._fast = _lean_pipe(url, socket_timeout)
-        elif _decodes_responses(client):
-            raise ConfigurationError("RedisStore needs a client with decode_responses=False")
+            if lean and not cluster:
+                self._lean = _lean_path(url, socket_timeout)
+        else:
+            client = _checked_client(type(self).__name__, client)
         self._client: Client = client
         self._prefix = prefix
         self._channel = f"{prefix}wake"
@@ -282,9 +352,9 @@ class RedisStore(Store):
                 options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
             # redis-py's default pool raises MaxConnectionsError past its limit;
             # a blocking pool queues the excess instead.
-            pool = aioredis.BlockingConnectionPool.from_url(
+            pool = driver.BlockingConnectionPool.from_url(
                 url, max_connections=max_connections, timeout=socket_timeout, **options)
-            return aioredis.Redis.from_pool(pool)
+            return driver.Redis.from_pool(pool)
         except ValueError as exc:
             raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
 
@@ -296,8 +366,8 @@ class RedisStore(Store):
         """Run one script, translating errors; retry once only if ``idempotent``."""
         for attempt in range(2 if idempotent else 1):
             try:
-                if self._fast is not None:
-                    return await self._evalsha(self._fast, script, self._key(key), args)
+                if self._lean is not None:
+                    return await self._evalsha(self._lean, script, self._key(key), args)
                 return await script(keys=[self._key(key)], args=args)
             except _DRIVER_ERRORS as exc:
                 error = _translate(op, exc)
@@ -307,17 +377,17 @@ class RedisStore(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    async def _evalsha(fast: RespPipe, script: AsyncScript, rkey: str,
+    async def _evalsha(lean: LeanPath, script: AsyncScript, rkey: str,
                        args: Sequence[str | int | bytes]) -> Any:
         """EVALSHA on the lean path; after a NOSCRIPT (a flushed or restarted
         server) load the script and run it again, as redis-py's Script does."""
         try:
-            return await fast.execute(evalsha_command(script.sha, rkey, args))
+            return await lean.execute(evalsha_command(script.sha, rkey, args))
         except rexc.NoScriptError:
             source = script.script
             body = source if isinstance(source, (bytes, str)) else bytes(source)
-            script.sha = (await fast.execute(pack("SCRIPT", "LOAD", body))).decode()
-            return await fast.execute(evalsha_command(script.sha, rkey, args))
+            script.sha = (await lean.execute(pack("SCRIPT", "LOAD", body))).decode()
+            return await lean.execute(evalsha_command(script.sha, rkey, args))
 
     async def _fenced(self, op: str, script: AsyncScript, lease: Lease,
                       args: Sequence[str | int | bytes]) -> None:
@@ -334,11 +404,13 @@ class RedisStore(Store):
                 script.sha = await self._client.script_load(script.script)
 
     async def aclose(self) -> None:
+        """Stop the wake-up subscriber and close the connections the store
+        opened (not a client passed in)."""
         await self._wakeups.aclose()
-        if self._fast is not None:
-            self._fast.close()
+        if self._lean is not None:
+            self._lean.close()
         if self._owns_client:
-            with contextlib.suppress(Exception), _translated("aclose"):
+            with contextlib.suppress(*_DRIVER_ERRORS):
                 await self._client.aclose()
 
     # -- operations -----------------------------------------------------------
@@ -392,103 +464,131 @@ class RedisStore(Store):
     @contextlib.asynccontextmanager
     async def _pubsub(self) -> AsyncIterator[PubSub]:
         """A pub/sub connection: from the client's pool, or to any one cluster node."""
+        client, owned = await self._subscriber_client()
+        try:
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
+            try:
+                yield pubsub
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
+        finally:
+            if owned:
+                await client.aclose()
+
+    async def _subscriber_client(self) -> tuple[driver.Redis, bool]:
+        """The client the subscriber takes its connection from, and whether it
+        is the subscriber's own to close: the store's, or one of any one node of
+        a cluster (every node hears every PUBLISH)."""
         client = self._client
         if not isinstance(client, RedisCluster):
-            pubsub = client.pubsub()
-            try:
-                yield pubsub
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            return
+            return client, False
+        if IS_SYNC:  # the sync cluster client keeps a client per node
+            node = client.get_random_node()  # type: ignore[no-untyped-call,unused-ignore]
+            return client.get_redis_connection(node), False
         await client.initialize()
         node = client.get_random_node()
-        pool = aioredis.ConnectionPool(connection_class=node.connection_class,
+        pool = driver.ConnectionPool(connection_class=node.connection_class,
                                        **node.connection_kwargs)
-        node_client = aioredis.Redis.from_pool(pool)
-        try:
-            pubsub = node_client.pubsub()
-            try:
-                yield pubsub
-            finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-        finally:
-            await node_client.aclose()
+        return driver.Redis.from_pool(pool), True
+
+
+class _Run:
+    """One run of the subscriber job: :meth:`_Wakeups.aclose` sets ``stop``,
+    the job sets ``done`` as it ends."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self) -> None:
+        self.stop = Event()
+        self.done = Event()
 
 
 class _Wakeups:
-    """One subscriber for all local waiters of a store: key -> their futures."""
+    """One subscriber for all local waiters of a store, started at the first
+    wait and stopped at close: a background job (a task; a daemon thread in the
+    sync face) that reads the wake-up channel and wakes the waiters of each
+    message's key."""
 
     def __init__(self, pubsub: Callable[[], AbstractAsyncContextManager[PubSub]],
                  channel: str) -> None:
         self._pubsub = pubsub
         self._channel = channel
-        self._waiters: dict[bytes, set[asyncio.Future[None]]] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._waiters: Waiters[bytes] = Waiters()
+        self._lock = ThreadLock()
+        self._listener = Background("sessionware-redis-wakeups")
+        self._run: _Run | None = None  # the job's, from its start to its end
         self._subscribed = False
-        self._closing = False
+        self._closed = False
+        self._generation = generation()
 
     async def wait(self, rkey: bytes, timeout: float, attempt: int) -> None:
-        if self._task is None and not self._closing:
-            self._task = asyncio.get_running_loop().create_task(self._listen())
-        if self._subscribed:
+        self._after_fork()
+        with self._lock:
+            if self._run is None and not self._closed:
+                run = self._run = _Run()
+                self._listener.start(lambda: self._listen(run))
+            subscribed = self._subscribed
+        if subscribed:
             delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
         else:
             delay = backoff_delay(attempt)
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(rkey, set()).add(waiter)
-        try:
-            await asyncio.wait([waiter], timeout=min(timeout, delay))
-        finally:
-            waiters = self._waiters.get(rkey)
-            if waiters is not None:
-                waiters.discard(waiter)
-                if not waiters:
-                    del self._waiters[rkey]
+        await self._waiters.wait(rkey, min(timeout, delay))
 
-    def _wake(self, rkey: bytes) -> None:
-        for waiter in self._waiters.pop(rkey, ()):
-            if not waiter.done():
-                waiter.set_result(None)
+    async def aclose(self) -> None:
+        """Stop the subscriber (it notices within a read tick) and wake every
+        waiter; no subscriber starts after this."""
+        self._after_fork()
+        with self._lock:
+            self._closed = True
+            run = self._run
+        if run is not None:
+            run.stop.set()
+            if not await run.done.wait(_STOP_TIMEOUT):
+                logger.debug("the wake-up subscriber is still connecting; it ends after")
+        self._waiters.wake_all()
 
-    def _wake_all(self) -> None:
-        for rkey in list(self._waiters):
-            self._wake(rkey)
+    def _after_fork(self) -> None:
+        """A forked child has none of its parent's subscriber: no job, and its
+        connection stays the parent's (redis-py's pool opens new ones)."""
+        if self._generation != generation():
+            self._generation = generation()
+            self._run = None
+            self._subscribed = False
+            self._waiters.clear()
 
-    async def _listen(self) -> None:
+    async def _listen(self, run: _Run) -> None:
         failures = 0
-        while not self._closing:
-            try:
-                await self._listen_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if self._closing:  # redis-py may turn our cancellation into an error
-                    return
-                level = logging.DEBUG if failures else logging.WARNING
-                logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
-            failures += 1
-            await asyncio.sleep(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
+        try:
+            while not run.stop.is_set():
+                try:
+                    await self._listen_once(run)
+                except Exception as exc:
+                    if run.stop.is_set():
+                        break
+                    level = logging.DEBUG if failures else logging.WARNING
+                    logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
+                failures += 1
+                await run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
+        finally:
+            with self._lock:
+                self._listener.finished()
+                if self._run is run:
+                    self._run = None
+            run.done.set()
 
-    async def _listen_once(self) -> None:
+    async def _listen_once(self, run: _Run) -> None:
         try:
             async with self._pubsub() as pubsub:
                 await pubsub.subscribe(self._channel)
-                while True:
-                    message = await pubsub.get_message(timeout=None)
+                while not run.stop.is_set():
+                    message = await pubsub.get_message(timeout=_LISTEN_TICK)
                     if message is None:
                         continue
                     if message["type"] == "message":
-                        self._wake(message["data"])
+                        self._waiters.wake(message["data"])
                     elif message["type"] == "subscribe":
                         self._subscribed = True
-                        self._wake_all()  # messages may have been missed until now
+                        self._waiters.wake_all()  # messages may have been missed until now
         finally:
             self._subscribed = False
-            self._wake_all()
-
-    async def aclose(self) -> None:
-        self._closing = True
-        task, self._task = self._task, None
-        while task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.5)
+            self._waiters.wake_all()

@@ -1,0 +1,144 @@
+"""RedisStore's lean path, sync face: a blocking connection per thread.
+
+Hand-written, not generated: the counterpart of :mod:`sessionware.stores._resp`
+(which shares one auto-pipelined asyncio connection), with the same
+:class:`LeanPath`, so the one source of the store needs no branch for it.
+
+A WSGI request thread waits for each reply anyway, so it sends its commands
+over a plain blocking socket of its own: one ``sendall``, one ``recv``, no
+loop, no other thread woken. A gunicorn ``gthread`` worker therefore holds one
+connection per request thread (plus the lease keeper's and the wake-up
+subscriber's). Connections are opened on a thread's first command and closed
+when the thread ends (:class:`~sessionware._perthread.PerThread`: servers that
+start a thread per request leave none behind), after any error (a reply may
+be left unread: out of step), and at :meth:`LeanPath.close`. A forked child
+opens its own.
+
+Nothing can cut a blocking call off, so each call bounds its own wait: by what
+is left of the store call (:func:`~sessionware._sync._primitives.time_left`,
+the core's ``store_timeout``) and by the store's socket timeout, whichever is
+sooner.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+import hiredis
+from redis import exceptions as rexc
+
+from sessionware._perthread import PerThread
+from sessionware._sync._primitives import time_left
+from sessionware.stores._redis_protocol import handshake, reply_error
+
+__all__ = ["LeanPath"]
+
+_TIMEOUT_STEP = 0.05
+"""A blocking call's bound, rounded down to this step, is given to the kernel
+only when it changes: not a system call per command."""
+
+
+class LeanPath:
+    """Commands to one server, each over the calling thread's own blocking
+    connection."""
+
+    def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
+                 password: str | None = None, timeout: float | None = None) -> None:
+        self._address = (host, port)
+        self._hello = handshake(db, username, password)
+        self._timeout = timeout
+        self._connections: PerThread[_Connection] = PerThread(_Connection.close)
+
+    def execute(self, packed: bytes) -> Any:
+        """Send one packed command and return its reply, within what is left of
+        the store call and the socket timeout."""
+        timeout = self._bound()
+        connection = self._connections.get(
+            lambda: _Connection.open(self._address, self._hello, timeout))
+        try:
+            reply = connection.call(packed, timeout)
+        except BaseException:
+            self._connections.discard()
+            raise
+        if isinstance(reply, hiredis.ReplyError):
+            raise reply_error(str(reply))
+        return reply
+
+    def _bound(self) -> float | None:
+        left = time_left()
+        if left is None:
+            return self._timeout
+        if left <= 0:
+            raise rexc.TimeoutError("no time left for the store call")
+        return left if self._timeout is None else min(left, self._timeout)
+
+    def close(self) -> None:
+        self._connections.close_all()
+
+
+class _Connection:
+    """One blocking connection of the lean path (of one thread)."""
+
+    __slots__ = ("_steps", "parser", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.parser = hiredis.Reader()
+        self._steps = 0  # the kernel timeout now set, in _TIMEOUT_STEPs (0: none)
+
+    @classmethod
+    def open(cls, address: tuple[str, int], hello: list[bytes],
+             timeout: float | None) -> _Connection:
+        try:
+            sock = socket.create_connection(address, timeout)
+        except TimeoutError as exc:
+            raise rexc.TimeoutError(f"connecting to Redis at {address}") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"connecting to Redis at {address}: {exc}") from exc
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(None)  # blocking; bounded by kernel timeouts (_bound)
+        connection = cls(sock)
+        try:
+            for command in hello:
+                reply = connection.call(command, timeout)
+                if isinstance(reply, hiredis.ReplyError):
+                    raise reply_error(str(reply))
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    def call(self, packed: bytes, timeout: float | None) -> Any:
+        """Send one command and read its reply (redis-py's errors on failure)."""
+        try:
+            self._bound(timeout)
+            self.sock.sendall(packed)
+            while (reply := self.parser.gets()) is False:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise rexc.ConnectionError("Redis closed the connection")
+                self.parser.feed(data)
+        except (TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO ran out
+            raise rexc.TimeoutError("Redis did not answer in time") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"Redis connection failed: {exc!r}") from exc
+        return reply
+
+    def _bound(self, timeout: float | None) -> None:
+        """Bound each send and receive by ``timeout`` with the kernel's
+        SO_SNDTIMEO and SO_RCVTIMEO, not a Python socket timeout: that one
+        costs a poll() before every send and receive, and two fcntl()s per
+        change. Rounded down (at least one step), so never later than asked."""
+        steps = 0 if timeout is None else max(1, int(timeout / _TIMEOUT_STEP))
+        if steps != self._steps:
+            seconds = steps * _TIMEOUT_STEP
+            # struct timeval; "ll" also fits macOS's int tv_usec (little-endian, padded)
+            timeval = struct.pack("@ll", int(seconds), int(seconds % 1 * 1_000_000))
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+            self._steps = steps
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,618 @@
+# Generated from sessionware/stores/redis.py by scripts/unasync.py: do not edit.
+# Change the async source and run `python scripts/unasync.py`.
+"""SyncRedisStore: sessions in Redis or Valkey, single server or Redis Cluster.
+
+Install with ``pip install sessionware[redis]`` (redis-py with hiredis).
+
+Two faces, one source
+=====================
+
+``sessionware/stores/redis.py`` is the one source of both faces of the store:
+the async one, for ASGI, on redis-py's asyncio client, and its twin generated
+into ``sessionware/_sync/stores/redis.py``, blocking, for WSGI, on redis-py's
+sync client. The WSGI middleware builds the twin from the same arguments
+(the store's ``sync()``). What differs between the faces is the lean path's
+connections (``_resp.py``, hand-written for each face), the subscriber's
+background job (a task, or a daemon thread) and a few lines of cluster set-up
+(``IS_SYNC``).
+
+The lean path
+=============
+
+With a plain ``redis://`` URL (a single server over TCP, optional user,
+password and db) and hiredis installed, the session operations skip redis-py's
+general client: the async face sends them over one shared auto-pipelined
+connection per process, the sync face over a blocking connection per thread
+(:class:`~sessionware._sync.stores._resp.LeanPath`). Set-up and the subscriber use
+redis-py's client either way, and so does everything with ``lean=False``,
+``cluster=True``, ``client=``, TLS, unix sockets or other URL options. Both
+paths send the same commands.
+
+Key layout
+==========
+
+One hash per session, at ``<prefix>{<key>}`` (default prefix ``sessionware:``).
+The braces make ``<key>`` the hash tag, so every key a session may ever use
+lands in one slot and every script runs on Redis Cluster. Fields (see
+:mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` fencing token,
+``l`` lease deadline, ``e`` idle deadline, ``a`` absolute deadline, ``w``
+waiter flag. The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so
+Redis itself removes expired sessions. All deadlines are the server's clock
+(``TIME`` inside the scripts), never the application's.
+
+Wake-ups go on one pub/sub channel, ``<prefix>wake``; the message is the
+session's Redis key. Nothing else is created.
+
+Commands and ACL
+================
+
+Every operation is one ``EVALSHA`` of a script from ``_redis_scripts`` (with
+``SCRIPT LOAD`` at :meth:`~SyncRedisStore.setup` and after a ``NOSCRIPT``). Inside
+the scripts: ``TIME HGET HMGET HSET HDEL EXISTS DEL PEXPIREAT PUBLISH``. The
+waiters' subscriber uses ``SUBSCRIBE``. A minimal ACL user::
+
+    ACL SETUSER sessions on >secret ~sessionware:* &sessionware:wake
+        +evalsha +script|load +subscribe +ping +client|setinfo
+        +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish
+
+(on a cluster also ``+cluster|slots +cluster|shards +command``, which
+redis-py's cluster client calls to learn the topology).
+
+Pub/sub design
+==============
+
+Each store instance (one per process and event loop) keeps at most one
+subscriber connection and one background job reading it (a task; in the sync
+face a daemon thread), started lazily at the first :meth:`~SyncRedisStore.wait`
+and shared by every local waiter: a message wakes the waiters of its key
+(:class:`~sessionware._sync.waiters.Waiters`). The job reads in ticks of
+``_LISTEN_TICK``, so :meth:`~SyncRedisStore.close` stops it within one tick
+(and waits for that); a forked child starts its own and never reads the
+parent's connection. Publishing is cheap because it is rare: a waiter that
+finds the lock taken sets the ``w`` flag in the same ACQUIRE script, and only
+a COMMIT, RELEASE or DELETE that finds the flag publishes (and clears it). An
+uncontended session publishes nothing.
+
+A waiter also re-checks after a jittered backoff (:func:`backoff_delay`, up
+to ``_RECHECK_CAP`` while the subscriber is healthy, the plain polling
+backoff while it is not), which covers lost messages, a subscriber that is
+reconnecting, and crashed holders (whose lease lapses; the caller's timeout is
+the lease's ``retry_after``). When the subscription is (re)established every
+local waiter is woken to re-check, so nothing sleeps through the gap.
+
+On Redis Cluster the channel is classic pub/sub, one channel for all
+sessions, subscribed on any one node: a cluster broadcasts every ``PUBLISH``
+over its bus to all nodes, so one connection per process hears every
+session's wake-ups. The cost: each contended release is sent to every node and
+to every subscribed process, which filter by key (work grows with nodes x
+processes x contended releases; uncontended releases cost nothing). Sharded
+pub/sub (``SPUBLISH`` to ``<prefix>{<key>}`` channels) would keep messages in
+one shard, but needs an ``SSUBSCRIBE`` round trip per waited session and one
+subscriber connection per shard, and redis-py's asyncio cluster client only
+gained pub/sub (``ClusterPubSub``) in recent releases, while this extra
+supports redis-py >= 5. Contention on one session is rare, so the broadcast
+channel wins on latency (no subscribe per wait) and simplicity.
+
+Failure behaviour
+=================
+
+Driver errors are translated in one place (:func:`_translate`): a server
+that is down, loading, read-only after a failover, busy, out of memory, or a
+cluster that is redirecting or down raises
+:class:`~sessionware.StoreUnavailable`; other Redis errors (a wrong type,
+credentials, ACL) raise :class:`~sessionware.StoreError`. The lean path turns
+the server's error replies into redis-py's exception classes by its own table
+(``ERROR_REPLIES`` in :mod:`sessionware.stores._redis_protocol`), so both
+paths raise the same. A script is atomic, so a failed operation wrote
+everything or nothing. Only :meth:`~SyncRedisStore.read` is retried (once),
+because only it is idempotent: a retried ACQUIRE whose first attempt ran
+would leave a lock nobody holds. For the same reason the clients this store
+builds have redis-py's own retries turned off; a client passed in with
+``client=`` keeps its own retry policy (turn it off there too).
+
+The sync face cannot be cancelled: on the lean path each call bounds its own
+wait by what is left of the core's ``store_timeout`` and by
+``socket_timeout``; on redis-py's path (``lean=False``, cluster, TLS) by
+``socket_timeout`` alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Union
+
+from sessionware._forks import generation
+from sessionware._sync._primitives import IS_SYNC, Background, Event, ThreadLock
+from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.waiters import Waiters
+from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
+from sessionware.stores import _redis_scripts as scripts
+
+try:
+    import redis as driver
+    from redis import exceptions as rexc
+    from redis.backoff import NoBackoff
+    from redis.cluster import RedisCluster
+    from redis.connection import parse_url
+    from redis.retry import Retry
+
+    from sessionware.stores._redis_protocol import (
+        RefusedForNow,
+        evalsha_command,
+        pack,
+        reply_error,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError("SyncRedisStore needs redis-py: pip install sessionware[redis]") from exc
+
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
+try:  # the lean path needs hiredis's parser (the [redis] extra brings it)
+    from sessionware._sync.stores._resp import LeanPath
+except ImportError:  # pragma: no cover - redis-py without hiredis
+    LeanPath = None  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from redis.client import PubSub
+    from redis.commands.core import Script
+
+__all__ = ["SyncRedisStore"]
+
+logger = logging.getLogger(__name__)
+
+Client = Union["driver.Redis", "RedisCluster"]
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_PREFIX = "sessionware:"
+
+_RECHECK_CAP = 1.0  # longest sleep between re-checks while notifications work
+_RECHECK_BASE = 0.05
+_LISTEN_TICK = 0.1  # longest read of the subscriber before it looks for a close()
+_STOP_TIMEOUT = 2.0  # longest a close() waits for the subscriber to end
+
+# What the store's error classes mean: every driver error is one of these
+# (_DRIVER_ERRORS), and the ones here say the store is out of reach for now.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    rexc.ConnectionError,  # broken, refused, too many clients; LOADING (BusyLoadingError)
+    rexc.TimeoutError,
+    rexc.ReadOnlyError,  # READONLY: a replica after failover
+    rexc.ClusterError,  # CLUSTERDOWN, MASTERDOWN
+    rexc.AskError,  # ASK and MOVED: redirections that did not settle
+    rexc.TryAgainError,
+    rexc.RedisClusterException,  # SlotNotCoveredError, topology failures
+    rexc.OutOfMemoryError,  # OOM: writes refused until expiries free memory
+    RefusedForNow,  # BUSY, MISCONF
+    OSError,
+    TimeoutError,
+)
+# Connection errors that no retry passes: wrong credentials (NOAUTH, WRONGPASS).
+_MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
+_DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
+
+
+def _translate(op: str, exc: Exception) -> Exception:
+    """The sessionware error for a driver error: the only place that decides.
+    A reply redis-py raises as a plain ResponseError (one it has no class for:
+    BUSY, MISCONF) is first classified by the lean path's table."""
+    error = reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
+    if isinstance(error, _UNAVAILABLE) and not isinstance(error, _MISCONFIGURED):
+        return StoreUnavailable(
+            f"Redis unavailable during {op}: {exc!r}", maybe_applied=not _refused(exc)
+        )
+    if isinstance(error, rexc.RedisError):
+        return StoreError(f"Redis error during {op}: {exc!r}")
+    return exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: then the command was never sent.
+    (Any other connection error may have come after the command left.)"""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError)
+
+
+@contextlib.contextmanager
+def _translated(op: str) -> Iterator[None]:
+    """:func:`_translate` for a block (the hot path uses try/except, which is
+    cheaper than a generator-based context manager)."""
+    try:
+        yield
+    except _DRIVER_ERRORS as exc:
+        raise _translate(op, exc) from exc
+
+
+def _ms(seconds: float) -> int:
+    """Seconds to whole milliseconds, rounded up so a duration never shrinks."""
+    return max(1, math.ceil(seconds * 1000))
+
+
+def _ms_or_empty(seconds: float | None) -> int | str:
+    return "" if seconds is None else _ms(seconds)
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
+
+
+def _checked_client(store: str, client: object) -> Client:
+    """``client``, if this face of the store can use it."""
+    if not isinstance(client, (driver.Redis, RedisCluster)):
+        face = driver.__name__  # redis here, redis in the sync twin
+        kind = f"{type(client).__module__}.{type(client).__qualname__}"
+        raise ConfigurationError(
+            f"{store} needs a {face}.Redis or RedisCluster client, not a {kind}: "
+            f"pass {store}(client={face}.Redis(...))"
+        )
+    if isinstance(client, RedisCluster):
+        decodes = client.get_encoder().decode_responses  # type: ignore[no-untyped-call,unused-ignore]
+    else:
+        decodes = client.connection_pool.connection_kwargs.get("decode_responses", False)
+    if decodes:
+        raise ConfigurationError(f"{store} needs a client with decode_responses=False")
+    return client
+
+
+def _lean_path(url: str, socket_timeout: float | None) -> LeanPath | None:
+    """The lean path for a plain ``redis://`` URL (TCP, optional user, password
+    and db), if hiredis is installed; ``None`` (redis-py for every command) for
+    TLS, unix sockets and URLs with other options."""
+    if LeanPath is None or not url.startswith("redis://"):
+        return None
+    options: dict[str, Any] = dict(parse_url(url))  # type: ignore[no-untyped-call,unused-ignore]
+    host, port = str(options.pop("host", "localhost")), int(options.pop("port", 6379))
+    db = int(options.pop("db", 0))
+    username, password = options.pop("username", None), options.pop("password", None)
+    if options:
+        return None
+    return LeanPath(host, port, db=db, username=username, password=password, timeout=socket_timeout)
+
+
+class SyncRedisStore(SyncStore):
+    """Sessions in Redis (or Valkey), single server or cluster.
+
+    :param url: a ``redis://`` or ``rediss://`` URL, used when no ``client``
+        is given.
+    :param client: a ``redis.Redis`` or ``redis.RedisCluster``
+        created with ``decode_responses=False``; the store does not close it.
+        (For WSGI, the blocking face takes a ``redis.Redis`` or
+        ``redis.RedisCluster``: pass that store a client of its own.)
+    :param cluster: with ``url``, connect with ``RedisCluster`` (the URL names
+        any one node).
+    :param prefix: prepended to every key and to the wake-up channel; must not
+        contain braces (the session key is the hash tag).
+    :param socket_timeout: seconds before a stalled command raises
+        :class:`~sessionware.StoreUnavailable` (clients built from ``url``).
+    :param max_connections: connections per process in redis-py's pool to a
+        single server; when all are busy an operation waits for one (up to
+        ``socket_timeout``) rather than failing, so a burst is slowed down, not
+        refused. On the lean path the pool serves only set-up and the wake-up
+        subscriber.
+    :param lean: send the session operations over the lean path (see the
+        module's documentation) where the URL allows it: the default. ``False``
+        sends everything through redis-py's client (the same commands, more
+        CPU per request): for a driver-level feature the lean path lacks, or to
+        rule it out when chasing a problem.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        client: Client | None = None,
+        cluster: bool = False,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float | None = 5.0,
+        max_connections: int = 100,
+        lean: bool = True,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
+        self._owns_client = client is None
+        self._lean: LeanPath | None = None
+        if client is None:
+            client = self._connect(url, cluster, socket_timeout, max_connections)
+            if lean and not cluster:
+                self._lean = _lean_path(url, socket_timeout)
+        else:
+            client = _checked_client(type(self).__name__, client)
+        self._client: Client = client
+        self._prefix = prefix
+        self._channel = f"{prefix}wake"
+        self._acquire = client.register_script(scripts.ACQUIRE)
+        self._commit = client.register_script(scripts.COMMIT)
+        self._release = client.register_script(scripts.RELEASE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._read = client.register_script(scripts.READ)
+        self._create = client.register_script(scripts.CREATE)
+        self._delete = client.register_script(scripts.DELETE)
+        self._wakeups = _Wakeups(self._pubsub, self._channel)
+
+    @staticmethod
+    def _connect(
+        url: str, cluster: bool, socket_timeout: float | None, max_connections: int
+    ) -> Client:
+        options: dict[str, Any] = {
+            "retry": _no_retry(),
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": socket_timeout,
+        }
+        try:
+            if cluster:
+                return RedisCluster.from_url(url, **options)
+            if MaintNotificationsConfig is not None:
+                # redis-py 8.1 skips its stale-connection check at checkout while
+                # maintenance notifications are "auto" (truthy), so after a server
+                # restart every pooled connection would fail once. RESP2 has no
+                # maintenance notifications anyway.
+                options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+            # redis-py's default pool raises MaxConnectionsError past its limit;
+            # a blocking pool queues the excess instead.
+            pool = driver.BlockingConnectionPool.from_url(
+                url, max_connections=max_connections, timeout=socket_timeout, **options
+            )
+            return driver.Redis.from_pool(pool)
+        except ValueError as exc:
+            raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}{{{key}}}"
+
+    def _run(
+        self,
+        op: str,
+        script: Script,
+        key: str,
+        args: Sequence[str | int | bytes],
+        *,
+        idempotent: bool = False,
+    ) -> Any:
+        """Run one script, translating errors; retry once only if ``idempotent``."""
+        for attempt in range(2 if idempotent else 1):
+            try:
+                if self._lean is not None:
+                    return self._evalsha(self._lean, script, self._key(key), args)
+                return script(keys=[self._key(key)], args=args)
+            except _DRIVER_ERRORS as exc:
+                error = _translate(op, exc)
+                if attempt or not idempotent or not isinstance(error, StoreUnavailable):
+                    raise error from exc
+                logger.debug("retrying idempotent %s after a connection error", op)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _evalsha(
+        lean: LeanPath, script: Script, rkey: str, args: Sequence[str | int | bytes]
+    ) -> Any:
+        """EVALSHA on the lean path; after a NOSCRIPT (a flushed or restarted
+        server) load the script and run it again, as redis-py's Script does."""
+        try:
+            return lean.execute(evalsha_command(script.sha, rkey, args))
+        except rexc.NoScriptError:
+            source = script.script
+            body = source if isinstance(source, (bytes, str)) else bytes(source)
+            script.sha = (lean.execute(pack("SCRIPT", "LOAD", body))).decode()
+            return lean.execute(evalsha_command(script.sha, rkey, args))
+
+    def _fenced(
+        self, op: str, script: Script, lease: Lease, args: Sequence[str | int | bytes]
+    ) -> None:
+        if not self._run(op, script, lease.key, [str(lease.token), *args]):
+            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Load the scripts (on every primary of a cluster). Idempotent."""
+        for script in (
+            self._acquire,
+            self._commit,
+            self._release,
+            self._renew,
+            self._read,
+            self._create,
+            self._delete,
+        ):
+            with _translated("setup"):
+                script.sha = self._client.script_load(script.script)
+
+    def close(self) -> None:
+        """Stop the wake-up subscriber and close the connections the store
+        opened (not a client passed in)."""
+        self._wakeups.close()
+        if self._lean is not None:
+            self._lean.close()
+        if self._owns_client:
+            with contextlib.suppress(*_DRIVER_ERRORS):
+                self._client.close()
+
+    # -- operations -----------------------------------------------------------
+
+    def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        reply = self._run("acquire", self._acquire, key, [_ms(lease_ttl)])
+        if reply is None:
+            return None
+        if reply[0] == 0:
+            return Locked(reply[1] / 1000)
+        return Lease(key, int(reply[1]), bytes(reply[2]))
+
+    def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        self._fenced("commit", self._commit, lease, [data, _ms(ttl), self._channel])
+
+    def release(
+        self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> None:
+        self._fenced(
+            "release", self._release, lease, [_ms_or_empty(ttl), _ms(refresh_after), self._channel]
+        )
+
+    def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        self._fenced("renew", self._renew, lease, [_ms(lease_ttl)])
+
+    def read(
+        self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> bytes | None:
+        reply = self._run(
+            "read", self._read, key, [_ms_or_empty(ttl), _ms(refresh_after)], idempotent=True
+        )
+        return None if reply is None else bytes(reply)
+
+    def create(
+        self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
+    ) -> bool:
+        args: list[bytes | int | str] = [data, _ms(ttl), _ms_or_empty(absolute_ttl)]
+        return bool(self._run("create", self._create, key, args))
+
+    def delete(self, lease: Lease) -> None:
+        self._fenced("delete", self._delete, lease, [self._channel])
+
+    def purge_expired(self) -> int:
+        """Always 0: nothing is left to purge. Every script that sets a
+        session's idle deadline sets its key's ``PEXPIREAT`` too, so Redis
+        deletes expired sessions itself (when touched, and by its active expiry
+        cycle), and a purge here would only SCAN every node's keyspace to find
+        what Redis removes anyway."""
+        return 0
+
+    def wait(self, key: str, timeout: float, attempt: int) -> None:
+        self._wakeups.wait(self._key(key).encode(), timeout, attempt)
+
+    # -- the subscriber ---------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _pubsub(self) -> Iterator[PubSub]:
+        """A pub/sub connection: from the client's pool, or to any one cluster node."""
+        client, owned = self._subscriber_client()
+        try:
+            pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
+            try:
+                yield pubsub
+            finally:
+                pubsub.close()  # type: ignore[no-untyped-call,unused-ignore]
+        finally:
+            if owned:
+                client.close()
+
+    def _subscriber_client(self) -> tuple[driver.Redis, bool]:
+        """The client the subscriber takes its connection from, and whether it
+        is the subscriber's own to close: the store's, or one of any one node of
+        a cluster (every node hears every PUBLISH)."""
+        client = self._client
+        if not isinstance(client, RedisCluster):
+            return client, False
+        if IS_SYNC:  # the sync cluster client keeps a client per node
+            node = client.get_random_node()  # type: ignore[no-untyped-call,unused-ignore]
+            return client.get_redis_connection(node), False
+        client.initialize()
+        node = client.get_random_node()
+        pool = driver.ConnectionPool(
+            connection_class=node.connection_class, **node.connection_kwargs
+        )
+        return driver.Redis.from_pool(pool), True
+
+
+class _Run:
+    """One run of the subscriber job: :meth:`_Wakeups.close` sets ``stop``,
+    the job sets ``done`` as it ends."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self) -> None:
+        self.stop = Event()
+        self.done = Event()
+
+
+class _Wakeups:
+    """One subscriber for all local waiters of a store, started at the first
+    wait and stopped at close: a background job (a task; a daemon thread in the
+    sync face) that reads the wake-up channel and wakes the waiters of each
+    message's key."""
+
+    def __init__(self, pubsub: Callable[[], AbstractContextManager[PubSub]], channel: str) -> None:
+        self._pubsub = pubsub
+        self._channel = channel
+        self._waiters: Waiters[bytes] = Waiters()
+        self._lock = ThreadLock()
+        self._listener = Background("sessionware-redis-wakeups")
+        self._run: _Run | None = None  # the job's, from its start to its end
+        self._subscribed = False
+        self._closed = False
+        self._generation = generation()
+
+    def wait(self, rkey: bytes, timeout: float, attempt: int) -> None:
+        self._after_fork()
+        with self._lock:
+            if self._run is None and not self._closed:
+                run = self._run = _Run()
+                self._listener.start(lambda: self._listen(run))
+            subscribed = self._subscribed
+        if subscribed:
+            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
+        else:
+            delay = backoff_delay(attempt)
+        self._waiters.wait(rkey, min(timeout, delay))
+
+    def close(self) -> None:
+        """Stop the subscriber (it notices within a read tick) and wake every
+        waiter; no subscriber starts after this."""
+        self._after_fork()
+        with self._lock:
+            self._closed = True
+            run = self._run
+        if run is not None:
+            run.stop.set()
+            if not run.done.wait(_STOP_TIMEOUT):
+                logger.debug("the wake-up subscriber is still connecting; it ends after")
+        self._waiters.wake_all()
+
+    def _after_fork(self) -> None:
+        """A forked child has none of its parent's subscriber: no job, and its
+        connection stays the parent's (redis-py's pool opens new ones)."""
+        if self._generation != generation():
+            self._generation = generation()
+            self._run = None
+            self._subscribed = False
+            self._waiters.clear()
+
+    def _listen(self, run: _Run) -> None:
+        failures = 0
+        try:
+            while not run.stop.is_set():
+                try:
+                    self._listen_once(run)
+                except Exception as exc:
+                    if run.stop.is_set():
+                        break
+                    level = logging.DEBUG if failures else logging.WARNING
+                    logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
+                failures += 1
+                run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
+        finally:
+            with self._lock:
+                self._listener.finished()
+                if self._run is run:
+                    self._run = None
+            run.done.set()
+
+    def _listen_once(self, run: _Run) -> None:
+        try:
+            with self._pubsub() as pubsub:
+                pubsub.subscribe(self._channel)
+                while not run.stop.is_set():
+                    message = pubsub.get_message(timeout=_LISTEN_TICK)
+                    if message is None:
+                        continue
+                    if message["type"] == "message":
+                        self._waiters.wake(message["data"])
+                    elif message["type"] == "subscribe":
+                        self._subscribed = True
+                        self._waiters.wake_all()  # messages may have been missed until now
+        finally:
+            self._subscribed = False
+            self._waiters.wake_all()
