@@ -2,69 +2,90 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
-from sessionware.stores import Lease, Locked, Store
+from sessionware.stores import Store, SyncStore
+
+# Every store operation the core calls (``close``/``aclose`` is not counted).
+OPERATIONS = ("setup", "acquire", "commit", "release", "renew", "read", "create", "delete",
+              "purge_expired", "wait")
+_UNCOUNTED_IN_TOTAL = ("setup", "wait")
+
+
+def _counted(operation: str) -> Callable[..., Any]:
+    async def counted(self: CountingStore, *args: Any, **kwargs: Any) -> Any:
+        self.calls[operation] += 1
+        return await getattr(self.inner, operation)(*args, **kwargs)
+
+    counted.__name__ = operation
+    return counted
+
+
+def _counted_sync(operation: str) -> Callable[..., Any]:
+    def counted(self: SyncCountingStore, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            self.calls[operation] += 1
+        return getattr(self.inner, operation)(*args, **kwargs)
+
+    counted.__name__ = operation
+    return counted
 
 
 class CountingStore(Store):
-    """A real store, wrapped to count the operations the core calls on it."""
+    """A real store (async face), wrapped to count the operations the core calls on it."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.calls: Counter[str] = Counter()
 
     def total(self) -> int:
-        return sum(n for op, n in self.calls.items() if op not in ("setup", "wait"))
-
-    async def setup(self) -> None:
-        self.calls["setup"] += 1
-        await self.inner.setup()
+        return sum(n for op, n in self.calls.items() if op not in _UNCOUNTED_IN_TOTAL)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
-    async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        self.calls["acquire"] += 1
-        return await self.inner.acquire(key, lease_ttl=lease_ttl)
+    setup = _counted("setup")
+    acquire = _counted("acquire")
+    commit = _counted("commit")
+    release = _counted("release")
+    renew = _counted("renew")
+    read = _counted("read")
+    create = _counted("create")
+    delete = _counted("delete")
+    purge_expired = _counted("purge_expired")
+    wait = _counted("wait")
 
-    async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        self.calls["commit"] += 1
-        await self.inner.commit(lease, data, ttl=ttl)
 
-    async def release(self, lease: Lease, *, ttl: float | None = None,
-                      refresh_after: float = 0.0) -> None:
-        self.calls["release"] += 1
-        await self.inner.release(lease, ttl=ttl, refresh_after=refresh_after)
+class SyncCountingStore(SyncStore):
+    """The same for a store's sync face, as the WSGI middleware drives it: the
+    calls of every request thread, each counted exactly once."""
 
-    async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        self.calls["renew"] += 1
-        await self.inner.renew(lease, lease_ttl=lease_ttl)
+    def __init__(self, inner: SyncStore) -> None:
+        self.inner = inner
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
-    async def read(self, key: str, *, ttl: float | None = None,
-                   refresh_after: float = 0.0) -> bytes | None:
-        self.calls["read"] += 1
-        return await self.inner.read(key, ttl=ttl, refresh_after=refresh_after)
+    def total(self) -> int:
+        return sum(n for op, n in self.calls.items() if op not in _UNCOUNTED_IN_TOTAL)
 
-    async def create(self, key: str, data: bytes, *, ttl: float,
-                     absolute_ttl: float | None = None) -> bool:
-        self.calls["create"] += 1
-        return await self.inner.create(key, data, ttl=ttl, absolute_ttl=absolute_ttl)
+    def close(self) -> None:
+        self.inner.close()
 
-    async def delete(self, lease: Lease) -> None:
-        self.calls["delete"] += 1
-        await self.inner.delete(lease)
-
-    async def purge_expired(self) -> int:
-        self.calls["purge_expired"] += 1
-        return await self.inner.purge_expired()
-
-    async def wait(self, key: str, timeout: float, attempt: int) -> None:
-        self.calls["wait"] += 1
-        await self.inner.wait(key, timeout, attempt)
+    setup = _counted_sync("setup")
+    acquire = _counted_sync("acquire")
+    commit = _counted_sync("commit")
+    release = _counted_sync("release")
+    renew = _counted_sync("renew")
+    read = _counted_sync("read")
+    create = _counted_sync("create")
+    delete = _counted_sync("delete")
+    purge_expired = _counted_sync("purge_expired")
+    wait = _counted_sync("wait")
 
 
 def set_cookies(response: httpx.Response) -> list[str]:

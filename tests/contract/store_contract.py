@@ -1,8 +1,13 @@
-"""The store contract, written once (see ``sessionware/stores/base.py``).
+"""The store contract, written once (see ``sessionware/stores/base.py``), run on
+both faces of every store.
 
 A store joins by subclassing :class:`StoreContract` in a ``test_*.py`` module and
-overriding the ``store`` fixture, which yields a store that is set up. Every test
-uses fresh random keys, so one store (and one server) can serve every test.
+overriding the ``fresh_store`` fixture, which returns a new store of its async
+class, not set up. Every test then runs twice (``face``, see tests/faces.py):
+on that store, and on its blocking twin (``store.sync()``) driven on real
+threads, so that the concurrency tests race real threads against the blocking
+face. Every test uses fresh random keys, so one store (and one server) can serve
+every test.
 
 Durations are short but never raced: a test that needs a lease or an expiry to
 lapse sleeps a clear margin past its deadline, and a test that needs it *not* to
@@ -14,11 +19,13 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
 from sessionware import LeaseLost
 from sessionware.stores import Lease, Locked, Store
+from tests.faces import on_face
 
 LONG = 30.0  # a lease or expiry that must not lapse during a test
 SHORT = 0.2  # one that must: tests sleep SHORT + MARGIN
@@ -53,8 +60,13 @@ async def acquire_waiting(store: Store, key: str, timeout: float, lease_ttl: flo
 
 class StoreContract:
     @pytest.fixture
-    async def store(self) -> Store:  # pragma: no cover - overridden by every store
+    def fresh_store(self) -> Store:  # pragma: no cover - overridden by every store
         raise NotImplementedError
+
+    @pytest.fixture
+    async def store(self, fresh_store: Store, face: str) -> AsyncIterator[Store]:
+        async with on_face(fresh_store, face) as store:
+            yield store
 
     @pytest.fixture
     async def key(self, store: Store) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from sessionware.stores import RedisStore, Store
@@ -12,13 +10,11 @@ from tests.contract.store_contract import StoreContract
 
 class TestRedisStore(StoreContract):
     @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_url) as store:
-            yield store
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url)
 
 
 class TestRedisClusterStore(StoreContract):
     @pytest.fixture
-    async def store(self, redis_cluster_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_cluster_url, cluster=True) as store:
-            yield store
+    def fresh_store(self, redis_cluster_url: str) -> Store:
+        return RedisStore(redis_cluster_url, cluster=True)
