@@ -1,11 +1,13 @@
 """SQLiteStore removes expired rows: on request (``purge_expired``) and in the
-background, whatever the traffic, never on a request thread."""
+background, whatever the traffic, never on a request thread; on both faces."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sessionware._loop
 
 import sessionware.stores.sqlite as sqlite_module
-from sessionware.stores import SQLiteStore
+from sessionware.stores import SQLiteStore, SyncSQLiteStore
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
+from tests.faces import on_face
 
 BACKLOG = 10_000
 DEADLINE = 15.0  # bound on a wait for the background sweep: generous, never hoped for
@@ -55,8 +57,8 @@ async def wait_for_rows(db_path: str, expected: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_purge_expired_removes_a_large_backlog(db_path: str) -> None:
-    async with SQLiteStore(db_path, sweep_interval=LONG) as store:
+async def test_purge_expired_removes_a_large_backlog(db_path: str, face: str) -> None:
+    async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as store:
         # Queued behind the sweep that setup may have started: the table is
         # quiet from here on, so the count below is exact.
         assert await store.purge_expired() == 0
@@ -67,10 +69,13 @@ async def test_purge_expired_removes_a_large_backlog(db_path: str) -> None:
         assert await store.read(live) == b"v0"
 
 
-async def test_purges_of_several_stores_at_once_count_each_row_once(db_path: str) -> None:
-    # Two stores on one file: two connections, as two processes would have.
-    async with SQLiteStore(db_path, sweep_interval=LONG) as one, \
-            SQLiteStore(db_path, sweep_interval=LONG) as other:
+async def test_purges_of_several_stores_at_once_count_each_row_once(
+    db_path: str, face: str
+) -> None:
+    # Two stores on one file: two connections, as two processes would have
+    # (on the sync face, each purges on a thread of its own).
+    async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as one, \
+            on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as other:
         assert await one.purge_expired() == 0
         assert await other.purge_expired() == 0
         insert_rows(db_path)
@@ -79,9 +84,9 @@ async def test_purges_of_several_stores_at_once_count_each_row_once(db_path: str
         assert rows(db_path) == 0
 
 
-async def test_expired_rows_go_without_any_create(db_path: str) -> None:
+async def test_expired_rows_go_without_any_create(db_path: str, face: str) -> None:
     live = new_key()
-    async with SQLiteStore(db_path, sweep_interval=0.05) as store:
+    async with on_face(SQLiteStore(db_path, sweep_interval=0.05), face) as store:
         # Queued behind setup's own sweep: that one is over before the rows
         # exist, so from here on only traffic can start a sweep.
         assert await store.purge_expired() == 0
@@ -108,21 +113,66 @@ def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     return seen
 
 
-async def test_the_sweep_never_runs_inline_on_a_request_thread(
-    db_path: str, monkeypatch: pytest.MonkeyPatch, traced_statements: list[tuple[str, str]]
+def test_the_sweep_never_runs_on_a_request_thread(
+    db_path: str, traced_statements: list[tuple[str, str]]
 ) -> None:
-    # As under the WSGI driver: operations run inline on the calling thread.
-    monkeypatch.setattr(sessionware._loop, "may_block", lambda: True)
+    """The sync face runs every operation on the calling thread (a WSGI
+    request thread); the sweep it starts runs on the store's worker thread."""
+    request_thread = threading.current_thread().name
     expired = [new_key() for _ in range(3)]
-    async with SQLiteStore(db_path, sweep_interval=0.0) as store:
+    with SyncSQLiteStore(db_path, sweep_interval=0.0) as store:
         for key in expired:
-            assert await store.create(key, b"v0", ttl=SHORT)
-        await asyncio.sleep(SHORT + MARGIN)
+            assert store.create(key, b"v0", ttl=SHORT)
+        time.sleep(SHORT + MARGIN)  # past the deadline of every row above
         live = new_key()
-        assert await store.create(live, b"v0", ttl=LONG)
-        assert await store.read(live) == b"v0"
-        await wait_for_rows(db_path, 1)
+        assert store.create(live, b"v0", ttl=LONG)
+        assert store.read(live) == b"v0"
+        asyncio.run(wait_for_rows(db_path, 1))
     sweeps = [thread for thread, sql in traced_statements
               if sql.lstrip().startswith("DELETE") and "expires_at <=" in sql]
+    creates = [thread for thread, sql in traced_statements if sql.lstrip().startswith("INSERT")]
     assert sweeps
     assert all(thread.startswith("sessionware-sqlite") for thread in sweeps), sweeps
+    assert set(creates) == {request_thread}  # the operations did run on the calling thread
+
+
+# Closing the sync face while its worker thread sweeps: the sweep waits for
+# another connection's write lock (busy_timeout), and close() is called then.
+# Run in a child process: the failure this guards against is a crash.
+_CLOSE_DURING_SWEEP = """
+import sqlite3, sys, threading
+from sessionware.stores import SyncSQLiteStore
+
+path = sys.argv[1]
+with SyncSQLiteStore(path, sweep_interval=3600):
+    pass  # the table exists: the next store's operations need no setup
+
+sweeping = threading.Event()
+connect = sqlite3.connect
+
+def traced(*args, **kwargs):
+    db = connect(*args, **kwargs)
+    def trace(sql):
+        if sql.startswith("BEGIN") and threading.current_thread().name.startswith(
+                "sessionware-sqlite"):
+            sweeping.set()
+    db.set_trace_callback(trace)
+    return db
+
+sqlite3.connect = traced
+other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+other.execute("BEGIN IMMEDIATE")  # another process's write, as it were
+store = SyncSQLiteStore(path, busy_timeout=2.0)
+assert store.read("k" * 64) is None  # the first operation starts a sweep
+assert sweeping.wait(10), "no sweep started"  # it now waits for the write lock
+threading.Timer(0.3, other.rollback).start()  # the other writer ends, whenever
+store.close()
+print("closed", flush=True)
+"""
+
+
+def test_closing_the_sync_face_while_it_sweeps_does_not_crash(db_path: str) -> None:
+    result = subprocess.run([sys.executable, "-c", _CLOSE_DURING_SWEEP, db_path],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert "Fatal Python error" not in result.stderr, result.stderr[-2000:]
+    assert (result.returncode, result.stdout) == (0, "closed\n"), result.stderr[-2000:]
