@@ -5,11 +5,16 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
 import sessionware
 import sessionware.stores
+from sessionware import LockTimeout, SessionConfig
+from sessionware._sync.core import SyncSessionCore
+from sessionware.cookies import new_session_id, store_key
+from sessionware.stores import Lease, Locked, SyncMemoryStore
 
 
 @pytest.mark.parametrize("module", [sessionware, sessionware.stores])
@@ -33,3 +38,37 @@ def test_optional_drivers_are_not_imported_by_the_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- one store API, two faces ---------------------------------------------------------
+
+class PublicTypesStore(SyncMemoryStore):
+    """A sync store written against the public API, as a third-party store
+    would be: ``from sessionware.stores import Lease, Locked, SyncStore``."""
+
+    def acquire(self, key: str, *, lease_ttl: float) -> Any:
+        got = super().acquire(key, lease_ttl=lease_ttl)
+        if got is None:
+            return None
+        if hasattr(got, "retry_after"):
+            return Locked(got.retry_after)
+        return Lease(got.key, got.token, got.data)
+
+
+def test_a_sync_store_answering_with_the_public_locked_is_waited_for() -> None:
+    """The sync core tells a refusal from a lease by its class: the ``Locked``
+    a sync store can import must be the one the sync core knows."""
+    store = PublicTypesStore()
+    key = store_key(new_session_id())
+    assert store.create(key, b"{}", ttl=60)
+    assert isinstance(store.acquire(key, lease_ttl=60), Lease)  # someone holds it
+    core = SyncSessionCore(store, "k" * 32, config=SessionConfig(lock_timeout=0.2))
+    with pytest.raises(LockTimeout):
+        core.lock(key)
+
+
+def test_both_faces_share_the_lease_types() -> None:
+    from sessionware._sync.stores import base as sync_base
+
+    assert sync_base.Lease is sessionware.stores.Lease
+    assert sync_base.Locked is sessionware.stores.Locked
