@@ -14,7 +14,8 @@ Nothing else in the one source may touch asyncio, so that a token replacement
 * :class:`Background`: one background job (a task here, a thread there).
 * :class:`Deadlines`: store-call timeouts (cancellation here, socket and busy
   timeouts there).
-* :func:`sleep`, :func:`shield`, :func:`run_blocking`, :func:`time_left`.
+* :func:`sleep`, :func:`shield`, :func:`run_blocking`, :func:`run_on_thread`,
+  :func:`time_left`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "run_blocking", "shield", "sleep", "time_left"]
+           "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
 
 T = TypeVar("T")
 
@@ -46,6 +47,12 @@ def shield(operation: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
 async def run_blocking(executor: Executor, function: Callable[..., T], *args: Any) -> T:
     """Run a blocking ``function`` on ``executor``'s thread, so the loop never
     blocks; the sync face calls it on the calling thread."""
+    return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+async def run_on_thread(executor: Executor, function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` on ``executor``'s thread and wait for it, on both
+    faces: for what must not overlap that thread's own work."""
     return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
 

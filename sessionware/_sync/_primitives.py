@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 from sessionware._forks import generation
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "run_blocking", "shield", "sleep", "time_left"]
+           "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
 
 T = TypeVar("T")
 
@@ -36,6 +36,12 @@ def shield(operation: Callable[[], T]) -> T:
 def run_blocking(executor: Executor, function: Callable[..., T], *args: Any) -> T:
     """Blocking is what this face does: ``function`` runs on the calling thread."""
     return function(*args)
+
+
+def run_on_thread(executor: Executor, function: Callable[..., T], *args: Any) -> T:
+    """Run ``function`` on ``executor``'s thread and wait for it: for what must
+    not overlap that thread's own work."""
+    return executor.submit(function, *args).result()
 
 
 class Event:

@@ -31,51 +31,17 @@ from __future__ import annotations
 
 import abc
 import importlib
-import random
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._primitives import IS_SYNC, sleep
 from sessionware.exceptions import ConfigurationError
+from sessionware.stores.answers import Lease, Locked, backoff_delay
 
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
 __all__ = ["Lease", "Locked", "Store", "backoff_delay"]
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """The right to change one session until ``commit``, ``release`` or ``delete``.
-
-    :ivar key: the store key of the session.
-    :ivar token: the fencing token this lease was granted with.
-    :ivar data: the data last committed, as bytes.
-    """
-
-    key: str
-    token: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Locked:
-    """The answer of :meth:`Store.acquire` when another holder has the lock.
-
-    :ivar retry_after: seconds until the holder's lease lapses (at the most).
-    """
-
-    retry_after: float
-
-
-def backoff_delay(attempt: int, *, base: float = 0.001, cap: float = 0.05) -> float:
-    """Exponential backoff with full jitter: the delay before re-check ``attempt``.
-
-    Jitter spreads the waiters of several processes so they do not retry in step.
-    """
-    ceiling = min(cap, base * (2 ** min(attempt, 16)))
-    return random.uniform(ceiling / 2, ceiling)
 
 
 class Store(abc.ABC):

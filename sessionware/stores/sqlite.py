@@ -70,7 +70,7 @@ from typing import Any, TypeVar
 
 from sessionware._forks import generation
 from sessionware._perthread import PerThread
-from sessionware._primitives import run_blocking, time_left
+from sessionware._primitives import run_blocking, run_on_thread, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.waiters import Waiters
@@ -271,8 +271,8 @@ class SQLiteStore(Store):
         if executor is None:
             return
         try:
-            with self._translated():
-                await run_blocking(executor, self._close)
+            with self._translated():  # after the sweep the worker may be running
+                await run_on_thread(executor, self._close)
         finally:
             executor.shutdown(wait=False)
 

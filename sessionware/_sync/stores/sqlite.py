@@ -72,7 +72,7 @@ from typing import Any, TypeVar
 
 from sessionware._forks import generation
 from sessionware._perthread import PerThread
-from sessionware._sync._primitives import run_blocking, time_left
+from sessionware._sync._primitives import run_blocking, run_on_thread, time_left
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
@@ -295,8 +295,8 @@ class SyncSQLiteStore(SyncStore):
         if executor is None:
             return
         try:
-            with self._translated():
-                run_blocking(executor, self._close)
+            with self._translated():  # after the sweep the worker may be running
+                run_on_thread(executor, self._close)
         finally:
             executor.shutdown(wait=False)
 

@@ -1,0 +1,45 @@
+"""What store operations answer, :class:`Lease` and :class:`Locked`, and how a
+waiter paces its re-checks. Outside the one source on purpose: both faces of
+every store (and stores written elsewhere) answer with these same classes, and
+both faces of the core tell a lease from a refusal by them.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["Lease", "Locked", "backoff_delay"]
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """The right to change one session until ``commit``, ``release`` or ``delete``.
+
+    :ivar key: the store key of the session.
+    :ivar token: the fencing token this lease was granted with.
+    :ivar data: the data last committed, as bytes.
+    """
+
+    key: str
+    token: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Locked:
+    """The answer of :meth:`Store.acquire` when another holder has the lock.
+
+    :ivar retry_after: seconds until the holder's lease lapses (at the most).
+    """
+
+    retry_after: float
+
+
+def backoff_delay(attempt: int, *, base: float = 0.001, cap: float = 0.05) -> float:
+    """Exponential backoff with full jitter: the delay before re-check ``attempt``.
+
+    Jitter spreads the waiters of several processes so they do not retry in step.
+    """
+    ceiling = min(cap, base * (2 ** min(attempt, 16)))
+    return random.uniform(ceiling / 2, ceiling)
