@@ -1,16 +1,20 @@
-"""The ASGI middleware's behaviour, written once and run against every store.
+"""The middlewares' behaviour, written once and run against every store, on
+both faces: the ASGI middleware over the store's async face, and the WSGI
+middleware over its sync face (``face``, see tests/faces.py).
 
 A store joins by subclassing :class:`MiddlewareSuite` in a ``test_*.py`` module
-and overriding the ``store`` fixture (a fresh store, set up or not). Requests go
-through the real middleware and a real Starlette app, in process, concurrently
-where the point is concurrency.
+and overriding the ``fresh_store`` fixture (a new store of its async class, not
+set up). Requests go through the real middleware and a real app, in process
+(tests/apps/served.py: Starlette on the async face, a plain WSGI app served a
+thread per request on the sync face), concurrently where the point is
+concurrency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -19,34 +23,73 @@ from starlette.applications import Starlette
 
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.stores import Store
-from tests.apps.counter import SECRET, build_app
-from tests.helpers import CountingStore, cookie_header, session_cookie, set_cookies
+from tests.apps.counter import SECRET
+from tests.apps.served import Served, ServedASGI, build
+from tests.faces import sync_face
+from tests.helpers import (
+    CountingStore,
+    SyncCountingStore,
+    cookie_header,
+    session_cookie,
+    set_cookies,
+)
 
-AppFactory = Callable[..., Starlette]
+AppFactory = Callable[..., Served]
+Counting = CountingStore | SyncCountingStore
+ReadStored = Callable[[str], Awaitable[bytes | None]]
 
 
 class MiddlewareSuite:
     @pytest.fixture
-    async def store(self) -> Store:  # pragma: no cover - overridden by every store
+    def fresh_store(self) -> Store:  # pragma: no cover - overridden by every store
         raise NotImplementedError
 
     @pytest.fixture
-    def counting(self, store: Store) -> CountingStore:
-        return CountingStore(store)
+    async def counting(self, fresh_store: Store, face: str) -> AsyncIterator[Counting]:
+        """The store on this face, its operations counted; closed at the end."""
+        if face == "async":
+            try:
+                yield CountingStore(fresh_store)
+            finally:
+                await fresh_store.aclose()
+        else:
+            sync_counted = SyncCountingStore(sync_face(fresh_store))
+            try:
+                yield sync_counted
+            finally:
+                sync_counted.close()
 
     @pytest.fixture
-    def make_app(self, counting: CountingStore) -> AppFactory:
-        return lambda **options: build_app(counting, **options)
+    def read_stored(self, counting: Counting) -> ReadStored:
+        """What the store holds under a key, read past the middleware."""
+        async def read(key: str) -> bytes | None:
+            inner = counting.inner
+            if isinstance(counting, CountingStore):
+                return await inner.read(key)  # type: ignore[no-any-return,misc]
+            return await asyncio.to_thread(inner.read, key)  # type: ignore[arg-type]
+        return read
+
+    @pytest.fixture
+    def make_app(self, counting: Counting) -> Iterator[AppFactory]:
+        made: list[Served] = []
+
+        def factory(**options: Any) -> Served:
+            made.append(build(counting, **options))
+            return made[-1]
+
+        yield factory
+        for served in made:
+            served.release()  # no handler outlives its test
 
     @pytest.fixture
     async def client(self, make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
-        async with _client(make_app()) as client:
+        async with make_app().client() as client:
             yield client
 
     # -- the basics ---------------------------------------------------------
 
     async def test_untouched_request_without_cookie_costs_nothing(
-        self, client: httpx.AsyncClient, counting: CountingStore
+        self, client: httpx.AsyncClient, counting: Counting
     ) -> None:
         for path in ("/hello", "/n", "/static/x"):
             response = await client.get(path)
@@ -54,7 +97,7 @@ class MiddlewareSuite:
         assert counting.total() == 0
 
     async def test_first_write_issues_a_signed_strict_cookie(
-        self, client: httpx.AsyncClient, counting: CountingStore
+        self, client: httpx.AsyncClient, counting: Counting, read_stored: ReadStored
     ) -> None:
         response = await client.get("/inc")
         assert response.text == "1"
@@ -66,16 +109,16 @@ class MiddlewareSuite:
         assert value is not None
         session_id = CookieSigner(SECRET).unsign(value)
         assert session_id is not None and len(session_id) == 43
-        assert await counting.inner.read(store_key(session_id)) == b'{"n":1}'
-        assert await counting.inner.read(session_id) is None  # keyed by hash only
+        assert await read_stored(store_key(session_id)) == b'{"n":1}'
+        assert await read_stored(session_id) is None  # keyed by hash only
 
     async def test_https_cookies_are_secure(self, make_app: AppFactory) -> None:
-        async with _client(make_app(), base_url="https://testserver") as client:
+        async with make_app().client(base_url="https://testserver") as client:
             (header,) = set_cookies(await client.get("/inc"))
         assert "Secure" in header
 
     async def test_session_round_trips_and_cookie_is_set_once(
-        self, client: httpx.AsyncClient, counting: CountingStore
+        self, client: httpx.AsyncClient, counting: Counting
     ) -> None:
         cookie = session_cookie(await client.get("/inc"))
         assert cookie
@@ -86,7 +129,7 @@ class MiddlewareSuite:
         assert (await client.get("/n", headers=cookie_header(cookie))).text == "3"
 
     async def test_round_trips_are_two_one_zero(
-        self, client: httpx.AsyncClient, counting: CountingStore
+        self, client: httpx.AsyncClient, counting: Counting
     ) -> None:
         cookie = session_cookie(await client.get("/inc"))
         assert cookie
@@ -101,7 +144,7 @@ class MiddlewareSuite:
         assert dict(counting.calls) == {"acquire": 1, "release": 1}
 
     async def test_a_first_burst_sets_the_store_up_once(
-        self, client: httpx.AsyncClient, counting: CountingStore
+        self, client: httpx.AsyncClient, counting: Counting
     ) -> None:
         responses = await asyncio.gather(*(client.get("/inc?delay=0") for _ in range(30)))
         assert {r.status_code for r in responses} == {200}
@@ -128,12 +171,13 @@ class MiddlewareSuite:
             client.get("/inc", headers=cookie_header(cookie)), 2.0)
         assert response.text == "2"
 
+    @pytest.mark.faces("async")  # a WSGI request thread cannot be cancelled (tests/test_wsgi.py)
     async def test_a_cancelled_request_releases_the_lock_without_writing(
         self, make_app: AppFactory
     ) -> None:
         """A client gone away: the server cancels the request mid-handler."""
         app = make_app()
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             holder = await _holding(app, client, "/hold", cookie)
@@ -179,10 +223,10 @@ class MiddlewareSuite:
     async def test_key_rotation_accepts_old_cookies_and_signs_with_the_new_key(
         self, make_app: AppFactory
     ) -> None:
-        async with _client(make_app(secret_key="old" * 11)) as client:
+        async with make_app(secret_key="old" * 11).client() as client:
             old_cookie = session_cookie(await client.get("/inc"))
         assert old_cookie
-        async with _client(make_app(secret_key=["new" * 11, "old" * 11])) as client:
+        async with make_app(secret_key=["new" * 11, "old" * 11]).client() as client:
             assert (await client.get("/n", headers=cookie_header(old_cookie))).text == "1"
             fresh = session_cookie(await client.get("/inc"))
         assert fresh and CookieSigner("new" * 11).unsign(fresh) is not None
@@ -193,12 +237,16 @@ class MiddlewareSuite:
     async def test_oversized_session_is_refused_and_stored_session_kept(
         self, make_app: AppFactory
     ) -> None:
-        async with _client(make_app(max_size=1024)) as client:
+        async with make_app(max_size=1024).client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             response = await client.get("/big?size=5000", headers=cookie_header(cookie))
             assert response.status_code == 500
+            assert response.text == "Session could not be saved.\n"
             assert (await client.get("/n", headers=cookie_header(cookie))).text == "1"
+            response = await asyncio.wait_for(  # and the lock was released
+                client.get("/inc?delay=0", headers=cookie_header(cookie)), 2.0)
+            assert response.text == "2"
 
     async def test_unserializable_value_is_refused_and_stored_session_kept(
         self, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
@@ -246,16 +294,16 @@ class MiddlewareSuite:
         """Ten requests with the pre-login cookie wait behind /login: none of
         them may replace the new cookie, and none may enter the new session."""
         app = make_app()
-        async with _client(app, raise_app_exceptions=False) as client:
+        async with app.client(raise_app_exceptions=False) as client:
             old = session_cookie(await client.get("/inc"))
             assert old
             login = await _holding(app, client, "/login-hold", old)
             queued = [asyncio.create_task(client.get(path, headers=cookie_header(old)))
                       for path in ("/inc", "/hello") * 5]
-            core = _core(app)
+            core = app.core
             while core.queues.waiting(_key(old)) < 11:  # noqa: ASYNC110 - until queued
                 await asyncio.sleep(0.001)
-            app.state.release.set()
+            app.release()
             new = session_cookie(await login)
             assert new and new != old
             for response in await asyncio.gather(*queued):
@@ -285,7 +333,7 @@ class MiddlewareSuite:
         assert not set_cookies(response)
 
     async def test_commit_on_5xx_opts_in(self, make_app: AppFactory) -> None:
-        async with _client(make_app(commit_on_5xx=True)) as client:
+        async with make_app(commit_on_5xx=True).client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             await client.get("/status?code=500", headers=cookie_header(cookie))
@@ -348,23 +396,25 @@ class MiddlewareSuite:
 
     async def test_read_mode_does_not_wait_for_the_lock(self, make_app: AppFactory) -> None:
         app = make_app()
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             holder = await _holding(app, client, "/hold", cookie)
             response = await asyncio.wait_for(
                 client.get("/n", headers=cookie_header(cookie)), 2.0)
             assert response.text == "1"
-            app.state.release.set()
+            app.release()
             await holder
             assert (await client.get("/n", headers=cookie_header(cookie))).text == "1001"
 
+    @pytest.mark.faces("async")  # WSGI has no WebSocket
     async def test_websocket_gets_a_snapshot(self, make_app: AppFactory) -> None:
         app = make_app()
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
         assert cookie
-        sent = await _websocket_session(app, f"session={cookie}".encode())
+        assert isinstance(app, ServedASGI)
+        sent = await _websocket_session(app.app, f"session={cookie}".encode())
         assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send",
                                              "websocket.close"]
         assert sent[1]["text"] == "1"
@@ -373,14 +423,14 @@ class MiddlewareSuite:
 
     async def test_lock_timeout_gives_503_with_retry_after(self, make_app: AppFactory) -> None:
         app = make_app(lock_timeout=0.3)
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             holder = await _holding(app, client, "/hold", cookie)
             response = await client.get("/inc", headers=cookie_header(cookie))
             assert response.status_code == 503
             assert int(response.headers["retry-after"]) >= 1
-            app.state.release.set()
+            app.release()
             assert (await holder).text == "released"
 
     async def test_a_long_request_keeps_its_lock_by_renewing_the_lease(
@@ -389,14 +439,14 @@ class MiddlewareSuite:
         lease = 0.3
         app = make_app(lease_ttl=lease)
         other_process = make_app(lock_timeout=0.2)  # its own core and queue, same store
-        async with _client(app) as client, _client(other_process) as other:
+        async with app.client() as client, other_process.client() as other:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             holder = await _holding(app, client, "/hold", cookie)
             await asyncio.sleep(4 * lease)  # without renewal the lease would have lapsed
             contender = await other.get("/inc", headers=cookie_header(cookie))
             assert contender.status_code == 503
-            app.state.release.set()
+            app.release()
             assert (await holder).status_code == 200
             assert (await client.get("/n", headers=cookie_header(cookie))).text == "1001"
 
@@ -404,18 +454,18 @@ class MiddlewareSuite:
         self, make_app: AppFactory
     ) -> None:
         app = make_app(max_waiting=2)
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             holder = await _holding(app, client, "/hold", cookie)
             waiter = asyncio.create_task(client.get("/inc", headers=cookie_header(cookie)))
-            core = _core(app)
+            core = app.core
             while core.queues.waiting(_key(cookie)) < 2:  # noqa: ASYNC110 - until queued
                 await asyncio.sleep(0.001)
             excess = await asyncio.wait_for(
                 client.get("/inc", headers=cookie_header(cookie)), 2.0)
             assert excess.status_code == 503
-            app.state.release.set()
+            app.release()
             assert (await holder).status_code == 200
             assert (await waiter).text == "1002"
 
@@ -423,31 +473,24 @@ class MiddlewareSuite:
         self, make_app: AppFactory
     ) -> None:
         app = make_app()
-        async with _client(app) as client:
+        async with app.client() as client:
             cookie = session_cookie(await client.get("/inc"))
             assert cookie
             streaming = await _holding(app, client, "/early", cookie)
             response = await asyncio.wait_for(
                 client.get("/inc", headers=cookie_header(cookie)), 2.0)
             assert response.text == "3"
-            app.state.release.set()
+            app.release()
             assert (await streaming).text == "committed;done"
 
 
-async def _holding(app: Starlette, client: httpx.AsyncClient, path: str,
+async def _holding(app: Served, client: httpx.AsyncClient, path: str,
                    cookie: str) -> asyncio.Task[httpx.Response]:
     """Start a request to ``path`` and return once its handler holds the
-    session's lock (it blocks until ``app.state.release`` is set)."""
+    session's lock (it blocks until ``app.release()``)."""
     request = asyncio.create_task(client.get(path, headers=cookie_header(cookie)))
-    await asyncio.wait_for(app.state.holding.wait(), 5)
+    await app.holding()
     return request
-
-
-def _core(app: Starlette) -> Any:
-    stack = app.middleware_stack  # built by the first request
-    while not hasattr(stack, "core"):
-        stack = stack.app
-    return stack.core
 
 
 async def _websocket_session(app: Starlette, cookie: bytes) -> list[dict[str, Any]]:
@@ -476,9 +519,3 @@ def _key(cookie: str) -> str:
     session_id = CookieSigner(SECRET).unsign(cookie)
     assert session_id is not None
     return store_key(session_id)
-
-
-def _client(app: Starlette, base_url: str = "http://testserver",
-            raise_app_exceptions: bool = True) -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)

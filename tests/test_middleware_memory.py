@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from sessionware.stores import MemoryStore, Store
@@ -10,6 +8,5 @@ from tests.middleware_suite import MiddlewareSuite
 
 class TestMiddlewareOnMemory(MiddlewareSuite):
     @pytest.fixture
-    async def store(self) -> AsyncIterator[Store]:
-        async with MemoryStore() as store:
-            yield store
+    def fresh_store(self) -> Store:
+        return MemoryStore()

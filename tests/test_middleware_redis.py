@@ -4,8 +4,6 @@ round trips counted by the server itself, and the core promise through uvicorn
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 import redis
@@ -21,16 +19,14 @@ from tests.test_end_to_end import APP, increments, new_session, read_n
 
 class TestMiddlewareOnRedis(MiddlewareSuite):
     @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_url) as store:
-            yield store
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url)
 
 
 class TestMiddlewareOnRedisCluster(MiddlewareSuite):
     @pytest.fixture
-    async def store(self, redis_cluster_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_cluster_url, cluster=True) as store:
-            yield store
+    def fresh_store(self, redis_cluster_url: str) -> Store:
+        return RedisStore(redis_cluster_url, cluster=True)
 
 
 async def test_round_trips_on_the_wire_are_2_1_0(redis_server: RedisServer) -> None:

@@ -1,9 +1,8 @@
 """The Redis store and the middleware on uvloop, the event loop that
-``uvicorn[standard]`` installs: its transports are not asyncio's classes."""
+``uvicorn[standard]`` installs: its transports are not asyncio's classes. The
+async face only: the sync face runs no event loop of its own."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
 
 import pytest
 import uvloop
@@ -11,6 +10,8 @@ import uvloop
 from sessionware.stores import RedisStore, Store
 from tests.contract.store_contract import StoreContract
 from tests.middleware_suite import MiddlewareSuite
+
+pytestmark = pytest.mark.faces("async")
 
 
 async def test_the_loop_is_uvloop() -> None:
@@ -21,13 +22,11 @@ async def test_the_loop_is_uvloop() -> None:
 
 class TestRedisStoreOnUvloop(StoreContract):
     @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_url) as store:
-            yield store
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url)
 
 
 class TestMiddlewareOnRedisOnUvloop(MiddlewareSuite):
     @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[Store]:
-        async with RedisStore(redis_url) as store:
-            yield store
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url)
