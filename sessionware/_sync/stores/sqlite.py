@@ -60,11 +60,11 @@ before that.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import re
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -115,11 +115,6 @@ _UNAVAILABLE_MESSAGES = (
 # -- SQL ------------------------------------------------------------------------
 # Every statement names its table as {table}; parameters are named. Deadlines
 # are wall-clock seconds; :now is read once the write lock is held.
-
-# The sync face bounds a request thread's wait for the write lock by what is
-# left of its store call: {ms} milliseconds, a whole number.
-BUSY_TIMEOUT = "PRAGMA busy_timeout = {ms}"
-_BUSY_STEP = 0.05  # seconds: the bound is rounded down to a step, never later than asked
 
 # Run on every new connection. WAL persists in the file; NORMAL sync is safe in
 # WAL mode (a power cut may lose the last commits, never corrupt the file).
@@ -229,6 +224,18 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
     return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
 
 
+_BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
+_BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    name: str | None = getattr(exc, "sqlite_errorname", None)
+    if name is not None:
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _refusal(locked_until: float | None, now: float) -> Locked | None:
     """What acquire answers when it takes no lease: no session, or locked."""
     return None if locked_until is None else Locked(locked_until - now)
@@ -279,7 +286,6 @@ class SyncSQLiteStore(SyncStore):
         # A connection per thread that runs operations: the worker thread alone
         # in the async face, each request thread in the sync face.
         self._connections: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
-        self._local = threading.local()  # .busy_ms: the busy timeout this thread's connection has
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._closed = False
         self._waiters: Waiters[str] = Waiters()
@@ -354,7 +360,8 @@ class SyncSQLiteStore(SyncStore):
         executor = self._current_executor()
         try:
             with self._translated():
-                return run_blocking(executor, fn, *args)
+                result: _T = run_blocking(executor, self._until_not_busy, fn, *args)
+                return result
         finally:
             self._sweep_if_due()
 
@@ -387,7 +394,6 @@ class SyncSQLiteStore(SyncStore):
         opens new ones): start afresh."""
         self._generation = generation()
         self._executor = _worker()
-        self._local = threading.local()
         self._waiters.clear()
 
     @contextlib.contextmanager
@@ -407,39 +413,42 @@ class SyncSQLiteStore(SyncStore):
         return template.format(table=self._table)
 
     def _connection(self) -> sqlite3.Connection:
-        db = self._connections.get(self._open)
-        self._bound_busy_wait(db)
-        return db
+        return self._connections.get(self._open)
 
     def _open(self) -> sqlite3.Connection:
         # isolation_level=None: sqlite3 opens no transactions of its own; each
-        # write says BEGIN IMMEDIATE itself. check_same_thread=False: closed by
-        # close() from another thread, or where its thread ends (PerThread).
-        db = sqlite3.connect(
-            self._path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        # write says BEGIN IMMEDIATE itself. timeout=0: a held write lock fails
+        # at once, and _until_not_busy waits (SQLite's own busy handler sleeps
+        # a millisecond or more between tries, many times an operation's
+        # length). check_same_thread=False: closed by close() from another
+        # thread, or where its thread ends (PerThread).
+        db = sqlite3.connect(self._path, timeout=0, isolation_level=None, check_same_thread=False)
         try:
             for pragma in PRAGMAS:
                 db.execute(pragma)
         except BaseException:
             db.close()
             raise
-        self._local.busy_ms = round(self._busy_timeout * 1000)
         return db
 
-    def _bound_busy_wait(self, db: sqlite3.Connection) -> None:
-        """The sync face: a request thread waits for another process's write
-        lock no longer than its store call may take (:func:`time_left`), since
-        nothing can cut a blocking call off. Set in steps, so the pragma runs
-        only when the bound changes (the async face's calls never ask)."""
+    def _until_not_busy(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)``, tried again while another connection holds the write
+        lock (an operation is one transaction, rolled back when it finds the
+        lock held, so trying again is safe), with short jittered sleeps, for up
+        to ``busy_timeout`` or what is left of the store call (the sync face,
+        where nothing else can cut a blocking call off), whichever is less."""
         left = time_left()
-        if left is None:
-            return
-        steps = max(1, int(min(self._busy_timeout, left) / _BUSY_STEP))
-        busy_ms = round(steps * _BUSY_STEP * 1000)
-        if busy_ms != getattr(self._local, "busy_ms", None):
-            db.execute(BUSY_TIMEOUT.format(ms=busy_ms))
-            self._local.busy_ms = busy_ms
+        bound = self._busy_timeout if left is None else min(self._busy_timeout, left)
+        deadline = time.monotonic() + bound
+        for attempt in itertools.count():
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                remaining = deadline - time.monotonic()
+                if not _is_busy(exc) or remaining <= 0:
+                    raise
+            time.sleep(min(remaining, backoff_delay(attempt, base=_BUSY_BASE, cap=_BUSY_CAP)))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def _write(self, db: sqlite3.Connection) -> Iterator[float]:
