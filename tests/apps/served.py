@@ -44,8 +44,8 @@ class Served(Protocol):
     @property
     def core(self) -> Any: ...
 
-    def client(self, base_url: str = "http://testserver",
-               raise_app_exceptions: bool = True) -> httpx.AsyncClient: ...
+    def client(self, base_url: str = "http://testserver", raise_app_exceptions: bool = True,
+               timeout: float = 10) -> httpx.AsyncClient: ...
 
     async def holding(self) -> None:
         """Until a handler (``/hold``, ``/early``, ...) holds its session's lock."""
@@ -65,10 +65,10 @@ class ServedASGI:
             stack = stack.app
         return stack.core
 
-    def client(self, base_url: str = "http://testserver",
-               raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    def client(self, base_url: str = "http://testserver", raise_app_exceptions: bool = True,
+               timeout: float = 10) -> httpx.AsyncClient:
         transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=raise_app_exceptions)
-        return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)
+        return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout)
 
     async def holding(self) -> None:
         await asyncio.wait_for(self.app.state.holding.wait(), HOLD_WAIT)
@@ -87,10 +87,10 @@ class ServedWSGI:
     def core(self) -> Any:
         return self.middleware.core
 
-    def client(self, base_url: str = "http://testserver",
-               raise_app_exceptions: bool = True) -> httpx.AsyncClient:
+    def client(self, base_url: str = "http://testserver", raise_app_exceptions: bool = True,
+               timeout: float = 10) -> httpx.AsyncClient:
         transport = ThreadPerRequest(self.middleware, raise_app_exceptions=raise_app_exceptions)
-        return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=10)
+        return httpx.AsyncClient(transport=transport, base_url=base_url, timeout=timeout)
 
     async def holding(self) -> None:
         held = await asyncio.to_thread(self.app.holding.wait, HOLD_WAIT)

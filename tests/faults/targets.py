@@ -55,6 +55,13 @@ class SQLiteTarget:
     def store(self) -> Store:
         return SQLiteStore(self.path)
 
+    def refuses_when_stalled(self, face: str) -> bool:
+        """Whether a write the stall holds up fails as known not applied: on
+        the sync face, SQLite's own wait for the write lock is bounded by the
+        store call's time left, and it gives up before it wrote anything. The
+        async face stops waiting for its worker thread instead: unknown."""
+        return face == "sync"
+
     @contextmanager
     def stalled(self) -> Iterator[None]:
         holder = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(self.path)],
@@ -83,6 +90,10 @@ class RedisTarget:
 
     def store(self) -> Store:
         return RedisStore(self.server.url, socket_timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A command sent to a stalled server may run when it resumes: unknown."""
+        return False
 
     @contextmanager
     def stalled(self) -> Iterator[None]:

@@ -1,4 +1,4 @@
-"""Start real server processes (uvicorn, gunicorn) on free loopback ports."""
+"""Start real server processes (uvicorn, gunicorn, waitress, ...) on free loopback ports."""
 
 from __future__ import annotations
 
@@ -93,3 +93,9 @@ def serve(command: Sequence[str], env: Mapping[str, str], port: int | None = Non
 def uvicorn(app: str, *, workers: int = 1) -> list[str]:
     return [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
             "--port", "{port}", "--workers", str(workers), "--log-level", "warning"]
+
+
+def gunicorn(app: str, *options: str) -> list[str]:
+    """gunicorn serving the WSGI app ``app`` (``module:callable()``)."""
+    return [sys.executable, "-m", "gunicorn", app, "--bind", "127.0.0.1:{port}",
+            "--log-level", "warning", *options]
