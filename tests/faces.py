@@ -34,19 +34,6 @@ def sync_face(store: Store) -> SyncStore:
     return twin
 
 
-def public(result: Any) -> Any:
-    """A sync face's Lease or Locked as the public class of that name, so a
-    contract test checks one type on both faces (a no-op where they are one)."""
-    if isinstance(result, (Lease, Locked)) or result is None:
-        return result
-    kind = type(result).__name__
-    if kind == "Lease":
-        return Lease(result.key, result.token, result.data)
-    if kind == "Locked":
-        return Locked(result.retry_after)
-    return result
-
-
 class ThreadedStore(Store):
     """A store's blocking face behind the async Store methods: every call runs
     the blocking method on one of ``threads`` real threads.
@@ -64,8 +51,7 @@ class ThreadedStore(Store):
     async def _call(self, operation: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self.inner, operation)
         loop = asyncio.get_running_loop()
-        return public(await loop.run_in_executor(
-            self._pool, functools.partial(method, *args, **kwargs)))
+        return await loop.run_in_executor(self._pool, functools.partial(method, *args, **kwargs))
 
     async def setup(self) -> None:
         await self._call("setup")
