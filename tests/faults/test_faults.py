@@ -241,8 +241,9 @@ async def test_a_store_stalled_past_settling_answers_that_the_outcome_is_unknown
 async def test_a_stall_mid_traffic_answers_every_request_truthfully(
     target: Target, face: str
 ) -> None:
-    async with in_process(target, face, store_timeout=0.5,
-                          lock_timeout=3.0) as (_, client, _, cookie):
+    # a request whose write went unconfirmed leaves its lease to lapse: 1 s
+    async with in_process(target, face, store_timeout=0.5, lock_timeout=3.0,
+                          lease_ttl=1.0) as (_, client, _, cookie):
         async with Traffic(client, cookie) as traffic:
             await until(lambda: traffic.count(200) >= 10, 20)
             with target.stalled():
