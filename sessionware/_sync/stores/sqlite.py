@@ -548,7 +548,7 @@ class SyncSQLiteStore(SyncStore):
             return  # queued before close, run after it: do not reopen the file
         try:
             with self._translated():
-                swept = self._sweep_batch()
+                swept = self._until_not_busy(self._sweep_batch)
         except StoreError as exc:
             logger.warning(
                 "could not sweep expired sessions (next try in %ss): %s", self._sweep_interval, exc
