@@ -204,11 +204,17 @@ def _translate(op: str, exc: Exception) -> Exception:
     error = reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
     if isinstance(error, _UNAVAILABLE) and not isinstance(error, _MISCONFIGURED):
         return StoreUnavailable(
-            f"Redis unavailable during {op}: {exc!r}", maybe_applied=not _refused(exc)
+            f"Redis unavailable during {op}: {_described(exc)}", maybe_applied=not _refused(exc)
         )
     if isinstance(error, rexc.RedisError):
-        return StoreError(f"Redis error during {op}: {exc!r}")
+        return StoreError(f"Redis error during {op}: {_described(exc)}")
     return exc
+
+
+def _described(exc: BaseException) -> str:
+    """The class and the message (redis-py's ``repr`` of its errors has no message)."""
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 def _refused(exc: BaseException) -> bool:
