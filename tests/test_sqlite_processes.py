@@ -1,4 +1,5 @@
-"""SQLiteStore across real OS processes on one file, and what is SQLite's own.
+"""SQLiteStore across real OS processes on one file (on both faces where the
+face matters), and what is SQLite's own. Forks are tests/test_forks.py's.
 
 Child processes start with the "spawn" method (no inherited threads or
 connections) and report through multiprocessing queues and barriers: the tests
@@ -23,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 
 from sessionware import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
-from sessionware.stores import Lease, Locked, SQLiteStore, Store
+from sessionware.stores import Lease, Locked, SQLiteStore, Store, SyncSQLiteStore
 from tests.contract.store_contract import (
     LONG,
     MARGIN,
@@ -83,9 +84,24 @@ def raw(path: str, sql: str) -> list[Any]:
 # -- children (top level, so that "spawn" can import them) ----------------------
 
 
-def increment_in_process(path: str, key: str, rounds: int, start: Barrier) -> None:
+def increment_in_process(path: str, key: str, rounds: int, start: Barrier, face: str) -> None:
     start.wait(JOIN_TIMEOUT)
-    asyncio.run(_increment(path, key, rounds))
+    if face == "sync":
+        _increment_sync(path, key, rounds)
+    else:
+        asyncio.run(_increment(path, key, rounds))
+
+
+def _increment_sync(path: str, key: str, rounds: int) -> None:
+    with SyncSQLiteStore(path) as store:
+        for _ in range(rounds):
+            deadline = time.monotonic() + LONG
+            attempt = 0
+            while not isinstance(lease := store.acquire(key, lease_ttl=LONG), Lease):
+                assert isinstance(lease, Locked) and time.monotonic() < deadline
+                store.wait(key, min(lease.retry_after, deadline - time.monotonic()), attempt)
+                attempt += 1
+            store.commit(lease, str(int(lease.data) + 1).encode(), ttl=LONG)
 
 
 async def _increment(path: str, key: str, rounds: int) -> None:
@@ -131,13 +147,13 @@ def join_all(started: list[BaseProcess]) -> None:
 
 
 def test_increments_from_four_processes_add_up(
-    db_path: str, processes: list[BaseProcess]
+    db_path: str, processes: list[BaseProcess], face: str
 ) -> None:
     key, workers, rounds = new_key(), 4, 25
     assert with_store(db_path, lambda s: s.create(key, b"0", ttl=LONG))
     start = SPAWN.Barrier(workers)
     for _ in range(workers):
-        spawn(processes, increment_in_process, db_path, key, rounds, start)
+        spawn(processes, increment_in_process, db_path, key, rounds, start, face)
     join_all(processes)
     assert with_store(db_path, lambda s: s.read(key)) == b"100"
 
@@ -289,37 +305,3 @@ async def test_use_after_close_is_a_clear_error(db_path: str) -> None:
     await store.aclose()  # idempotent
     with pytest.raises(StoreError, match="is closed"):
         await store.read(new_key())
-
-
-def _use_inherited_store(store: SQLiteStore, key: str, results: Any) -> None:
-    async def use() -> bytes:
-        lease = await store.acquire(key, lease_ttl=30.0)
-        assert isinstance(lease, Lease)
-        await store.commit(lease, b"from the child", ttl=60.0)
-        data = await store.read(key)
-        assert data is not None
-        return data
-
-    results.put(asyncio.run(asyncio.wait_for(use(), 10)))
-
-
-def test_store_used_before_a_fork_works_in_the_child(tmp_path: Path) -> None:
-    """gunicorn without --preload of the store: the worker inherits a store the
-    master already used; its executor thread did not survive the fork."""
-    store = SQLiteStore(tmp_path / "fork.db")
-    key = "k" * 64
-
-    async def prepare() -> None:
-        await store.setup()
-        assert await store.create(key, b"from the parent", ttl=60.0)
-
-    asyncio.run(prepare())
-    context = multiprocessing.get_context("fork")
-    results = context.Queue()
-    child = context.Process(target=_use_inherited_store, args=(store, key, results))
-    child.start()
-    child.join(20)
-    assert child.exitcode == 0
-    assert results.get(timeout=1) == b"from the child"
-    assert asyncio.run(store.read(key)) == b"from the child"
-    asyncio.run(store.aclose())
