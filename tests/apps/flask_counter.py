@@ -1,12 +1,16 @@
-"""The Flask app the Flask tests drive, in process or under gunicorn.
+"""The Flask app the Flask tests drive, in process or under a WSGI server
+(gunicorn, waitress, ``flask run``).
 
-Under gunicorn, :func:`app_from_env` builds it over the store named by
-``SESSIONWARE_TEST_STORE`` (see tests/apps/stores.py).
+Under a server, :func:`app_from_env` builds it over the store named by
+``SESSIONWARE_TEST_STORE`` (see tests/apps/stores.py). ``/debug/threads``
+tells which process answered and the threads it has, for tests that check
+that a server's processes keep no thread per request.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -83,6 +87,13 @@ def build_app(store: Store, **options: Any) -> Flask:
             yield str(session["n"])
 
         return Response(stream_with_context(body()))
+
+    @app.get("/debug/threads")
+    def debug_threads() -> dict[str, Any]:
+        """The threads of this process but the one answering. Touches no
+        session: a request without a cookie costs no store call."""
+        others = [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+        return {"pid": os.getpid(), "threads": others}
 
     @app.get("/static/x")
     def static_x() -> str:
