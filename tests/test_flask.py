@@ -1,8 +1,8 @@
 """Flask integration: ``flask.session`` is the locked session.
 
-The behaviour through Flask's test client, then the promise end to end: a
-Flask app under real gunicorn processes (gthread and sync workers) sharing one
-store, 200 concurrent increments of one session ending at exactly 200.
+The behaviour through Flask's test client, on the sync face of MemoryStore.
+The promise end to end, the Flask app under real servers (gunicorn with
+--preload, waitress, flask run), is tests/test_wsgi_servers.py's.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,10 +23,7 @@ from sessionware.flask import FlaskSession, Sessionware
 from sessionware.stores import MemoryStore
 from sessionware.wsgi import WSGISessionMiddleware
 from tests.apps.flask_counter import SECRET, build_app
-from tests.servers.processes import serve
-from tests.test_end_to_end import increments, new_session, read_n
 
-APP = "tests.apps.flask_counter:app_from_env()"
 AppFactory = Callable[..., Flask]
 
 
@@ -216,40 +212,3 @@ def test_missing_flask_names_the_extra_to_install() -> None:
 def test_permanent_session_lifetime_is_not_the_idle_timeout(make_app: AppFactory) -> None:
     app = make_app(config={"PERMANENT_SESSION_LIFETIME": timedelta(seconds=5)})
     assert app.extensions["sessionware"].core.config.idle_timeout == 20 * 60
-
-
-# -- the promise, through gunicorn --------------------------------------------------------
-
-def gunicorn(*options: str) -> list[str]:
-    return [sys.executable, "-m", "gunicorn", APP, "--bind", "127.0.0.1:{port}",
-            "--log-level", "warning", *options]
-
-
-GTHREAD = ("-w", "2", "-k", "gthread", "--threads", "8", "--preload")
-SYNC = ("-w", "2")
-
-
-async def two_hundred_increments(spec: str, workers: tuple[str, ...], rounds: int = 2) -> None:
-    """Each round: a new session (n = 1), 200 concurrent increments, n = 201."""
-    served_by: set[str] = set()
-    with serve(gunicorn(*workers), {"SESSIONWARE_TEST_STORE": spec}) as server:
-        for _ in range(rounds):
-            cookie = await new_session(server.url)
-            responses = await increments(server.url, 200, cookie)
-            assert {r.status_code for r in responses} == {200}
-            assert sorted(int(r.text) for r in responses) == list(range(2, 202))
-            assert await read_n(server.url, cookie) == 201
-            served_by |= {r.headers["x-worker"] for r in responses}
-    assert len(served_by) == 2  # both worker processes took part
-
-
-async def test_gunicorn_gthread_workers_on_sqlite_lose_no_update(tmp_path: Path) -> None:
-    await two_hundred_increments(f"sqlite:{tmp_path / 'sessions.db'}", GTHREAD)
-
-
-async def test_gunicorn_sync_workers_on_sqlite_lose_no_update(tmp_path: Path) -> None:
-    await two_hundred_increments(f"sqlite:{tmp_path / 'sessions.db'}", SYNC)
-
-
-async def test_gunicorn_gthread_workers_on_redis_lose_no_update(redis_url: str) -> None:
-    await two_hundred_increments(f"redis:{redis_url}", GTHREAD)

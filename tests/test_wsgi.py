@@ -110,6 +110,21 @@ def test_the_middleware_runs_on_the_stores_sync_twin(tmp_path: Path, app: Counte
         middleware.close()
 
 
+def test_one_store_given_to_two_wsgi_apps_is_one_store(app: CounterApp) -> None:
+    """Two middlewares over one store instance (two apps of a process, or
+    Flask's key rotation) serve the same sessions: the store's sync face is
+    made once, not once per middleware (for MemoryStore, a twin of its own
+    would be another dict)."""
+    store = MemoryStore()
+    one = WSGISessionMiddleware(app, store=store, secret_key=SECRET)
+    other = WSGISessionMiddleware(app, store=store, secret_key=SECRET)
+    client = Client(one)
+    assert client.get("/inc?delay=0").text == "1"
+    visitor = Client(other)
+    visitor.set_cookie("session", cookie_of(client))
+    assert visitor.get("/inc?delay=0").text == "2"
+
+
 def test_a_sync_store_is_used_as_it_is(app: CounterApp) -> None:
     store = SyncMemoryStore()
     middleware = WSGISessionMiddleware(app, store=store, secret_key=SECRET)
