@@ -1,6 +1,7 @@
 """The lock protocol against a model, by Hypothesis: random interleavings of
 several clients' acquire / commit / release / delete / read / create on one
-session, checked step by step against what the contract says must happen."""
+session, checked step by step against what the contract says must happen, on
+both faces of each store."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
 from sessionware import LeaseLost
 from sessionware.stores import Lease, Locked, MemoryStore, SQLiteStore, Store
+from tests.faces import ThreadedStore, sync_face
 
 T = TypeVar("T")
 CLIENTS = st.integers(0, 2)
@@ -117,7 +124,19 @@ class SQLiteProtocol(LockProtocol):
         return SQLiteStore(Path(SQLiteProtocol.folder) / f"{secrets.token_hex(4)}.db")
 
 
+def on_sync_face(machine: type[LockProtocol]) -> type[LockProtocol]:
+    """``machine`` over its store's blocking twin, each call on a real thread."""
+    make = machine.make_store
+
+    def make_sync() -> Store:
+        return ThreadedStore(sync_face(make()))
+
+    return type(f"Sync{machine.__name__}", (machine,), {"make_store": staticmethod(make_sync)})
+
+
 @pytest.mark.parametrize("machine", [MemoryProtocol, SQLiteProtocol])
-def test_lock_protocol_matches_the_model(machine: type[LockProtocol]) -> None:
-    runner = settings(max_examples=60, stateful_step_count=30, deadline=None)(machine)
-    runner.TestCase().runTest()
+def test_lock_protocol_matches_the_model(machine: type[LockProtocol], face: str) -> None:
+    if face == "sync":
+        machine = on_sync_face(machine)
+    run_state_machine_as_test(
+        machine, settings=settings(max_examples=60, stateful_step_count=30, deadline=None))
