@@ -14,8 +14,8 @@ Nothing else in the one source may touch asyncio, so that a token replacement
 * :class:`Background`: one background job (a task here, a thread there).
 * :class:`Deadlines`: store-call timeouts (cancellation here, socket and busy
   timeouts there).
-* :func:`sleep`, :func:`shield`, :func:`run_blocking`, :func:`run_on_thread`,
-  :func:`time_left`.
+* :func:`sleep`, :func:`shield`, :func:`interruptible`, :func:`run_blocking`,
+  :func:`run_on_thread`, :func:`time_left`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, TypeVar
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
+           "interruptible", "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
 
 T = TypeVar("T")
 
@@ -42,6 +42,43 @@ def shield(operation: Callable[[], Coroutine[Any, Any, T]]) -> Awaitable[T]:
     """Run ``operation()`` to its end even if the caller is cancelled (a client
     gone away must not leak a lock). The sync face cannot be cancelled."""
     return asyncio.shield(operation())
+
+
+async def interruptible(operation: Callable[[], Coroutine[Any, Any, T]],
+                        interrupt: Callable[[], None], timeout: float | None) -> T:
+    """Run ``operation()``; if it overruns ``timeout`` seconds or the caller is
+    cancelled (the core's deadline), call ``interrupt()``, which must make the
+    operation fail at once (a store closes the socket under it), and let the
+    operation end before answering: with its error on a timeout, with the
+    cancellation on a cancel. For a driver whose own reaction to a cancel is
+    slow (psycopg asks a stalled server to cancel, for up to 10 s).
+
+    The operation runs as a task of its own, so the caller's cancellation
+    never reaches the driver mid-call."""
+    task = asyncio.ensure_future(operation())
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except asyncio.CancelledError:
+        interrupt()
+        await _ended(task)
+        raise
+    if not done:
+        interrupt()
+        await _ended(task)
+    return task.result()
+
+
+async def _ended(task: asyncio.Future[Any]) -> None:
+    """Until an interrupted operation ended (it ends at once; a bound all the same)."""
+    await asyncio.wait((task,), timeout=_INTERRUPTED_WITHIN)
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved: an abandoned operation must not warn
+    else:
+        task.cancel()
+
+
+_INTERRUPTED_WITHIN = 1.0
 
 
 async def run_blocking(executor: Executor, function: Callable[..., T], *args: Any) -> T:

@@ -9,6 +9,9 @@ the fork, and gets a fresh one instead.
 
 from __future__ import annotations
 
+import contextlib
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +22,7 @@ from typing import Any, Final, TypeVar
 from sessionware._forks import generation
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
+           "interruptible", "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
 
 T = TypeVar("T")
 
@@ -31,6 +34,79 @@ sleep = time.sleep
 def shield(operation: Callable[[], T]) -> T:
     """``operation()``: a thread is not cancelled."""
     return operation()
+
+
+def interruptible(operation: Callable[[], T], interrupt: Callable[[], None],
+                  timeout: float | None) -> T:
+    """Run ``operation()``; if it overruns ``timeout`` seconds, or what is
+    left of the store call in progress (:func:`time_left`), whichever is
+    less, call ``interrupt()`` from another thread: it must make the blocked
+    operation fail at once (a store closes the socket under it). A blocking
+    call cannot be cancelled; this is how it keeps its bound."""
+    left = time_left()
+    if left is not None:
+        timeout = left if timeout is None else min(timeout, left)
+    if timeout is None:
+        return operation()
+    alarm = _alarms.set(timeout, interrupt)
+    try:
+        return operation()
+    finally:
+        _alarms.cancel(alarm)
+
+
+class _Alarms:
+    """Callbacks due at deadlines, run by one daemon thread per process that
+    sleeps until the earliest (started at the first alarm; a forked child
+    starts its own)."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._cancelled: set[int] = set()
+        self._count = itertools.count()
+        self._lock = ThreadLock()
+        self._wakeup = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._generation = generation()
+
+    def set(self, timeout: float, callback: Callable[[], None]) -> int:
+        alarm = next(self._count)
+        with self._lock:
+            if self._generation != generation():  # forked: the thread is the parent's
+                self._generation, self._thread = generation(), None
+                self._heap, self._cancelled = [], set()
+            earliest = not self._heap or time.monotonic() + timeout < self._heap[0][0]
+            heapq.heappush(self._heap, (time.monotonic() + timeout, alarm, callback))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="sessionware-alarms")
+                self._thread.start()
+        if earliest:
+            self._wakeup.set()
+        return alarm
+
+    def cancel(self, alarm: int) -> None:
+        with self._lock:
+            self._cancelled.add(alarm)
+
+    def _run(self) -> None:
+        while True:
+            self._wakeup.clear()  # before reading the heap: a later set() is not lost
+            due: list[Callable[[], None]] = []
+            with self._lock:
+                now = time.monotonic()
+                while self._heap and (self._heap[0][0] <= now
+                                      or self._heap[0][1] in self._cancelled):
+                    _, alarm, callback = heapq.heappop(self._heap)
+                    if alarm in self._cancelled:
+                        self._cancelled.discard(alarm)
+                    else:
+                        due.append(callback)
+                wait = self._heap[0][0] - now if self._heap else None
+            for callback in due:
+                with contextlib.suppress(Exception):  # an interrupt must not end the thread
+                    callback()
+            self._wakeup.wait(wait)
 
 
 def run_blocking(executor: Executor, function: Callable[..., T], *args: Any) -> T:
@@ -156,3 +232,6 @@ class _Bound:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         _deadline.at = self._outer
+
+
+_alarms = _Alarms()
