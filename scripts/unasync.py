@@ -32,6 +32,7 @@ TWINS = {
     "sessionware.stores.memory": "sessionware._sync.stores.memory",
     "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
     "sessionware.stores.redis": "sessionware._sync.stores.redis",
+    "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {
@@ -42,7 +43,7 @@ COUNTERPARTS = {
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
 RENAMED = ["SessionCore", "SessionTransaction", "Store", "MemoryStore", "SQLiteStore",
-           "RedisStore"]
+           "RedisStore", "PostgresStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),
@@ -62,6 +63,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bCoroutine\[Any, Any, ([^\[\]]*)\]", r"\1"),
     (r"\bredis\.asyncio\b", "redis"),
     (r"\bAsyncScript\b", "Script"),
+    (r"\bAsyncConnectionPool\b", "ConnectionPool"),  # psycopg_pool
+    (r"\bAsyncConnection\b", "Connection"),  # psycopg
     (r"\ban async context manager\b", "a context manager"),
 ]
 

@@ -1,0 +1,794 @@
+"""PostgresStore: sessions in PostgreSQL, one row per session, waiters woken by
+LISTEN/NOTIFY.
+
+Install with ``pip install sessionware[postgres]`` (psycopg 3 and psycopg_pool).
+
+Two faces, one source
+=====================
+
+``sessionware/stores/postgres.py`` is the one source of both faces: the async
+one, for ASGI, on psycopg's ``AsyncConnection`` and ``AsyncConnectionPool``,
+and its twin generated into ``sessionware/_sync/stores/postgres.py``,
+blocking, for WSGI, on ``Connection`` and ``ConnectionPool``. The WSGI
+middleware builds the twin from the same arguments (the store's ``sync()``).
+What differs between the faces is the listener's background job (a task, or a
+daemon thread) and how a stalled statement is cut off (see Failure behaviour).
+
+Schema
+======
+
+Created by :meth:`PostgresStore.setup` (idempotent, safe from several
+processes at once), or by your migrations (then pass ``create_table=False``)::
+
+    CREATE SEQUENCE IF NOT EXISTS sessionware_sessions_token;
+    CREATE TABLE IF NOT EXISTS sessionware_sessions (
+        key                 text PRIMARY KEY,      -- store key (a hash of the id)
+        data                bytea NOT NULL,        -- the serialized session
+        token               bigint NOT NULL,       -- fencing token (the sequence)
+        locked_until        timestamptz,           -- lease deadline; NULL: unlocked
+        expires_at          timestamptz NOT NULL,  -- idle deadline, never past the next
+        absolute_expires_at timestamptz,           -- hard deadline; NULL: none
+        waiting             boolean NOT NULL DEFAULT false  -- a waiter asked for a NOTIFY
+    ) WITH (fillfactor = 80);
+    CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
+        ON sessionware_sessions (expires_at);
+
+The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``);
+the wake-up channel is ``<table>`` too. Every write caps ``expires_at`` by
+``absolute_expires_at``, so ``expires_at > now()`` alone tells a live row, and
+an expired row is absent for every operation at once, whenever it is purged.
+Fencing tokens come from the sequence, so a token is never issued twice, not
+even to a session deleted and created again under the same key. The
+fillfactor leaves room in each page for the updates that change no indexed
+column (acquire, release, renew), which PostgreSQL then makes HOT: no index
+write.
+
+Statements
+==========
+
+Every operation is one statement, one round trip, atomic (autocommit: each
+statement is its own transaction), on the server's clock (``now()``):
+
+* ``acquire``: one statement (:data:`ACQUIRE`) that takes the lease when it is
+  free or lapsed and returns the data with a new token, or, when it is held,
+  flags the row ``waiting`` and returns how long the lease has left.
+* ``commit``, ``release``, ``delete``: conditioned on the token; each calls
+  ``pg_notify`` when the row is flagged ``waiting``.
+* ``renew``: conditioned on the token and on the lease still being held.
+* ``read``: the data, and the throttled slide of the expiry in the same statement.
+* ``create``: an insert that replaces only an expired row.
+
+psycopg prepares each statement on every connection at its first use
+(``prepare=False`` turns that off, for PgBouncer before 1.21).
+
+No advisory locks and no ``SELECT ... FOR UPDATE`` held across a request: the
+lease is a row, so the store pins no connection for the length of a request
+and works through PgBouncer in transaction mode.
+
+Waiting
+=======
+
+Same-process waiters are woken at the release (:class:`~sessionware.waiters.Waiters`).
+Other processes by NOTIFY: each store instance (one per process and event loop)
+keeps one dedicated connection that LISTENs on the channel (a background task;
+a daemon thread on the sync face), started at the first :meth:`~PostgresStore.wait`,
+which wakes the local waiters of each notified key. Notifying is rare: an
+acquire that finds the lease held sets ``waiting`` in the same statement, the
+next acquire that takes the lease clears it, and only a commit, release or
+delete that finds it set notifies. An uncontended session notifies nothing.
+PostgreSQL delivers a NOTIFY at the commit of its transaction, which here is
+the end of the statement.
+
+A waiter also re-checks after a jittered backoff, up to ``_RECHECK_CAP`` while
+the listener is connected, the plain polling backoff while it is not (server
+down, restarting, or ``listen=False``): lost notifications, a crashed holder
+whose lease lapses, a listener that reconnects. When the LISTEN is
+(re)established every local waiter is woken to re-check.
+
+PgBouncer
+=========
+
+In transaction mode a LISTEN does not stay with the client: give the listener a
+connection of its own with ``listen_dsn`` (straight to PostgreSQL, or to a
+session-mode pool), or pass ``listen=False`` to poll. PgBouncer before 1.21
+does not carry prepared statements across transactions: pass ``prepare=False``.
+
+Purging
+=======
+
+:meth:`~PostgresStore.purge_expired` deletes expired rows in batches of
+``_PURGE_BATCH``, found by the ``expires_at`` index, each batch its own short
+statement that locks only rows nobody else holds (``FOR UPDATE SKIP LOCKED``):
+purges running in several processes at once never wait for each other, never
+deadlock, and never count a row twice. Every store purges by itself, in the
+background, about once per ``purge_interval`` per process (jittered, so
+processes do not purge in step), started by any operation when one is due.
+
+Failure behaviour
+=================
+
+Driver errors are translated in one place (:func:`_translate`): a connection
+that failed, a server shutting down or starting, too many connections, a pool
+that found no connection in time, a cancelled statement, a rolled-back
+serialization or deadlock failure, a read-only server (a standby after
+failover) raise :class:`~sessionware.StoreUnavailable`; other errors (a missing
+table, permissions) raise :class:`~sessionware.StoreError`. An error the server
+answered for our statement means the statement failed and was rolled back
+(``maybe_applied=False``); a connection lost mid-statement leaves it unknown.
+
+Idle pooled connections are checked before use without a round trip (a
+socket that became readable while idle carries an error or the server's
+goodbye), and a broken one is discarded, so a restarted server costs a few
+failed requests, not one per pooled connection. A stalled statement is cut
+off by closing its socket: on the async face when the core's deadline cancels
+the call (psycopg's own reaction to a cancel would ask the stalled server to
+cancel, for up to 10 s), on the sync face when what is left of the core's
+``store_timeout`` runs out; ``timeout`` bounds every statement on both faces.
+Only :meth:`~PostgresStore.read` is retried (once, on a fresh connection),
+because only it is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import select
+import socket
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sessionware._forks import generation
+from sessionware._primitives import Background, Event, ThreadLock, interruptible, time_left
+from sessionware.exceptions import (
+    ConfigurationError,
+    LeaseLost,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.waiters import Waiters
+
+try:
+    import psycopg
+    from psycopg import pq
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg_pool import AsyncConnectionPool, PoolTimeout
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "PostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
+    ) from exc
+
+__all__ = ["PostgresStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TABLE = "sessionware_sessions"
+# an identifier that leaves room for the suffixes of the derived names
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
+
+_PURGE_BATCH = 500
+_MAX_DATA = (1 << 30) - 1  # bytes: PostgreSQL's limit for one bytea value
+_RECHECK_CAP = 1.0  # longest sleep between re-checks while the listener is connected
+_RECHECK_BASE = 0.05
+_LISTEN_TICK = 0.1  # longest wait for a notification before the listener looks for a close()
+_STOP_TIMEOUT = 2.0  # longest a close() waits for the listener to end
+_CHECKOUTS = 4  # idle connections found broken, discarded, before one is opened
+
+Params = Mapping[str, Any]
+_Pool = AsyncConnectionPool["psycopg.AsyncConnection[Any]"]
+
+# -- SQL ------------------------------------------------------------------------
+# Every statement names its objects as {table}, {sequence}, {index} (quoted
+# identifiers); parameters are named. Each runs alone, in autocommit, so now()
+# is the time of that statement. Durations are seconds (float8).
+
+# setup(): no parameters. IF NOT EXISTS makes them no-ops when the objects
+# exist; two processes creating them at the same moment may still collide
+# (a unique violation in the catalog), and setup() then runs them again.
+CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS {sequence}"
+CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
+    key                 text PRIMARY KEY,
+    data                bytea NOT NULL,
+    token               bigint NOT NULL,
+    locked_until        timestamptz,
+    expires_at          timestamptz NOT NULL,
+    absolute_expires_at timestamptz,
+    waiting             boolean NOT NULL DEFAULT false
+) WITH (fillfactor = 80)"""
+CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"
+# setup(create_table=False): :table_name. Whether the table exists (NULL: no).
+TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
+
+_TTL = "make_interval(secs => %(ttl)s::float8)"
+# The idle deadline ttl from now, capped by the row's hard deadline (NULL: none).
+_TARGET = f"least(now() + {_TTL}, coalesce(absolute_expires_at, 'infinity'))"
+# Notify the channel of the row's key if a waiter flagged it; NULL otherwise.
+_WAKE = "CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
+
+# acquire(): :key, :lease_ttl. One row (token, data, NULL) when the live row was
+# unlocked or its lease lapsed: the token is the sequence's next, the lease
+# lasts lease_ttl, and the waiting flag is cleared (every waiter flagged before
+# was notified by the release that freed it, and re-flags if it finds it taken
+# again). One row (NULL, NULL, seconds left) when the lease is held: the row is
+# flagged waiting (written only if it was not). No row when the session is
+# absent or expired. Two acquires at once: the second waits for the first's
+# row lock, re-checks the lease on the row the first wrote, finds it held.
+# Its "seconds left" then comes from its own snapshot, the row before the
+# first wrote it, and may be 0 or less: the caller re-checks at once.
+ACQUIRE = """
+WITH live AS (
+    SELECT locked_until FROM {table} WHERE key = %(key)s AND expires_at > now()
+), taken AS (
+    UPDATE {table} SET token = nextval('{sequence_name}'),
+        locked_until = now() + make_interval(secs => %(lease_ttl)s::float8), waiting = false
+    WHERE key = %(key)s AND expires_at > now()
+      AND (locked_until IS NULL OR locked_until <= now())
+    RETURNING token, data
+), flagged AS (
+    UPDATE {table} SET waiting = true
+    WHERE key = %(key)s AND expires_at > now() AND locked_until > now() AND NOT waiting
+      AND NOT EXISTS (SELECT FROM taken)
+    RETURNING locked_until
+)
+SELECT token, data, NULL::float8 FROM taken
+UNION ALL
+SELECT NULL, NULL, extract(epoch FROM
+           coalesce((SELECT locked_until FROM flagged), live.locked_until, now()) - now())::float8
+FROM live WHERE NOT EXISTS (SELECT FROM taken)"""
+
+# commit(): :key, :token, :data, :ttl, :channel. Writes data, slides the idle
+# deadline, unlocks, notifies a flagged waiter; affects no row unless the live
+# row carries :token.
+COMMIT = f"""
+UPDATE {{table}} SET data = %(data)s, locked_until = NULL, expires_at = {_TARGET}
+WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
+RETURNING {_WAKE}"""
+
+# release(): :key, :token, :ttl (NULL: keep the deadline), :refresh_after,
+# :channel. Unlocks, slides the idle deadline when that moves it by
+# refresh_after or more, notifies a flagged waiter; affects no row unless the
+# live row carries :token.
+RELEASE = f"""
+UPDATE {{table}} SET locked_until = NULL, expires_at = CASE
+    WHEN %(ttl)s::float8 IS NOT NULL
+         AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
+    THEN {_TARGET} ELSE expires_at END
+WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
+RETURNING {_WAKE}"""
+
+# renew(): :key, :token, :lease_ttl. Moves the lease deadline; affects no row
+# unless the live row carries :token and is still locked. A lapsed lease
+# (locked_until in the past) is still held, as no newer lease took it; a NULL
+# one was ended by commit or release, which keep the token.
+RENEW = """
+UPDATE {table} SET locked_until = now() + make_interval(secs => %(lease_ttl)s::float8)
+WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
+  AND locked_until IS NOT NULL"""
+
+# delete(): :key, :token, :channel. Removes the row, notifies a flagged
+# waiter; affects no row unless the live row carries :token.
+DELETE = f"""
+DELETE FROM {{table}} WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
+RETURNING {_WAKE}"""
+
+# read(): :key, :ttl (NULL: no slide), :refresh_after. One row (data) when the
+# row is live, none otherwise; slides the idle deadline (the row's own write
+# lock, for the statement's length, never the session's lease) when that
+# moves it by refresh_after or more.
+READ = f"""
+WITH slid AS (
+    UPDATE {{table}} SET expires_at = {_TARGET}
+    WHERE key = %(key)s AND expires_at > now() AND %(ttl)s::float8 IS NOT NULL
+      AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
+    RETURNING data
+)
+SELECT data FROM slid
+UNION ALL
+SELECT data FROM {{table}}
+WHERE key = %(key)s AND expires_at > now() AND NOT EXISTS (SELECT FROM slid)"""
+
+# create(): :key, :data, :ttl, :absolute_ttl (NULL: none). Inserts an unlocked
+# row, or replaces an expired one (with a new token, so a lease on the old
+# session never matches); affects no row when a live row has the key.
+CREATE = f"""
+INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at, absolute_expires_at)
+SELECT %(key)s, %(data)s, nextval('{{sequence_name}}'), NULL,
+       least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute
+FROM (SELECT now() + make_interval(secs => %(absolute_ttl)s::float8) AS absolute) AS deadline
+ON CONFLICT (key) DO UPDATE SET
+    data = excluded.data, token = excluded.token, locked_until = NULL,
+    expires_at = excluded.expires_at, absolute_expires_at = excluded.absolute_expires_at,
+    waiting = false
+WHERE s.expires_at <= now()"""
+
+# purge_expired() and the background purge: :limit. Deletes up to :limit
+# expired rows, oldest first, found by the expires_at index, skipping rows
+# another statement holds (a purge in another process, or a create() reviving
+# the row): no purge waits for another, and each row is counted by the one
+# that deleted it. The row count is how many.
+PURGE = """
+DELETE FROM {table} WHERE key IN (
+    SELECT key FROM {table} WHERE expires_at <= now()
+    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+  AND expires_at <= now()"""
+
+# -- errors -------------------------------------------------------------------------
+
+# SQLSTATE classes and codes that mean "out of reach for now": connection
+# exceptions, insufficient resources (too many connections, out of memory or
+# disk), operator intervention (shutdown, starting up, query cancelled),
+# transaction rollbacks (serialization failure, deadlock), lock not available,
+# and a read-only server (a standby after failover).
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "55")
+_UNAVAILABLE_CODES = ("25006",)
+
+
+def _translate(op: str, where: str, exc: Exception) -> Exception:
+    """The sessionware error for a driver error: the only place that decides."""
+    if isinstance(exc, PoolTimeout):
+        return StoreUnavailable(f"PostgreSQL at {where}: no connection for {op}: {exc}",
+                                maybe_applied=False)
+    if isinstance(exc, psycopg.Error):
+        sqlstate = exc.sqlstate
+        message = f"PostgreSQL at {where}, during {op}: {_described(exc)}"
+        if sqlstate is None:  # no answer from the server: the connection failed
+            return StoreUnavailable(message, maybe_applied=not isinstance(
+                exc, psycopg.errors.ConnectionTimeout))
+        if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES:
+            # the server answered with an error: the statement was rolled back
+            return StoreUnavailable(message, maybe_applied=False)
+        if sqlstate == "42P01":
+            message += " (run the store's setup(), or create the table: see its docs)"
+        return StoreError(message)
+    if isinstance(exc, OSError):
+        return StoreUnavailable(f"PostgreSQL at {where}, during {op}: {exc!r}")
+    return exc
+
+
+def _described(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _where(dsn: str) -> str:
+    """host:port/dbname of a DSN, for messages (never its password)."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.Error as exc:
+        raise ConfigurationError(f"bad PostgreSQL DSN: {exc}") from exc
+    host = params.get("host") or params.get("hostaddr") or "localhost"
+    return f"{host}:{params.get('port') or 5432}/{params.get('dbname') or ''}"
+
+
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
+def _sever(connection: psycopg.AsyncConnection[Any]) -> None:
+    """Shut the connection's socket down under a statement that overran: the
+    driver's wait for the answer ends at once, with an error, and the
+    connection is broken (the pool discards it)."""
+    try:
+        fd = connection.pgconn.socket
+        with socket.socket(fileno=os.dup(fd)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # closed already
+
+
+def _broken(connection: psycopg.AsyncConnection[Any]) -> bool:
+    """Whether an idle connection is known to be broken, without a round trip:
+    an idle connection's socket has nothing to read, unless the server sent an
+    error (it is shutting down, it ended the session) or closed it."""
+    pgconn = connection.pgconn
+    if pgconn.status != pq.ConnStatus.OK:
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pgconn.socket, select.POLLIN)
+        if not poller.poll(0):
+            return False
+        pgconn.consume_input()  # raises if the server closed it
+    except (OSError, psycopg.Error):
+        return True
+    return pgconn.status != pq.ConnStatus.OK
+
+
+class PostgresStore(Store):
+    """Sessions in PostgreSQL.
+
+    :param dsn: a libpq connection string or ``postgresql://`` URL.
+    :param table: the table name (letters, digits and ``_``, up to 50); the
+        sequence, index and wake-up channel are named after it. For another
+        schema, set ``search_path`` in the DSN (``options=-csearch_path=...``).
+    :param create_table: :meth:`setup` creates the sequence, table and index
+        if missing (``True``), or only checks that the table exists
+        (``False``: schemas managed by migrations; see the module docs for
+        the DDL).
+    :param min_connections: connections each process's pool keeps open.
+    :param max_connections: most connections each process's pool opens; when
+        all are busy an operation waits for one (up to ``timeout``).
+    :param timeout: seconds before a stalled statement, a wait for a pooled
+        connection or a connection attempt raises
+        :class:`~sessionware.StoreUnavailable`.
+    :param prepare: prepare each statement on each connection at its first
+        use; ``False`` for PgBouncer older than 1.21 in transaction mode.
+    :param listen: wake waiters in other processes by LISTEN/NOTIFY; ``False``
+        polls with backoff instead.
+    :param listen_dsn: where the LISTEN connection goes (default ``dsn``):
+        straight to PostgreSQL when ``dsn`` is a transaction-mode PgBouncer.
+    :param purge_interval: seconds between background purges of expired rows
+        (per process, jittered).
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        table: str = DEFAULT_TABLE,
+        create_table: bool = True,
+        min_connections: int = 1,
+        max_connections: int = 10,
+        timeout: float = 5.0,
+        prepare: bool = True,
+        listen: bool = True,
+        listen_dsn: str | None = None,
+        purge_interval: float = 60.0,
+    ) -> None:
+        if not _TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(
+                f"table name {table!r}: use letters, digits and _ (up to 50)")
+        if not 0 <= min_connections <= max_connections or max_connections < 1:
+            raise ConfigurationError(
+                "need 0 <= min_connections <= max_connections and max_connections >= 1")
+        self._dsn = dsn
+        self._where = _where(dsn)
+        self._table = table
+        self._channel = table
+        self._create_table = create_table
+        self._sizes = (min_connections, max_connections)
+        self._timeout = timeout
+        self._prepare = prepare
+        self._purge_interval = purge_interval
+        names = {"table": _quoted(table), "sequence": _quoted(f"{table}_token"),
+                 "sequence_name": _quoted(f"{table}_token"),
+                 "index": _quoted(f"{table}_expires_at")}
+        self._sql = {name: template.format(**names) for name, template in (
+            ("acquire", ACQUIRE), ("commit", COMMIT), ("release", RELEASE),
+            ("renew", RENEW), ("delete", DELETE), ("read", READ), ("create", CREATE),
+            ("purge", PURGE), ("create_sequence", CREATE_SEQUENCE),
+            ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX))}
+        self._lock = ThreadLock()
+        self._pool: _Pool | None = None
+        self._pool_generation = generation()
+        self._orphans: list[object] = []  # a forked parent's pools: never finalized here
+        self._closed = False
+        self._purging = Background("sessionware-postgres-purge")
+        self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
+        self._listener = _Listener(listen_dsn or dsn, self._channel, self._where,
+                                   enabled=listen, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r}, table={self._table!r})"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create the sequence, table and index if missing (with
+        ``create_table=False``: check that the table exists). Idempotent, and
+        safe when several processes set up at the same moment."""
+        if not self._create_table:
+            _, rows = await self._execute("setup", TABLE_EXISTS, {"table_name": self._table},
+                                          prepare=False)
+            if rows[0][0] is None:
+                raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
+                                 "(create it as the store's docs say, or create_table=True)")
+            return
+        for attempt in range(3):
+            try:
+                for name in ("create_sequence", "create_table", "create_index"):
+                    await self._execute("setup", self._sql[name], {}, prepare=False)
+                return
+            except StoreError as exc:
+                # another process created the same object at the same moment
+                # (unique_violation in the catalog, or duplicate_table/object):
+                # the next try finds it and does nothing
+                sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
+                    raise
+
+    async def aclose(self) -> None:
+        """Stop the listener and close the pool's connections."""
+        with self._lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        await self._listener.aclose()
+        if pool is not None and self._pool_generation == generation():
+            await pool.close(timeout=self._timeout)
+
+    # -- operations -----------------------------------------------------------
+
+    async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        _, rows = await self._execute("acquire", self._sql["acquire"],
+                                      {"key": key, "lease_ttl": lease_ttl})
+        if not rows:
+            return None
+        token, data, left = rows[0]
+        if token is None:
+            return Locked(max(left, 0.001))
+        return Lease(key, token, bytes(data))
+
+    async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        if len(data) > _MAX_DATA:
+            raise SessionTooLarge(len(data), _MAX_DATA)
+        await self._fenced("commit", lease, {"data": data, "ttl": ttl,
+                                             "channel": self._channel})
+
+    async def release(self, lease: Lease, *, ttl: float | None = None,
+                      refresh_after: float = 0.0) -> None:
+        await self._fenced("release", lease, {"ttl": ttl, "refresh_after": refresh_after,
+                                              "channel": self._channel})
+
+    async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        await self._fenced("renew", lease, {"lease_ttl": lease_ttl}, wakes=False)
+
+    async def read(self, key: str, *, ttl: float | None = None,
+                   refresh_after: float = 0.0) -> bytes | None:
+        params = {"key": key, "ttl": ttl, "refresh_after": refresh_after}
+        try:
+            _, rows = await self._execute("read", self._sql["read"], params)
+        except StoreUnavailable:
+            logger.debug("retrying a read after a connection error")
+            _, rows = await self._execute("read", self._sql["read"], params)
+        return bytes(rows[0][0]) if rows else None
+
+    async def create(self, key: str, data: bytes, *, ttl: float,
+                     absolute_ttl: float | None = None) -> bool:
+        if len(data) > _MAX_DATA:
+            raise SessionTooLarge(len(data), _MAX_DATA)
+        count, _ = await self._execute("create", self._sql["create"], {
+            "key": key, "data": data, "ttl": ttl, "absolute_ttl": absolute_ttl})
+        return count == 1
+
+    async def delete(self, lease: Lease) -> None:
+        await self._fenced("delete", lease, {"channel": self._channel})
+
+    async def purge_expired(self) -> int:
+        """Delete every expired row; returns how many this call deleted.
+
+        Batch by batch, each its own short statement that skips rows another
+        statement holds, so purges in several processes never wait for each
+        other and operations run between batches."""
+        purged = 0
+        while True:
+            count, _ = await self._execute("purge", self._sql["purge"],
+                                           {"limit": _PURGE_BATCH}, purge_due=False)
+            purged += count
+            if count < _PURGE_BATCH:
+                return purged
+
+    async def wait(self, key: str, timeout: float, attempt: int) -> None:
+        await self._listener.wait(key, timeout, attempt)
+
+    # -- running statements ----------------------------------------------------
+
+    async def _fenced(self, op: str, lease: Lease, params: dict[str, Any], *,
+                      wakes: bool = True) -> None:
+        count, _ = await self._execute(op, self._sql[op],
+                                       {**params, "key": lease.key, "token": lease.token})
+        if count == 0:
+            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+        if wakes:
+            self._listener.waiters.wake(lease.key)
+
+    async def _execute(self, op: str, statement: str, params: Params, *,
+                       purge_due: bool = True, prepare: bool | None = None,
+                       ) -> tuple[int, list[tuple[Any, ...]]]:
+        """Run one statement on a pooled connection: its row count and rows.
+        Then start a background purge if one is due."""
+        pool = await self._current_pool()
+        try:
+            connection = await self._checkout(pool)
+        except (psycopg.Error, PoolTimeout, OSError) as exc:
+            raise _translate(op, self._where, exc) from exc
+        try:
+            return await interruptible(
+                lambda: self._statement(connection, statement, params, prepare),
+                lambda: _sever(connection), self._timeout)
+        except (psycopg.Error, OSError) as exc:
+            raise _translate(op, self._where, exc) from exc
+        finally:
+            await pool.putconn(connection)
+            if purge_due:
+                self._purge_if_due()
+
+    @staticmethod
+    async def _statement(connection: psycopg.AsyncConnection[Any], statement: str,
+                         params: Params, prepare: bool | None,
+                         ) -> tuple[int, list[tuple[Any, ...]]]:
+        cursor = await connection.execute(statement, params, prepare=prepare, binary=True)
+        rows = await cursor.fetchall() if cursor.description is not None else []
+        return cursor.rowcount, rows
+
+    async def _checkout(self, pool: _Pool) -> psycopg.AsyncConnection[Any]:
+        """A pooled connection not known to be broken: idle ones the server
+        closed (a restart) are handed back, and the pool discards them."""
+        for _ in range(_CHECKOUTS):
+            connection = await pool.getconn(timeout=self._bound())
+            if not _broken(connection):
+                return connection
+            await pool.putconn(connection)
+        return await pool.getconn(timeout=self._bound())
+
+    def _bound(self) -> float:
+        """How long a wait may take: ``timeout``, or what is left of the store
+        call in progress if less (the sync face; the async face's calls are
+        cut off by the core)."""
+        left = time_left()
+        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
+
+    async def _current_pool(self) -> _Pool:
+        """This process's pool, opened at first use. A forked child (gunicorn
+        --preload) never touches its parent's connections: it keeps the
+        parent's pool object unused, so it is never finalized here, and opens
+        its own."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            if self._pool_generation != generation():
+                self._orphans.append(self._pool)
+                self._pool, self._pool_generation = None, generation()
+            pool = self._pool
+            if pool is None:
+                pool = self._new_pool()
+                await pool.open(wait=False)  # starts its workers; connects in the background
+                self._pool = pool
+        return pool
+
+    def _new_pool(self) -> _Pool:
+        low, high = self._sizes
+        return AsyncConnectionPool(
+            self._dsn, open=False, min_size=low, max_size=high, timeout=self._timeout,
+            # a pool that failed to reconnect for reconnect_timeout stops
+            # trying (psycopg_pool's backoff doubles without a cap) and the
+            # next operation that needs a connection starts a fresh attempt,
+            # so a server back after a long outage is found at once
+            name="sessionware", reconnect_timeout=max(5.0, self._timeout),
+            kwargs={"autocommit": True, "prepare_threshold": 0 if self._prepare else None,
+                    "connect_timeout": max(1, round(self._timeout))})
+
+    # -- the background purge ----------------------------------------------------
+
+    def _purge_if_due(self) -> None:
+        """Start a background purge if one is due: at most one per
+        ``purge_interval`` per process, jittered so that processes started
+        together do not purge in step."""
+        now = time.monotonic()
+        if now < self._next_purge:
+            return
+        with self._lock:
+            if now < self._next_purge or self._closed:
+                return
+            self._next_purge = now + self._purge_interval * random.uniform(0.5, 1.5)
+            self._purging.start(self._background_purge)
+
+    async def _background_purge(self) -> None:
+        try:
+            purged = await self.purge_expired()
+            if purged:
+                logger.debug("purged %d expired sessions", purged)
+        except StoreError as exc:
+            logger.warning("could not purge expired sessions (next try in about %ss): %s",
+                           self._purge_interval, exc)
+        finally:
+            with self._lock:
+                self._purging.finished()
+
+
+class _Run:
+    """One run of the listener job: :meth:`_Listener.aclose` sets ``stop``,
+    the job sets ``done`` as it ends."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self) -> None:
+        self.stop = Event()
+        self.done = Event()
+
+
+class _Listener:
+    """Local waiters, and the one LISTEN connection that wakes them for
+    releases in other processes: a background job (a task; a daemon thread on
+    the sync face) started at the first wait and stopped at close."""
+
+    def __init__(self, dsn: str, channel: str, where: str, *, enabled: bool,
+                 timeout: float) -> None:
+        self._dsn = dsn
+        self._channel = channel
+        self._where = where
+        self._enabled = enabled
+        self._timeout = timeout
+        self.waiters: Waiters[str] = Waiters()
+        self._lock = ThreadLock()
+        self._job = Background("sessionware-postgres-listener")
+        self._run: _Run | None = None  # the job's, from its start to its end
+        self._listening = False
+        self._closed = False
+        self._generation = generation()
+
+    async def wait(self, key: str, timeout: float, attempt: int) -> None:
+        self._after_fork()
+        with self._lock:
+            if self._enabled and self._run is None and not self._closed:
+                run = self._run = _Run()
+                self._job.start(lambda: self._listen(run))
+            listening = self._listening
+        if listening:
+            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
+        else:
+            delay = backoff_delay(attempt)
+        await self.waiters.wait(key, min(timeout, delay))
+
+    async def aclose(self) -> None:
+        """Stop the listener (it notices within a tick) and wake every waiter;
+        no listener starts after this."""
+        self._after_fork()
+        with self._lock:
+            self._closed = True
+            run = self._run
+        if run is not None:
+            run.stop.set()
+            if not await run.done.wait(_STOP_TIMEOUT):
+                logger.debug("the listener is still connecting; it ends after")
+        self.waiters.wake_all()
+
+    def _after_fork(self) -> None:
+        """A forked child has none of its parent's listener: no job, and the
+        connection stays the parent's."""
+        if self._generation != generation():
+            self._generation = generation()
+            self._run = None
+            self._listening = False
+            self.waiters.clear()
+
+    async def _listen(self, run: _Run) -> None:
+        failures = 0
+        try:
+            while not run.stop.is_set():
+                try:
+                    await self._listen_once(run)
+                except Exception as exc:
+                    if run.stop.is_set():
+                        break
+                    level = logging.DEBUG if failures else logging.WARNING
+                    logger.log(level, "session wake-up listener on %s lost: %s; reconnecting",
+                               self._where, _described(exc))
+                failures += 1
+                await run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
+        finally:
+            with self._lock:
+                self._job.finished()
+                if self._run is run:
+                    self._run = None
+            run.done.set()
+
+    async def _listen_once(self, run: _Run) -> None:
+        connection = await psycopg.AsyncConnection.connect(
+            self._dsn, autocommit=True, prepare_threshold=None,
+            connect_timeout=max(1, round(self._timeout)))
+        try:
+            await connection.execute(f"LISTEN {_quoted(self._channel)}")
+            self._listening = True
+            self.waiters.wake_all()  # releases may have gone unheard until now
+            while not run.stop.is_set():
+                async for notification in connection.notifies(timeout=_LISTEN_TICK):
+                    self.waiters.wake(notification.payload)
+        finally:
+            self._listening = False
+            self.waiters.wake_all()
+            await connection.close()
