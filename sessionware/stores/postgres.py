@@ -391,9 +391,12 @@ def _broken(connection: psycopg.AsyncConnection[Any]) -> bool:
     try:
         poller = select.poll()
         poller.register(pgconn.socket, select.POLLIN)
-        if not poller.poll(0):
-            return False
-        pgconn.consume_input()  # raises if the server closed it
+        # the server's last words (an error: "terminating connection") come
+        # before its end of the stream, and one read may see only the words
+        for _ in range(3):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()  # raises once it reads the end of the stream
     except (OSError, psycopg.Error):
         return True
     return pgconn.status != pq.ConnStatus.OK
@@ -484,7 +487,7 @@ class PostgresStore(Store):
         safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = await self._execute("setup", TABLE_EXISTS, {"table_name": self._table},
-                                          prepare=False)
+                                          prepare=False, purge_due=False)
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
@@ -492,7 +495,8 @@ class PostgresStore(Store):
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
-                    await self._execute("setup", self._sql[name], {}, prepare=False)
+                    await self._execute("setup", self._sql[name], {}, prepare=False,
+                                        purge_due=False)
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment

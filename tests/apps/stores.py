@@ -1,6 +1,7 @@
 """Stores named by a string, for apps started in another process (uvicorn).
 
-``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``
+``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``,
+``postgres:<dsn>``
 """
 
 from __future__ import annotations
@@ -22,4 +23,8 @@ def store_from_spec(spec: str) -> Store:
         from sessionware.stores import RedisStore
 
         return RedisStore(where, cluster=True)
+    if kind == "postgres":
+        from sessionware.stores import PostgresStore
+
+        return PostgresStore(where)
     raise ValueError(f"unknown store spec {spec!r}")

@@ -395,9 +395,12 @@ def _broken(connection: psycopg.Connection[Any]) -> bool:
     try:
         poller = select.poll()
         poller.register(pgconn.socket, select.POLLIN)
-        if not poller.poll(0):
-            return False
-        pgconn.consume_input()  # raises if the server closed it
+        # the server's last words (an error: "terminating connection") come
+        # before its end of the stream, and one read may see only the words
+        for _ in range(3):
+            if not poller.poll(0):
+                break
+            pgconn.consume_input()  # raises once it reads the end of the stream
     except (OSError, psycopg.Error):
         return True
     return pgconn.status != pq.ConnStatus.OK
@@ -503,7 +506,7 @@ class SyncPostgresStore(SyncStore):
         safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = self._execute(
-                "setup", TABLE_EXISTS, {"table_name": self._table}, prepare=False
+                "setup", TABLE_EXISTS, {"table_name": self._table}, prepare=False, purge_due=False
             )
             if rows[0][0] is None:
                 raise StoreError(
@@ -514,7 +517,7 @@ class SyncPostgresStore(SyncStore):
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
-                    self._execute("setup", self._sql[name], {}, prepare=False)
+                    self._execute("setup", self._sql[name], {}, prepare=False, purge_due=False)
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
