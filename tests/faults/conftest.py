@@ -5,21 +5,35 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.targets import RedisTarget, SQLiteTarget, Target
+from tests.faults.targets import (
+    PostgresTarget,
+    RedisTarget,
+    ServerTarget,
+    SQLiteTarget,
+    Target,
+)
+from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """Every store that has a process of its own to kill, stall or restart."""
     if request.param == "sqlite":
         return SQLiteTarget(tmp_path)
-    factory: Callable[..., RedisServer] = request.getfixturevalue("redis_server_factory")
-    return RedisTarget(factory(persistent=True))
+    return server_target_of(request)
 
 
-@pytest.fixture(params=["redis"])
-def server_target(request: pytest.FixtureRequest) -> RedisTarget:
+@pytest.fixture(params=["redis", "postgres"])
+def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     """Every store with a server to restart (SQLite has none)."""
+    return server_target_of(request)
+
+
+def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
+    if request.param == "postgres":
+        postgres: Callable[[], PostgresServer] = request.getfixturevalue(
+            "postgres_server_factory")
+        return PostgresTarget(postgres())
     factory: Callable[..., RedisServer] = request.getfixturevalue("redis_server_factory")
     return RedisTarget(factory(persistent=True))

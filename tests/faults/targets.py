@@ -9,9 +9,13 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   Redis: the server process is SIGSTOPped. SQLite has no server: another
   process holds the database's write lock and is SIGSTOPped, so every write
   waits for it, as all of a host's workers do when one of them stalls.
+  PostgreSQL: every process of the server is SIGSTOPped.
 * a restart (``RedisTarget.server``): the server stops (SIGTERM) and starts
-  again on its port, keeping its data (an fsynced append-only file). SQLite
-  has no server to restart, so it has no restart target.
+  again on its port, keeping its data (an fsynced append-only file).
+  PostgreSQL (``PostgresTarget.server``): every process of the server is
+  SIGKILLed, with no goodbye to its clients, and it starts again on its port
+  (crash recovery from its WAL). SQLite has no server to restart, so it has
+  no restart target.
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -27,7 +31,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import RedisStore, SQLiteStore, Store
+from sessionware.stores import PostgresStore, RedisStore, SQLiteStore, Store
+from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 # A writer that takes the database's write lock, says so, and keeps it until
@@ -106,4 +111,45 @@ class RedisTarget:
             os.kill(process.pid, signal.SIGCONT)
 
 
-Target = SQLiteTarget | RedisTarget
+class _Crashing:
+    """A PostgreSQL server whose ``stop`` is a crash (SIGKILL of every process)."""
+
+    def __init__(self, server: PostgresServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class PostgresTarget:
+    name = "postgres"
+
+    def __init__(self, server: PostgresServer) -> None:
+        self.postgres = server
+        self.server = _Crashing(server)
+
+    @property
+    def spec(self) -> str:
+        return f"postgres:{self.postgres.dsn}"
+
+    def store(self) -> Store:
+        return PostgresStore(self.postgres.dsn, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A statement sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.postgres.stall()
+        try:
+            yield
+        finally:
+            self.postgres.resume()
+
+
+Target = SQLiteTarget | RedisTarget | PostgresTarget
+ServerTarget = RedisTarget | PostgresTarget
