@@ -1,0 +1,270 @@
+"""PostgresStore beyond the shared suites, on both faces, against the session's
+real server: set-up raced by several stores, NOTIFY only when someone waits,
+a waiter in another store (another process's) woken by NOTIFY and not by its
+polling, purges racing each other, and errors."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from sessionware import ConfigurationError, StoreError, StoreUnavailable
+from sessionware.stores import Lease, Locked, PostgresStore
+from tests.contract.store_contract import LONG, acquire_lease, new_key
+from tests.faces import on_face
+from tests.servers.postgres import PostgresServer
+
+SHORT = 0.2
+
+
+def fresh_table() -> str:
+    return f"sessions_{secrets.token_hex(6)}"
+
+
+async def test_setup_raced_by_eight_stores_creates_everything_once(
+    postgres_dsn: str, face: str
+) -> None:
+    """CREATE ... IF NOT EXISTS is not safe against itself: two sessions
+    creating one table at the same moment collide in the catalog. setup()
+    finds the other's table on its next try."""
+    table = fresh_table()
+    stores = [PostgresStore(postgres_dsn, table=table) for _ in range(8)]
+    driven = [on_face(store, face) for store in stores]
+    try:
+        opened = await asyncio.gather(*(d.__aenter__() for d in driven))  # setup() at once
+        key = new_key()
+        assert await opened[0].create(key, b"v0", ttl=LONG)
+        assert await opened[7].read(key) == b"v0"
+    finally:
+        for d in driven:
+            await d.__aexit__(None, None, None)
+    with psycopg.connect(postgres_dsn) as probe:
+        row = probe.execute("SELECT count(*) FROM pg_class WHERE relname LIKE %s",
+                            (f"{table}%",)).fetchone()
+    assert row == (4,)  # the table, its primary key, the expires_at index, the sequence
+
+
+async def test_setup_without_create_table_checks_the_table(postgres_dsn: str, face: str) -> None:
+    with pytest.raises(StoreError, match="no table"):
+        async with on_face(PostgresStore(postgres_dsn, table=fresh_table(),
+                                         create_table=False), face):
+            pass
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face):
+        pass
+    async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False),
+                       face) as store:
+        assert await store.create(new_key(), b"v0", ttl=LONG)
+
+
+def listen(dsn: str, channel: str) -> psycopg.Connection[tuple[object, ...]]:
+    connection = psycopg.connect(dsn, autocommit=True)
+    connection.execute(f'LISTEN "{channel}"')
+    return connection
+
+
+def heard(connection: psycopg.Connection[tuple[object, ...]], within: float,
+          expected: int = 0) -> list[str]:
+    """The payloads heard within ``within`` seconds, or until ``expected``
+    came, and then whatever else comes within 0.2 s."""
+    payloads = [n.payload for n in connection.notifies(timeout=within,
+                                                       stop_after=expected or None)]
+    if expected:
+        payloads += [n.payload for n in connection.notifies(timeout=0.2)]
+    return payloads
+
+
+async def test_only_a_release_someone_waits_for_notifies(postgres_dsn: str, face: str) -> None:
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face) as store:
+        with listen(postgres_dsn, table) as ear:
+            key = new_key()
+            assert await store.create(key, b"v0", ttl=LONG)
+            for _ in range(3):  # uncontended: commit, release, renew, delete notify nothing
+                lease = await acquire_lease(store, key)
+                await store.renew(lease, lease_ttl=LONG)
+                await store.commit(lease, b"v1", ttl=LONG)
+                await store.release(await acquire_lease(store, key))
+            assert heard(ear, 0.3) == []
+            holder = await acquire_lease(store, key)
+            assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)  # flags it
+            assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+            await store.commit(holder, b"v2", ttl=LONG)
+            assert heard(ear, 5.0, 1) == [key]  # once, however often the waiter looked
+            taken = await acquire_lease(store, key)  # the waiter takes it: flag cleared
+            await store.release(taken)
+            assert heard(ear, 0.3) == []
+            holder = await acquire_lease(store, key)
+            assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+            await store.delete(holder)
+            assert heard(ear, 5.0, 1) == [key]
+
+
+async def test_a_waiter_in_another_store_is_woken_by_notify_not_by_polling(
+    postgres_dsn: str, face: str
+) -> None:
+    """Two store instances are two processes' worth: separate pools and
+    listeners. The waiter's re-check backoff is long (attempt 16: 0.5 to 1 s),
+    so a wake-up within 0.4 s of the release is the NOTIFY's."""
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face) as holder_store, \
+            on_face(PostgresStore(postgres_dsn, table=table), face) as waiter_store:
+        key = new_key()
+        assert await holder_store.create(key, b"v0", ttl=LONG)
+        # the waiter's listener connects at its first wait
+        await waiter_store.wait(key, 0.3, 0)
+        for _ in range(3):
+            lease = await acquire_lease(holder_store, key)
+            assert isinstance(await waiter_store.acquire(key, lease_ttl=LONG), Locked)
+            waiting = asyncio.create_task(waiter_store.wait(key, 5.0, 16))
+            await asyncio.sleep(0.05)
+            released = time.monotonic()
+            await holder_store.commit(lease, b"v1", ttl=LONG)
+            await asyncio.wait_for(waiting, 5.0)
+            assert time.monotonic() - released < 0.4
+            got = await waiter_store.acquire(key, lease_ttl=LONG)
+            assert isinstance(got, Lease)
+            await waiter_store.release(got)
+
+
+async def test_a_waiter_in_another_process_is_woken_by_notify(postgres_dsn: str) -> None:
+    """The same across a real process boundary (the async face in a child)."""
+    table = fresh_table()
+    async with PostgresStore(postgres_dsn, table=table) as store:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=LONG)
+        lease = await acquire_lease(store, key)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WAITER, postgres_dsn, table, key,
+            stdout=subprocess.PIPE)
+        assert child.stdout is not None
+        try:
+            assert (await asyncio.wait_for(child.stdout.readline(), 20)).strip() == b"waiting"
+            await asyncio.sleep(0.1)
+            released = time.monotonic()
+            await store.commit(lease, b"v1", ttl=LONG)
+            line = await asyncio.wait_for(child.stdout.readline(), 10)
+            woken = float(line)
+            assert woken - released < 0.4, woken - released
+        finally:
+            await child.wait()
+
+
+_WAITER = """
+import asyncio, sys, time
+from sessionware.stores import Locked, PostgresStore
+
+async def main(dsn, table, key):
+    async with PostgresStore(dsn, table=table) as store:
+        await store.wait(key, 0.3, 0)  # connects the listener
+        assert isinstance(await store.acquire(key, lease_ttl=30), Locked)
+        print("waiting", flush=True)
+        await store.wait(key, 5.0, 16)  # polling would sleep 0.5 to 1 s
+        print(time.monotonic(), flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_purges_racing_each_other_count_every_row_once(postgres_dsn: str,
+                                                             face: str) -> None:
+    """Four stores purge 2,000 expired rows at once (four batches each): no
+    purge waits for another (SKIP LOCKED), none deadlocks, each row is counted
+    by the purge that deleted it, and live rows stay."""
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face) as store:
+        live = new_key()
+        assert await store.create(live, b"v0", ttl=LONG)
+    with psycopg.connect(postgres_dsn, autocommit=True) as db:
+        db.execute(f"""INSERT INTO "{table}" (key, data, token, expires_at)
+                       SELECT 'x' || n, 'v', n, now() - interval '1 second'
+                       FROM generate_series(1, 2000) AS n""")
+    purgers = [PostgresStore(postgres_dsn, table=table) for _ in range(4)]
+    driven = [on_face(p, face) for p in purgers]
+    try:
+        opened = [await d.__aenter__() for d in driven]
+        counts = await asyncio.gather(*(p.purge_expired() for p in opened))
+        assert sum(counts) == 2000, counts
+        assert await opened[0].purge_expired() == 0
+        assert await opened[0].read(live) == b"v0"
+    finally:
+        for d in driven:
+            await d.__aexit__(None, None, None)
+
+
+async def test_expired_rows_are_purged_in_the_background(postgres_dsn: str, face: str) -> None:
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table, purge_interval=0.2),
+                       face) as store:
+        keys = [new_key() for _ in range(3)]
+        for key in keys:
+            assert await store.create(key, b"v0", ttl=SHORT)
+        deadline = time.monotonic() + 10
+        with psycopg.connect(postgres_dsn, autocommit=True) as db:
+            while True:
+                await store.read(new_key())  # traffic: any operation starts a due purge
+                row = db.execute(f'SELECT count(*) FROM "{table}"').fetchone()
+                if row == (0,):
+                    break
+                assert time.monotonic() < deadline, row
+                await asyncio.sleep(0.1)
+
+
+# -- errors ----------------------------------------------------------------------
+
+
+def test_a_bad_dsn_or_table_is_refused_at_construction() -> None:
+    with pytest.raises(ConfigurationError, match="DSN"):
+        PostgresStore("host='unterminated")
+    with pytest.raises(ConfigurationError, match="table name"):
+        PostgresStore("postgresql://127.0.0.1/", table="no-dashes")
+    with pytest.raises(ConfigurationError):
+        PostgresStore("postgresql://127.0.0.1/", min_connections=5, max_connections=2)
+
+
+async def test_a_server_that_is_down_is_unavailable_and_nothing_was_applied(
+    postgres_server_factory: Callable[[], PostgresServer], face: str
+) -> None:
+    server = postgres_server_factory()
+    async with on_face(PostgresStore(server.dsn, timeout=0.5), face) as store:
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=LONG)
+        server.stop()
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            await store.acquire(key, lease_ttl=LONG)
+        assert time.monotonic() - started < 5
+        assert f"127.0.0.1:{server.port}" in str(raised.value)
+        server.start()
+        deadline = time.monotonic() + 20
+        while True:  # back: the pool reconnects, the data is there
+            try:
+                lease = await acquire_lease(store, key)
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+        assert lease.data == b"v0"
+
+
+async def test_a_missing_table_is_a_store_error_that_says_so(postgres_dsn: str,
+                                                             face: str) -> None:
+    store = PostgresStore(postgres_dsn, table=fresh_table(), create_table=False)
+    driven = store if face == "async" else None
+    if driven is None:
+        sync_store = store.sync()
+        with pytest.raises(StoreError, match="setup"):
+            await asyncio.to_thread(sync_store.acquire, new_key(), lease_ttl=LONG)
+        await asyncio.to_thread(sync_store.close)
+        return
+    with pytest.raises(StoreError, match="setup") as raised:
+        await store.acquire(new_key(), lease_ttl=LONG)
+    assert not isinstance(raised.value, StoreUnavailable)
+    await store.aclose()
