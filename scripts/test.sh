@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: a virtualenv with every extra, then
 # lint, types and pytest. Test servers (Valkey, Redis Cluster, uvicorn, gunicorn)
-# are started by the tests themselves from pip-installed packages.
+# are started by the tests themselves from pip-installed packages; PostgreSQL
+# and PgBouncer come from Debian's packages, installed here when missing (the
+# tests make throwaway clusters of their own, never using a running server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
+command -v pgbouncer > /dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
+fi
 . scripts/_venv.sh all,test
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source
