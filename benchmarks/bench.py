@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Valkey
+from benchmarks.servers import ROOT, AppServer, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,7 +36,7 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite
+    store: str      # none | cookie | redis | sqlite | postgres
     sessionware: bool = False
     session: bool = True
 
@@ -47,6 +47,7 @@ PEERS = [
     Peer("starsessions", "starsessions + Redis", "asgi", "redis"),
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
+    Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
     Peer("sw-flask-sqlite", "sessionware Flask + SQLiteStore", "wsgi", "sqlite",
@@ -80,7 +81,8 @@ def machine() -> dict[str, Any]:
         pass
     versions = {}
     for dist in ("sessionware", "starlette", "starsessions", "flask", "flask-session",
-                 "uvicorn", "gunicorn", "redis", "hiredis", "httpx", "itsdangerous",
+                 "uvicorn", "gunicorn", "redis", "hiredis", "psycopg", "psycopg-binary",
+                 "psycopg-pool", "httpx", "itsdangerous",
                  "orjson", "uvloop", "httptools", "matplotlib"):
         try:
             from importlib.metadata import version
@@ -117,8 +119,11 @@ class Run:
         self.log.write(f"[{stamp}] {text}\n")
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
-                redis_url: str | None = None) -> dict[str, str]:
+                redis_url: str | None = None, postgres: Postgres | None = None,
+                ) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
+        if postgres is not None:
+            env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
             env["BENCH_REDIS_URL"] = redis_url or valkey.url
         if peer.store == "sqlite":
@@ -133,10 +138,11 @@ class Run:
         record: dict[str, Any] = {"rep": rep, "peer": peer.name, "server": server,
                                   "workers": workers}
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
+        postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         app = None
         try:
-            app = AppServer(peer.kind, server, workers, self.env_for(peer, valkey, tag),
-                            self.workdir)
+            app = AppServer(peer.kind, server, workers,
+                            self.env_for(peer, valkey, tag, postgres=postgres), self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
                 record["per_request"] = clients.per_request_time(app.base, a.serial_n, a.delay)
@@ -166,6 +172,8 @@ class Run:
                 app.stop()
             if valkey is not None:
                 valkey.stop()
+            if postgres is not None:
+                postgres.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -175,6 +183,7 @@ class Run:
                 ("/hello (no cookie)", "/hello", False), ("/n (no cookie)", "/n", False),
                 ("/inc (no cookie: new session)", "/inc", False)]
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
+        postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -182,7 +191,8 @@ class Run:
         out: dict[str, Any] = {}
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
-                               redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None)
+                               redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
+                               postgres=postgres)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -219,6 +229,8 @@ class Run:
                 proxy.stop()
             if valkey is not None:
                 valkey.stop()
+            if postgres is not None:
+                postgres.stop()
         return out
 
     @staticmethod
@@ -233,9 +245,11 @@ class Run:
     def handoff(self, rep: int) -> list[dict[str, Any]]:
         out = []
         valkey = Valkey(self.workdir)
+        postgres = Postgres(self.workdir)
         try:
             for store, spec in (("redis", f"redis:{valkey.url}"),
-                                ("sqlite", f"sqlite:{self.workdir}/handoff-{rep}.db")):
+                                ("sqlite", f"sqlite:{self.workdir}/handoff-{rep}.db"),
+                                ("postgres", f"postgres:{postgres.dsn}")):
                 got = contention.measure(spec, self.args.handoff_rounds)
                 for where, samples in got.items():
                     out.append({"rep": rep, "store": store, "where": where,
@@ -249,6 +263,7 @@ class Run:
             self.log.write(traceback.format_exc())
         finally:
             valkey.stop()
+            postgres.stop()
         return out
 
     # -- everything ------------------------------------------------------------------

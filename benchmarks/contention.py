@@ -1,11 +1,11 @@
 """Lock handoff latency, measured at the store + core level.
 
 A holder takes a session's lease; a waiter asks for it, finds it locked and
-waits the way sessionware waits (``Store.wait``: pub/sub on Redis, in-process
-events or backoff polling on SQLite); the holder commits; the waiter gets the
-lease. Handoff = waiter holds the lease - holder starts its commit (so it
-includes the commit's own round trip); ``after_commit`` = waiter holds the
-lease - the holder's commit returned.
+waits the way sessionware waits (``Store.wait``: pub/sub on Redis, NOTIFY on
+PostgreSQL, in-process events or backoff polling on SQLite); the holder
+commits; the waiter gets the lease. Handoff = waiter holds the lease -
+holder starts its commit (so it includes the commit's own round trip);
+``after_commit`` = waiter holds the lease - the holder's commit returned.
 
 * ``local``: holder and waiter in one process and event loop, through
   :meth:`SessionCore.lock` (the per-process queue hands the turn over).
@@ -35,6 +35,10 @@ def make_store(spec: str) -> Store:
         from sessionware.stores import SQLiteStore
 
         return SQLiteStore(where)
+    if kind == "postgres":
+        from sessionware.stores import PostgresStore
+
+        return PostgresStore(where)
     from sessionware.stores import RedisStore
 
     return RedisStore(where)

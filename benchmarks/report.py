@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "benchmarks"
 
-ASGI_SW, WSGI_SW = ("sw-redis", "sw-sqlite"), ("sw-flask-redis", "sw-flask-sqlite")
+ASGI_SW = ("sw-redis", "sw-sqlite", "sw-postgres")
+WSGI_SW = ("sw-flask-redis", "sw-flask-sqlite")
 
 
 def med(xs: Iterable[float]) -> float:
@@ -405,6 +406,8 @@ def targets(res: Results) -> list[list[str]]:
                   "starsessions", server, 1, 2.0)
         ratio_row(f"/inc RedisStore ≥ 0.35x no-session ceiling (uvicorn {stack}, 1 worker)",
                   "sw-redis", "plain", server, 1, 0.35)
+    ratio_row("/inc PostgresStore ≥ 0.8x RedisStore (uvicorn asyncio + h11, 1 worker)",
+              "sw-postgres", "sw-redis", "uvicorn", 1, 0.8)
     ratio_row("Flask /inc (RedisStore) ≥ 1.5x Flask-Session (gunicorn sync)", "sw-flask-redis",
               "flask-session", "sync", 2, 1.5)
     ratio_row("Flask /inc (SQLiteStore) ≥ 1.5x Flask-Session (gunicorn sync)",

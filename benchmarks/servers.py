@@ -1,11 +1,14 @@
-"""Processes the benchmark starts: valkey-server, uvicorn, gunicorn. Each on
-127.0.0.1 and a free port, in its own process group, stopped by its own id."""
+"""Processes the benchmark starts: valkey-server, PostgreSQL, uvicorn,
+gunicorn. Each on 127.0.0.1 and a free port, in its own process group (or,
+for PostgreSQL, its own pg_ctl), stopped by its own id."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib.util
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -26,7 +29,7 @@ def free_port() -> int:
         with socket.socket() as sock:
             sock.bind((HOST, 0))
             port = int(sock.getsockname()[1])
-        if port != 6379:
+        if port not in (5432, 6379):
             return port
 
 
@@ -99,6 +102,50 @@ class Valkey:
 
     def stop(self) -> None:
         self.process.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def postgres_binary(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+                   key=lambda path: int(Path(path).parts[-3]))
+    if not found:
+        raise SystemExit(f"PostgreSQL's {name} is missing: apt-get install -y postgresql")
+    return found[-1]
+
+
+class Postgres:
+    """A throwaway cluster (initdb + pg_ctl), as the ``postgres`` user when we
+    are root (initdb refuses root). ``fsync=off`` and ``synchronous_commit=off``:
+    like the benchmark's valkey-server (no persistence), it measures the
+    store's work, not this machine's disk flushes."""
+
+    def __init__(self, workdir: str) -> None:
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="postgres-", dir=workdir)
+        self.user = "postgres" if os.geteuid() == 0 else None
+        if self.user is not None:
+            uid, gid = pwd.getpwnam(self.user)[2:4]
+            os.chmod(workdir, 0o711)  # the postgres user passes through to its own
+            os.chown(self.dir, uid, gid)
+        self.data = os.path.join(self.dir, "data")
+        self._run([postgres_binary("initdb"), "-D", self.data, "-U", "postgres",
+                   "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+        self._run([postgres_binary("pg_ctl"), "-D", self.data, "-w", "-l",
+                   os.path.join(self.dir, "server.log"), "-o",
+                   f"-p {self.port} -h {HOST} -k {self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c max_connections=300", "start"])
+
+    def _run(self, args: list[str]) -> None:
+        subprocess.run(args, user=self.user, check=True, capture_output=True, timeout=60)
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@{HOST}:{self.port}/postgres"
+
+    def stop(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._run([postgres_binary("pg_ctl"), "-D", self.data, "-w", "-m", "immediate",
+                       "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
