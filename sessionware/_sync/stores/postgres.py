@@ -486,6 +486,9 @@ class SyncPostgresStore(SyncStore):
         }
         self._lock = ThreadLock()
         self._pool: _Pool | None = None
+        # connections checked out of the pool and idle: the store's own
+        self._held: list[psycopg.Connection[Any]] = []
+        self._getting = 0  # operations waiting for the pool
         self._pool_generation = generation()
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
         self._closed = False
@@ -532,8 +535,11 @@ class SyncPostgresStore(SyncStore):
         with self._lock:
             self._closed = True
             pool, self._pool = self._pool, None
+            held, self._held = self._held, []
         self._listener.close()
         if pool is not None and self._pool_generation == generation():
+            for connection in held:
+                pool.putconn(connection)
             pool.close(timeout=self._timeout)
 
     # -- operations -----------------------------------------------------------
@@ -644,7 +650,7 @@ class SyncPostgresStore(SyncStore):
         except (psycopg.Error, OSError) as exc:
             raise _translate(op, self._where, exc) from exc
         finally:
-            pool.putconn(connection)
+            self._checkin(pool, connection)
             if purge_due:
                 self._purge_if_due()
 
@@ -660,14 +666,49 @@ class SyncPostgresStore(SyncStore):
         return cursor.rowcount, rows
 
     def _checkout(self, pool: _Pool) -> psycopg.Connection[Any]:
-        """A pooled connection not known to be broken: idle ones the server
-        closed (a restart) are handed back, and the pool discards them."""
-        for _ in range(_CHECKOUTS):
-            connection = pool.getconn(timeout=self._bound())
+        """A connection not known to be broken: one the store keeps idle, else
+        one from the pool. Idle ones the server closed (a restart, a
+        terminated session) are handed back to the pool, which discards them."""
+        while True:
+            with self._lock:
+                if not self._held:
+                    self._getting += 1  # from now on, a check-in hands its connection on
+                    break
+                connection = self._held.pop()
             if not _broken(connection):
                 return connection
             pool.putconn(connection)
-        return pool.getconn(timeout=self._bound())
+        try:
+            for _ in range(_CHECKOUTS):
+                connection = pool.getconn(timeout=self._bound())
+                if not _broken(connection):
+                    return connection
+                pool.putconn(connection)
+            return pool.getconn(timeout=self._bound())
+        finally:
+            with self._lock:
+                self._getting -= 1
+
+    def _checkin(self, pool: _Pool, connection: psycopg.Connection[Any]) -> None:
+        """Keep a healthy idle connection for the next operation, out of the
+        pool: the pool's checkout and return cost about a third of an
+        operation's time in the client. While an operation waits for the
+        pool, every connection goes back to it, to be handed on; so does a
+        broken one, or one left in a transaction, which the pool discards or
+        resets. The store keeps at most ``max_connections``."""
+        pgconn = connection.pgconn
+        with self._lock:
+            keep = (
+                not self._getting
+                and self._pool is pool
+                and not self._closed
+                and pgconn.status == pq.ConnStatus.OK
+                and pgconn.transaction_status == pq.TransactionStatus.IDLE
+            )
+            if keep:
+                self._held.append(connection)
+        if not keep:
+            pool.putconn(connection)
 
     def _bound(self) -> float:
         """How long a wait may take: ``timeout``, or what is left of the store
@@ -685,8 +726,9 @@ class SyncPostgresStore(SyncStore):
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             if self._pool_generation != generation():
-                self._orphans.append(self._pool)
-                self._pool, self._pool_generation = None, generation()
+                self._orphans += [self._pool, self._held]
+                self._pool, self._held, self._pool_generation = None, [], generation()
+                self._getting = 0
             pool = self._pool
             if pool is None:
                 pool = self._new_pool()
