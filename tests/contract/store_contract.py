@@ -314,6 +314,21 @@ class StoreContract:
         assert lease.data == b"v1"
         assert time.monotonic() - released < 1.0
 
+    async def test_a_release_just_before_the_wait_does_not_hold_the_waiter(
+        self, store: Store, key: str
+    ) -> None:
+        """The waiter found the session locked; the holder released it before
+        the waiter began to wait (request threads interleave so on the sync
+        face): the wait must not last until its timeout (the lease's
+        ``retry_after``, seconds), as if the release had not happened."""
+        holder = await acquire_lease(store, key)
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Locked)
+        await store.commit(holder, b"v1", ttl=LONG)
+        started = time.monotonic()
+        await store.wait(key, 5.0, 0)
+        assert time.monotonic() - started < 1.0
+        assert isinstance(await store.acquire(key, lease_ttl=LONG), Lease)
+
     async def test_concurrent_increments_are_never_lost(self, store: Store) -> None:
         key, workers, rounds = new_key(), 8, 10
         assert await store.create(key, b"0", ttl=LONG)
