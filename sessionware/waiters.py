@@ -7,7 +7,7 @@ every waiter of that key at once; each then re-checks with ``acquire``.
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from sessionware._primitives import Event, ThreadLock
@@ -24,13 +24,19 @@ class Waiters(Generic[K]):
         self._events: dict[K, set[Event]] = {}
         self._lock = ThreadLock()
 
-    async def wait(self, key: K, timeout: float) -> None:
-        """Return at the next :meth:`wake` of ``key``, or after ``timeout``."""
+    async def wait(self, key: K, timeout: float, *,
+                   unless: Callable[[], bool] | None = None) -> None:
+        """Return at the next :meth:`wake` of ``key``, or after ``timeout``.
+
+        ``unless()``, asked once this waiter is registered, says whether there
+        is nothing to wait for: a release that came between the caller's look
+        and this wait woke nobody, and is seen here instead."""
         event = Event()
         with self._lock:
             self._events.setdefault(key, set()).add(event)
         try:
-            await event.wait(timeout)
+            if unless is None or not unless():
+                await event.wait(timeout)
         finally:
             with self._lock:
                 events = self._events.get(key)

@@ -143,7 +143,14 @@ class SyncMemoryStore(SyncStore):
             self._waiters.wake(lease.key)
 
     def wait(self, key: str, timeout: float, attempt: int) -> None:
-        self._waiters.wait(key, timeout)
+        self._waiters.wait(key, timeout, unless=lambda: self._unlocked(key))
+
+    def _unlocked(self, key: str) -> bool:
+        """Whether ``key``'s lock is free (or the session gone): nothing to wait for."""
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            return record is None or record.locked_until <= now
 
     def _sweep(self, now: float) -> None:
         """Drop expired records, at most once per interval, so abandoned sessions
