@@ -576,7 +576,9 @@ class SyncPostgresStore(SyncStore):
         params = {"key": key, "ttl": ttl, "refresh_after": refresh_after}
         try:
             _, rows = self._execute("read", self._sql["read"], params)
-        except StoreUnavailable:
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, PoolTimeout):
+                raise  # no connection in time: a second wait would only double it
             logger.debug("retrying a read after a connection error")
             _, rows = self._execute("read", self._sql["read"], params)
         return bytes(rows[0][0]) if rows else None
@@ -778,11 +780,12 @@ class SyncPostgresStore(SyncStore):
             if purged:
                 logger.debug("purged %d expired sessions", purged)
         except StoreError as exc:
-            logger.warning(
-                "could not purge expired sessions (next try in about %ss): %s",
-                self._purge_interval,
-                exc,
-            )
+            if not self._closed:  # closed meanwhile: nothing to report
+                logger.warning(
+                    "could not purge expired sessions (next try in about %ss): %s",
+                    self._purge_interval,
+                    exc,
+                )
         finally:
             with self._lock:
                 self._purging.finished()
