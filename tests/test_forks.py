@@ -109,7 +109,7 @@ if pid == 0:
     except BaseException as exc:
         print(f"the worker could not write: {exc!r}", flush=True)
         os._exit(1)
-deadline = time.monotonic() + 20
+deadline = time.monotonic() + 10  # it needs a second or two
 while time.monotonic() < deadline:
     done, status = os.waitpid(pid, os.WNOHANG)
     if done:
