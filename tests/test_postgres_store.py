@@ -268,3 +268,48 @@ async def test_a_missing_table_is_a_store_error_that_says_so(postgres_dsn: str,
         await store.acquire(new_key(), lease_ttl=LONG)
     assert not isinstance(raised.value, StoreUnavailable)
     await store.aclose()
+
+
+# -- connections ---------------------------------------------------------------------
+
+
+def client_connections(server: PostgresServer) -> int:
+    with server.connect() as probe:
+        row = probe.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+            "AND pid <> pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(str(row[0]))
+
+
+async def test_more_operations_than_connections_take_turns(
+    postgres_server_factory: Callable[[], PostgresServer], face: str
+) -> None:
+    """Forty operations at once over two connections: each waits its turn for
+    a connection another hands on, none fails, none opens a third."""
+    server = postgres_server_factory()
+    async with on_face(PostgresStore(server.dsn, max_connections=2), face) as store:
+        keys = [new_key() for _ in range(40)]
+        assert all(await asyncio.gather(*(store.create(k, b"v", ttl=LONG) for k in keys)))
+        assert await asyncio.gather(*(store.read(k) for k in keys)) == [b"v"] * 40
+        assert client_connections(server) <= 2
+
+
+@pytest.mark.faces("async")
+async def test_operations_cancelled_while_waiting_for_a_connection_leave_none_behind(
+    postgres_server_factory: Callable[[], PostgresServer], face: str
+) -> None:
+    """The core cancels an operation at its deadline, also while it waits for
+    a connection: a connection handed to it meanwhile goes on to the next."""
+    server = postgres_server_factory()
+    async with on_face(PostgresStore(server.dsn, max_connections=1), face) as store:
+        key = new_key()
+        assert await store.create(key, b"v", ttl=LONG)
+        for _ in range(5):
+            reads = [asyncio.create_task(store.read(key)) for _ in range(20)]
+            await asyncio.sleep(0)  # every one has started: one holds the connection
+            for task in reads[1::2]:
+                task.cancel()
+            done = await asyncio.gather(*reads, return_exceptions=True)
+            assert [d for d in done[::2]] == [b"v"] * 10
+        assert await asyncio.wait_for(store.read(key), 2.0) == b"v"

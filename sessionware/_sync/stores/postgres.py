@@ -132,6 +132,7 @@ because only it is idempotent.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import random
@@ -139,7 +140,7 @@ import re
 import select
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sessionware._forks import generation
@@ -158,7 +159,7 @@ try:
     import psycopg
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import ConnectionPool, PoolTimeout
+    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
@@ -178,7 +179,6 @@ _RECHECK_CAP = 1.0  # longest sleep between re-checks while the listener is conn
 _RECHECK_BASE = 0.05
 _LISTEN_TICK = 0.1  # longest wait for a notification before the listener looks for a close()
 _STOP_TIMEOUT = 2.0  # longest a close() waits for the listener to end
-_CHECKOUTS = 4  # idle connections found broken, discarded, before one is opened
 
 Params = Mapping[str, Any]
 _Pool = ConnectionPool["psycopg.Connection[Any]"]
@@ -332,7 +332,7 @@ _UNAVAILABLE_CODES = ("25006",)
 
 def _translate(op: str, where: str, exc: Exception) -> Exception:
     """The sessionware error for a driver error: the only place that decides."""
-    if isinstance(exc, PoolTimeout):
+    if isinstance(exc, (PoolTimeout, PoolClosed)):
         return StoreUnavailable(
             f"PostgreSQL at {where}: no connection for {op}: {exc}", maybe_applied=False
         )
@@ -485,10 +485,7 @@ class SyncPostgresStore(SyncStore):
             )
         }
         self._lock = ThreadLock()
-        self._pool: _Pool | None = None
-        # connections checked out of the pool and idle: the store's own
-        self._held: list[psycopg.Connection[Any]] = []
-        self._getting = 0  # operations waiting for the pool
+        self._lender: _Lender | None = None  # this process's pool, opened at first use
         self._pool_generation = generation()
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
         self._closed = False
@@ -534,13 +531,10 @@ class SyncPostgresStore(SyncStore):
         """Stop the listener and close the pool's connections."""
         with self._lock:
             self._closed = True
-            pool, self._pool = self._pool, None
-            held, self._held = self._held, []
+            lender, self._lender = self._lender, None
         self._listener.close()
-        if pool is not None and self._pool_generation == generation():
-            for connection in held:
-                pool.putconn(connection)
-            pool.close(timeout=self._timeout)
+        if lender is not None and self._pool_generation == generation():
+            lender.close(self._timeout)
 
     # -- operations -----------------------------------------------------------
 
@@ -638,9 +632,9 @@ class SyncPostgresStore(SyncStore):
     ) -> tuple[int, list[tuple[Any, ...]]]:
         """Run one statement on a pooled connection: its row count and rows.
         Then start a background purge if one is due."""
-        pool = self._current_pool()
+        lender = self._current_lender()
         try:
-            connection = self._checkout(pool)
+            connection = lender.borrow()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             raise _translate(op, self._where, exc) from exc
         try:
@@ -652,7 +646,7 @@ class SyncPostgresStore(SyncStore):
         except (psycopg.Error, OSError) as exc:
             raise _translate(op, self._where, exc) from exc
         finally:
-            self._checkin(pool, connection)
+            lender.give_back(connection)
             if purge_due:
                 self._purge_if_due()
 
@@ -667,51 +661,6 @@ class SyncPostgresStore(SyncStore):
         rows = cursor.fetchall() if cursor.description is not None else []
         return cursor.rowcount, rows
 
-    def _checkout(self, pool: _Pool) -> psycopg.Connection[Any]:
-        """A connection not known to be broken: one the store keeps idle, else
-        one from the pool. Idle ones the server closed (a restart, a
-        terminated session) are handed back to the pool, which discards them."""
-        while True:
-            with self._lock:
-                if not self._held:
-                    self._getting += 1  # from now on, a check-in hands its connection on
-                    break
-                connection = self._held.pop()
-            if not _broken(connection):
-                return connection
-            pool.putconn(connection)
-        try:
-            for _ in range(_CHECKOUTS):
-                connection = pool.getconn(timeout=self._bound())
-                if not _broken(connection):
-                    return connection
-                pool.putconn(connection)
-            return pool.getconn(timeout=self._bound())
-        finally:
-            with self._lock:
-                self._getting -= 1
-
-    def _checkin(self, pool: _Pool, connection: psycopg.Connection[Any]) -> None:
-        """Keep a healthy idle connection for the next operation, out of the
-        pool: the pool's checkout and return cost about a third of an
-        operation's time in the client. While an operation waits for the
-        pool, every connection goes back to it, to be handed on; so does a
-        broken one, or one left in a transaction, which the pool discards or
-        resets. The store keeps at most ``max_connections``."""
-        pgconn = connection.pgconn
-        with self._lock:
-            keep = (
-                not self._getting
-                and self._pool is pool
-                and not self._closed
-                and pgconn.status == pq.ConnStatus.OK
-                and pgconn.transaction_status == pq.TransactionStatus.IDLE
-            )
-            if keep:
-                self._held.append(connection)
-        if not keep:
-            pool.putconn(connection)
-
     def _bound(self) -> float:
         """How long a wait may take: ``timeout``, or what is left of the store
         call in progress if less (the sync face; the async face's calls are
@@ -719,7 +668,7 @@ class SyncPostgresStore(SyncStore):
         left = time_left()
         return self._timeout if left is None else max(min(self._timeout, left), 0.001)
 
-    def _current_pool(self) -> _Pool:
+    def _current_lender(self) -> _Lender:
         """This process's pool, opened at first use. A forked child (gunicorn
         --preload) never touches its parent's connections: it keeps the
         parent's pool object unused, so it is never finalized here, and opens
@@ -728,15 +677,14 @@ class SyncPostgresStore(SyncStore):
             if self._closed:
                 raise StoreError(f"{self!r} is closed")
             if self._pool_generation != generation():
-                self._orphans += [self._pool, self._held]
-                self._pool, self._held, self._pool_generation = None, [], generation()
-                self._getting = 0
-            pool = self._pool
-            if pool is None:
+                self._orphans.append(self._lender)
+                self._lender, self._pool_generation = None, generation()
+            lender = self._lender
+            if lender is None:
                 pool = self._new_pool()
                 pool.open(wait=False)  # starts its workers; connects in the background
-                self._pool = pool
-        return pool
+                lender = self._lender = _Lender(pool, self._sizes[1], self._bound)
+        return lender
 
     def _new_pool(self) -> _Pool:
         low, high = self._sizes
@@ -789,6 +737,142 @@ class SyncPostgresStore(SyncStore):
         finally:
             with self._lock:
                 self._purging.finished()
+
+
+class _Turn:
+    """An operation waiting for a connection another operation hands on (or,
+    with ``retry``, for a free place to take one from the pool)."""
+
+    __slots__ = ("connection", "event", "retry")
+
+    def __init__(self) -> None:
+        self.event = Event()
+        self.connection: psycopg.Connection[Any] | None = None
+        self.retry = False
+
+
+class _Lender:
+    """The connections a store checked out of its pool, each lent to one
+    operation at a time and kept idle between operations, out of the pool:
+    psycopg_pool's checkout and return (an asyncio timeout, locks and a
+    condition, a state check and reset) cost about a third of an operation's
+    time in the client. The pool opens them (at most ``limit``), reconnects
+    in the background, and discards the broken ones handed back.
+
+    An operation takes an idle connection, else one from the pool while fewer
+    than ``limit`` are out, else waits its turn: a connection given back goes
+    straight to the first operation waiting (FIFO), or, when it is discarded,
+    that operation takes its place in the pool. Idle connections the server
+    closed meanwhile (a restart, a terminated session) are found without a
+    round trip and discarded."""
+
+    def __init__(self, pool: _Pool, limit: int, bound: Callable[[], float]) -> None:
+        self.pool = pool
+        self._limit = limit
+        self._bound = bound  # seconds an operation may wait for a connection
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._out = 0  # checked out of the pool: idle, lent, or being opened
+        self._turns: collections.deque[_Turn] = collections.deque()
+        self._lock = ThreadLock()
+        self._closed = False
+
+    def borrow(self) -> psycopg.Connection[Any]:
+        while True:
+            connection, turn = None, None
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed("the store was closed")
+                if self._idle:
+                    connection = self._idle.pop()
+                elif self._out < self._limit:
+                    self._out += 1
+                else:
+                    turn = _Turn()
+                    self._turns.append(turn)
+            if turn is not None:
+                connection = self._wait(turn)
+                if connection is None:
+                    continue  # a place came free: take one from the pool
+            elif connection is None:
+                try:
+                    connection = self.pool.getconn(timeout=self._bound())
+                except BaseException:
+                    self._lost()
+                    raise
+            if not _broken(connection):
+                return connection
+            self._discard(connection)
+
+    def _wait(self, turn: _Turn) -> psycopg.Connection[Any] | None:
+        try:
+            turn.event.wait(self._bound())
+        except BaseException:  # cancelled: what was handed to this turn goes on
+            if self._withdraw(turn):
+                if turn.connection is not None:
+                    self.give_back(turn.connection)
+                elif turn.retry:
+                    self._lost(returned=False)
+            raise
+        if not self._withdraw(turn):
+            raise PoolTimeout(f"no connection came free within {self._bound():.1f}s")
+        return turn.connection
+
+    def _withdraw(self, turn: _Turn) -> bool:
+        """Take ``turn`` out of the queue; whether it was served already."""
+        with self._lock:
+            try:
+                self._turns.remove(turn)
+            except ValueError:
+                return True
+            return False
+
+    def give_back(self, connection: psycopg.Connection[Any]) -> None:
+        pgconn = connection.pgconn
+        if (
+            pgconn.status == pq.ConnStatus.OK
+            and pgconn.transaction_status == pq.TransactionStatus.IDLE
+        ):
+            with self._lock:
+                turn = None if self._closed or not self._turns else self._turns.popleft()
+                if turn is not None:
+                    turn.connection = connection
+                elif not self._closed:
+                    self._idle.append(connection)
+                    return
+            if turn is not None:
+                turn.event.set()
+                return
+        self._discard(connection)
+
+    def _discard(self, connection: psycopg.Connection[Any]) -> None:
+        """Hand ``connection`` back to the pool (which discards a broken one,
+        and resets and keeps one left in a transaction)."""
+        self._lost()
+        self.pool.putconn(connection)
+
+    def _lost(self, *, returned: bool = True) -> None:
+        """One connection fewer out of the pool (``returned``), or a place a
+        cancelled turn did not take: the first waiting turn takes it."""
+        with self._lock:
+            if returned:
+                self._out -= 1
+            turn = self._turns.popleft() if self._turns else None
+            if turn is not None:
+                turn.retry = True
+        if turn is not None:
+            turn.event.set()
+
+    def close(self, timeout: float) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            turns, self._turns = self._turns, collections.deque()
+        for turn in turns:
+            turn.retry = True
+            turn.event.set()
+        for connection in idle:
+            self.pool.putconn(connection)
+        self.pool.close(timeout=timeout)
 
 
 class _Run:
