@@ -17,7 +17,7 @@ import pytest
 
 from sessionware import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import Lease, Locked, PostgresStore
-from tests.contract.store_contract import LONG, acquire_lease, new_key
+from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 from tests.faces import on_face
 from tests.servers.postgres import PostgresServer
 
@@ -132,6 +132,29 @@ async def test_a_waiter_in_another_store_is_woken_by_notify_not_by_polling(
             got = await waiter_store.acquire(key, lease_ttl=LONG)
             assert isinstance(got, Lease)
             await waiter_store.release(got)
+
+
+async def test_without_the_listener_a_waiter_in_another_store_finds_the_release_by_polling(
+    postgres_dsn: str, face: str
+) -> None:
+    """``listen=False`` (a transaction-mode PgBouncer and no ``listen_dsn``):
+    the waiter re-checks with the plain polling backoff, up to 50 ms."""
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table, listen=False),
+                       face) as holder_store, \
+            on_face(PostgresStore(postgres_dsn, table=table, listen=False),
+                    face) as waiter_store:
+        key = new_key()
+        assert await holder_store.create(key, b"0", ttl=LONG)
+        lease = await acquire_lease(holder_store, key)
+        waiter = asyncio.create_task(acquire_waiting(waiter_store, key, timeout=LONG))
+        await asyncio.sleep(0.2)
+        assert not waiter.done()
+        released = time.monotonic()
+        await holder_store.commit(lease, b"1", ttl=LONG)
+        got = await asyncio.wait_for(waiter, 5.0)
+        assert got.data == b"1"
+        assert time.monotonic() - released < 0.5
 
 
 async def test_a_waiter_in_another_process_is_woken_by_notify(postgres_dsn: str) -> None:

@@ -1,5 +1,6 @@
 """The store contract on a real PostgreSQL server, straight and through
-PgBouncer in transaction mode (the session's servers: tests/servers/postgres.py)."""
+PgBouncer in transaction mode (the session's servers: tests/servers/postgres.py).
+Without the listener (polling), see tests/test_postgres_store.py."""
 
 from __future__ import annotations
 
@@ -31,11 +32,3 @@ class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract):
     def fresh_store(self, pgbouncer_dsn: str, postgres_dsn: str) -> Store:
         return PostgresStore(pgbouncer_dsn, table=fresh_table(), prepare=False,
                              listen_dsn=postgres_dsn)
-
-
-class TestPostgresStorePolling(StoreContract):
-    """No listener: waiters in other processes would poll with backoff."""
-
-    @pytest.fixture
-    def fresh_store(self, postgres_dsn: str) -> Store:
-        return PostgresStore(postgres_dsn, table=fresh_table(), listen=False)
