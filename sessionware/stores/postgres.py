@@ -116,7 +116,11 @@ table, permissions) raise :class:`~sessionware.StoreError`. An error the server
 answered for our statement means the statement failed and was rolled back
 (``maybe_applied=False``); a connection lost mid-statement leaves it unknown.
 
-Idle pooled connections are checked before use without a round trip (a
+Connections come from psycopg_pool, which opens them, reconnects in the
+background and discards the broken ones; between operations the store keeps
+them idle itself and hands each to the next operation waiting
+(:class:`_Lender`), which spares psycopg_pool's checkout and return on every
+statement. Idle connections are checked before use without a round trip (a
 socket that became readable while idle carries an error or the server's
 goodbye), and a broken one is discarded, so a restarted server costs a few
 failed requests, not one per pooled connection. A stalled statement is cut
