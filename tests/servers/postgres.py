@@ -170,6 +170,15 @@ class PostgresServer:
         deadline = time.monotonic() + 10
         while any(_alive(pid) for pid in processes) and time.monotonic() < deadline:
             time.sleep(0.01)
+        # The processes may stay zombies (their parent, pg_ctl, is gone, and
+        # whoever adopted them may never reap them: PID 1 here does not), and
+        # a zombie still answers kill(pid, 0): the next start would take the
+        # lock files for a running server's. Every process of the server is
+        # dead: remove them.
+        for lock in (self.data / "postmaster.pid",
+                     self.dir / f".s.PGSQL.{self.port}.lock"):
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
 
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
