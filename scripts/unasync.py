@@ -38,6 +38,7 @@ TWINS = {
 COUNTERPARTS = {
     "sessionware._primitives": "sessionware._sync._primitives",
     "sessionware.stores._resp": "sessionware._sync.stores._resp",
+    "sessionware.stores._pg_lean": "sessionware._sync.stores._pg_lean",
 }
 
 # classes of the one source whose twins carry another name (public ones: both

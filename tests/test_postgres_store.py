@@ -309,9 +309,11 @@ async def test_more_operations_than_connections_take_turns(
     postgres_server_factory: Callable[[], PostgresServer], face: str
 ) -> None:
     """Forty operations at once over two connections: each waits its turn for
-    a connection another hands on, none fails, none opens a third."""
+    a connection another hands on, none fails, none opens a third (through
+    the pool on both faces: ``lean=False``)."""
     server = postgres_server_factory()
-    async with on_face(PostgresStore(server.dsn, max_connections=2), face) as store:
+    async with on_face(PostgresStore(server.dsn, max_connections=2, lean=False),
+                       face) as store:
         keys = [new_key() for _ in range(40)]
         assert all(await asyncio.gather(*(store.create(k, b"v", ttl=LONG) for k in keys)))
         assert await asyncio.gather(*(store.read(k) for k in keys)) == [b"v"] * 40
@@ -323,9 +325,12 @@ async def test_operations_cancelled_while_waiting_for_a_connection_leave_none_be
     postgres_server_factory: Callable[[], PostgresServer], face: str
 ) -> None:
     """The core cancels an operation at its deadline, also while it waits for
-    a connection: a connection handed to it meanwhile goes on to the next."""
+    a connection: a connection handed to it meanwhile goes on to the next
+    (the pool's path, ``lean=False``; on the lean path a cancelled caller
+    only abandons its answer)."""
     server = postgres_server_factory()
-    async with on_face(PostgresStore(server.dsn, max_connections=1), face) as store:
+    async with on_face(PostgresStore(server.dsn, max_connections=1, lean=False),
+                       face) as store:
         key = new_key()
         assert await store.create(key, b"v", ttl=LONG)
         for _ in range(5):

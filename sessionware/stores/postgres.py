@@ -154,6 +154,7 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from sessionware.stores._pg_lean import LeanPath
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.waiters import Waiters
 
@@ -183,6 +184,8 @@ _LISTEN_TICK = 0.1  # longest wait for a notification before the listener looks 
 _STOP_TIMEOUT = 2.0  # longest a close() waits for the listener to end
 
 Params = Mapping[str, Any]
+# the operations the lean path runs (each a named statement below)
+_LEAN_OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete")
 _Pool = AsyncConnectionPool["psycopg.AsyncConnection[Any]"]
 
 # -- SQL ------------------------------------------------------------------------
@@ -431,6 +434,10 @@ class PostgresStore(Store):
         straight to PostgreSQL when ``dsn`` is a transaction-mode PgBouncer.
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
+    :param lean: on the async face, send the session operations over one
+        pipelined connection per process (:mod:`sessionware.stores._pg_lean`;
+        needs ``prepare``); ``False`` sends them through the pool, as the sync
+        face does, and as set-up and purges always go.
     """
 
     def __init__(
@@ -446,6 +453,7 @@ class PostgresStore(Store):
         listen: bool = True,
         listen_dsn: str | None = None,
         purge_interval: float = 60.0,
+        lean: bool = True,
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ConfigurationError(
@@ -471,6 +479,10 @@ class PostgresStore(Store):
             ("purge", PURGE), ("create_sequence", CREATE_SEQUENCE),
             ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX))}
         self._lock = ThreadLock()
+        # the async face's pipelined connection for the session operations
+        self._lean = LeanPath.for_store(
+            dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean,
+            timeout=timeout)
         self._lender: _Lender | None = None  # this process's pool, opened at first use
         self._pool_generation = generation()
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
@@ -516,6 +528,8 @@ class PostgresStore(Store):
             self._closed = True
             lender, self._lender = self._lender, None
         await self._listener.aclose()
+        if self._lean is not None:
+            self._lean.close()
         if lender is not None and self._pool_generation == generation():
             await lender.aclose(self._timeout)
 
@@ -599,8 +613,19 @@ class PostgresStore(Store):
     async def _execute(self, op: str, statement: str, params: Params, *,
                        purge_due: bool = True, prepare: bool | None = None,
                        ) -> tuple[int, list[tuple[Any, ...]]]:
-        """Run one statement on a pooled connection: its row count and rows.
-        Then start a background purge if one is due."""
+        """Run one statement: a session operation on the lean path (the
+        async face), anything else on a pooled connection. Its row count and
+        rows; then start a background purge if one is due."""
+        if self._lean is not None and op in _LEAN_OPS:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                return await self._lean.execute(op, params)
+            except (psycopg.Error, OSError) as exc:
+                raise _translate(op, self._where, exc) from exc
+            finally:
+                if purge_due:
+                    self._purge_if_due()
         lender = await self._current_lender()
         try:
             connection = await lender.borrow()

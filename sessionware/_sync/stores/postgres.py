@@ -149,6 +149,7 @@ from typing import Any
 
 from sessionware._forks import generation
 from sessionware._sync._primitives import Background, Event, ThreadLock, interruptible, time_left
+from sessionware._sync.stores._pg_lean import LeanPath
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
@@ -185,6 +186,8 @@ _LISTEN_TICK = 0.1  # longest wait for a notification before the listener looks 
 _STOP_TIMEOUT = 2.0  # longest a close() waits for the listener to end
 
 Params = Mapping[str, Any]
+# the operations the lean path runs (each a named statement below)
+_LEAN_OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete")
 _Pool = ConnectionPool["psycopg.Connection[Any]"]
 
 # -- SQL ------------------------------------------------------------------------
@@ -435,6 +438,10 @@ class SyncPostgresStore(SyncStore):
         straight to PostgreSQL when ``dsn`` is a transaction-mode PgBouncer.
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
+    :param lean: on the async face, send the session operations over one
+        pipelined connection per process (:mod:`sessionware._sync.stores._pg_lean`;
+        needs ``prepare``); ``False`` sends them through the pool, as the sync
+        face does, and as set-up and purges always go.
     """
 
     def __init__(
@@ -450,6 +457,7 @@ class SyncPostgresStore(SyncStore):
         listen: bool = True,
         listen_dsn: str | None = None,
         purge_interval: float = 60.0,
+        lean: bool = True,
     ) -> None:
         if not _TABLE_NAME.fullmatch(table):
             raise ConfigurationError(f"table name {table!r}: use letters, digits and _ (up to 50)")
@@ -489,6 +497,10 @@ class SyncPostgresStore(SyncStore):
             )
         }
         self._lock = ThreadLock()
+        # the async face's pipelined connection for the session operations
+        self._lean = LeanPath.for_store(
+            dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout
+        )
         self._lender: _Lender | None = None  # this process's pool, opened at first use
         self._pool_generation = generation()
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
@@ -537,6 +549,8 @@ class SyncPostgresStore(SyncStore):
             self._closed = True
             lender, self._lender = self._lender, None
         self._listener.close()
+        if self._lean is not None:
+            self._lean.close()
         if lender is not None and self._pool_generation == generation():
             lender.close(self._timeout)
 
@@ -634,8 +648,19 @@ class SyncPostgresStore(SyncStore):
         purge_due: bool = True,
         prepare: bool | None = None,
     ) -> tuple[int, list[tuple[Any, ...]]]:
-        """Run one statement on a pooled connection: its row count and rows.
-        Then start a background purge if one is due."""
+        """Run one statement: a session operation on the lean path (the
+        async face), anything else on a pooled connection. Its row count and
+        rows; then start a background purge if one is due."""
+        if self._lean is not None and op in _LEAN_OPS:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            try:
+                return self._lean.execute(op, params)
+            except (psycopg.Error, OSError) as exc:
+                raise _translate(op, self._where, exc) from exc
+            finally:
+                if purge_due:
+                    self._purge_if_due()
         lender = self._current_lender()
         try:
             connection = lender.borrow()
