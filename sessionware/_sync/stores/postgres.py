@@ -14,7 +14,10 @@ and its twin generated into ``sessionware/_sync/stores/postgres.py``,
 blocking, for WSGI, on ``Connection`` and ``ConnectionPool``. The WSGI
 middleware builds the twin from the same arguments (the store's ``sync()``).
 What differs between the faces is the listener's background job (a task, or a
-daemon thread) and how a stalled statement is cut off (see Failure behaviour).
+daemon thread), how a stalled statement is cut off (see Failure behaviour),
+and the lean path: on the async face the session statements go over one
+pipelined connection per process (:mod:`sessionware._sync.stores._pg_lean`), on the
+sync face through the pool (its counterpart module has none).
 
 Schema
 ======
