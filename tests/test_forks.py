@@ -170,6 +170,9 @@ def test_a_store_used_before_a_fork_works_in_the_child(tmp_path: Path, face: str
     child = context.Process(target=_use_inherited_store, args=(store, key, results))
     child.start()
     child.join(20)
+    if child.is_alive():  # hung: never leave it behind
+        child.kill()
+        child.join(5)
     assert child.exitcode == 0
     assert results.get(timeout=1) == b"from the child"
     if isinstance(store, SyncStore):
