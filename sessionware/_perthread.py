@@ -18,6 +18,7 @@ connection closes). The child opens its own.
 
 from __future__ import annotations
 
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -78,8 +79,10 @@ class PerThread(Generic[T]):
             slot.finalizer()
 
     def _finalizer(self, slot: _Slot[T]) -> weakref.finalize[..., _Slot[T]]:
-        return weakref.finalize(slot, _close_if_ours, self._close, slot.resource,
-                                slot.generation)
+        # By process id, not generation: a child drops the thread-locals of
+        # the parent's threads (which the fork did not copy) before the
+        # generation counter moves, so those finalizers run in the child first.
+        return weakref.finalize(slot, _close_if_ours, self._close, slot.resource, os.getpid())
 
     def _current_lock(self) -> threading.Lock:
         """The lock, new in a forked child (a parent's thread may have held it)."""
@@ -89,6 +92,6 @@ class PerThread(Generic[T]):
         return self._lock
 
 
-def _close_if_ours(close: Callable[[T], None], resource: T, opened_in: int) -> None:
-    if opened_in == generation():
+def _close_if_ours(close: Callable[[T], None], resource: T, opened_by: int) -> None:
+    if opened_by == os.getpid():
         close(resource)

@@ -57,6 +57,7 @@ class Store(abc.ABC):
     """
 
     _arguments: tuple[tuple[Any, ...], dict[str, Any]]
+    _twin: sync_base.SyncStore
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         store = super().__new__(cls)
@@ -65,10 +66,17 @@ class Store(abc.ABC):
 
     def sync(self) -> sync_base.SyncStore:
         """This store's blocking face: an instance of its generated sync twin
-        (``SQLiteStore`` -> ``SyncSQLiteStore``), built with the same arguments,
-        for the WSGI middleware. A sync store returns itself."""
+        (``SQLiteStore`` -> ``SyncSQLiteStore``), built with the same arguments
+        on the first call and the same one after (two WSGI apps given one
+        store share it), for the WSGI middleware. A sync store returns itself."""
         if IS_SYNC:
             return self
+        made: sync_base.SyncStore | None = self.__dict__.get("_twin")
+        if made is None:
+            made = self._twin = self._make_twin()
+        return made
+
+    def _make_twin(self) -> sync_base.SyncStore:
         cls = type(self)
         module = cls.__module__
         twin = None

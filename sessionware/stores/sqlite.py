@@ -68,7 +68,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sessionware._forks import generation
+from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
 from sessionware._primitives import run_blocking, run_on_thread, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
@@ -206,6 +206,10 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
         return name.startswith(_UNAVAILABLE_CODES)
     return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
 
+
+# Every SQLite call passes it: a process never forks inside one (the child
+# would inherit SQLite's in-process lock state of that call for ever).
+_FORKS = ForkGate()
 
 _BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
 _BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
@@ -415,12 +419,15 @@ class SQLiteStore(Store):
         bound = self._busy_timeout if left is None else min(self._busy_timeout, left)
         deadline = time.monotonic() + bound
         for attempt in itertools.count():
+            _FORKS.enter()
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
                 remaining = deadline - time.monotonic()
                 if not _is_busy(exc) or remaining <= 0:
                     raise
+            finally:
+                _FORKS.leave()
             time.sleep(min(remaining, backoff_delay(attempt, base=_BUSY_BASE, cap=_BUSY_CAP)))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -445,7 +452,11 @@ class SQLiteStore(Store):
 
     def _close(self) -> None:
         self._closed = True
-        self._connections.close_all()
+        _FORKS.enter()
+        try:
+            self._connections.close_all()
+        finally:
+            _FORKS.leave()
 
     def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
         db = self._connection()

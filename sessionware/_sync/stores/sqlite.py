@@ -70,7 +70,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from sessionware._forks import generation
+from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
 from sessionware._sync._primitives import run_blocking, run_on_thread, time_left
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
@@ -223,6 +223,10 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
         return name.startswith(_UNAVAILABLE_CODES)
     return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
 
+
+# Every SQLite call passes it: a process never forks inside one (the child
+# would inherit SQLite's in-process lock state of that call for ever).
+_FORKS = ForkGate()
 
 _BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
 _BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
@@ -441,12 +445,15 @@ class SyncSQLiteStore(SyncStore):
         bound = self._busy_timeout if left is None else min(self._busy_timeout, left)
         deadline = time.monotonic() + bound
         for attempt in itertools.count():
+            _FORKS.enter()
             try:
                 return fn(*args)
             except sqlite3.OperationalError as exc:
                 remaining = deadline - time.monotonic()
                 if not _is_busy(exc) or remaining <= 0:
                     raise
+            finally:
+                _FORKS.leave()
             time.sleep(min(remaining, backoff_delay(attempt, base=_BUSY_BASE, cap=_BUSY_CAP)))
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -471,7 +478,11 @@ class SyncSQLiteStore(SyncStore):
 
     def _close(self) -> None:
         self._closed = True
-        self._connections.close_all()
+        _FORKS.enter()
+        try:
+            self._connections.close_all()
+        finally:
+            _FORKS.leave()
 
     def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
         db = self._connection()
