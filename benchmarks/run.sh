@@ -25,4 +25,5 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 "$PY" -m pip install -q -r benchmarks/requirements.txt
-exec "$PY" -m benchmarks.bench "$@"
+"$PY" -m benchmarks.bench "$@"
+"$PY" -m benchmarks.increments  # lost updates under the WSGI worker kinds
