@@ -63,6 +63,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -269,6 +270,7 @@ class SQLiteStore(Store):
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._closed = False
         self._waiters: Waiters[str] = Waiters()
+        self._writer = threading.Lock()  # held by this process's write transaction
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
@@ -372,6 +374,7 @@ class SQLiteStore(Store):
         self._generation = generation()
         self._executor = _worker()
         self._waiters.clear()
+        self._writer = threading.Lock()
 
     @contextlib.contextmanager
     def _translated(self) -> Iterator[None]:
@@ -433,14 +436,26 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _write(self, db: sqlite3.Connection) -> Iterator[float]:
-        """One write transaction; yields the time, read once the lock is held."""
-        db.execute(BEGIN)
+        """One write transaction; yields the time, read once the lock is held.
+
+        The threads of this process take turns at ``_writer`` first: woken
+        at once when the one before them is done, they queue for SQLite's
+        write lock instead of polling for it (the sync face's request threads;
+        the async face has one thread that writes). Other processes are
+        still waited for by polling (:meth:`_until_not_busy`)."""
+        left = time_left()
+        if not self._writer.acquire(timeout=self._busy_timeout if left is None else left):
+            raise sqlite3.OperationalError("database is locked (by this process's writers)")
         try:
-            yield time.time()
-            db.execute(COMMIT_TRANSACTION)
+            db.execute(BEGIN)
+            try:
+                yield time.time()
+                db.execute(COMMIT_TRANSACTION)
+            finally:
+                if db.in_transaction:
+                    db.rollback()
         finally:
-            if db.in_transaction:
-                db.rollback()
+            self._writer.release()
 
     def _setup(self) -> None:
         db = self._connection()
