@@ -14,11 +14,13 @@ from sessionware.exceptions import (
     QueueFull,
     SerializationError,
     SessionClosed,
+    SessionNotLoaded,
     SessionTooLarge,
     SessionwareError,
     StoreError,
     StoreUnavailable,
 )
+from sessionware.loading import load_session, uses_session
 from sessionware.modes import LockMode, Rule
 from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
@@ -45,6 +47,7 @@ __all__ = [
     "SessionClosed",
     "SessionConfig",
     "SessionMiddleware",
+    "SessionNotLoaded",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",
@@ -52,4 +55,6 @@ __all__ = [
     "WSGISessionMiddleware",
     "__version__",
     "default_error_response",
+    "load_session",
+    "uses_session",
 ]
