@@ -44,6 +44,11 @@ class SessionMiddleware:
     :param on_error: maps a session failure to the response sent instead
         (default: 503 with Retry-After, or 500 for unsaveable sessions).
     :param serializer: default JSON.
+    :param check_store: at the ASGI lifespan's startup, set the store up and
+        read from it once: a store that cannot serve (a wrong URL or path, no
+        server, no permission) fails the startup with its reason, instead of
+        every request answering 503. ``False`` starts without it (the first
+        request sets the store up).
     :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
         ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
         ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``.
@@ -53,8 +58,10 @@ class SessionMiddleware:
                  lock_mode: ModeRule = LockMode.EXCLUSIVE,
                  on_error: ErrorHandler = default_error_response,
                  serializer: Serializer | None = None,
+                 check_store: bool = True,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
+        self.check_store = check_store
         self.core = SessionCore.from_options(store, secret_key, serializer, options)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
@@ -116,12 +123,20 @@ class SessionMiddleware:
         await send({"type": "http.response.body", "body": response.body})
 
     def _lifespan_send(self, send: Send) -> Send:
-        """Close the store when the app has shut down."""
-        async def send_closing_store(message: Message) -> None:
-            if message["type"] == "lifespan.shutdown.complete":
+        """Check the store when the app has started (unless ``check_store``
+        is off): a store that cannot serve fails the startup with its reason.
+        Close the store when the app has shut down."""
+        async def send_checking_store(message: Message) -> None:
+            if message["type"] == "lifespan.startup.complete" and self.check_store:
+                try:
+                    await self.core.check()
+                except SessionwareError as exc:
+                    message = {"type": "lifespan.startup.failed",
+                               "message": f"sessionware: the session store cannot serve: {exc}"}
+            elif message["type"] == "lifespan.shutdown.complete":
                 await self.core.aclose()
             await send(message)
-        return send_closing_store
+        return send_checking_store
 
 
 class _Exchange:

@@ -191,6 +191,7 @@ class _Settings:
     lock_mode: ModeRule | None = None
     on_error: ErrorHandler | None = None
     serializer: Serializer | None = None
+    check_store: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def over(self, defaults: _Settings) -> _Settings:
@@ -210,31 +211,33 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode, on_error, serializer, options: as for
+    :param lock_mode, on_error, serializer, check_store, options: as for
         :class:`~sessionware.wsgi.WSGISessionMiddleware`; without ``cookie``,
-        the cookie follows the ``SESSION_COOKIE_*`` config.
+        the cookie follows the ``SESSION_COOKIE_*`` config. The store check
+        runs in :meth:`init_app`: a store that cannot serve fails the app's
+        creation with its reason.
     """
 
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None,
+                 serializer: Serializer | None = None, check_store: bool | None = None,
                  **options: Unpack[SessionOptions]) -> None:
         self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                                   dict(options))
+                                   check_store, dict(options))
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None,
+                 serializer: Serializer | None = None, check_store: bool | None = None,
                  **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
         """Install the middleware and session interface on ``app``; arguments
         given here win over the constructor's. Returns the middleware (also in
         ``app.extensions["sessionware"]``)."""
         settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                             dict(options)).over(self._settings)
+                             check_store, dict(options)).over(self._settings)
         if settings.store is None:
             raise ConfigurationError("Sessionware needs a store, e.g. SQLiteStore('sessions.db')")
         config_options = {"cookie": _cookie_options(app.config), **settings.options}
@@ -244,7 +247,8 @@ class Sessionware:
             lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
             on_error=settings.on_error or default_error_response,
             serializer=settings.serializer, session_class=FlaskSession,
-            not_loaded=FlaskNotLoadedSession, **config_options)
+            not_loaded=FlaskNotLoadedSession,
+            check_store=settings.check_store is not False, **config_options)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
         got_request_exception.connect(_discard, app, weak=False)

@@ -80,6 +80,10 @@ class WSGISessionMiddleware:
     :param serializer: default JSON.
     :param session_class: the class of the sessions handed to the app, a
         :class:`~sessionware.Session` subclass (Flask's integration uses one).
+    :param check_store: set the store up and read from it once, here: a
+        store that cannot serve (a wrong URL or path, no server, no permission)
+        raises its :class:`~sessionware.StoreError` at app creation, instead of
+        every request answering 503. ``False`` leaves it to the first request.
     :param not_loaded: the class of what the session is under lock mode
         ``lazy`` until the app calls :func:`load_session` (Flask's
         integration gives its own).
@@ -100,6 +104,7 @@ class WSGISessionMiddleware:
                  serializer: Serializer | None = None,
                  session_class: type[Session] = Session,
                  not_loaded: type[NotLoadedSession] = NotLoadedSession,
+                 check_store: bool = True,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
         self.not_loaded = not_loaded
@@ -108,6 +113,8 @@ class WSGISessionMiddleware:
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name
+        if check_store:
+            self.core.check()
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:

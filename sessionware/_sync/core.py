@@ -66,6 +66,9 @@ purpose: a browser that never received the new cookie (its login response was
 lost) gets an unchangeable session until then, and a fresh one after."""
 
 
+_PROBE_KEY = "0" * 64  # a store key that no session id hashes to in practice
+
+
 class SyncSessionCore:
     """Sessions for one application: a store, a signing key and a config.
 
@@ -189,6 +192,14 @@ class SyncSessionCore:
         if not self._ready:  # another caller's run may have done it
             self.guard(self.store.setup)
             self._ready = True
+
+    def check(self) -> None:
+        """Fail now, with the store's reason, if the store cannot serve: set it
+        up and read one (absent) session, as the first request would. For the
+        drivers' startup check, so a misconfigured store stops the app from
+        starting instead of answering every request with 503."""
+        self.ensure_ready()
+        self.guard(self.store.read, _PROBE_KEY)
 
     def lock(self, key: str) -> Lease | None:
         """Take ``key``'s lock: first this process's turn, then the store's lock.

@@ -230,6 +230,25 @@ DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
 
 
+def _cannot_open_because(path: str, exc: sqlite3.Error) -> str:
+    """Why SQLite could not open ``path``, which its message does not say."""
+    if "unable to open" not in str(exc) or path == ":memory:":
+        return ""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return " (the path is a directory: name a file in it)"
+    if not os.path.isdir(directory):
+        return f" (its directory {directory!r} does not exist)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (
+            f" (no permission to write in {directory!r}, where SQLite must create the "
+            "file and its -wal and -shm files)"
+        )
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return " (no permission to read and write the file)"
+    return ""
+
+
 def _is_unavailable(exc: sqlite3.Error) -> bool:
     name: str | None = getattr(exc, "sqlite_errorname", None)
     if name is not None:
@@ -446,7 +465,7 @@ class SyncSQLiteStore(SyncStore):
         try:
             yield
         except sqlite3.Error as exc:
-            message = f"SQLite store {self._path!r}: {exc}"
+            message = f"SQLite store {self._path!r}: {exc}{_cannot_open_because(self._path, exc)}"
             if _is_unavailable(exc):  # each operation is one transaction: rolled back
                 raise StoreUnavailable(message, maybe_applied=False) from exc
             raise StoreError(message) from exc
