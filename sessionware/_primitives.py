@@ -21,13 +21,15 @@ Nothing else in the one source may touch asyncio, so that a token replacement
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "interruptible", "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
+           "call_hook", "interruptible", "run_blocking", "run_on_thread", "shield", "sleep",
+           "time_left"]
 
 T = TypeVar("T")
 
@@ -91,6 +93,13 @@ async def run_on_thread(executor: Executor, function: Callable[..., T], *args: A
     """Run ``function`` on ``executor``'s thread and wait for it, on both
     faces: for what must not overlap that thread's own work."""
     return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+
+async def call_hook(hook: Callable[..., object], *args: Any) -> None:
+    """Call an app's hook, a function or a coroutine function."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        await result
 
 
 def time_left() -> float | None:

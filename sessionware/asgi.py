@@ -20,6 +20,7 @@ from sessionware.modes import LockMode, ModeRule, mode_selector
 from sessionware.responses import ErrorHandler, default_error_response, respond_to
 from sessionware.serializers import Serializer
 from sessionware.stores.base import Store
+from sessionware.telemetry import EventHook
 
 __all__ = ["SessionMiddleware"]
 
@@ -44,6 +45,12 @@ class SessionMiddleware:
     :param on_error: maps a session failure to the response sent instead
         (default: 503 with Retry-After, or 500 for unsaveable sessions).
     :param serializer: default JSON.
+    :param on_event: called with a :class:`~sessionware.telemetry.SessionEvent`
+        when a session is created, regenerated or invalidated, once the store
+        confirmed it and the lock is released; an exception in it is logged.
+    :param meter_provider: the OpenTelemetry meter provider for sessionware's
+        metrics (:mod:`sessionware.telemetry`); default: the global one. No
+        metrics without the ``opentelemetry-api`` package.
     :param check_store: at the ASGI lifespan's startup, set the store up and
         read from it once: a store that cannot serve (a wrong URL or path, no
         server, no permission) fails the startup with its reason, instead of
@@ -59,10 +66,13 @@ class SessionMiddleware:
                  on_error: ErrorHandler = default_error_response,
                  serializer: Serializer | None = None,
                  check_store: bool = True,
+                 on_event: EventHook | None = None,
+                 meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
         self.check_store = check_store
-        self.core = SessionCore.from_options(store, secret_key, serializer, options)
+        self.core = SessionCore.from_options(store, secret_key, serializer, options,
+                                             on_event=on_event, meter_provider=meter_provider)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sessionware._primitives import IS_SYNC, Deadlines, Once, shield, sleep
+from sessionware._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
 from sessionware.config import SessionConfig, SessionOptions, config_from_options
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
@@ -31,6 +31,7 @@ from sessionware.exceptions import (
     LeaseLost,
     LockTimeout,
     OutcomeUnknown,
+    QueueFull,
     SerializationError,
     SessionClosed,
     SessionTooLarge,
@@ -44,6 +45,7 @@ from sessionware.queue import SessionQueues
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.telemetry import EventHook, Metrics, SessionEvent
 
 __all__ = ["RETIRED", "RETIRED_IN_FLIGHT", "SessionCore", "SessionTransaction"]
 
@@ -78,7 +80,9 @@ class SessionCore:
     def __init__(self, store: Store, secret_key: str | Sequence[str], *,
                  config: SessionConfig | None = None,
                  serializer: Serializer | None = None,
-                 session_class: type[Session] = Session) -> None:
+                 session_class: type[Session] = Session,
+                 on_event: EventHook | None = None,
+                 meter_provider: Any = None) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(f"store must be a sessionware Store, not {store!r}")
         self.store = store
@@ -91,20 +95,28 @@ class SessionCore:
         self.deadlines = Deadlines(self.config.store_timeout)
         self._ready = False
         self._setting_up = Once()
+        self.on_event = on_event
+        metrics = Metrics(type(store).__name__, meter_provider)
+        self.metrics = metrics if metrics.enabled else None
 
     @classmethod
     def from_options(cls, store: Store, secret_key: str | Sequence[str],
                      serializer: Serializer | None,
                      options: SessionOptions,
-                     session_class: type[Session] = Session) -> SessionCore:
+                     session_class: type[Session] = Session, *,
+                     on_event: EventHook | None = None,
+                     meter_provider: Any = None) -> SessionCore:
         """The core the middlewares build from their keyword arguments."""
         return cls(store, secret_key, config=config_from_options(options),
-                   serializer=serializer, session_class=session_class)
+                   serializer=serializer, session_class=session_class, on_event=on_event,
+                   meter_provider=meter_provider)
 
     async def guard(self, operation: Callable[..., Awaitable[T]], *args: Any,
                     **kwargs: Any) -> T:
         """Run one store operation, ``operation(*args, **kwargs)``, within
         ``store_timeout``."""
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             async with self.deadlines.bound():
                 return await operation(*args, **kwargs)
@@ -112,6 +124,9 @@ class SessionCore:
             raise StoreUnavailable(
                 f"the store did not answer within {self.config.store_timeout}s",
                 maybe_applied=True) from exc
+        finally:
+            if metrics is not None:
+                metrics.store_operation(operation, time.perf_counter() - started)
 
     async def guard_write(self, write: Callable[[], Awaitable[T]],
                           repeat: Callable[[], Awaitable[T]] | None = None) -> T:
@@ -189,15 +204,22 @@ class SessionCore:
         """Take ``key``'s lock: first this process's turn, then the store's lock.
         Returns with the turn held if a lease came back; ``None`` if no session."""
         timeout = self.config.lock_timeout
-        deadline = time.monotonic() + timeout
-        await self.queues.enter(key, timeout)
+        started = time.monotonic()
         try:
-            lease = await self._acquire(key, deadline)
-        except BaseException:
-            self.queues.leave(key)
+            await self.queues.enter(key, timeout)
+            try:
+                lease = await self._acquire(key, started + timeout)
+            except BaseException:
+                self.queues.leave(key)
+                raise
+        except LockTimeout as exc:
+            if self.metrics is not None:
+                self.metrics.refused("queue_full" if isinstance(exc, QueueFull) else "timeout")
             raise
         if lease is None:
             self.queues.leave(key)
+        elif self.metrics is not None:
+            self.metrics.lock_wait.record(time.monotonic() - started)
         return lease
 
     async def _acquire(self, key: str, deadline: float) -> Lease | None:
@@ -224,8 +246,21 @@ class SessionCore:
                                       absolute_ttl=config.absolute_lifetime)
             # Settling: a repeat that finds the fresh key taken found our first attempt.
             if await self.guard_write(write, functools.partial(_taken_or_created, write)):
+                if self.metrics is not None:
+                    self.metrics.created.add(1)
                 return session_id
         raise StoreError("the store reported every fresh session id as taken")
+
+    async def emit(self, event: SessionEvent) -> None:
+        """Hand ``event`` to the app's ``on_event`` hook, if any; a hook that
+        raises is logged, never lets the request fail."""
+        if self.on_event is None:
+            return
+        try:
+            await call_hook(self.on_event, event)
+        except Exception:
+            logger.exception("the on_event hook failed on a %r event (the request goes on)",
+                             event.kind)
 
     async def aclose(self) -> None:
         await self.store.aclose()
@@ -240,8 +275,8 @@ class SessionTransaction:
     """One request's session. The session behaves as a transaction: committed
     as the response starts, discarded on every other way out."""
 
-    __slots__ = ("_cookie", "_core", "_had_cookie", "_headers", "_held", "_https", "_key",
-                 "_lease", "_loaded_id", "_mode", "_saved", "load_failure", "session")
+    __slots__ = ("_cookie", "_core", "_event", "_had_cookie", "_headers", "_held", "_https",
+                 "_key", "_lease", "_loaded_id", "_mode", "_saved", "load_failure", "session")
 
     def __init__(self, core: SessionCore, https: bool, cookie_value: str | None) -> None:
         self._core = core
@@ -257,6 +292,7 @@ class SessionTransaction:
         self._lease: Lease | None = None
         self._held: HeldLease | None = None
         self._headers: list[str] | None = None
+        self._event: SessionEvent | None = None  # for the on_event hook, once committed
         # What the store holds for this session as far as this request knows,
         # once nothing more will be saved (read mode, after commit): a session
         # that no longer serializes to it was changed in vain.
@@ -371,6 +407,8 @@ class SessionTransaction:
             self._headers = []
         else:
             self._headers = await self._write()
+            if self._event is not None:  # the lock is released by now
+                await self._core.emit(self._event)
         return self._headers
 
     async def _write(self) -> list[str]:
@@ -382,7 +420,9 @@ class SessionTransaction:
             return self._forget_cookie()
         if session.invalidated:
             if self._lease is not None:
+                key = self._lease.key
                 await self._finish(functools.partial(self._core.store.delete, self._lease))
+                self._event = SessionEvent("invalidated", key, session)
             return self._forget_cookie(force=self._had_cookie)
         data = self._serialize()
         if self._lease is not None and not session.regenerated:
@@ -399,6 +439,8 @@ class SessionTransaction:
         data = self._core.serializer.dumps(self.session)
         if len(data) > self._core.config.max_size:
             raise SessionTooLarge(len(data), self._core.config.max_size)
+        if self._core.metrics is not None:
+            self._core.metrics.size.record(len(data))
         return data
 
     async def _save(self, lease: Lease, data: bytes) -> None:
@@ -417,10 +459,13 @@ class SessionTransaction:
         failure loses nothing."""
         core = self._core
         session_id = await core.create(data)
+        previous = self._lease.key if self._lease is not None else None
         if self._lease is not None:
             await self._finish(functools.partial(
                 core.store.commit, self._lease, RETIRED,
                 ttl=core.config.lock_timeout + RETIRED_IN_FLIGHT))
+        self._event = SessionEvent("regenerated" if previous else "created",
+                                   store_key(session_id), self.session, previous)
         return [core.config.cookie.set_cookie(core.signer.sign(session_id), https=self._https)]
 
     def _forget_cookie(self, force: bool = False) -> list[str]:
@@ -462,8 +507,18 @@ class SessionTransaction:
 
     async def _finish(self, write: Callable[[], Awaitable[None]]) -> None:
         """Run the write that ends the lease, then hand the turn on at once
-        (not when the response body is done)."""
-        await self._core.guard_write(write)
+        (not when the response body is done). A lease found lost is not ours
+        to release any more."""
+        try:
+            await self._core.guard_write(write)
+        except LeaseLost:
+            self._lost()
+            raise
+        self._end_lease()
+
+    def _lost(self) -> None:
+        if self._core.metrics is not None:
+            self._core.metrics.leases_lost.add(1)
         self._end_lease()
 
     def _end_lease(self) -> None:
@@ -492,7 +547,7 @@ class SessionTransaction:
         try:
             await self._core.guard(self._core.store.release, lease)
         except LeaseLost:
-            pass  # a newer holder has it already; there is nothing of ours to undo
+            self._lost()  # a newer holder has it already; there is nothing of ours to undo
         except StoreError as exc:
             logger.warning("could not release a session lock (it lapses by itself): %s", exc)
         finally:

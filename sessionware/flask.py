@@ -84,6 +84,7 @@ from sessionware.responses import ErrorHandler, default_error_response
 from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
+from sessionware.telemetry import EventHook
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
 from sessionware.wsgi import load_session as _load_environ
@@ -192,6 +193,8 @@ class _Settings:
     on_error: ErrorHandler | None = None
     serializer: Serializer | None = None
     check_store: bool | None = None
+    on_event: EventHook | None = None
+    meter_provider: Any = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def over(self, defaults: _Settings) -> _Settings:
@@ -211,7 +214,8 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode, on_error, serializer, check_store, options: as for
+    :param lock_mode, on_error, serializer, check_store, on_event,
+        meter_provider, options: as for
         :class:`~sessionware.wsgi.WSGISessionMiddleware`; without ``cookie``,
         the cookie follows the ``SESSION_COOKIE_*`` config. The store check
         runs in :meth:`init_app`: a store that cannot serve fails the app's
@@ -222,9 +226,10 @@ class Sessionware:
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
                  serializer: Serializer | None = None, check_store: bool | None = None,
+                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
         self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                                   check_store, dict(options))
+                                   check_store, on_event, meter_provider, dict(options))
         if app is not None:
             self.init_app(app)
 
@@ -232,12 +237,13 @@ class Sessionware:
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
                  serializer: Serializer | None = None, check_store: bool | None = None,
+                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
         """Install the middleware and session interface on ``app``; arguments
         given here win over the constructor's. Returns the middleware (also in
         ``app.extensions["sessionware"]``)."""
-        settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                             check_store, dict(options)).over(self._settings)
+        settings = _Settings(store, secret_key, lock_mode, on_error, serializer, check_store,
+                             on_event, meter_provider, dict(options)).over(self._settings)
         if settings.store is None:
             raise ConfigurationError("Sessionware needs a store, e.g. SQLiteStore('sessions.db')")
         config_options = {"cookie": _cookie_options(app.config), **settings.options}
@@ -248,7 +254,8 @@ class Sessionware:
             on_error=settings.on_error or default_error_response,
             serializer=settings.serializer, session_class=FlaskSession,
             not_loaded=FlaskNotLoadedSession,
-            check_store=settings.check_store is not False, **config_options)
+            check_store=settings.check_store is not False, on_event=settings.on_event,
+            meter_provider=settings.meter_provider, **config_options)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
         got_request_exception.connect(_discard, app, weak=False)

@@ -43,6 +43,7 @@ from sessionware.responses import ErrorHandler, ErrorResponse, default_error_res
 from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
+from sessionware.telemetry import EventHook
 
 __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
            "error_response", "load_session"]
@@ -80,6 +81,12 @@ class WSGISessionMiddleware:
     :param serializer: default JSON.
     :param session_class: the class of the sessions handed to the app, a
         :class:`~sessionware.Session` subclass (Flask's integration uses one).
+    :param on_event: called with a :class:`~sessionware.telemetry.SessionEvent`
+        when a session is created, regenerated or invalidated, once the store
+        confirmed it and the lock is released; an exception in it is logged.
+    :param meter_provider: the OpenTelemetry meter provider for sessionware's
+        metrics (:mod:`sessionware.telemetry`); default: the global one. No
+        metrics without the ``opentelemetry-api`` package.
     :param check_store: set the store up and read from it once, here: a
         store that cannot serve (a wrong URL or path, no server, no permission)
         raises its :class:`~sessionware.StoreError` at app creation, instead of
@@ -105,11 +112,14 @@ class WSGISessionMiddleware:
                  session_class: type[Session] = Session,
                  not_loaded: type[NotLoadedSession] = NotLoadedSession,
                  check_store: bool = True,
+                 on_event: EventHook | None = None,
+                 meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
         self.not_loaded = not_loaded
         self.core = SyncSessionCore.from_options(_blocking(store), secret_key, serializer,
-                                                 options, session_class)
+                                                 options, session_class, on_event=on_event,
+                                                 meter_provider=meter_provider)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import inspect
 import itertools
 import threading
 import time
@@ -22,7 +23,8 @@ from typing import Any, Final, TypeVar
 from sessionware._forks import generation
 
 __all__ = ["IS_SYNC", "Background", "Deadlines", "Event", "Once", "ThreadLock",
-           "interruptible", "run_blocking", "run_on_thread", "shield", "sleep", "time_left"]
+           "call_hook", "interruptible", "run_blocking", "run_on_thread", "shield", "sleep",
+           "time_left"]
 
 T = TypeVar("T")
 
@@ -197,6 +199,16 @@ class Background:
 
 
 _deadline = threading.local()  # .at: the monotonic deadline of this thread's store call
+
+
+def call_hook(hook: Callable[..., object], *args: Any) -> None:
+    """Call an app's hook: a plain function here (no loop runs it otherwise)."""
+    result = hook(*args)
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()  # never awaited: say so instead of warning about it
+        raise TypeError(f"{hook!r} returned an awaitable: under WSGI hooks are plain functions")
 
 
 def time_left() -> float | None:

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sessionware._sync._primitives import IS_SYNC, Deadlines, Once, shield, sleep
+from sessionware._sync._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
 from sessionware._sync.leases import HeldLease, LeaseKeeper
 from sessionware._sync.queue import SessionQueues
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
@@ -36,6 +36,7 @@ from sessionware.exceptions import (
     LeaseLost,
     LockTimeout,
     OutcomeUnknown,
+    QueueFull,
     SerializationError,
     SessionClosed,
     SessionTooLarge,
@@ -46,6 +47,7 @@ from sessionware.exceptions import (
 from sessionware.modes import LockMode
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
+from sessionware.telemetry import EventHook, Metrics, SessionEvent
 
 __all__ = ["RETIRED", "RETIRED_IN_FLIGHT", "SyncSessionCore", "SyncSessionTransaction"]
 
@@ -85,6 +87,8 @@ class SyncSessionCore:
         config: SessionConfig | None = None,
         serializer: Serializer | None = None,
         session_class: type[Session] = Session,
+        on_event: EventHook | None = None,
+        meter_provider: Any = None,
     ) -> None:
         if not isinstance(store, SyncStore):
             raise ConfigurationError(f"store must be a sessionware SyncStore, not {store!r}")
@@ -98,6 +102,9 @@ class SyncSessionCore:
         self.deadlines = Deadlines(self.config.store_timeout)
         self._ready = False
         self._setting_up = Once()
+        self.on_event = on_event
+        metrics = Metrics(type(store).__name__, meter_provider)
+        self.metrics = metrics if metrics.enabled else None
 
     @classmethod
     def from_options(
@@ -107,6 +114,9 @@ class SyncSessionCore:
         serializer: Serializer | None,
         options: SessionOptions,
         session_class: type[Session] = Session,
+        *,
+        on_event: EventHook | None = None,
+        meter_provider: Any = None,
     ) -> SyncSessionCore:
         """The core the middlewares build from their keyword arguments."""
         return cls(
@@ -115,11 +125,15 @@ class SyncSessionCore:
             config=config_from_options(options),
             serializer=serializer,
             session_class=session_class,
+            on_event=on_event,
+            meter_provider=meter_provider,
         )
 
     def guard(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store operation, ``operation(*args, **kwargs)``, within
         ``store_timeout``."""
+        metrics = self.metrics
+        started = time.perf_counter() if metrics is not None else 0.0
         try:
             with self.deadlines.bound():
                 return operation(*args, **kwargs)
@@ -127,6 +141,9 @@ class SyncSessionCore:
             raise StoreUnavailable(
                 f"the store did not answer within {self.config.store_timeout}s", maybe_applied=True
             ) from exc
+        finally:
+            if metrics is not None:
+                metrics.store_operation(operation, time.perf_counter() - started)
 
     def guard_write(self, write: Callable[[], T], repeat: Callable[[], T] | None = None) -> T:
         """Run a store write (``write()`` makes the call) within ``store_timeout``;
@@ -205,15 +222,22 @@ class SyncSessionCore:
         """Take ``key``'s lock: first this process's turn, then the store's lock.
         Returns with the turn held if a lease came back; ``None`` if no session."""
         timeout = self.config.lock_timeout
-        deadline = time.monotonic() + timeout
-        self.queues.enter(key, timeout)
+        started = time.monotonic()
         try:
-            lease = self._acquire(key, deadline)
-        except BaseException:
-            self.queues.leave(key)
+            self.queues.enter(key, timeout)
+            try:
+                lease = self._acquire(key, started + timeout)
+            except BaseException:
+                self.queues.leave(key)
+                raise
+        except LockTimeout as exc:
+            if self.metrics is not None:
+                self.metrics.refused("queue_full" if isinstance(exc, QueueFull) else "timeout")
             raise
         if lease is None:
             self.queues.leave(key)
+        elif self.metrics is not None:
+            self.metrics.lock_wait.record(time.monotonic() - started)
         return lease
 
     def _acquire(self, key: str, deadline: float) -> Lease | None:
@@ -246,8 +270,22 @@ class SyncSessionCore:
             )
             # Settling: a repeat that finds the fresh key taken found our first attempt.
             if self.guard_write(write, functools.partial(_taken_or_created, write)):
+                if self.metrics is not None:
+                    self.metrics.created.add(1)
                 return session_id
         raise StoreError("the store reported every fresh session id as taken")
+
+    def emit(self, event: SessionEvent) -> None:
+        """Hand ``event`` to the app's ``on_event`` hook, if any; a hook that
+        raises is logged, never lets the request fail."""
+        if self.on_event is None:
+            return
+        try:
+            call_hook(self.on_event, event)
+        except Exception:
+            logger.exception(
+                "the on_event hook failed on a %r event (the request goes on)", event.kind
+            )
 
     def close(self) -> None:
         self.store.close()
@@ -265,6 +303,7 @@ class SyncSessionTransaction:
     __slots__ = (
         "_cookie",
         "_core",
+        "_event",
         "_had_cookie",
         "_headers",
         "_held",
@@ -292,6 +331,7 @@ class SyncSessionTransaction:
         self._lease: Lease | None = None
         self._held: HeldLease | None = None
         self._headers: list[str] | None = None
+        self._event: SessionEvent | None = None  # for the on_event hook, once committed
         # What the store holds for this session as far as this request knows,
         # once nothing more will be saved (read mode, after commit): a session
         # that no longer serializes to it was changed in vain.
@@ -412,6 +452,8 @@ class SyncSessionTransaction:
             self._headers = []
         else:
             self._headers = self._write()
+            if self._event is not None:  # the lock is released by now
+                self._core.emit(self._event)
         return self._headers
 
     def _write(self) -> list[str]:
@@ -423,7 +465,9 @@ class SyncSessionTransaction:
             return self._forget_cookie()
         if session.invalidated:
             if self._lease is not None:
+                key = self._lease.key
                 self._finish(functools.partial(self._core.store.delete, self._lease))
+                self._event = SessionEvent("invalidated", key, session)
             return self._forget_cookie(force=self._had_cookie)
         data = self._serialize()
         if self._lease is not None and not session.regenerated:
@@ -440,6 +484,8 @@ class SyncSessionTransaction:
         data = self._core.serializer.dumps(self.session)
         if len(data) > self._core.config.max_size:
             raise SessionTooLarge(len(data), self._core.config.max_size)
+        if self._core.metrics is not None:
+            self._core.metrics.size.record(len(data))
         return data
 
     def _save(self, lease: Lease, data: bytes) -> None:
@@ -462,6 +508,7 @@ class SyncSessionTransaction:
         failure loses nothing."""
         core = self._core
         session_id = core.create(data)
+        previous = self._lease.key if self._lease is not None else None
         if self._lease is not None:
             self._finish(
                 functools.partial(
@@ -471,6 +518,9 @@ class SyncSessionTransaction:
                     ttl=core.config.lock_timeout + RETIRED_IN_FLIGHT,
                 )
             )
+        self._event = SessionEvent(
+            "regenerated" if previous else "created", store_key(session_id), self.session, previous
+        )
         return [core.config.cookie.set_cookie(core.signer.sign(session_id), https=self._https)]
 
     def _forget_cookie(self, force: bool = False) -> list[str]:
@@ -514,8 +564,18 @@ class SyncSessionTransaction:
 
     def _finish(self, write: Callable[[], None]) -> None:
         """Run the write that ends the lease, then hand the turn on at once
-        (not when the response body is done)."""
-        self._core.guard_write(write)
+        (not when the response body is done). A lease found lost is not ours
+        to release any more."""
+        try:
+            self._core.guard_write(write)
+        except LeaseLost:
+            self._lost()
+            raise
+        self._end_lease()
+
+    def _lost(self) -> None:
+        if self._core.metrics is not None:
+            self._core.metrics.leases_lost.add(1)
         self._end_lease()
 
     def _end_lease(self) -> None:
@@ -546,7 +606,7 @@ class SyncSessionTransaction:
         try:
             self._core.guard(self._core.store.release, lease)
         except LeaseLost:
-            pass  # a newer holder has it already; there is nothing of ours to undo
+            self._lost()  # a newer holder has it already; there is nothing of ours to undo
         except StoreError as exc:
             logger.warning("could not release a session lock (it lapses by itself): %s", exc)
         finally:

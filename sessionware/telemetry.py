@@ -1,0 +1,108 @@
+"""What sessionware tells the app and its operators: events and metrics.
+
+**Events.** ``on_event`` (a middleware option) is called with a
+:class:`SessionEvent` when a session is created, regenerated or invalidated,
+after the store confirmed it and the session's lock is released, so a hook
+never lengthens a lock. A hook may be a function or a coroutine function; an
+exception in it is logged and the request goes on. Hooks run before the
+response starts: hand slow work (a network call) to a queue.
+
+**Metrics.** Through the OpenTelemetry API (``pip install sessionware[otel]``),
+on the meter provider given as ``meter_provider``, else the global one; with
+the API absent, nothing is measured and nothing is paid. Instruments, named in
+the style of OpenTelemetry's semantic conventions:
+
+=======================================  =========  ==============================
+instrument                               unit       attributes
+=======================================  =========  ==============================
+``sessionware.lock.wait.duration``       s          (histogram) time to the lease
+``sessionware.lock.refusals``            {refusal}  ``sessionware.refusal``:
+                                                    ``timeout`` or ``queue_full``
+``sessionware.lease.lost``               {lease}    leases found taken at a write
+``sessionware.store.operation.duration`` s          ``sessionware.store.operation``,
+                                                    ``sessionware.store.name``
+``sessionware.session.size``             By         (histogram) committed sizes
+``sessionware.sessions.created``         {session}  new sessions stored
+=======================================  =========  ==============================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["EventHook", "Metrics", "SessionEvent"]
+
+EventKind = Literal["created", "regenerated", "invalidated"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """Something that happened to a session, after the store confirmed it.
+
+    :param kind: ``created``, ``regenerated`` or ``invalidated``.
+    :param store_key: the session's key in the store (a hash of its id: the
+        id itself, a credential, is never handed out); for ``regenerated``,
+        the new session's key, with the retired one in ``previous_key``.
+    :param session: the session as committed (read-only by now), so a hook
+        can read, say, its user id.
+    """
+
+    kind: EventKind
+    store_key: str
+    session: dict[str, Any]
+    previous_key: str | None = None
+
+
+EventHook = Callable[[SessionEvent], object]
+"""A function, or a coroutine function (ASGI only), called with each
+:class:`SessionEvent`."""
+
+
+class Metrics:
+    """The instruments, on ``meter_provider`` (default: OpenTelemetry's
+    global one); :data:`enabled` is false when the API is not installed."""
+
+    def __init__(self, store_name: str, meter_provider: Any = None) -> None:
+        try:
+            from opentelemetry import metrics
+        except ImportError:
+            self.enabled = False
+            return
+        from sessionware import __version__
+
+        meter = (meter_provider or metrics.get_meter_provider()).get_meter(
+            "sessionware", __version__)
+        self.enabled = True
+        self._store = {"sessionware.store.name": store_name}
+        self.lock_wait = meter.create_histogram(
+            "sessionware.lock.wait.duration", unit="s",
+            description="Time a request waited for its session's lease")
+        self.refusals = meter.create_counter(
+            "sessionware.lock.refusals", unit="{refusal}",
+            description="Requests refused the lock: timed out, or the queue was full")
+        self.leases_lost = meter.create_counter(
+            "sessionware.lease.lost", unit="{lease}",
+            description="Writes refused because a newer request holds the session")
+        self.operation = meter.create_histogram(
+            "sessionware.store.operation.duration", unit="s",
+            description="Duration of one store operation")
+        self.size = meter.create_histogram(
+            "sessionware.session.size", unit="By", description="Size of committed sessions")
+        self.created = meter.create_counter(
+            "sessionware.sessions.created", unit="{session}", description="Sessions created")
+        self._operations: dict[str, dict[str, str]] = {}
+
+    def store_operation(self, operation: Callable[..., Awaitable[Any]] | Callable[..., Any],
+                        seconds: float) -> None:
+        # The core passes bound store methods, or partials of them.
+        name = getattr(getattr(operation, "func", operation), "__name__", "operation")
+        attributes = self._operations.get(name)
+        if attributes is None:
+            attributes = self._operations[name] = {**self._store,
+                                                   "sessionware.store.operation": name}
+        self.operation.record(seconds, attributes)
+
+    def refused(self, reason: Literal["timeout", "queue_full"]) -> None:
+        self.refusals.add(1, {**self._store, "sessionware.refusal": reason})
