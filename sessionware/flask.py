@@ -138,9 +138,11 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode, on_error, serializer, options: as for
-        :class:`~sessionware.wsgi.WSGISessionMiddleware`; without ``cookie``,
-        the cookie follows the ``SESSION_COOKIE_*`` config.
+    :param lock_mode: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param on_error: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param serializer: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param options: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
+        without ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config.
     """
 
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
