@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PLAYWRIGHT=1.65.1
-if [ ! -x /usr/bin/chromium ]; then
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm > /dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
     sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium > /dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
 installed=$(node -p "require('./.tools/browser/node_modules/playwright-core/package.json').version" \
     2> /dev/null || true)
