@@ -119,3 +119,19 @@ def test_shell_commands_name_what_exists(page: Path) -> None:
                     assert not unknown, f"{block.where}: no extra {unknown} in pyproject.toml"
             if words[0] in ("bash", "python") and len(words) > 1 and "/" in words[1]:
                 assert (ROOT / words[1]).exists(), f"{block.where}: no {words[1]}"
+
+
+def test_readme_quotes_the_published_benchmarks() -> None:
+    """Every ratio and latency the README claims is one docs/benchmarks.md
+    publishes (a re-run that changes them must change the README too)."""
+    published = (ROOT / "docs" / "benchmarks.md").read_text()
+    performance = (ROOT / "README.md").read_text().split("## Performance", 1)[1]
+    performance = performance.split("\n## ", 1)[0]
+    claims = re.findall(r"\d+\.\d+x|\d+\.\d+ ms", performance)
+    assert claims, "no numbers found in README's Performance section"
+    published_numbers = set(re.findall(r"\d+\.\d+x|\d+\.\d+ ms", published))
+    for claim in claims:
+        # "between 0.124 and 0.604 ms": the first number of a range has no unit
+        assert claim in published_numbers, f"README claims {claim}: not in docs/benchmarks.md"
+    for number in re.findall(r"between (\d+\.\d+) and", performance):
+        assert f"{number} ms" in published_numbers, number
