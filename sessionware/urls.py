@@ -256,9 +256,14 @@ def _settable(cls: Any) -> dict[str, Callable[[str], Any]]:
     strings), each with its parser; chosen by the constructor's annotations,
     so a store's new option is settable from a URL with no change here."""
     found: dict[str, Callable[[str], Any]] = {}
-    for name, parameter in inspect.signature(cls).parameters.items():
-        if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
+    parameters = list(inspect.signature(cls).parameters.values())
+    if parameters and parameters[0].kind is not inspect.Parameter.KEYWORD_ONLY:
+        parameters = parameters[1:]  # what the URL itself names: path, URL, table
+    for parameter in parameters:
+        if parameter.kind not in (inspect.Parameter.KEYWORD_ONLY,
+                                  inspect.Parameter.POSITIONAL_OR_KEYWORD):
             continue
+        name = parameter.name
         parse = _parser(parameter.annotation)
         if parse is not None:
             found[name] = parse
@@ -266,8 +271,8 @@ def _settable(cls: Any) -> dict[str, Callable[[str], Any]]:
 
 
 def _parser(annotation: object) -> Callable[[str], Any] | None:
-    if not isinstance(annotation, str):  # the stores use postponed annotations
-        annotation = getattr(annotation, "__name__", "")
+    if isinstance(annotation, type):  # most stores postpone annotations: strings
+        annotation = annotation.__name__
     kinds = {part.strip() for part in str(annotation).split("|")}
     optional = "None" in kinds
     kinds.discard("None")
