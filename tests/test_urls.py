@@ -157,7 +157,13 @@ def test_dynamodb() -> None:
 
 @NOT_MERGED
 def test_azure() -> None:
-    store = store_from_url("azure://UseDevelopmentStorage=true?table=sessions")
+    # Azurite's well-known development account: the key holds '+', '/' and '='.
+    connection_string = (
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey="
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+        "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1;"
+        "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1")
+    store = store_from_url(f"azure://{connection_string}?table=sessions&container=blobs")
     assert type(store).__name__ == "AzureTableStore"
 
 
