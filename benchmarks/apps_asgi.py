@@ -5,13 +5,16 @@ The same three endpoints on every peer:
 * ``GET /inc``: read ``n`` from the session, sleep ``delay`` seconds (query
   parameter, default ``$BENCH_DELAY``), write ``n + 1``, return it;
 * ``GET /n``: return ``n``;
-* ``GET /hello``: does not touch the session.
+* ``GET /hello``: does not touch the session;
+* ``GET /wait``: sleeps ``delay`` seconds without touching the session (ten
+  of one user at once: in parallel, or one after another behind the lock).
 
 ``GET /__stats`` returns the store-operation counts (sessionware peers, whose
 store class is wrapped by :func:`benchmarks.counting.counting_store`).
 
 Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
-``sw-sqlite``, ``sw-redis``, ``sw-postgres``), ``BENCH_REDIS_URL``,
+``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-redis-lazy``: lock mode
+``lazy``, the session loaded only by /inc and /n), ``BENCH_REDIS_URL``,
 ``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_DELAY``.
 """
 
@@ -40,7 +43,8 @@ def _sessionware_path() -> str:
 
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
-PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres")
+PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
+         "sw-redis-lazy")
 
 Loader = Callable[[Request], Awaitable[None]]
 
@@ -49,7 +53,8 @@ async def _no_load(request: Request) -> None:
     return None
 
 
-def routes(load: Loader, session: bool = True) -> list[Route]:
+def routes(load: Loader, session: bool = True, load_read: Loader | None = None) -> list[Route]:
+    load_read = load_read or load
     async def inc(request: Request) -> Response:
         delay = float(request.query_params.get("delay", DEFAULT_DELAY))
         if not session:
@@ -66,17 +71,21 @@ def routes(load: Loader, session: bool = True) -> list[Route]:
     async def read_n(request: Request) -> Response:
         if not session:
             return PlainTextResponse("0")
-        await load(request)
+        await load_read(request)
         return PlainTextResponse(str(request.session.get("n", 0)))
 
     async def hello(request: Request) -> Response:
         return PlainTextResponse("hello")
 
+    async def wait(request: Request) -> Response:
+        await asyncio.sleep(float(request.query_params.get("delay", DEFAULT_DELAY)))
+        return PlainTextResponse("waited")
+
     async def stats(request: Request) -> Response:
         return PlainTextResponse(json.dumps({**COUNTS, "_sessionware": _sessionware_path()}))
 
     return [Route("/inc", inc), Route("/n", read_n), Route("/hello", hello),
-            Route("/__stats", stats)]
+            Route("/wait", wait), Route("/__stats", stats)]
 
 
 def make_app(peer: str | None = None) -> Any:
@@ -109,4 +118,17 @@ def make_app(peer: str | None = None) -> Any:
         modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
         return Starlette(routes=routes(_no_load), middleware=[
             Middleware(SessionMiddleware, store=store, secret_key=SECRET, lock_mode=modes)])
+    if peer == "sw-redis-lazy":
+        from sessionware import SessionMiddleware
+        from sessionware import load_session as load_sw
+
+        async def load_locked(request: Request) -> None:
+            await load_sw(request)
+
+        async def load_snapshot(request: Request) -> None:
+            await load_sw(request, "read")
+
+        store = sessionware_store("redis")
+        return Starlette(routes=routes(load_locked, load_read=load_snapshot), middleware=[
+            Middleware(SessionMiddleware, store=store, secret_key=SECRET, lock_mode="lazy")])
     raise ValueError(f"unknown ASGI peer {peer!r}; one of {PEERS}")

@@ -48,6 +48,8 @@ PEERS = [
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
+    Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
+         sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
     Peer("sw-flask-sqlite", "sessionware Flask + SQLiteStore", "wsgi", "sqlite",
@@ -146,6 +148,11 @@ class Run:
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
                 record["per_request"] = clients.per_request_time(app.base, a.serial_n, a.delay)
+                if peer.kind == "asgi":
+                    record["parallel"] = {
+                        "count": a.parallel, "delay": a.parallel_delay,
+                        "elapsed": clients.parallel_time(app.base, "/wait", a.parallel,
+                                                         a.parallel_delay)}
                 cookies = clients.create_sessions(app.base, a.sessions)
             else:
                 cookies = []
@@ -328,6 +335,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.serial_n = 10 if quick else 20
     args.connections = 32
     args.handoff_rounds = 50 if quick else 200
+    args.parallel = 10  # requests of one user at once to a route without the session
+    args.parallel_delay = 0.1
     return args
 
 

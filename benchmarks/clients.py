@@ -153,3 +153,27 @@ async def _trips_requests(base: str, plan: list[tuple[str, bool]],
 
 def requests(base: str, plan: list[tuple[str, bool]], jar: BrowserJar) -> list[int]:
     return asyncio.run(_trips_requests(base, plan, jar))
+
+
+async def _parallel(base: str, path: str, count: int, delay: float) -> float:
+    jar = BrowserJar()
+    async with _client(base_url=base, timeout=60,
+                       limits=httpx.Limits(max_connections=count,
+                                           max_keepalive_connections=count)) as client:
+        jar.update(await client.get("/inc", params={"delay": 0}))
+        await client.get(path, params={"delay": 0}, headers=jar.header())  # warm
+        t0 = time.perf_counter()
+        responses = await asyncio.gather(*(
+            client.get(path, params={"delay": delay}, headers=jar.header())
+            for _ in range(count)))
+        elapsed = time.perf_counter() - t0
+    if any(r.status_code != 200 for r in responses):
+        raise RuntimeError(f"{path}: statuses {sorted({r.status_code for r in responses})}")
+    return elapsed
+
+
+def parallel_time(base: str, path: str, count: int, delay: float) -> float:
+    """Seconds for ``count`` requests of one user (one cookie) at once to
+    ``path``, each taking ``delay``: about ``delay`` when they run in
+    parallel, ``count * delay`` when they run one after another."""
+    return asyncio.run(_parallel(base, path, count, delay))

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "benchmarks"
 
-ASGI_SW = ("sw-redis", "sw-sqlite", "sw-postgres")
+ASGI_SW = ("sw-redis", "sw-sqlite", "sw-postgres", "sw-redis-lazy")
 WSGI_SW = ("sw-flask-redis", "sw-flask-sqlite")
 
 
@@ -394,8 +394,9 @@ def targets(res: Results) -> list[list[str]]:
                  f"max lost {worst} over {len(sw_lost)} bursts" if sw_lost else "not run",
                  yn(None if worst is None else worst == 0)])
 
-    def ratio_row(text: str, a: str, b: str, server: str, workers: int, need: float) -> None:
-        xs = res.ratios(a, b, server, workers, "/inc")
+    def ratio_row(text: str, a: str, b: str, server: str, workers: int, need: float,
+                  path: str = "/inc") -> None:
+        xs = res.ratios(a, b, server, workers, path)
         if not xs:
             rows.append([text, "not run", "-"])
             return
@@ -406,6 +407,24 @@ def targets(res: Results) -> list[list[str]]:
                   "starsessions", server, 1, 2.0)
         ratio_row(f"/inc RedisStore ≥ 0.35x no-session ceiling (uvicorn {stack}, 1 worker)",
                   "sw-redis", "plain", server, 1, 0.35)
+    for server, stack in (("uvicorn-std", "uvloop + httptools"), ("uvicorn", "asyncio + h11")):
+        ratio_row(f"/inc SQLiteStore ≥ 1.0x RedisStore (uvicorn {stack}, 1 worker)",
+                  "sw-sqlite", "sw-redis", server, 1, 1.0)
+        ratio_row(f"/hello with a cookie, lock mode lazy ≥ 0.9x starsessions (uvicorn {stack}, "
+                  "1 worker)", "sw-redis-lazy", "starsessions", server, 1, 0.9, "/hello")
+        rows.append(steadiness(res, server, stack))
+    lazy_trips = d["round_trips"].get("sw-redis-lazy", {}).get("/hello", {}).get("trips")
+    rows.append(["/hello with a cookie, lock mode lazy: 0 store round trips",
+                 "not run" if lazy_trips is None else f"{lazy_trips:g}",
+                 yn(None if lazy_trips is None else lazy_trips == 0)])
+    for peer in ("sw-redis-lazy", "sw-redis"):
+        got = [r["parallel"] for r in res.ok if r["peer"] == peer and "parallel" in r]
+        if got:
+            times = [g["elapsed"] / g["delay"] for g in got]
+            rows.append([f"{got[0]['count']} parallel requests of one user to a route without "
+                         f"the session finish in the time of one: {res.label(peer)}",
+                         spread(times, "{:.1f}") + " request times",
+                         yn(med(times) < 2.0)])
     ratio_row("/inc PostgresStore ≥ 0.8x RedisStore (uvicorn asyncio + h11, 1 worker)",
               "sw-postgres", "sw-redis", "uvicorn", 1, 0.8)
     ratio_row("Flask /inc (RedisStore) ≥ 1.0x Flask-Session (gunicorn sync, 2 workers)",
@@ -435,6 +454,22 @@ def targets(res: Results) -> list[list[str]]:
         rows.append([f"lock handoff p50 < 1 ms: {store}, {where} waiter",
                      spread(p50s, "{:.3f} ms"), yn(med(p50s) < 1.0)])
     return rows
+
+
+def steadiness(res: Results, server: str, stack: str) -> list[str]:
+    """RedisStore's /inc spread over the repetitions, (max - min) / median, no
+    wider than the widest of its peers' (starsessions, the ceiling)."""
+    def width(peer: str) -> float | None:
+        xs = list(res.rps(peer, server, 1, "/inc").values())
+        return (max(xs) - min(xs)) / med(xs) if len(xs) > 1 else None
+
+    ours, peers = width("sw-redis"), [width(p) for p in ("starsessions", "plain")]
+    known = [p for p in peers if p is not None]
+    text = f"/inc RedisStore's spread over repetitions ≤ its peers' (uvicorn {stack}, 1 worker)"
+    if ours is None or not known:
+        return [text, "not run", "-"]
+    return [text, f"{100 * ours:.0f}% vs {', '.join(f'{100 * p:.0f}%' for p in known)}",
+            "**yes**" if ours <= max(known) else "**NO**"]
 
 
 def write(data: dict[str, Any]) -> None:

@@ -14,11 +14,13 @@ from sessionware.exceptions import (
     QueueFull,
     SerializationError,
     SessionClosed,
+    SessionNotLoaded,
     SessionTooLarge,
     SessionwareError,
     StoreError,
     StoreUnavailable,
 )
+from sessionware.loading import load_session, uses_session
 from sessionware.modes import LockMode, Rule
 from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
@@ -46,6 +48,7 @@ __all__ = [
     "SessionClosed",
     "SessionConfig",
     "SessionMiddleware",
+    "SessionNotLoaded",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",
@@ -53,6 +56,8 @@ __all__ = [
     "WSGISessionMiddleware",
     "__version__",
     "default_error_response",
+    "load_session",
     "store_from_env",
     "store_from_url",
+    "uses_session",
 ]

@@ -34,6 +34,7 @@ from sessionware.exceptions import (
     SerializationError,
     SessionClosed,
     SessionTooLarge,
+    SessionwareError,
     StoreError,
     StoreUnavailable,
 )
@@ -61,6 +62,9 @@ RETIRED_IN_FLIGHT = 5.0
 login waits) plus these seconds, for requests still on their way. Short on
 purpose: a browser that never received the new cookie (its login response was
 lost) gets an unchangeable session until then, and a fresh one after."""
+
+
+_PROBE_KEY = "0" * 64  # a store key that no session id hashes to in practice
 
 
 class SessionCore:
@@ -146,21 +150,19 @@ class SessionCore:
             "the store did not confirm a session write, nor answer when it was repeated: "
             f"it may or may not have been applied ({unknown})") from unknown
 
+    def begin(self, cookie_value: str | None, *, https: bool) -> SessionTransaction:
+        """Start a request's session without touching the store: it is loaded
+        by :meth:`SessionTransaction.load`, if the request asks for it (lock
+        mode ``lazy``). A request that never loads it costs no store trip and
+        waits for no lock."""
+        return SessionTransaction(self, https, cookie_value)
+
     async def open(self, cookie_value: str | None, mode: LockMode, *,
                    https: bool) -> SessionTransaction:
-        """Start a request's session: verify the cookie, then lock and load
+        """Start a request's session and load it at once: lock and load
         (exclusive), or load a snapshot (read). ``mode`` must not be ``none``."""
-        session_id = self.signer.unsign(cookie_value) if cookie_value else None
-        tx = SessionTransaction(self, https, had_cookie=cookie_value is not None)
-        if session_id is None:
-            tx.start_empty(mode)
-            return tx
-        await self.ensure_ready()
-        key = store_key(session_id)
-        if mode is LockMode.READ:
-            await tx.load_snapshot(key)
-        else:
-            await tx.load_locked(key)
+        tx = self.begin(cookie_value, https=https)
+        await tx.load(mode)
         return tx
 
     async def ensure_ready(self) -> None:
@@ -174,6 +176,14 @@ class SessionCore:
         if not self._ready:  # another caller's run may have done it
             await self.guard(self.store.setup)
             self._ready = True
+
+    async def check(self) -> None:
+        """Fail now, with the store's reason, if the store cannot serve: set it
+        up and read one (absent) session, as the first request would. For the
+        drivers' startup check, so a misconfigured store stops the app from
+        starting instead of answering every request with 503."""
+        await self.ensure_ready()
+        await self.guard(self.store.read, _PROBE_KEY)
 
     async def lock(self, key: str) -> Lease | None:
         """Take ``key``'s lock: first this process's turn, then the store's lock.
@@ -230,13 +240,18 @@ class SessionTransaction:
     """One request's session. The session behaves as a transaction: committed
     as the response starts, discarded on every other way out."""
 
-    __slots__ = ("_core", "_had_cookie", "_headers", "_held", "_https", "_key",
-                 "_lease", "_loaded_id", "_saved", "session")
+    __slots__ = ("_cookie", "_core", "_had_cookie", "_headers", "_held", "_https", "_key",
+                 "_lease", "_loaded_id", "_mode", "_saved", "load_failure", "session")
 
-    def __init__(self, core: SessionCore, https: bool, *, had_cookie: bool) -> None:
+    def __init__(self, core: SessionCore, https: bool, cookie_value: str | None) -> None:
         self._core = core
         self._https = https
-        self._had_cookie = had_cookie
+        self._cookie = cookie_value
+        self._had_cookie = cookie_value is not None
+        self._mode: LockMode | None = None  # how the session was loaded; None: not yet
+        # The error that loading raised, so a driver can tell it from the app's own
+        # errors and answer it as it answers a failure before the app ran.
+        self.load_failure: SessionwareError | None = None
         self._loaded_id = False  # the cookie named a live session
         self._key: str | None = None
         self._lease: Lease | None = None
@@ -247,6 +262,49 @@ class SessionTransaction:
         # that no longer serializes to it was changed in vain.
         self._saved: bytes | None = None
         self.session: Session
+
+    @property
+    def loaded(self) -> bool:
+        return self._mode is not None
+
+    async def load(self, mode: LockMode) -> Session:
+        """Verify the cookie, then lock and load the session (``exclusive``) or
+        load a snapshot (``read``), once per request. Loading again returns the
+        same session; a session loaded ``read`` cannot be locked afterwards."""
+        if self._mode is not None:
+            return self._loaded_again(mode)
+        if self._headers is not None:
+            raise SessionClosed("the response has started: the session can no longer be "
+                                "loaded in this request")
+        if mode not in (LockMode.EXCLUSIVE, LockMode.READ):
+            raise ConfigurationError(f"a session is loaded 'exclusive' or 'read', not {mode!r}")
+        try:
+            await self._load(mode)
+        except SessionwareError as exc:
+            self.load_failure = exc
+            raise
+        self._mode = mode
+        return self.session
+
+    async def _load(self, mode: LockMode) -> None:
+        core = self._core
+        session_id = core.signer.unsign(self._cookie) if self._cookie else None
+        if session_id is None:
+            self.start_empty(mode)
+            return
+        await core.ensure_ready()
+        key = store_key(session_id)
+        if mode is LockMode.READ:
+            await self.load_snapshot(key)
+        else:
+            await self.load_locked(key)
+
+    def _loaded_again(self, mode: LockMode) -> Session:
+        if mode is LockMode.EXCLUSIVE and self._mode is LockMode.READ:
+            raise SessionClosed(
+                "the session was loaded read-only in this request and cannot be locked now "
+                "(its snapshot was handed out already): load it 'exclusive' first")
+        return self.session
 
     def start_empty(self, mode: LockMode) -> None:
         if mode is LockMode.READ:
@@ -302,6 +360,9 @@ class SessionTransaction:
         :class:`SessionClosed` if the session was changed since."""
         if self._headers is not None:
             self._refuse_unsaved_changes()
+            return self._headers
+        if self._mode is None:  # never loaded: nothing to save
+            self._headers = []
             return self._headers
         if self.session.state is SessionState.OPEN:
             self.session._state = SessionState.COMMITTED

@@ -8,6 +8,7 @@
      |    +-- SessionTooLarge      the serialized session exceeds ``max_size``
      +-- SessionClosed             the session was changed after it was committed
      |                             (or changed in read mode, where nothing is saved)
+     +-- SessionNotLoaded          used before loading it (lock mode ``lazy``)
      +-- LockError
      |    +-- LockTimeout          the lock was not granted within ``lock_timeout``
      |    +-- QueueFull            too many requests already wait for this session
@@ -32,6 +33,7 @@ __all__ = [
     "QueueFull",
     "SerializationError",
     "SessionClosed",
+    "SessionNotLoaded",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",
@@ -68,6 +70,12 @@ class SessionTooLarge(SerializationError):
 class SessionClosed(SessionwareError, RuntimeError):
     """The session cannot be changed: it was committed early, or it was opened
     in ``read`` mode, where changes would be silently dropped."""
+
+
+class SessionNotLoaded(SessionwareError, RuntimeError):
+    """The session was used before it was loaded: lock mode ``lazy`` loads it
+    only when the route asks (``await load_session(request)``,
+    ``@uses_session()``, a :mod:`sessionware.fastapi` dependency)."""
 
 
 class LockError(SessionwareError):

@@ -40,16 +40,34 @@ Configuration read from ``app.config`` when :meth:`Sessionware.init_app` runs:
 
 Early release for streamed responses: call :func:`commit_session` in the view
 before returning the streaming response.
+
+Lock only what uses the session: with ``lock_mode="lazy"`` a request loads no
+session until its view asks, by the :func:`uses_session` decorator or a call to
+:func:`load_session`; every other view costs no store trip and never waits
+behind the user's other requests::
+
+    Sessionware(app, store=..., lock_mode="lazy")
+
+    @app.post("/cart")
+    @uses_session()              # locked while the view runs
+    def add(): ...
+
+    @app.get("/cart")
+    @uses_session("read")        # a snapshot: no lock, no wait
+    def show(): ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, NoReturn, Unpack
+from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 try:
-    from flask import Flask, Request, Response, request
+    from flask import Flask, Request, Response, abort, request
+    from flask.globals import request_ctx
     from flask.sessions import NullSession, SessionInterface, SessionMixin
     from flask.signals import got_request_exception
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -59,23 +77,33 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions
 from sessionware.cookies import CookieOptions
-from sessionware.exceptions import ConfigurationError
+from sessionware.exceptions import ConfigurationError, SessionwareError
+from sessionware.loading import NotLoadedSession
 from sessionware.modes import LockMode, ModeRule
 from sessionware.responses import ErrorHandler, default_error_response
 from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session
+from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
+from sessionware.wsgi import load_session as _load_environ
 
-__all__ = ["FlaskSession", "Sessionware", "SessionwareInterface", "UnavailableSession",
-           "commit_session"]
+__all__ = ["FlaskNotLoadedSession", "FlaskSession", "Sessionware", "SessionwareInterface",
+           "UnavailableSession", "commit_session", "load_session", "uses_session"]
+
+View = TypeVar("View", bound=Callable[..., Any])
 
 
 class FlaskSession(Session, SessionMixin):
     """The locked session as Flask sees it: a :class:`~sessionware.Session`
     (so ``regenerate()``, ``invalidate()`` and the change rules apply) that is
     also a Flask ``SessionMixin``."""
+
+
+class FlaskNotLoadedSession(NotLoadedSession, SessionMixin):
+    """``flask.session`` under lock mode ``lazy`` until the view loads it."""
+
+    accessed = False  # nothing was read: no Vary: Cookie
 
 
 class UnavailableSession(NullSession):
@@ -105,6 +133,50 @@ class SessionwareInterface(SessionInterface):
             response.vary.add("Cookie")
 
 
+def load_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> FlaskSession:
+    """Load the current request's session (lock mode ``lazy``) and make it
+    ``flask.session``: ``exclusive`` locks it until the response starts,
+    ``read`` takes the last committed snapshot. A store failure aborts the
+    request with the middleware's ``on_error`` response (503 by default)."""
+    try:
+        session = _load_environ(request.environ, mode)
+    except SessionwareError as exc:
+        answer = error_response(request.environ, exc)
+        abort(Response(answer.body, answer.status, answer.all_headers()))
+    _hand_to_flask(session)
+    return cast(FlaskSession, session)
+
+
+def _hand_to_flask(session: Session) -> None:
+    """Make ``session`` what ``flask.session`` is for the rest of the request."""
+    ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+    # Flask 3.1 made RequestContext.session a property over _session.
+    name = "_session" if isinstance(getattr(type(ctx), "session", None), property) else "session"
+    setattr(ctx, name, session)
+
+
+def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[[View], View]:
+    """Decorate a view so that its session is loaded in ``mode`` before it runs
+    (place it below ``@app.route``)."""
+    chosen = LockMode(mode)
+
+    def decorate(view: View) -> View:
+        if inspect.iscoroutinefunction(view):
+            @functools.wraps(view)
+            async def with_session_async(*args: Any, **kwargs: Any) -> Any:
+                load_session(chosen)
+                return await view(*args, **kwargs)
+            return cast(View, with_session_async)
+
+        @functools.wraps(view)
+        def with_session(*args: Any, **kwargs: Any) -> Any:
+            load_session(chosen)
+            return view(*args, **kwargs)
+        return cast(View, with_session)
+
+    return decorate
+
+
 def commit_session() -> None:
     """Commit the current request's session now and release its lock, before a
     long response (``stream_with_context``, downloads). Later changes raise
@@ -119,6 +191,7 @@ class _Settings:
     lock_mode: ModeRule | None = None
     on_error: ErrorHandler | None = None
     serializer: Serializer | None = None
+    check_store: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
     def over(self, defaults: _Settings) -> _Settings:
@@ -141,6 +214,9 @@ class Sessionware:
     :param lock_mode: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
     :param on_error: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
     :param serializer: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param check_store: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
+        the store check runs in :meth:`init_app`: a store that cannot serve
+        fails the app's creation with its reason.
     :param options: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
         without ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config.
     """
@@ -148,23 +224,23 @@ class Sessionware:
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None,
+                 serializer: Serializer | None = None, check_store: bool | None = None,
                  **options: Unpack[SessionOptions]) -> None:
         self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                                   dict(options))
+                                   check_store, dict(options))
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
                  lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None,
+                 serializer: Serializer | None = None, check_store: bool | None = None,
                  **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
         """Install the middleware and session interface on ``app``; arguments
         given here win over the constructor's. Returns the middleware (also in
         ``app.extensions["sessionware"]``)."""
         settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                             dict(options)).over(self._settings)
+                             check_store, dict(options)).over(self._settings)
         if settings.store is None:
             raise ConfigurationError("Sessionware needs a store, e.g. SQLiteStore('sessions.db')")
         config_options = {"cookie": _cookie_options(app.config), **settings.options}
@@ -173,7 +249,9 @@ class Sessionware:
             secret_key=_secret_keys(settings.secret_key, app.config),
             lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
             on_error=settings.on_error or default_error_response,
-            serializer=settings.serializer, session_class=FlaskSession, **config_options)
+            serializer=settings.serializer, session_class=FlaskSession,
+            not_loaded=FlaskNotLoadedSession,
+            check_store=settings.check_store is not False, **config_options)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
         got_request_exception.connect(_discard, app, weak=False)

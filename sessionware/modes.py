@@ -4,6 +4,10 @@
 are saved and no concurrent request of the same session interleaves. ``read``
 gives the last committed snapshot without lock or wait: for pages that only
 look. ``none`` skips the session altogether: static files, health checks.
+``lazy`` loads nothing until the app asks: a route that declares the session
+(:func:`~sessionware.load_session`, :func:`~sessionware.uses_session`, the
+FastAPI dependencies of :mod:`sessionware.fastapi`) locks or reads it; every
+other request costs no store trip and waits for no lock.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ class LockMode(enum.StrEnum):
     EXCLUSIVE = "exclusive"
     READ = "read"
     NONE = "none"
+    LAZY = "lazy"
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +82,7 @@ def mode_selector(rule: ModeRule) -> Callable[[Scope], LockMode]:
     return select
 
 
-_MODES = "'exclusive', 'read' or 'none'"
+_MODES = "'exclusive', 'read', 'lazy' or 'none'"
 _KINDS = f"{_MODES}, a callable over the scope, or a list of Rule"
 
 

@@ -36,14 +36,16 @@ from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions
 from sessionware.cookies import read_cookie
-from sessionware.exceptions import SessionClosed, SessionwareError
+from sessionware.exceptions import SessionClosed, SessionNotLoaded, SessionwareError
+from sessionware.loading import NotLoadedSession
 from sessionware.modes import LockMode, ModeRule, mode_selector
 from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
 from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
 
-__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session"]
+__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
+           "error_response", "load_session"]
 
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
@@ -66,7 +68,8 @@ class WSGISessionMiddleware:
         (``SyncSQLiteStore(...)``) is used as it is.
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
-    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"none"``, a
+    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
+        only where the app calls :func:`load_session`), ``"none"``, a
         callable, or a list of :class:`~sessionware.Rule`. Rules and callables
         see a scope-like dict: ``type`` (``"http"``), ``method``, ``path``
         (``PATH_INFO``), ``root_path`` (``SCRIPT_NAME``), ``scheme``,
@@ -77,6 +80,13 @@ class WSGISessionMiddleware:
     :param serializer: default JSON.
     :param session_class: the class of the sessions handed to the app, a
         :class:`~sessionware.Session` subclass (Flask's integration uses one).
+    :param check_store: set the store up and read from it once, here: a
+        store that cannot serve (a wrong URL or path, no server, no permission)
+        raises its :class:`~sessionware.StoreError` at app creation, instead of
+        every request answering 503. ``False`` leaves it to the first request.
+    :param not_loaded: the class of what the session is under lock mode
+        ``lazy`` until the app calls :func:`load_session` (Flask's
+        integration gives its own).
     :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
         ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
         ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
@@ -94,13 +104,18 @@ class WSGISessionMiddleware:
                  on_error: ErrorHandler = default_error_response,
                  serializer: Serializer | None = None,
                  session_class: type[Session] = Session,
+                 not_loaded: type[NotLoadedSession] = NotLoadedSession,
+                 check_store: bool = True,
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
+        self.not_loaded = not_loaded
         self.core = SyncSessionCore.from_options(_blocking(store), secret_key, serializer,
                                                  options, session_class)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name
+        if check_store:
+            self.core.check()
 
     def __call__(self, environ: WSGIEnvironment,
                  start_response: StartResponse) -> Iterable[bytes]:
@@ -109,15 +124,26 @@ class WSGISessionMiddleware:
             return self.app(environ, start_response)
         cookie = read_cookie(environ.get("HTTP_COOKIE", ""), self.cookie_name)
         https = environ.get("wsgi.url_scheme") == "https"
-        try:
-            tx = self.core.open(cookie, mode, https=https)
-        except SessionwareError as exc:
-            return _send_error(start_response, respond_to(exc, self.on_error))
+        if mode is LockMode.LAZY:
+            tx = self.core.begin(cookie, https=https)
+            environ[SESSION_KEY] = self.not_loaded()
+        else:
+            try:
+                tx = self.core.open(cookie, mode, https=https)
+            except SessionwareError as exc:
+                return _send_error(start_response, respond_to(exc, self.on_error))
+            environ[SESSION_KEY] = tx.session
         request = _Request(tx, start_response, self.on_error)
-        environ[SESSION_KEY] = tx.session
         environ[_REQUEST_KEY] = request
         try:
             body = self.app(environ, request.start_response)
+        except SessionwareError as exc:
+            request.close()
+            # The app's own load_session() failed (lock mode lazy) and it let the
+            # error through: answer it as a failure before the app ran is answered.
+            if exc is not tx.load_failure or request.started:
+                raise
+            return _send_error(start_response, respond_to(exc, self.on_error))
         except BaseException:
             request.close()
             raise
@@ -126,6 +152,31 @@ class WSGISessionMiddleware:
     def close(self) -> None:
         """Close the store (at shutdown; the middleware must not be used after)."""
         self.core.close()
+
+
+def load_session(environ: WSGIEnvironment, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
+    """Load the request's session (lock mode ``lazy``) and return it, also as
+    ``environ["sessionware.session"]``: ``exclusive`` locks it until the
+    response starts, ``read`` takes the last committed snapshot. Loading twice
+    returns the same session. A failure raises; left unhandled, the middleware
+    answers it with its ``on_error`` response."""
+    session = _request_of(environ).tx.load(LockMode(mode))
+    environ[SESSION_KEY] = session
+    return session
+
+
+def error_response(environ: WSGIEnvironment, exc: SessionwareError) -> ErrorResponse:
+    """The response the middleware's ``on_error`` gives for ``exc``, for
+    frameworks that answer a failed :func:`load_session` themselves."""
+    return respond_to(exc, _request_of(environ).on_error)
+
+
+def _request_of(environ: WSGIEnvironment) -> _Request:
+    request = environ.get(_REQUEST_KEY)
+    if not isinstance(request, _Request):
+        raise SessionNotLoaded("no sessionware session in this request "
+                               "(lock mode 'none', or no WSGISessionMiddleware)")
+    return request
 
 
 def commit_session(environ: WSGIEnvironment) -> None:
@@ -158,13 +209,15 @@ def discard_session(environ: WSGIEnvironment) -> None:
 class _Request:
     """The driver's state for one request: when to commit, and what to send."""
 
-    __slots__ = ("_closed", "_on_error", "_start", "cookies", "discarded", "refusal", "tx")
+    __slots__ = ("_closed", "_start", "cookies", "discarded", "on_error", "refusal", "started",
+                 "tx")
 
     def __init__(self, tx: SyncSessionTransaction, start_response: StartResponse,
                  on_error: ErrorHandler) -> None:
         self.tx = tx
         self._start = start_response
-        self._on_error = on_error
+        self.on_error = on_error
+        self.started = False
         self.cookies: list[str] | None = None  # the Set-Cookie values, once committed
         self.discarded = False
         self.refusal: ErrorResponse | None = None  # sent instead of the app's response
@@ -174,13 +227,14 @@ class _Request:
                        exc_info: ExcInfo | None = None, /) -> Write:
         if self.refusal is not None:
             return _ignore  # the app's response was replaced already
+        self.started = True
         if exc_info is not None:
             self.discard()  # the app reports an error: its request saves nothing
         if not self.discarded:
             try:
                 self.cookies = self.tx.commit(_status_code(status))
             except SessionwareError as exc:
-                self.refusal = respond_to(exc, self._on_error)
+                self.refusal = respond_to(exc, self.on_error)
                 self.close()  # nothing more can be saved: unlock now, not at the body's end
                 _send_error(self._start, self.refusal)
                 return _ignore

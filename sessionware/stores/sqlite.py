@@ -2,9 +2,13 @@
 worker process of one host.
 
 It needs only the standard library's :mod:`sqlite3`, which blocks. The async
-face, ``SQLiteStore``, runs every database call on one worker thread owned by
-the store, holding one connection, so the event loop never blocks and the store
-works from any loop. The sync face, ``SyncSQLiteStore`` (generated), runs each
+face, ``SQLiteStore``, runs an operation on the event loop's own thread when it
+cannot wait there: in WAL mode, with ``synchronous=NORMAL`` and no busy
+timeout, a statement that finds SQLite's write lock free finishes in
+microseconds, without a disk flush. One that finds it held fails at once and is
+handed to a worker thread owned by the store, which waits for the lock; so does
+the WAL checkpoint (the one step that flushes to disk), which the loop's
+connection leaves to that thread. The sync face, ``SyncSQLiteStore`` (generated), runs each
 call on the request's own thread, with a connection per thread, so the threads
 of a WSGI process do their I/O side by side; its worker thread only sweeps.
 
@@ -67,11 +71,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
-from sessionware._primitives import run_blocking, run_on_thread, time_left
+from sessionware._primitives import IS_SYNC, run_blocking, run_on_thread, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.waiters import Waiters
@@ -103,6 +107,14 @@ _UNAVAILABLE_MESSAGES = ("locked", "busy", "disk I/O error", "unable to open",
 # Run on every new connection. WAL persists in the file; NORMAL sync is safe in
 # WAL mode (a power cut may lose the last commits, never corrupt the file).
 PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+
+# Run on a connection of the event loop's thread (async face): it never
+# checkpoints, which flushes to disk; CHECKPOINT does, on the worker thread,
+# after every _CHECKPOINT_EVERY write transactions of the loop's thread, with
+# this process's writers held off. PASSIVE: copies what it can without waiting
+# for other processes' readers or writers.
+LOOP_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0",)
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
 # Opens every write: takes the write lock now (waiting up to the busy timeout),
 # so no step inside fails half-way for want of it.
@@ -201,6 +213,23 @@ DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
 
 
+def _cannot_open_because(path: str, exc: sqlite3.Error) -> str:
+    """Why SQLite could not open ``path``, which its message does not say."""
+    if "unable to open" not in str(exc) or path == ":memory:":
+        return ""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return " (the path is a directory: name a file in it)"
+    if not os.path.isdir(directory):
+        return f" (its directory {directory!r} does not exist)"
+    if not os.access(directory, os.W_OK | os.X_OK):
+        return (f" (no permission to write in {directory!r}, where SQLite must create the "
+                "file and its -wal and -shm files)")
+    if os.path.exists(path) and not os.access(path, os.R_OK | os.W_OK):
+        return " (no permission to read and write the file)"
+    return ""
+
+
 def _is_unavailable(exc: sqlite3.Error) -> bool:
     name: str | None = getattr(exc, "sqlite_errorname", None)
     if name is not None:
@@ -212,6 +241,7 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
 # would inherit SQLite's in-process lock state of that call for ever).
 _FORKS = ForkGate()
 
+_CHECKPOINT_EVERY = 200  # about SQLite's own 1000-page default, at 2-5 pages a write
 _BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
 _BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
 
@@ -271,6 +301,8 @@ class SQLiteStore(Store):
         self._closed = False
         self._waiters: Waiters[str] = Waiters()
         self._writer = threading.Lock()  # held by this process's write transaction
+        self._on_loop = threading.local()  # .active: an operation runs on the loop's thread
+        self._loop_writes = 0  # write transactions on the loop's thread since a checkpoint
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
@@ -334,15 +366,37 @@ class SQLiteStore(Store):
         await self._waiters.wait(key, min(timeout, backoff_delay(attempt)))
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run one operation: on the worker thread (async face), or on the
-        calling thread (sync face). Then queue a sweep if one is due."""
+        """Run one operation: on the loop's thread if it needs no wait, else on
+        the worker thread (async face), or on the calling thread (sync face).
+        Then queue a sweep if one is due."""
         executor = self._current_executor()
         try:
             with self._translated():
+                if not IS_SYNC:
+                    done, answer = self._on_loop_thread(fn, *args)
+                    if done:
+                        return cast(_T, answer)
                 result: _T = await run_blocking(executor, self._until_not_busy, fn, *args)
                 return result
         finally:
             self._sweep_if_due()
+
+    def _on_loop_thread(self, fn: Callable[..., _T], *args: Any) -> tuple[bool, _T | None]:
+        """Try ``fn(*args)`` once, here, without waiting for any lock: ``(True,
+        result)``, or ``(False, None)`` when a write lock is held (this
+        process's or SQLite's), so it must run where it may wait. The failed
+        try changed nothing: each operation is one transaction, rolled back."""
+        self._on_loop.active = True
+        _FORKS.enter()
+        try:
+            return True, fn(*args)
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None
+            raise
+        finally:
+            _FORKS.leave()
+            self._on_loop.active = False
 
     def _current_executor(self) -> ThreadPoolExecutor:
         """This process's worker thread; a closed store stays closed, even forked."""
@@ -382,7 +436,7 @@ class SQLiteStore(Store):
         try:
             yield
         except sqlite3.Error as exc:
-            message = f"SQLite store {self._path!r}: {exc}"
+            message = f"SQLite store {self._path!r}: {exc}{_cannot_open_because(self._path, exc)}"
             if _is_unavailable(exc):  # each operation is one transaction: rolled back
                 raise StoreUnavailable(message, maybe_applied=False) from exc
             raise StoreError(message) from exc
@@ -404,8 +458,9 @@ class SQLiteStore(Store):
         # thread, or where its thread ends (PerThread).
         db = sqlite3.connect(self._path, timeout=0, isolation_level=None,
                              check_same_thread=False)
+        on_loop = getattr(self._on_loop, "active", False)
         try:
-            for pragma in PRAGMAS:
+            for pragma in (*PRAGMAS, *LOOP_PRAGMAS) if on_loop else PRAGMAS:
                 db.execute(pragma)
         except BaseException:
             db.close()
@@ -442,9 +497,12 @@ class SQLiteStore(Store):
         at once when the one before them is done, they queue for SQLite's
         write lock instead of polling for it (the sync face's request threads;
         the async face has one thread that writes). Other processes are
-        still waited for by polling (:meth:`_until_not_busy`)."""
+        still waited for by polling (:meth:`_until_not_busy`). On the loop's
+        thread nothing waits: a held lock fails at once."""
+        on_loop = getattr(self._on_loop, "active", False)
         left = time_left()
-        if not self._writer.acquire(timeout=self._busy_timeout if left is None else left):
+        if not (self._writer.acquire(blocking=False) if on_loop else
+                self._writer.acquire(timeout=self._busy_timeout if left is None else left)):
             raise sqlite3.OperationalError("database is locked (by this process's writers)")
         try:
             db.execute(BEGIN)
@@ -454,6 +512,41 @@ class SQLiteStore(Store):
             finally:
                 if db.in_transaction:
                     db.rollback()
+        finally:
+            self._writer.release()
+        if on_loop:
+            self._wrote_on_loop()
+
+    def _wrote_on_loop(self) -> None:
+        """Count a write transaction of the loop's thread; queue a checkpoint
+        on the worker thread after every ``_CHECKPOINT_EVERY``."""
+        self._loop_writes += 1
+        if self._loop_writes >= _CHECKPOINT_EVERY:
+            self._loop_writes = 0
+            executor = self._executor
+            if executor is not None:
+                with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
+                    executor.submit(self._background_checkpoint)
+
+    def _background_checkpoint(self) -> None:
+        if self._closed:
+            return
+        try:
+            with self._translated():
+                self._until_not_busy(self._checkpoint)
+        except StoreError as exc:
+            logger.warning("could not checkpoint the WAL (tried again after %s more "
+                           "writes): %s", _CHECKPOINT_EVERY, exc)
+
+    def _checkpoint(self) -> None:
+        """Checkpoint with this process's writers held off (they queue on the
+        worker thread meanwhile, the loop itself never waits): a checkpoint
+        that writes race past never completes, and only a complete one lets
+        the next write start the WAL over instead of growing it."""
+        if not self._writer.acquire(timeout=self._busy_timeout):
+            raise sqlite3.OperationalError("database is locked (by this process's writers)")
+        try:
+            self._connection().execute(CHECKPOINT)
         finally:
             self._writer.release()
 

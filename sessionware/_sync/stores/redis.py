@@ -203,8 +203,10 @@ def _translate(op: str, exc: Exception) -> Exception:
     BUSY, MISCONF) is first classified by the lean path's table."""
     error = reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
     if isinstance(error, _UNAVAILABLE) and not isinstance(error, _MISCONFIGURED):
+        refused = _refused(exc)
+        hint = " (connection refused: no server listens there)" if refused else ""
         return StoreUnavailable(
-            f"Redis unavailable during {op}: {_described(exc)}", maybe_applied=not _refused(exc)
+            f"Redis unavailable during {op}: {_described(exc)}{hint}", maybe_applied=not refused
         )
     if isinstance(error, rexc.RedisError):
         return StoreError(f"Redis error during {op}: {_described(exc)}")

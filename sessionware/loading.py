@@ -1,0 +1,115 @@
+"""Lock only what uses the session: lock mode ``lazy`` and the calls that load.
+
+With ``SessionMiddleware(..., lock_mode="lazy")`` a request starts with
+``request.session`` not loaded: no store trip, no lock, no wait behind the
+user's other requests. A route that needs the session says so, and only that
+route locks it::
+
+    @uses_session()                      # Starlette: lock and load, then run
+    async def add_to_cart(request): ...
+
+    @uses_session("read")                # a snapshot: no lock, no wait
+    async def show_cart(request): ...
+
+    async def checkout(request):
+        session = await load_session(request)   # or load it where it is needed
+        ...
+
+FastAPI has dependencies for the same (:mod:`sessionware.fastapi`), Flask a
+view decorator (:func:`sessionware.flask.uses_session`). Touching a session
+that was not loaded raises :class:`~sessionware.SessionNotLoaded` saying how to
+load it. In the other lock modes the session is loaded before the app runs and
+these calls return it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, NoReturn, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from sessionware.core import SessionTransaction
+from sessionware.exceptions import SessionNotLoaded
+from sessionware.modes import LockMode
+from sessionware.session import Session
+
+__all__ = ["TRANSACTION_KEY", "NotLoadedSession", "load_session", "uses_session"]
+
+TRANSACTION_KEY = "sessionware.transaction"
+"""The scope (ASGI) or environ (WSGI) key of the request's session transaction."""
+
+R = TypeVar("R")
+
+
+class NotLoadedSession(dict[str, Any]):
+    """What ``scope["session"]`` is under lock mode ``lazy`` until the request
+    loads it: reading or changing it raises :class:`~sessionware.SessionNotLoaded`."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise SessionNotLoaded(
+            "the session is not loaded in this request (lock mode 'lazy'): declare the route "
+            "with @uses_session() (Starlette, Flask) or a sessionware.fastapi dependency, or "
+            "call `await load_session(request)` first")
+
+    __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = _refuse
+    get = keys = values = items = pop = popitem = setdefault = update = clear = _refuse
+    copy = __or__ = __ior__ = _refuse
+
+    def __repr__(self) -> str:
+        return "NotLoadedSession()"
+
+
+NOT_LOADED = NotLoadedSession()
+
+
+def transaction_of(scope: MutableMapping[str, Any]) -> SessionTransaction:
+    """The session transaction the middleware started for ``scope``'s request."""
+    tx = scope.get(TRANSACTION_KEY)
+    if not isinstance(tx, SessionTransaction):
+        raise SessionNotLoaded(
+            "no sessionware session in this request: SessionMiddleware is not installed "
+            "in front of this route, or its lock mode for the route is 'none'")
+    return tx
+
+
+async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
+    """Load the request's session and return it (also as ``request.session``):
+    ``exclusive`` locks it until the response starts, ``read`` takes the last
+    committed snapshot without lock or wait.
+
+    ``request`` is a Starlette ``Request``/``WebSocket`` or an ASGI scope.
+    Loading twice returns the same session. Failures raise as the middleware
+    would answer them (:class:`~sessionware.LockTimeout`,
+    :class:`~sessionware.StoreUnavailable`, ...); left unhandled, the middleware
+    answers them with its ``on_error`` response.
+    """
+    scope = getattr(request, "scope", request)
+    session = await transaction_of(scope).load(LockMode(mode))
+    scope["session"] = session
+    return session
+
+
+def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[
+        [Callable[..., Any]], Callable[..., Awaitable[Any]]]:
+    """Decorate a Starlette endpoint (``async def`` or ``def`` taking the
+    request) so that its session is loaded in ``mode`` before it runs."""
+    chosen = LockMode(mode)
+
+    def decorate(endpoint: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        is_async = inspect.iscoroutinefunction(endpoint)
+
+        @functools.wraps(endpoint)
+        async def with_session(request: Any, *args: Any, **kwargs: Any) -> Any:
+            await load_session(request, chosen)
+            if is_async:
+                return await endpoint(request, *args, **kwargs)
+            return await run_in_threadpool(endpoint, request, *args, **kwargs)
+
+        return with_session
+
+    return decorate
