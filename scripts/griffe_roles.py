@@ -1,7 +1,9 @@
 """A griffe extension for the API reference (mkdocs.yml): the docstrings'
-Sphinx roles (``:class:`~sessionware.Rule```, ``:meth:`Store.sync```) become
-cross-references of the site (``[Rule][sessionware.Rule]``), which
-mkdocstrings' Sphinx-style parser would otherwise print as they are."""
+reStructuredText that mkdocstrings' Sphinx-style parser would print as it is.
+Roles (``:class:`~sessionware.Rule```) become cross-references of the site
+(``[Rule][sessionware.Rule]``); the ``::`` that introduces a literal block
+becomes ``:`` (a ``::`` alone on its line goes), the indented block itself
+being a code block in Markdown too."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import Any
 
 import griffe
 
+_LITERAL_ALONE = re.compile(r"^[ \t]*::[ \t]*\n", re.MULTILINE)
+_LITERAL_AFTER = re.compile(r"(?<=\S)::[ \t]*$", re.MULTILINE)
 _ROLE = re.compile(r":(?:class|meth|func|attr|mod|exc|data|obj):`(?P<tilde>~?)(?P<target>[\w.]+)`")
 
 
@@ -26,4 +30,6 @@ def _reference(match: re.Match[str]) -> str:
 class SphinxRoles(griffe.Extension):
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = _ROLE.sub(_reference, obj.docstring.value)
+            text = _ROLE.sub(_reference, obj.docstring.value)
+            text = _LITERAL_AFTER.sub(":", _LITERAL_ALONE.sub("", text))
+            obj.docstring.value = text
