@@ -6,6 +6,9 @@ Run it (from the repository root)::
 
 It serves with uvicorn on 127.0.0.1:8000 and keeps sessions in
 ``demo-sessions.db`` (SQLiteStore, the embedded default: no server needed).
+Environment variables: ``PORT`` (default 8000), ``DEMO_DB`` (the SQLite file,
+default ``demo-sessions.db``), ``DEMO_SECRET`` (the cookie's signing key; the
+default is public, so set your own anywhere but on your own machine).
 The page's button fires 50 fetches at once; each handler reads the cart, waits
 a little (as real handlers do) and writes it back. With a last-writer-wins
 session library most of the 50 items are lost; here all 50 arrive, because each
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 
+from _page import page  # examples/_page.py: the page both demos serve
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -26,33 +30,7 @@ from starlette.routing import Route
 from sessionware import Rule, SessionMiddleware
 from sessionware.stores import SQLiteStore
 
-PAGE = """<!doctype html>
-<meta charset="utf-8">
-<title>sessionware demo</title>
-<style>body{font:16px system-ui;max-width:40em;margin:3em auto}button{font-size:1em}</style>
-<h1>50 parallel requests, one cart</h1>
-<p>Each click sends 50 requests at once; each adds one item to the cart in your
-session. Locked sessions keep every one of them.</p>
-<button id="go">Add 50 items in parallel</button> <button id="clear">Empty cart</button>
-<p id="result">Cart: <b id="count">…</b> items</p>
-<script>
-const show = async () => {
-  const cart = await (await fetch("/cart")).json();
-  document.getElementById("count").textContent = cart.items.length;
-};
-document.getElementById("go").onclick = async () => {
-  const before = (await (await fetch("/cart")).json()).items.length;
-  await Promise.all([...Array(50).keys()].map(i => fetch("/cart/add?item=" + i, {method: "POST"})));
-  const after = (await (await fetch("/cart")).json()).items.length;
-  document.getElementById("result").innerHTML =
-    `Cart: <b id="count">${after}</b> items (added ${after - before} of 50)`;
-};
-document.getElementById("clear").onclick = async () => {
-  await fetch("/cart/clear", {method: "POST"}); show();
-};
-show();
-</script>
-"""
+PAGE = page("Starlette", "is an async handler")
 
 
 async def home(request: Request) -> Response:

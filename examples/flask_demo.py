@@ -1,11 +1,13 @@
 """The sessionware demo, in Flask: 50 parallel requests add to one cart, none is lost.
 
-Run it (from the repository root, with ``pip install -e .[flask]``)::
+Run it (from the repository root)::
 
-    python examples/flask_demo.py       # then open http://127.0.0.1:8001
+    bash scripts/demo.sh flask          # then open http://127.0.0.1:8001
 
+or ``python examples/flask_demo.py`` in the venv that ``scripts/demo.sh`` made.
 It serves with Werkzeug's threaded server on 127.0.0.1:8001 and keeps sessions
-in ``demo-sessions.db`` (SQLiteStore: no server needed). The button fires 50
+in ``demo-sessions.db`` (SQLiteStore: no server needed). Environment variables:
+``PORT`` (default 8001), ``DEMO_DB`` and ``DEMO_SECRET``, as for demo.py. The button fires 50
 fetches at once; each view reads the cart from ``flask.session``, waits a little
 (as real views do) and writes it back. With Flask's cookie session, or any
 last-writer-wins session store, most of the 50 items are lost; here all 50
@@ -17,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 
+from _page import page  # examples/_page.py: the page both demos serve
 from flask import Flask, jsonify, request, session
 from flask.typing import ResponseReturnValue
 
@@ -24,34 +27,7 @@ from sessionware import Rule
 from sessionware.flask import Sessionware
 from sessionware.stores import SQLiteStore
 
-PAGE = """<!doctype html>
-<meta charset="utf-8">
-<title>sessionware + Flask</title>
-<body style="font:16px system-ui;max-width:40em;margin:3em auto">
-<h1>50 parallel requests, one Flask session</h1>
-<button id="add">Add 50 items at once</button>
-<button id="empty">Empty the cart</button>
-<p>Cart: <b id="size">…</b> items <span id="note"></span></p>
-<script>
-const size = async () => (await (await fetch("/cart")).json()).items.length;
-const show = async (note) => {
-  document.getElementById("size").textContent = await size();
-  document.getElementById("note").textContent = note || "";
-};
-document.getElementById("add").onclick = async () => {
-  const before = await size();
-  const posts = Array.from({length: 50}, (_, i) => fetch(`/cart/add?item=${i}`, {method: "POST"}));
-  await Promise.all(posts);
-  const after = await size();
-  show(`(this click added ${after - before} of 50)`);
-};
-document.getElementById("empty").onclick = async () => {
-  await fetch("/cart/clear", {method: "POST"});
-  show();
-};
-show();
-</script>
-"""
+PAGE = page("Flask", "is a Flask view on one of Werkzeug's threads")
 
 app = Flask(__name__)
 app.config["SECRET_KEY"] = os.environ.get("DEMO_SECRET", "demo-only-change-me-0123456789abcdef")

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Run the demo on the embedded SQLite store: http://127.0.0.1:8000
+# Run a demo on the embedded SQLite store:
+#   bash scripts/demo.sh          Starlette under uvicorn, http://127.0.0.1:8000
+#   bash scripts/demo.sh flask    Flask under Werkzeug,    http://127.0.0.1:8001
+# PORT, DEMO_DB and DEMO_SECRET override the port, the SQLite file and the key.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-asgi}" in
+    asgi) demo=examples/demo.py ;;
+    flask) demo=examples/flask_demo.py ;;
+    *) echo "usage: bash scripts/demo.sh [asgi|flask]" >&2; exit 2 ;;
+esac
 . scripts/_venv.sh demo
-exec python examples/demo.py
+exec python "$demo"

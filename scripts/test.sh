@@ -14,8 +14,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
-. scripts/_venv.sh all,test
+bash scripts/install/browser.sh  # Debian's chromium + playwright-core, for the demo's browser test
+. scripts/_venv.sh all,test,docs
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source
 mypy
+NO_MKDOCS_2_WARNING=1 mkdocs build --strict  # the docs site: broken links and references fail
 python -m pytest "$@"

@@ -25,6 +25,7 @@ from sessionware.modes import LockMode, Rule
 from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session
+from sessionware.urls import store_from_env, store_from_url
 from sessionware.wsgi import WSGISessionMiddleware
 
 __version__ = "0.1.0"
@@ -56,5 +57,7 @@ __all__ = [
     "__version__",
     "default_error_response",
     "load_session",
+    "store_from_env",
+    "store_from_url",
     "uses_session",
 ]

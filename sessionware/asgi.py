@@ -58,7 +58,8 @@ class SessionMiddleware:
         request sets the store up).
     :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
         ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
-        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``.
+        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
+        ``commit_on_5xx``.
     """
 
     def __init__(self, app: ASGIApp, *, store: Store, secret_key: str | Sequence[str],

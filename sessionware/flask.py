@@ -214,12 +214,16 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode, on_error, serializer, check_store, on_event,
-        meter_provider, options: as for
-        :class:`~sessionware.wsgi.WSGISessionMiddleware`; without ``cookie``,
-        the cookie follows the ``SESSION_COOKIE_*`` config. The store check
-        runs in :meth:`init_app`: a store that cannot serve fails the app's
-        creation with its reason.
+    :param lock_mode: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param on_error: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param serializer: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param check_store: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
+        the store check runs in :meth:`init_app`: a store that cannot serve
+        fails the app's creation with its reason.
+    :param on_event: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param meter_provider: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
+    :param options: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
+        without ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config.
     """
 
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,

@@ -96,7 +96,8 @@ class WSGISessionMiddleware:
         integration gives its own).
     :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
         ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
-        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``.
+        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
+        ``commit_on_5xx``.
 
     The session is ``environ["sessionware.session"]``, absent in lock mode
     ``none``. Works under threaded and forking servers alike: request threads

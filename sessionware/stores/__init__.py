@@ -24,10 +24,11 @@ if TYPE_CHECKING:
     from sessionware.stores.postgres import PostgresStore
     from sessionware.stores.redis import RedisStore
     from sessionware.stores.sqlite import SQLiteStore
+    from sessionware.urls import store_from_url
 
 __all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "RedisStore", "SQLiteStore",
            "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore", "SyncSQLiteStore",
-           "SyncStore"]
+           "SyncStore", "store_from_url"]
 
 _LAZY = {
     "PostgresStore": "sessionware.stores.postgres",
@@ -36,6 +37,7 @@ _LAZY = {
     "SQLiteStore": "sessionware.stores.sqlite",
     "SyncRedisStore": "sessionware._sync.stores.redis",
     "SyncSQLiteStore": "sessionware._sync.stores.sqlite",
+    "store_from_url": "sessionware.urls",
 }
 
 

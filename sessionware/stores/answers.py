@@ -28,7 +28,7 @@ class Lease:
 
 @dataclass(frozen=True, slots=True)
 class Locked:
-    """The answer of :meth:`Store.acquire` when another holder has the lock.
+    """The answer of :meth:`~sessionware.stores.Store.acquire` when another holder has the lock.
 
     :ivar retry_after: seconds until the holder's lease lapses (at the most).
     """

@@ -1,0 +1,137 @@
+"""Every code block of the docs (docs/**/*.md and README.md) runs.
+
+``python`` blocks are executed, in order, in one namespace per page (a page
+reads as one script: a later block may use what an earlier one defined), in a
+temporary working directory (``sessions.db`` lands there) with
+``SESSION_SECRET`` set. A block preceded by the line ``<!-- test: compile -->``
+is compiled only (top-level ``await`` allowed): for fragments that need a
+server, a request or names the page leaves to the reader; a test counts them
+so they stay the exception. ``sh`` blocks are not run (they install packages
+and start servers); the commands they give are checked instead: each
+``pip install 'sessionware[extra]'`` names extras that exist, and each script or
+example they run exists. Other languages (``text``, ``toml``, ...) are prose.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import secrets
+import shlex
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = sorted([*(ROOT / "docs").rglob("*.md"), ROOT / "README.md"])
+MODES = ("run", "compile")
+LANGUAGES = {"python", "sh", "text", "toml", "ini", "json", "sql"}
+
+_FENCE = re.compile(
+    r"^(?:<!-- test: (?P<mode>\w+) -->\n)?```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$",
+    re.MULTILINE | re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Block:
+    page: Path
+    line: int
+    lang: str
+    mode: str
+    code: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def blocks(page: Path) -> list[Block]:
+    text = page.read_text()
+    found = []
+    for match in _FENCE.finditer(text):
+        line = text.count("\n", 0, match.start("code"))  # 0-based index of the fence line
+        found.append(Block(page, line + 1, match["lang"], match["mode"] or "run",
+                           match["code"]))
+    return found
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(ROOT))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=page_id)
+def test_every_fence_is_understood(page: Path) -> None:
+    """A fence the pattern misses (indented, unclosed) would escape the tests."""
+    fences = sum(1 for line in page.read_text().splitlines() if line.lstrip().startswith("```"))
+    found = blocks(page)
+    assert fences == 2 * len(found), f"{page_id(page)}: a fence not at the start of a line?"
+    for block in found:
+        assert block.lang in LANGUAGES, f"{block.where}: say the block's language"
+        assert block.mode in MODES, f"{block.where}: unknown test mode {block.mode!r}"
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b.lang == "python" for b in blocks(p))],
+                         ids=page_id)
+def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SESSION_SECRET", secrets.token_urlsafe(32))
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    for block in blocks(page):
+        if block.lang != "python":
+            continue
+        # Line numbers in tracebacks point into the page.
+        source = "\n" * block.line + block.code
+        if block.mode == "compile":
+            compile(source, str(block.page), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            continue
+        exec(compile(source, str(block.page), "exec"), namespace)
+
+
+def test_compile_only_blocks_stay_few() -> None:
+    every = [b for p in PAGES for b in blocks(p) if b.lang == "python"]
+    compiled = [b.where for b in every if b.mode == "compile"]
+    assert len(compiled) <= len(every) // 3, compiled
+
+
+def _extras() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return set(project["optional-dependencies"])
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if any(b.lang == "sh" for b in blocks(p))],
+                         ids=page_id)
+def test_shell_commands_name_what_exists(page: Path) -> None:
+    extras = _extras()
+    for block in blocks(page):
+        if block.lang != "sh":
+            continue
+        for line in block.code.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if not command:
+                continue
+            words = shlex.split(command)
+            for word in words:
+                named = re.fullmatch(r"sessionware\[([\w,]+)\]", word)
+                if named:
+                    unknown = set(named[1].split(",")) - extras
+                    assert not unknown, f"{block.where}: no extra {unknown} in pyproject.toml"
+            if words[0] in ("bash", "python") and len(words) > 1 and "/" in words[1]:
+                assert (ROOT / words[1]).exists(), f"{block.where}: no {words[1]}"
+
+
+def test_readme_quotes_the_published_benchmarks() -> None:
+    """Every ratio and latency the README claims is one docs/benchmarks.md
+    publishes (a re-run that changes them must change the README too)."""
+    published = (ROOT / "docs" / "benchmarks.md").read_text()
+    performance = (ROOT / "README.md").read_text().split("## Performance", 1)[1]
+    performance = performance.split("\n## ", 1)[0]
+    claims = re.findall(r"\d+\.\d+x|\d+\.\d+ ms", performance)
+    assert claims, "no numbers found in README's Performance section"
+    published_numbers = set(re.findall(r"\d+\.\d+x|\d+\.\d+ ms", published))
+    for claim in claims:
+        # "between 0.124 and 0.604 ms": the first number of a range has no unit
+        assert claim in published_numbers, f"README claims {claim}: not in docs/benchmarks.md"
+    for number in re.findall(r"between (\d+\.\d+) and", performance):
+        assert f"{number} ms" in published_numbers, number
