@@ -21,6 +21,7 @@ from sessionware.responses import ErrorHandler, default_error_response, respond_
 from sessionware.serializers import Serializer
 from sessionware.stores.base import Store
 from sessionware.telemetry import EventHook
+from sessionware.urls import store_from_env
 
 __all__ = ["SessionMiddleware"]
 
@@ -36,7 +37,9 @@ _START = {"http": "http.response.start", "websocket": "websocket.accept"}
 class SessionMiddleware:
     """Server-side sessions, locked per request.
 
-    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``.
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``;
+        default: the store the ``SESSIONWARE_STORE_URL`` environment variable
+        names (:func:`~sessionware.store_from_env`).
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
     :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
@@ -62,7 +65,8 @@ class SessionMiddleware:
         ``commit_on_5xx``.
     """
 
-    def __init__(self, app: ASGIApp, *, store: Store, secret_key: str | Sequence[str],
+    def __init__(self, app: ASGIApp, *, store: Store | None = None,
+                 secret_key: str | Sequence[str],
                  lock_mode: ModeRule = LockMode.EXCLUSIVE,
                  on_error: ErrorHandler = default_error_response,
                  serializer: Serializer | None = None,
@@ -72,8 +76,9 @@ class SessionMiddleware:
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
         self.check_store = check_store
-        self.core = SessionCore.from_options(store, secret_key, serializer, options,
-                                             on_event=on_event, meter_provider=meter_provider)
+        self.core = SessionCore.from_options(
+            store if store is not None else store_from_env(), secret_key, serializer, options,
+            on_event=on_event, meter_provider=meter_provider)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name

@@ -85,6 +85,7 @@ from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.telemetry import EventHook
+from sessionware.urls import ENV_VAR, store_from_url
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
 from sessionware.wsgi import load_session as _load_environ
@@ -208,7 +209,8 @@ class Sessionware:
     """Locked sessions for a Flask app: ``Sessionware(app, store=...)``, or
     ``Sessionware(store=...)`` and later ``init_app(app)``.
 
-    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
+    :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``
+        (default: the store the ``SESSIONWARE_STORE_URL`` config key names):
         the same classes as for ASGI; the middleware takes the store's sync
         face (:meth:`~sessionware.stores.Store.sync`).
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
@@ -248,11 +250,16 @@ class Sessionware:
         ``app.extensions["sessionware"]``)."""
         settings = _Settings(store, secret_key, lock_mode, on_error, serializer, check_store,
                              on_event, meter_provider, dict(options)).over(self._settings)
-        if settings.store is None:
-            raise ConfigurationError("Sessionware needs a store, e.g. SQLiteStore('sessions.db')")
+        store = settings.store
+        if store is None:
+            if not app.config.get(ENV_VAR):
+                raise ConfigurationError(
+                    "Sessionware needs a store: pass store=SQLiteStore('sessions.db'), or set "
+                    f"app.config['{ENV_VAR}'] (e.g. 'sqlite:///sessions.db')")
+            store = store_from_url(app.config[ENV_VAR])
         config_options = {"cookie": _cookie_options(app.config), **settings.options}
         middleware = WSGISessionMiddleware(
-            app.wsgi_app, store=settings.store,
+            app.wsgi_app, store=store,
             secret_key=_secret_keys(settings.secret_key, app.config),
             lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
             on_error=settings.on_error or default_error_response,

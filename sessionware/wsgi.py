@@ -44,6 +44,7 @@ from sessionware.serializers import Serializer
 from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.telemetry import EventHook
+from sessionware.urls import store_from_env
 
 __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
            "error_response", "load_session"]
@@ -66,7 +67,8 @@ class WSGISessionMiddleware:
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
         the same store classes as for ASGI. The middleware uses the store's
         blocking face (:meth:`~sessionware.stores.Store.sync`); a sync store
-        (``SyncSQLiteStore(...)``) is used as it is.
+        (``SyncSQLiteStore(...)``) is used as it is. Default: the store the
+        ``SESSIONWARE_STORE_URL`` environment variable names.
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
     :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
@@ -105,7 +107,7 @@ class WSGISessionMiddleware:
     requests, and a forked child opens its own connections.
     """
 
-    def __init__(self, app: WSGIApplication, *, store: Store | SyncStore,
+    def __init__(self, app: WSGIApplication, *, store: Store | SyncStore | None = None,
                  secret_key: str | Sequence[str],
                  lock_mode: ModeRule = LockMode.EXCLUSIVE,
                  on_error: ErrorHandler = default_error_response,
@@ -118,9 +120,9 @@ class WSGISessionMiddleware:
                  **options: Unpack[SessionOptions]) -> None:
         self.app = app
         self.not_loaded = not_loaded
-        self.core = SyncSessionCore.from_options(_blocking(store), secret_key, serializer,
-                                                 options, session_class, on_event=on_event,
-                                                 meter_provider=meter_provider)
+        self.core = SyncSessionCore.from_options(
+            _blocking(store if store is not None else store_from_env()), secret_key, serializer,
+            options, session_class, on_event=on_event, meter_provider=meter_provider)
         self.select_mode = mode_selector(lock_mode)
         self.on_error = on_error
         self.cookie_name = self.core.config.cookie.full_name

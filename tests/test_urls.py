@@ -183,3 +183,51 @@ def test_a_store_not_merged_says_so() -> None:
         else:
             continue
         assert "which this version of sessionware does not have" in message
+
+
+# -- the middlewares take their store from the configuration ---------------------------
+
+
+def test_flask_takes_its_store_from_the_config(tmp_path: Path) -> None:
+    from flask import Flask, session
+
+    from sessionware.flask import Sessionware
+
+    app = Flask(__name__)
+    app.config.update(SECRET_KEY="k" * 32,
+                      SESSIONWARE_STORE_URL=f"sqlite:///{tmp_path / 'flask.db'}")
+
+    @app.get("/inc")
+    def inc() -> str:
+        session["n"] = session.get("n", 0) + 1
+        return str(session["n"])
+
+    Sessionware(app)
+    client = app.test_client()
+    assert [client.get("/inc").text for _ in range(2)] == ["1", "2"]
+    assert (tmp_path / "flask.db").exists()
+
+
+def test_flask_without_a_store_says_how_to_give_one() -> None:
+    from flask import Flask
+
+    from sessionware.flask import Sessionware
+
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = "k" * 32
+    with pytest.raises(ConfigurationError, match="SESSIONWARE_STORE_URL"):
+        Sessionware(app)
+
+
+def test_the_middlewares_take_their_store_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sessionware import SessionMiddleware, WSGISessionMiddleware
+
+    monkeypatch.setenv("SESSIONWARE_STORE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    asgi = SessionMiddleware(lambda *a: None, secret_key="k" * 32)  # type: ignore[arg-type]
+    assert isinstance(asgi.core.store, SQLiteStore)
+    wsgi = WSGISessionMiddleware(lambda e, s: [], secret_key="k" * 32)
+    assert type(wsgi.core.store).__name__ == "SyncSQLiteStore"
+    monkeypatch.delenv("SESSIONWARE_STORE_URL")
+    with pytest.raises(ConfigurationError, match="SESSIONWARE_STORE_URL"):
+        SessionMiddleware(lambda *a: None, secret_key="k" * 32)  # type: ignore[arg-type]

@@ -149,14 +149,7 @@ def test_installs_and_works_without_any_extra(python: Path, tmp_path: Path) -> N
     assert done.stdout.strip() == f"ok {sessionware.__version__}"
 
 
-PG_LEAN_IMPORT = pytest.mark.xfail(
-    strict=True, reason="sessionware/stores/postgres.py imports sessionware.stores._pg_lean, "
-    "which imports psycopg unguarded, before postgres.py's own guarded import: without the "
-    "extra the error is \"No module named 'psycopg'\", naming no extra to install")
-
-
-@pytest.mark.parametrize("name", [pytest.param("PostgresStore", marks=PG_LEAN_IMPORT),
-                                  "SyncPostgresStore"])
+@pytest.mark.parametrize("name", ["PostgresStore", "SyncPostgresStore"])
 def test_postgres_store_without_psycopg_names_the_extra(python: Path, tmp_path: Path,
                                                         name: str) -> None:
     code = textwrap.dedent(f"""

@@ -157,7 +157,6 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.stores._pg_lean import LeanPath
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.waiters import Waiters
 
@@ -166,6 +165,8 @@ try:
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
+
+    from sessionware.stores._pg_lean import LeanPath  # needs psycopg too
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"

@@ -152,7 +152,6 @@ from typing import Any
 
 from sessionware._forks import generation
 from sessionware._sync._primitives import Background, Event, ThreadLock, interruptible, time_left
-from sessionware._sync.stores._pg_lean import LeanPath
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
@@ -168,6 +167,8 @@ try:
     from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+
+    from sessionware._sync.stores._pg_lean import LeanPath  # needs psycopg too
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
