@@ -14,6 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
+bash scripts/install/azurite.sh  # Azurite (npm) into .tools/, for AzureTableStore's tests
 . scripts/_venv.sh all,test
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source

@@ -23,6 +23,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 __all__ = ["ContainerClient", "TableClient", "open_clients"]
 
+# aiohttp copies a bytes body in one step on the loop and warns past 1 MiB;
+# larger blobs go up in blocks of 1 MiB (one request each, and one to commit
+# the list), the sync face's in one request up to 64 MiB
+_BODY_LIMIT = 1024 * 1024
+
 
 def open_clients(connection_string: str, table: str, container: str, *, timeout: float,
                  connections: int) -> tuple[TableClient, ContainerClient]:
@@ -31,4 +36,6 @@ def open_clients(connection_string: str, table: str, container: str, *, timeout:
     options: dict[str, Any] = {"retry_total": 0, "connection_timeout": timeout,
                                "read_timeout": timeout}
     return (TableClient.from_connection_string(connection_string, table, **options),
-            ContainerClient.from_connection_string(connection_string, container, **options))
+            ContainerClient.from_connection_string(
+                connection_string, container, max_single_put_size=_BODY_LIMIT,
+                max_block_size=_BODY_LIMIT, **options))
