@@ -165,6 +165,7 @@ _POLL_BASE = 0.005  # seconds: the first re-check of a waiter
 _POLL_CAP = 0.25  # seconds: the longest between two re-checks
 _CONFIRM_TICK = 0.001  # seconds: the ETag's resolution on Azurite
 _KNOWN_LIMIT = 1024  # entities whose last seen state a store keeps
+_KNOWN_BYTES = 32 * 1024 * 1024  # of their data, at most
 _TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{2,62}")
 _CONTAINER_NAME = re.compile(r"(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
@@ -381,6 +382,7 @@ class AzureTableStore(Store):
         self._generation = generation()
         self._orphans: list[object] = []  # a forked parent's clients: never closed here
         self._known: dict[str, _Record] = {}
+        self._known_bytes = 0
         self._waiters: Waiters[str] = Waiters()
         self._purging = Background("sessionware-azure-purge")
         self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
@@ -406,7 +408,7 @@ class AzureTableStore(Store):
                 if self._generation != generation():
                     self._orphans.append((self._table, self._blobs))
                     self._table, self._blobs = self._open()
-                    self._known = {}
+                    self._known, self._known_bytes = {}, 0
                     self._waiters.clear()
                     self._generation = generation()
         return self._table, self._blobs
@@ -820,18 +822,27 @@ class AzureTableStore(Store):
         return record
 
     def _remember(self, key: str, record: _Record) -> None:
-        if record.data is not None and len(record.data) > self._inline_limit:
+        """Keep what this process saw of an entity, its data too (a blob's
+        name changes with its data, so the ETag vouches for both), within
+        ``_KNOWN_LIMIT`` entities and ``_KNOWN_BYTES`` of data: the oldest go."""
+        if record.data is not None and len(record.data) > MAX_INLINE:
             record = dataclasses.replace(record, data=None)  # the blob has it
         record = dataclasses.replace(record, seen=time.monotonic())
         with self._lock:
-            self._known.pop(key, None)
+            self._drop_known(key)
             self._known[key] = record
-            if len(self._known) > _KNOWN_LIMIT:
-                del self._known[next(iter(self._known))]
+            self._known_bytes += len(record.data or b"")
+            while len(self._known) > _KNOWN_LIMIT or self._known_bytes > _KNOWN_BYTES:
+                self._drop_known(next(iter(self._known)))
+
+    def _drop_known(self, key: str) -> None:
+        dropped = self._known.pop(key, None)
+        if dropped is not None:
+            self._known_bytes -= len(dropped.data or b"")
 
     def _forget(self, key: str) -> None:
         with self._lock:
-            self._known.pop(key, None)
+            self._drop_known(key)
 
     # -- the background purge ----------------------------------------------------
 
