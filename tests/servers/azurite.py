@@ -8,7 +8,10 @@ Fixtures:
 
 * ``azurite`` / ``azure_connection_string``: one emulator for the whole session.
 * ``azurite_factory``: private emulators for a test that stalls (SIGSTOP) or
-  restarts one; all stopped when the test ends.
+  restarts one, or (``slow_clock=True``) runs azurite-table under
+  ``faketime`` at a thousandth of real time: its ETags (the write's time, to
+  about 100 µs) then repeat for writes up to 100 ms apart, the gap that older
+  Azurite releases have within a millisecond. All stopped when the test ends.
 
 A missing Azurite fails the run (``scripts/test.sh`` installs it): CI must
 never skip these tests silently.
@@ -35,6 +38,7 @@ ACCOUNT = "devstoreaccount1"
 ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
                "K1SZFPTOtr/KBHBeksoGMGw==")
 START_TIMEOUT = 30.0
+SLOW_CLOCK = "+0 x0.001"  # faketime: from now on, at a thousandth of real time
 # ports Azurite and its tools would use by default: never ours
 _STANDARD_PORTS = {10000, 10001, 10002}
 
@@ -49,8 +53,9 @@ def _port() -> int:
 class AzuriteService:
     """One of Azurite's services (``table`` or ``blob``) as a process group."""
 
-    def __init__(self, service: str, folder: Path) -> None:
+    def __init__(self, service: str, folder: Path, *, slow_clock: bool = False) -> None:
         self.service = service
+        self.slow_clock = slow_clock
         self.port = _port()
         self.folder = folder
         self.log = folder / f"{service}.log"
@@ -63,6 +68,11 @@ class AzuriteService:
         command = [str(binary), f"--{self.service}Host", HOST, f"--{self.service}Port",
                    str(self.port), "--location", str(self.folder), "--skipApiVersionCheck",
                    "--disableTelemetry", "--silent"]
+        if self.slow_clock:
+            faketime = shutil.which("faketime")
+            if faketime is None:
+                pytest.fail("faketime is missing: run bash scripts/install/azurite.sh")
+            command = [faketime, "-f", SLOW_CLOCK, *command]
         with self.log.open("ab") as output:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                             start_new_session=True)
@@ -90,9 +100,9 @@ class AzuriteService:
 class Azurite:
     """Azurite's Table and Blob services, sharing one data folder."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, slow_clock: bool = False) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="sessionware-azurite-"))
-        self.table = AzuriteService("table", self.folder)
+        self.table = AzuriteService("table", self.folder, slow_clock=slow_clock)
         self.blob = AzuriteService("blob", self.folder)
 
     @property
@@ -139,11 +149,11 @@ def azure_connection_string(azurite: Azurite) -> str:
 
 
 @pytest.fixture
-def azurite_factory() -> Iterator[Callable[[], Azurite]]:
+def azurite_factory() -> Iterator[Callable[..., Azurite]]:
     started: list[Azurite] = []
 
-    def make() -> Azurite:
-        server = Azurite()
+    def make(*, slow_clock: bool = False) -> Azurite:
+        server = Azurite(slow_clock=slow_clock)
         started.append(server)
         server.start()
         return server

@@ -63,13 +63,19 @@ create                  1 (+1 with a blob; +2 to revive an expired entity)
 Azurite's gaps
 ==============
 
-An ETag that does not change between two writes in one millisecond (older
-Azurite releases) would let a writer holding the first write's ETag overwrite
-the second. So a conditional write whose answer carries the very ETag it was
-conditioned on is confirmed: repeated, a millisecond later, conditioned on
-that ETag, until the ETag moves; a 412 then means another writer was let in,
-and the store reads the entity again. Real Azure never needs it. Batch
-transactions are not used (Azurite ignores their If-Match).
+An ETag that does not change between two writes (Azurite stamps the write's
+time: older releases to the millisecond, 3.35 to about 100 µs) lets a writer
+holding the first write's ETag overwrite the second. So a conditional write
+whose answer carries the very ETag it was conditioned on is confirmed:
+written again a tick later, conditioned on that ETag, until the ETag moves
+(bounded by ``timeout``). A 412 on a confirming write means another writer
+holding the same ETag got in after it (``_Overtaken``): an acquire reads the
+entity again and decides again; a release stands (the writer took the lock
+after it); a commit stands unless its lease had lapsed (only a takeover
+could have written over it without seeing it: then its outcome is unknown,
+``maybe_applied``). Real Azure never answers so. Batch transactions are not
+used (Azurite ignores their If-Match). ``tests/test_azure_store.py`` runs
+Azurite on a clock slowed a thousandfold to make the ETags repeat.
 
 Time
 ====
@@ -186,6 +192,11 @@ NAMING_SELECT = ["PartitionKey", "Blob"]
 
 class _Conflict(Exception):
     """412: the entity is not as seen (or 404: it is gone); read it again."""
+
+
+class _Overtaken(_Conflict):
+    """412 on a confirming write: the write was applied, and another one,
+    conditioned on the same ETag, was applied after it (see ``_write``)."""
 
 
 class _Missing(Exception):
@@ -500,13 +511,25 @@ class SyncAzureTableStore(SyncStore):
             raise SessionTooLarge(len(data), MAX_DATA)
         blob = self._upload(lease.key, data) if len(data) > self._inline_limit else ""
 
-        def write(record: _Record, now: int) -> _Record:
+        def write(record: _Record, now: int) -> _Record | None:
             done = dataclasses.replace(
                 record, locked_until=0, expires_at=record.target(now, ttl), blob=blob, data=data
             )
-            etag = self._write(
-                "commit", lease.key, _entity(lease.key, done), record.etag, UpdateMode.REPLACE
-            )
+            try:
+                etag = self._write(
+                    "commit", lease.key, _entity(lease.key, done), record.etag, UpdateMode.REPLACE
+                )
+            except _Overtaken:
+                # Applied, then written over by a writer that held the same
+                # ETag: one that saw this commit (a new holder), unless the
+                # lease had lapsed (a takeover from the locked entity).
+                if _now() < record.locked_until:
+                    return None
+                raise StoreUnavailable(
+                    f"Azure Storage at {self._where}, during commit: written over after the "
+                    "lease lapsed (ETags repeated)",
+                    maybe_applied=True,
+                ) from None
             return dataclasses.replace(done, etag=etag)
 
         try:
@@ -522,13 +545,16 @@ class SyncAzureTableStore(SyncStore):
     def release(
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> None:
-        def write(record: _Record, now: int) -> _Record:
+        def write(record: _Record, now: int) -> _Record | None:
             change: dict[str, Any] = {"LockedUntil": _int64(0)}
             expires_at = record.expires_at
             if ttl is not None and record.target(now, ttl) - expires_at >= _ms(refresh_after):
                 expires_at = record.target(now, ttl)
                 change["ExpiresAt"] = _int64(expires_at)
-            etag = self._write("release", lease.key, change, record.etag, UpdateMode.MERGE)
+            try:
+                etag = self._write("release", lease.key, change, record.etag, UpdateMode.MERGE)
+            except _Overtaken:
+                return None  # applied; the write over it took the lock after it, or a lapsed one
             return dataclasses.replace(record, etag=etag, locked_until=0, expires_at=expires_at)
 
         self._fenced("release", lease, write)
@@ -720,12 +746,15 @@ class SyncAzureTableStore(SyncStore):
 
     def _write(self, op: str, key: str, change: dict[str, Any], etag: str, mode: UpdateMode) -> str:
         """Write ``change`` to the entity if its ETag is still ``etag``; the
-        new ETag. An answer with the same ETag (Azurite, two writes in one ms)
-        is confirmed by writing again a tick later, conditioned on it, until
-        the ETag moves (see the module docs)."""
+        new ETag. An answer with the same ETag (Azurite, two writes in one
+        tick of its clock) is confirmed by writing again a tick later,
+        conditioned on it, until the ETag moves; a 412 then raises
+        ``_Overtaken``: applied, and written over by a writer that held the
+        same ETag (see the module docs)."""
         table, _ = self._clients()
         entity = {"PartitionKey": key, "RowKey": ROW, **change}
-        condition = etag
+        condition, confirming = etag, False
+        deadline = self._deadline()
         while True:
             try:
                 answer = self._call(
@@ -739,13 +768,24 @@ class SyncAzureTableStore(SyncStore):
                         **self._io(),
                     ),
                 )
-            except _Missing:
-                raise _Conflict() from None  # deleted meanwhile: look again
+            except (_Conflict, _Missing):
+                if confirming:  # the first write was applied, and then written over
+                    raise _Overtaken() from None
+                raise _Conflict() from None  # changed or deleted meanwhile: look again
             new = str(answer["etag"])
             if new != condition:
                 return new
+            logger.debug(
+                "%s of %s… answered with the ETag it was conditioned on: confirming", op, key[:12]
+            )
+            if time.monotonic() >= deadline:  # an ETag that never moves proves nothing
+                raise StoreUnavailable(
+                    f"Azure Storage at {self._where}, during {op}: the entity's ETag did not "
+                    f"change for {self._timeout}s of writes",
+                    maybe_applied=True,
+                )
             sleep(_CONFIRM_TICK)
-            condition = new
+            condition, confirming = new, True
 
     def _insert(self, key: str, record: _Record) -> bool:
         """Insert the entity, or replace an expired one (with a token larger
