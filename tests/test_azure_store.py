@@ -10,19 +10,20 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
 from azure.data.tables import TableClient, UpdateMode
-from azure.storage.blob import ContainerClient
+from azure.storage.blob import ContainerClient, generate_account_sas
 
 from sessionware import LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores import AzureTableStore, Lease, Store
 from sessionware.stores.azure import MAX_INLINE, ROW
 from tests.contract.store_contract import LONG, SHORT, acquire_lease, acquire_waiting, new_key
 from tests.faces import on_face
-from tests.servers.azurite import Azurite
+from tests.servers.azurite import ACCOUNT, ACCOUNT_KEY, HOST, Azurite
 
 MIB = 1024 * 1024
 
@@ -125,14 +126,18 @@ async def test_delete_and_a_refused_create_leave_no_blob(account: Account, face:
 async def test_purge_removes_expired_entities_their_blobs_and_orphans_only(
     account: Account, face: str
 ) -> None:
-    async with on_face(account.store(orphan_age=0.0), face) as store:
+    """The purging store sweeps orphans at once (``orphan_age=0``); the one
+    that writes keeps the default, so that its own background purge never
+    takes a blob on its way to the entity for an orphan."""
+    async with on_face(account.store(), face) as store, \
+            on_face(account.store(orphan_age=0.0), face) as purger:
         expired, live = new_key(), new_key()
         assert await store.create(expired, secrets.token_bytes(MIB), ttl=SHORT)
         assert await store.create(live, secrets.token_bytes(MIB), ttl=LONG)
         [live_blob] = [name for name in account.blob_names() if name.startswith(live)]
         account.blobs.upload_blob(f"{new_key()}/orphan", b"left by a crashed commit")
         await asyncio.sleep(SHORT + 0.3)
-        assert await store.purge_expired() == 1
+        assert await purger.purge_expired() == 1
         assert account.blob_names() == [live_blob]
         assert await store.read(expired) is None
         assert await store.read(live) is not None
@@ -298,3 +303,54 @@ async def test_when_etags_repeat_writes_are_confirmed_and_no_increment_is_lost(
         assert await one.read(key) == str(4 * rounds).encode()
     confirmed = [r for r in caplog.records if "conditioned on: confirming" in r.getMessage()]
     assert confirmed, "the ETag never repeated: the test proved nothing"
+
+
+# -- a SAS with the permissions the docs name ----------------------------------------
+
+RUNTIME_PERMISSIONS = "racudl"  # docs/stores/azure.md, Permissions
+
+
+def sas_connection_string(server: Azurite, permission: str, resource_types: str = "co") -> str:
+    sas = generate_account_sas(ACCOUNT, ACCOUNT_KEY, resource_types, permission,
+                               datetime.now(UTC) + timedelta(hours=1), services="bt")
+    return (f"TableEndpoint=http://{HOST}:{server.table.port}/{ACCOUNT};"
+            f"BlobEndpoint=http://{HOST}:{server.blob.port}/{ACCOUNT};"
+            f"SharedAccessSignature={sas}")
+
+
+async def every_operation(store: Store) -> None:
+    """Each kind of request the store makes: table and blob, purge included."""
+    key = new_key()
+    assert await store.create(key, b"v0", ttl=LONG)
+    await store.commit(await acquire_lease(store, key), secrets.token_bytes(MIB), ttl=LONG)
+    assert len(await store.read(key) or b"") == MIB
+    await store.delete(await acquire_lease(store, key))
+    await store.purge_expired()
+
+
+async def test_an_account_sas_with_the_documented_permissions_does_everything(
+    azurite: Azurite, face: str
+) -> None:
+    """``ss=bt&srt=co&sp=racudl`` sets up the table and container and runs
+    every operation (Azurite checks SAS permissions as Azure does)."""
+    names = {"table": f"sas{secrets.token_hex(6)}", "container": f"sas-{secrets.token_hex(6)}"}
+    store = AzureTableStore(sas_connection_string(azurite, RUNTIME_PERMISSIONS),
+                            purge_interval=3600, **names)
+    async with on_face(store, face) as faced:
+        await every_operation(faced)
+
+
+@pytest.mark.faces("async")
+@pytest.mark.parametrize("missing", [*RUNTIME_PERMISSIONS, "srt=c"])
+async def test_each_documented_permission_is_needed(azurite: Azurite, face: str,
+                                                    missing: str) -> None:
+    names = {"table": "sastable", "container": "sas-container"}
+    async with AzureTableStore(azurite.connection_string, **names):
+        pass  # set up with the account key: the SAS below may lack what setup needs
+    permission = RUNTIME_PERMISSIONS.replace(missing, "")
+    resource_types = "o" if missing == "srt=c" else "co"
+    store = AzureTableStore(sas_connection_string(azurite, permission, resource_types),
+                            create=False, purge_interval=3600, **names)
+    async with on_face(store, face) as faced:
+        with pytest.raises(StoreError, match="SAS"):
+            await every_operation(faced)

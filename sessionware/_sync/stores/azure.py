@@ -325,8 +325,10 @@ def _translate(op: str, where: str, exc: BaseException) -> BaseException:
         "ContainerBeingDeleted",
     ):
         return _Exists()
-    if isinstance(exc, ClientAuthenticationError):
-        return StoreError(message + " (check the account key or SAS and its permissions)")
+    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) == 403:
+        return StoreError(
+            message + " (check the account key or SAS and its permissions: see the store's docs)"
+        )
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status in (429, 503) or _code(exc) == "ServerBusy":
@@ -502,7 +504,10 @@ class SyncAzureTableStore(SyncStore):
                 self._check(deadline, "acquire")
                 continue
             taken = dataclasses.replace(taken, etag=etag)
-            data = self._load("acquire", taken)
+            try:
+                data = self._load("acquire", taken)
+            except _Missing:  # locked now: nobody else can have replaced the blob
+                raise self._lost_blob(taken.blob) from None
             self._remember(key, dataclasses.replace(taken, data=data))
             return Lease(key, taken.token, data)
 
@@ -730,19 +735,27 @@ class SyncAzureTableStore(SyncStore):
     def _read_live(self, key: str) -> tuple[_Record, int] | None:
         """The live entity with its data loaded, and the time it was judged
         live by; ``None`` when absent or expired."""
-        deadline = self._deadline()
+        deadline, missing = self._deadline(), ""
         while True:
             record = self._get("read", key)
             now = _now()
             if record is None or not record.live(now):
                 self._forget(key)
                 return None
+            if record.blob and record.blob == missing:
+                raise self._lost_blob(missing)
             try:
                 data = self._load("read", record)
-            except _Missing:  # a commit replaced the blob since the entity was read
+            except _Missing:  # a commit replaced the blob since the entity was read?
+                missing = record.blob
                 self._check(deadline, "read")
                 continue
             return dataclasses.replace(record, data=data), now
+
+    def _lost_blob(self, name: str) -> StoreError:
+        """The error for an entity that names a blob that is not there (deleted
+        by hand, or by a purge run with an ``orphan_age`` shorter than a commit)."""
+        return StoreError(f"Azure Storage at {self._where}: the session's blob {name} is missing")
 
     def _write(self, op: str, key: str, change: dict[str, Any], etag: str, mode: UpdateMode) -> str:
         """Write ``change`` to the entity if its ETag is still ``etag``; the
