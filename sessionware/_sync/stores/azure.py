@@ -807,8 +807,12 @@ class SyncAzureTableStore(SyncStore):
         deadline = self._deadline()
         while True:
             try:
+                # no echo of the entity (up to 1 MiB) in the answer: its ETag is enough
                 answer = self._call(
-                    "create", lambda: table.create_entity(_entity(key, record), **self._io())
+                    "create",
+                    lambda: table.create_entity(
+                        _entity(key, record), response_preference="return-no-content", **self._io()
+                    ),
                 )
                 self._remember(key, dataclasses.replace(record, etag=str(answer["etag"])))
                 return True
