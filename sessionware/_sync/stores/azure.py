@@ -52,6 +52,7 @@ Round trips (one transaction each):
 acquire                 2 (read, conditional write); 1 when this process made the
                         entity's last change within ``reuse_etags`` seconds (its
                         ETag is reused), 3 when that ETag was stale; +1 with a blob
+                        whose data this process does not know
 commit, release, renew  1 (the ETag of the lease's acquire is reused); +1 if another
                         process changed the entity since (a read slid its expiry);
                         commit of large data +1 (upload) +1 (the old blob's delete)
