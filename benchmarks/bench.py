@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Postgres, Valkey
+from benchmarks.servers import ROOT, AppServer, Azurite, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,7 +36,7 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite | postgres
+    store: str      # none | cookie | redis | sqlite | postgres | azure
     sessionware: bool = False
     session: bool = True
 
@@ -48,6 +48,8 @@ PEERS = [
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
+    Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
+         sessionware=True),
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
          sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
@@ -122,8 +124,10 @@ class Run:
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
-                ) -> dict[str, str]:
+                azurite: Azurite | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
+        if azurite is not None:
+            env["BENCH_AZURE"] = azurite.connection_string
         if postgres is not None:
             env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
@@ -141,10 +145,12 @@ class Run:
                                   "workers": workers}
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        azurite = Azurite(self.workdir) if peer.store == "azure" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
-                            self.env_for(peer, valkey, tag, postgres=postgres), self.workdir)
+                            self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite),
+                            self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
                 record["per_request"] = clients.per_request_time(app.base, a.serial_n, a.delay)
@@ -181,6 +187,8 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if azurite is not None:
+                azurite.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -191,6 +199,7 @@ class Run:
                 ("/inc (no cookie: new session)", "/inc", False)]
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        azurite = Azurite(self.workdir) if peer.store == "azure" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -199,7 +208,7 @@ class Run:
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
-                               postgres=postgres)
+                               postgres=postgres, azurite=azurite)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -238,6 +247,8 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if azurite is not None:
+                azurite.stop()
         return out
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Processes the benchmark starts: valkey-server, PostgreSQL, uvicorn,
+"""Processes the benchmark starts: valkey-server, PostgreSQL, Azurite, uvicorn,
 gunicorn. Each on 127.0.0.1 and a free port, in its own process group (or,
 for PostgreSQL, its own pg_ctl), stopped by its own id."""
 
@@ -147,6 +147,55 @@ class Postgres:
             self._run([postgres_binary("pg_ctl"), "-D", self.data, "-w", "-m", "immediate",
                        "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Azurite:
+    """Azurite's Table and Blob services (npm, in .tools/azurite: run
+    scripts/install/azurite.sh), each in its own process group, its data in
+    the run's folder, never reaching the internet (--disableTelemetry)."""
+
+    ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+                   "K1SZFPTOtr/KBHBeksoGMGw==")  # Azurite's published development key
+
+    def __init__(self, workdir: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="azurite-", dir=workdir)
+        self.ports: dict[str, int] = {}
+        self.processes: list[Process] = []
+        for service in ("table", "blob"):
+            binary = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / f"azurite-{service}"
+            if not binary.exists():
+                raise SystemExit("Azurite is missing: bash scripts/install/azurite.sh")
+            port = self.ports[service] = free_port()
+            self.processes.append(Process(
+                [str(binary), f"--{service}Host", HOST, f"--{service}Port", str(port),
+                 "--location", self.dir, "--skipApiVersionCheck", "--disableTelemetry",
+                 "--silent"], log=os.path.join(self.dir, f"{service}.log")))
+        for port in self.ports.values():
+            _wait_for(port, 30)
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                f"AccountKey={self.ACCOUNT_KEY};"
+                f"TableEndpoint=http://{HOST}:{self.ports['table']}/devstoreaccount1;"
+                f"BlobEndpoint=http://{HOST}:{self.ports['blob']}/devstoreaccount1;")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_for(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {HOST}:{port}") from None
+            time.sleep(0.05)
 
 
 def _sessionware_only(workdir: str) -> str | None:

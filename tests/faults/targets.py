@@ -15,7 +15,9 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   PostgreSQL (``PostgresTarget.server``): every process of the server is
   SIGKILLed, with no goodbye to its clients, and it starts again on its port
   (crash recovery from its WAL). SQLite has no server to restart, so it has
-  no restart target.
+  no restart target. Azure (Azurite): both services are SIGSTOPped for a
+  stall; a restart stops them (SIGTERM) and starts them again on their ports
+  and data folder.
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -31,7 +33,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import PostgresStore, RedisStore, SQLiteStore, Store
+from sessionware.stores import AzureTableStore, PostgresStore, RedisStore, SQLiteStore, Store
+from tests.servers.azurite import Azurite
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -151,5 +154,32 @@ class PostgresTarget:
             self.postgres.resume()
 
 
-Target = SQLiteTarget | RedisTarget | PostgresTarget
-ServerTarget = RedisTarget | PostgresTarget
+class AzureTarget:
+    name = "azure"
+
+    def __init__(self, server: Azurite) -> None:
+        self.azurite = server
+        self.server = server
+
+    @property
+    def spec(self) -> str:
+        return f"azure:{self.azurite.connection_string}"
+
+    def store(self) -> Store:
+        return AzureTableStore(self.azurite.connection_string, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A request sent to a stalled service may be applied when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.azurite.stall()
+        try:
+            yield
+        finally:
+            self.azurite.resume()
+
+
+Target = SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget
+ServerTarget = RedisTarget | PostgresTarget | AzureTarget
