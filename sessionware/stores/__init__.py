@@ -18,18 +18,22 @@ from sessionware.stores.base import Lease, Locked, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from sessionware._sync.stores.mongodb import SyncMongoDBStore
     from sessionware._sync.stores.postgres import SyncPostgresStore
     from sessionware._sync.stores.redis import SyncRedisStore
     from sessionware._sync.stores.sqlite import SyncSQLiteStore
+    from sessionware.stores.mongodb import MongoDBStore
     from sessionware.stores.postgres import PostgresStore
     from sessionware.stores.redis import RedisStore
     from sessionware.stores.sqlite import SQLiteStore
 
-__all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "RedisStore", "SQLiteStore",
-           "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore", "SyncSQLiteStore",
-           "SyncStore"]
+__all__ = ["Lease", "Locked", "MemoryStore", "MongoDBStore", "PostgresStore", "RedisStore",
+           "SQLiteStore", "Store", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
+           "SyncRedisStore", "SyncSQLiteStore", "SyncStore"]
 
 _LAZY = {
+    "MongoDBStore": "sessionware.stores.mongodb",
+    "SyncMongoDBStore": "sessionware._sync.stores.mongodb",
     "PostgresStore": "sessionware.stores.postgres",
     "SyncPostgresStore": "sessionware._sync.stores.postgres",
     "RedisStore": "sessionware.stores.redis",
