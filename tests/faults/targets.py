@@ -9,13 +9,16 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   Redis: the server process is SIGSTOPped. SQLite has no server: another
   process holds the database's write lock and is SIGSTOPped, so every write
   waits for it, as all of a host's workers do when one of them stalls.
-  PostgreSQL: every process of the server is SIGSTOPped.
+  PostgreSQL: every process of the server is SIGSTOPped. MongoDB: the
+  emulator's process is SIGSTOPped.
 * a restart (``RedisTarget.server``): the server stops (SIGTERM) and starts
   again on its port, keeping its data (an fsynced append-only file).
   PostgreSQL (``PostgresTarget.server``): every process of the server is
   SIGKILLed, with no goodbye to its clients, and it starts again on its port
-  (crash recovery from its WAL). SQLite has no server to restart, so it has
-  no restart target.
+  (crash recovery from its WAL). MongoDB (``MongoDBTarget.server``): the
+  mongoeco emulator's process is SIGKILLed and starts again on its port, its
+  documents kept in a SQLite file (mongoeco's SQLite engine). SQLite has no
+  server to restart, so it has no restart target.
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -31,7 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import PostgresStore, RedisStore, SQLiteStore, Store
+from sessionware.stores import MongoDBStore, PostgresStore, RedisStore, SQLiteStore, Store
+from tests.servers.mongodb import MongoecoServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -151,5 +155,45 @@ class PostgresTarget:
             self.postgres.resume()
 
 
-Target = SQLiteTarget | RedisTarget | PostgresTarget
-ServerTarget = RedisTarget | PostgresTarget
+class _CrashingEmulator:
+    """A mongoeco server whose ``stop`` is a crash (SIGKILL)."""
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class MongoDBTarget:
+    name = "mongodb"
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self.mongodb = server
+        self.server = _CrashingEmulator(server)
+
+    @property
+    def spec(self) -> str:
+        return f"mongodb:{self.mongodb.url}"
+
+    def store(self) -> Store:
+        return MongoDBStore(self.mongodb.url, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A command sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.mongodb.stall()
+        try:
+            yield
+        finally:
+            self.mongodb.resume()
+
+
+Target = SQLiteTarget | RedisTarget | PostgresTarget | MongoDBTarget
+ServerTarget = RedisTarget | PostgresTarget | MongoDBTarget

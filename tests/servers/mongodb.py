@@ -17,7 +17,9 @@ What the emulator does otherwise than MongoDB, and the tests branch on
   ``purge_expired`` finds nothing left to count;
 * ``NO_CHANGE_STREAMS``: ``hello`` names no replica set and ``$changeStream``
   is refused, so waiters of other processes poll.
-* ``IN_MEMORY``: a restarted server starts empty.
+* ``IN_MEMORY``: a restarted server starts empty, unless it keeps its
+  documents in a file (``MongoecoServer(persistent=True)``: mongoeco's SQLite
+  engine).
 
 Fixtures:
 
@@ -33,8 +35,10 @@ import contextlib
 import os
 import secrets
 import select
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,11 +61,13 @@ class MongoecoServer:
     """One emulator process in a process group of its own; ``stop`` and
     ``start`` keep its port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, persistent: bool = False) -> None:
         if not os.access(PYTHON, os.X_OK):
             pytest.fail(f"mongoeco is missing ({PYTHON}): bash scripts/install/mongoeco.sh")
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix="sessionware-mongoeco-"))
+        self.data = [str(self.dir / "data.sqlite")] if persistent else []
 
     @property
     def url(self) -> str:
@@ -70,7 +76,7 @@ class MongoecoServer:
     def start(self) -> None:
         assert self.process is None, "already running"
         process = self.process = subprocess.Popen(
-            [str(PYTHON), str(LAUNCHER), str(self.port)], stdout=subprocess.PIPE,
+            [str(PYTHON), str(LAUNCHER), str(self.port), *self.data], stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True)
         assert process.stdout is not None
         deadline = time.monotonic() + START_TIMEOUT
@@ -133,6 +139,10 @@ class MongoecoServer:
         self.stop()
         self.start()
 
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
 
 @dataclass(frozen=True)
 class MongoTarget:
@@ -153,7 +163,7 @@ def mongodb_server() -> Iterator[MongoecoServer]:
     server = MongoecoServer()
     server.start()
     yield server
-    server.stop()
+    server.cleanup()
 
 
 @pytest.fixture(scope="session")
@@ -174,16 +184,17 @@ def mongodb(request: pytest.FixtureRequest) -> MongoTarget:
 
 
 @pytest.fixture
-def mongodb_server_factory() -> Iterator[Callable[[], MongoecoServer]]:
-    """Start private emulators for one test; all stopped when the test ends."""
+def mongodb_server_factory() -> Iterator[Callable[..., MongoecoServer]]:
+    """Start private emulators for one test (``persistent=True``: kept in a
+    file, across a restart); all stopped when the test ends."""
     servers: list[MongoecoServer] = []
 
-    def factory() -> MongoecoServer:
-        server = MongoecoServer()
+    def factory(*, persistent: bool = False) -> MongoecoServer:
+        server = MongoecoServer(persistent=persistent)
         servers.append(server)
         server.start()
         return server
 
     yield factory
     for server in servers:
-        server.stop()
+        server.cleanup()
