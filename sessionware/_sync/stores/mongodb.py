@@ -516,10 +516,11 @@ class SyncMongoDBStore(SyncStore):
         while True:
             with self._bounded("purge"):
                 found = collection.find(EXPIRED, {"_id": 1}).limit(_PURGE_BATCH).to_list()
-                ids = [document["_id"] for document in found]
-                if ids:
+            ids = [document["_id"] for document in found]
+            if ids:
+                with self._bounded("purge"):
                     result = collection.delete_many({"_id": {"$in": ids}, **EXPIRED})
-                    purged += result.deleted_count
+                purged += result.deleted_count
             if len(ids) < _PURGE_BATCH:
                 return purged
 
