@@ -72,8 +72,8 @@ Waiting
 Same-process waiters are woken at the release (:class:`~sessionware.waiters.Waiters`).
 Other processes: on a replica set or a sharded cluster (found by ``hello`` at
 the first wait), each store instance watches the collection with one change
-stream (:data:`WAKE_EVENTS`: a commit or release that cleared ``waiting``, and
-every delete) and wakes its local waiters of that key; a waiter re-checks
+stream (:data:`WAKE_EVENTS`: a commit or release that cleared ``waiting``)
+and wakes its local waiters of that key; a waiter re-checks
 after a jittered backoff of up to ``_RECHECK_CAP`` all the same (a lapsed
 lease, a stream that reconnects). A standalone server has no change streams:
 waiters poll, with jittered exponential backoff from ``_POLL_BASE`` up to
@@ -172,13 +172,13 @@ FREE: Document = {"$or": [{"$eq": ["$locked_until", None]},
 NEXT_TOKEN: Document = {"$max": [{"$add": ["$token", 1]},
                                  {"$multiply": [{"$toLong": "$$NOW"}, _TOKEN_SHIFT]}]}
 
-# Change stream filter: the events that may free a lease someone waits for:
-# an update that cleared the waiting flag (a commit or release that found it
-# set), and every delete (delete(), the TTL monitor).
-WAKE_EVENTS: Document = {"$or": [
-    {"operationType": "delete"},
-    {"operationType": "update", "updateDescription.updatedFields.waiting": False},
-]}
+# Change stream filter: the events that free a lease someone waits for, an
+# update that cleared the waiting flag (a commit or release that found it
+# set). Not deletes: the TTL monitor's would reach every process, and a
+# session deleted while another process waits for it is found at the
+# waiter's next re-check (within _RECHECK_CAP).
+WAKE_EVENTS: Document = {
+    "operationType": "update", "updateDescription.updatedFields.waiting": False}
 
 
 def _target(ttl: float) -> Document:
