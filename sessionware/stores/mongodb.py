@@ -176,9 +176,13 @@ NEXT_TOKEN: Document = {"$max": [{"$add": ["$token", 1]},
 # update that cleared the waiting flag (a commit or release that found it
 # set). Not deletes: the TTL monitor's would reach every process, and a
 # session deleted while another process waits for it is found at the
-# waiter's next re-check (within _RECHECK_CAP).
-WAKE_EVENTS: Document = {
-    "operationType": "update", "updateDescription.updatedFields.waiting": False}
+# waiter's next re-check (within _RECHECK_CAP). MongoDB before 5.0 logs a
+# pipeline update as a replacement: every one of those wakes (the store
+# itself never replaces a document).
+WAKE_EVENTS: Document = {"$or": [
+    {"operationType": "update", "updateDescription.updatedFields.waiting": False},
+    {"operationType": "replace"},
+]}
 
 
 def _target(ttl: float) -> Document:
@@ -301,8 +305,10 @@ def _translate(op: str, where: str, exc: PyMongoError) -> StoreError:
     if isinstance(exc, ExecutionTimeout):
         return StoreUnavailable(message, maybe_applied=False)
     if isinstance(exc, OperationFailure):
-        if exc.code in _UNAVAILABLE_CODES or exc.has_error_label("RetryableWriteError"):
+        if exc.code in _UNAVAILABLE_CODES:
             return StoreUnavailable(message, maybe_applied=False)
+        if exc.has_error_label("RetryableWriteError"):  # transient; the first try unknown
+            return StoreUnavailable(message)
         if exc.code == _UNAUTHORIZED:
             return StoreError(message + " (the user needs the actions docs/stores/mongodb.md "
                               "lists on the collection)")
