@@ -312,6 +312,10 @@ def _translate(op: str, where: str, exc: PyMongoError) -> StoreError:
         if exc.code == _UNAUTHORIZED:
             return StoreError(message + " (the user needs the actions docs/stores/mongodb.md "
                               "lists on the collection)")
+        if op == "setup":  # an index on expires_at with other options, most likely
+            return StoreError(message + " (setup() creates the index {expires_at: 1} named "
+                              "expires_at_ttl with expireAfterSeconds 0; drop a conflicting "
+                              "one, or pass create_indexes=False)")
     return StoreError(message)
 
 
