@@ -333,3 +333,35 @@ async def test_a_store_whose_setup_fails_in_async_with_is_closed(
     finally:
         await store.aclose()
         gc.collect()
+
+
+async def test_a_change_stream_the_server_refuses_leaves_waiters_polling(
+    mongodb: MongoTarget, face: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watcher's own failure path, run for real: told the deployment has
+    change streams (as a replica set's hello would), it opens one; the
+    emulator refuses ``$changeStream`` (NO_CHANGE_STREAMS), the watcher logs
+    it and retries with backoff, waiters find the release by polling, and
+    close() ends the watcher."""
+    if not mongodb.emulated:
+        pytest.skip("needs a server that refuses change streams")
+    database = mongodb.database()
+    store = MongoDBStore(mongodb.url, database=database)
+    holder_store = MongoDBStore(mongodb.url, database=database)
+    async with on_face(holder_store, face) as holder, on_face(store, face) as waiter:
+        watcher = (store if face == "async" else sync_face(store))._watcher
+        watcher._streams = True
+        key = new_key()
+        assert await holder.create(key, b"v0", ttl=LONG)
+        lease = await acquire_lease(holder, key)
+        waiting = asyncio.ensure_future(acquire_waiting(waiter, key, timeout=LONG))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        await holder.release(lease)
+        got = await waiting
+        assert isinstance(got, Lease)
+        await waiter.release(got)
+        assert watcher._run is not None  # still retrying
+    assert watcher._run is None  # ended by close()
+    assert any("change stream" in record.getMessage() and "$changeStream" in
+               record.getMessage() for record in caplog.records), caplog.records
