@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Azurite, Postgres, Valkey
+from benchmarks.servers import ROOT, AppServer, Azurite, Mongoeco, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,9 +36,10 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite | postgres | azure
+    store: str      # none | cookie | redis | sqlite | postgres | azure | mongodb
     sessionware: bool = False
     session: bool = True
+    default: bool = True  # in a run without --only
 
 
 PEERS = [
@@ -50,6 +51,10 @@ PEERS = [
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
     Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
          sessionware=True),
+    # on the mongoeco emulator (a Python process): a smoke test of the peer, not
+    # a measurement of MongoDB; off the default run (--only sw-mongodb)
+    Peer("sw-mongodb", "sessionware + MongoDBStore (mongoeco emulator)", "asgi", "mongodb",
+         sessionware=True, default=False),
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
          sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
@@ -124,10 +129,13 @@ class Run:
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
-                azurite: Azurite | None = None) -> dict[str, str]:
+                azurite: Azurite | None = None,
+                mongodb: Mongoeco | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
         if azurite is not None:
             env["BENCH_AZURE"] = azurite.connection_string
+        if mongodb is not None:
+            env["BENCH_MONGODB_URL"] = mongodb.url
         if postgres is not None:
             env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
@@ -146,10 +154,12 @@ class Run:
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
+        mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
-                            self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite),
+                            self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite,
+                                         mongodb=mongodb),
                             self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
@@ -189,6 +199,8 @@ class Run:
                 postgres.stop()
             if azurite is not None:
                 azurite.stop()
+            if mongodb is not None:
+                mongodb.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -200,6 +212,7 @@ class Run:
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
+        mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -208,7 +221,7 @@ class Run:
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
-                               postgres=postgres, azurite=azurite)
+                               postgres=postgres, azurite=azurite, mongodb=mongodb)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -249,6 +262,8 @@ class Run:
                 postgres.stop()
             if azurite is not None:
                 azurite.stop()
+            if mongodb is not None:
+                mongodb.stop()
         return out
 
     @staticmethod
@@ -289,7 +304,7 @@ class Run:
     def main(self) -> dict[str, Any]:
         a = self.args
         started = time.monotonic()
-        peers = [p for p in PEERS if not a.only or p.name in a.only]
+        peers = [p for p in PEERS if (p.name in a.only if a.only else p.default)]
         if not flask_driver_present():
             skipped = [p.name for p in peers if p.kind == "wsgi" and p.sessionware]
             if skipped:

@@ -23,16 +23,18 @@ COUNTS: collections.Counter[str] = collections.Counter()
 
 def sessionware_store(kind: str, *, sync: bool = False) -> Any:
     """The store a sessionware benchmark app uses, counted: ``sqlite`` at
-    ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL`` or ``postgres`` at
+    ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL``, ``postgres`` at
     ``$BENCH_POSTGRES_DSN``, ``azure`` at ``$BENCH_AZURE`` (a connection
-    string); its sync face (for the WSGI apps) with ``sync``."""
+    string) or ``mongodb`` at ``$BENCH_MONGODB_URL``; its sync face (for the
+    WSGI apps) with ``sync``."""
     from sessionware import stores
 
     name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore",
-            "azure": "AzureTableStore"}[kind]
+            "azure": "AzureTableStore", "mongodb": "MongoDBStore"}[kind]
     cls = getattr(stores, f"Sync{name}" if sync else name)
     where = os.environ[{"sqlite": "BENCH_SQLITE", "redis": "BENCH_REDIS_URL",
-                        "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE"}[kind]]
+                        "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE",
+                        "mongodb": "BENCH_MONGODB_URL"}[kind]]
     return counting_store(cls)(where)
 
 

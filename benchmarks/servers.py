@@ -1,6 +1,7 @@
-"""Processes the benchmark starts: valkey-server, PostgreSQL, Azurite, uvicorn,
-gunicorn. Each on 127.0.0.1 and a free port, in its own process group (or,
-for PostgreSQL, its own pg_ctl), stopped by its own id."""
+"""Processes the benchmark starts: valkey-server, PostgreSQL, Azurite, the
+mongoeco MongoDB emulator, uvicorn, gunicorn. Each on 127.0.0.1 and a free
+port, in its own process group (or, for PostgreSQL, its own pg_ctl), stopped by
+its own id."""
 
 from __future__ import annotations
 
@@ -196,6 +197,48 @@ def _wait_for(port: int, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on {HOST}:{port}") from None
             time.sleep(0.05)
+
+class Mongoeco:
+    """The mongoeco emulator's wire server (no real mongod can be had here),
+    from its own venv (``scripts/install/mongoeco.sh``), documents in memory.
+    It is a Python emulator: what sw-mongodb measures is mostly the emulator,
+    not MongoDB, so its numbers are a smoke test, not a comparison."""
+
+    def __init__(self, workdir: str) -> None:
+        python = ROOT / ".tools" / "mongoeco-venv" / "bin" / "python"
+        if not python.exists():
+            subprocess.run(["bash", str(ROOT / "scripts" / "install" / "mongoeco.sh")],
+                           check=True)
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, f"mongoeco-{self.port}.log"), "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(python), str(ROOT / "tests" / "servers" / "mongoeco_server.py"),
+             str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("mongoeco exited; see " + self.log.name)
+            with contextlib.suppress(OSError):
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("mongoeco did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{HOST}:{self.port}/?directConnection=true"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
 
 
 def _sessionware_only(workdir: str) -> str | None:

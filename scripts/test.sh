@@ -16,6 +16,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/install/browser.sh  # Debian's chromium + playwright-core, for the demo's browser test
 bash scripts/install/azurite.sh  # Azurite (npm) into .tools/, for AzureTableStore's tests
+bash scripts/install/mongoeco.sh  # the MongoDB emulator the MongoDBStore tests run against
 . scripts/_venv.sh all,test,docs
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source

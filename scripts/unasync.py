@@ -34,6 +34,7 @@ TWINS = {
     "sessionware.stores.redis": "sessionware._sync.stores.redis",
     "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
     "sessionware.stores.azure": "sessionware._sync.stores.azure",
+    "sessionware.stores.mongodb": "sessionware._sync.stores.mongodb",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {
@@ -46,7 +47,7 @@ COUNTERPARTS = {
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
 RENAMED = ["SessionCore", "SessionTransaction", "Store", "MemoryStore", "SQLiteStore",
-           "RedisStore", "PostgresStore", "AzureTableStore"]
+           "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),
@@ -68,6 +69,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncScript\b", "Script"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),  # psycopg_pool
     (r"\bAsyncConnection\b", "Connection"),  # psycopg
+    (r"\bpymongo\.asynchronous\b", "pymongo.synchronous"),
+    (r"\bAsync(MongoClient|Collection|Database|ChangeStream)\b", r"\1"),  # pymongo
     (r"\ban async context manager\b", "a context manager"),
 ]
 

@@ -4,7 +4,8 @@ import pytest
 
 from tests.faces import FACES
 
-pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.servers.azurite"]
+pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.servers.azurite",
+                  "tests.servers.mongodb"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

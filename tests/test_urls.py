@@ -166,7 +166,6 @@ def test_azure() -> None:
     assert type(store).__name__ == "AzureTableStore"
 
 
-@NOT_MERGED
 def test_mongodb() -> None:
     store = store_from_url("mongodb://127.0.0.1:27017/?database=app&collection=sessions")
     assert type(store).__name__ == "MongoDBStore"

@@ -1,7 +1,7 @@
 """Stores named by a string, for apps started in another process (uvicorn).
 
 ``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``,
-``postgres:<dsn>``, ``azure:<connection string>``
+``postgres:<dsn>``, ``azure:<connection string>``, ``mongodb:<url>``
 """
 
 from __future__ import annotations
@@ -31,4 +31,8 @@ def store_from_spec(spec: str) -> Store:
         from sessionware.stores import AzureTableStore
 
         return AzureTableStore(where)
+    if kind == "mongodb":
+        from sessionware.stores import MongoDBStore
+
+        return MongoDBStore(where)
     raise ValueError(f"unknown store spec {spec!r}")

@@ -7,6 +7,7 @@ import pytest
 
 from tests.faults.targets import (
     AzureTarget,
+    MongoDBTarget,
     PostgresTarget,
     RedisTarget,
     ServerTarget,
@@ -14,11 +15,12 @@ from tests.faults.targets import (
     Target,
 )
 from tests.servers.azurite import Azurite
+from tests.servers.mongodb import MongoecoServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres", "azure"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """Every store that has a process of its own to kill, stall or restart."""
     if request.param == "sqlite":
@@ -26,7 +28,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return server_target_of(request)
 
 
-@pytest.fixture(params=["redis", "postgres", "azure"])
+@pytest.fixture(params=["redis", "postgres", "azure", "mongodb"])
 def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     """Every store with a server to restart (SQLite has none)."""
     return server_target_of(request)
@@ -36,6 +38,10 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
     if request.param == "azure":
         azurite: Callable[[], Azurite] = request.getfixturevalue("azurite_factory")
         return AzureTarget(azurite())
+    if request.param == "mongodb":
+        mongodb: Callable[..., MongoecoServer] = request.getfixturevalue(
+            "mongodb_server_factory")
+        return MongoDBTarget(mongodb(persistent=True))
     if request.param == "postgres":
         postgres: Callable[[], PostgresServer] = request.getfixturevalue(
             "postgres_server_factory")

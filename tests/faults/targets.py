@@ -17,7 +17,9 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   (crash recovery from its WAL). SQLite has no server to restart, so it has
   no restart target. Azure (Azurite): both services are SIGSTOPped for a
   stall; a restart stops them (SIGTERM) and starts them again on their ports
-  and data folder.
+  and data folder. MongoDB (``MongoDBTarget.server``): the mongoeco
+  emulator's process is SIGKILLed and starts again on its port, its documents
+  kept in a SQLite file (mongoeco's SQLite engine).
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -33,8 +35,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import AzureTableStore, PostgresStore, RedisStore, SQLiteStore, Store
+from sessionware.stores import (
+    AzureTableStore,
+    MongoDBStore,
+    PostgresStore,
+    RedisStore,
+    SQLiteStore,
+    Store,
+)
 from tests.servers.azurite import Azurite
+from tests.servers.mongodb import MongoecoServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -181,5 +191,45 @@ class AzureTarget:
             self.azurite.resume()
 
 
-Target = SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget
-ServerTarget = RedisTarget | PostgresTarget | AzureTarget
+class _CrashingEmulator:
+    """A mongoeco server whose ``stop`` is a crash (SIGKILL)."""
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class MongoDBTarget:
+    name = "mongodb"
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self.mongodb = server
+        self.server = _CrashingEmulator(server)
+
+    @property
+    def spec(self) -> str:
+        return f"mongodb:{self.mongodb.url}"
+
+    def store(self) -> Store:
+        return MongoDBStore(self.mongodb.url, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A command sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.mongodb.stall()
+        try:
+            yield
+        finally:
+            self.mongodb.resume()
+
+
+Target = SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
+ServerTarget = RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
