@@ -15,13 +15,15 @@ from typing import Any
 from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
 from aiobotocore.session import get_session  # type: ignore[import-untyped]
 
+from sessionware._forks import generation
+
 __all__ = ["close_client", "home", "open_client"]
 
 
 async def open_client(options: dict[str, Any], config: dict[str, Any]) -> Any:
     """A DynamoDB client made with ``options`` (endpoint, region,
     credentials) and botocore ``config`` (timeouts, retries, pool size)."""
-    context = get_session().create_client("dynamodb", config=AioConfig(**config), **options)
+    context = _session().create_client("dynamodb", config=AioConfig(**config), **options)
     return await context.__aenter__()
 
 
@@ -32,3 +34,16 @@ async def close_client(client: Any) -> None:
 def home() -> object:
     """What a client belongs to: the running event loop."""
     return asyncio.get_running_loop()
+
+
+_made: dict[int, Any] = {}  # process generation -> its session
+
+
+def _session() -> Any:
+    """This process's aiobotocore session: one, because each loads the service
+    models anew (a few hundred ms)."""
+    session = _made.get(generation())
+    if session is None:
+        _made.clear()
+        session = _made[generation()] = get_session()
+    return session

@@ -390,7 +390,7 @@ class DynamoDBStore(Store):
                 raise StoreError(f"DynamoDB at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
             await self._create()
-            status = "CREATING"
+            status = await self._table_status()
         while status != "ACTIVE":
             await sleep(_ACTIVE_POLL)
             status = await self._table_status()

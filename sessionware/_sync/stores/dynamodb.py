@@ -418,7 +418,7 @@ class SyncDynamoDBStore(SyncStore):
                     "(create it as the store's docs say, or create_table=True)"
                 )
             self._create()
-            status = "CREATING"
+            status = self._table_status()
         while status != "ACTIVE":
             sleep(_ACTIVE_POLL)
             status = self._table_status()
