@@ -9,13 +9,16 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   Redis: the server process is SIGSTOPped. SQLite has no server: another
   process holds the database's write lock and is SIGSTOPped, so every write
   waits for it, as all of a host's workers do when one of them stalls.
-  PostgreSQL: every process of the server is SIGSTOPped.
+  PostgreSQL: every process of the server is SIGSTOPped. DynamoDB Local: its
+  JVM (and its half of the loopback bridge) is SIGSTOPped.
 * a restart (``RedisTarget.server``): the server stops (SIGTERM) and starts
   again on its port, keeping its data (an fsynced append-only file).
   PostgreSQL (``PostgresTarget.server``): every process of the server is
   SIGKILLed, with no goodbye to its clients, and it starts again on its port
-  (crash recovery from its WAL). SQLite has no server to restart, so it has
-  no restart target.
+  (crash recovery from its WAL). DynamoDB Local (``DynamoDBTarget.server``):
+  its JVM is SIGKILLed and started again on its port, its tables kept in a
+  file (``-dbPath``). SQLite has no server to restart, so it has no restart
+  target.
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -31,7 +34,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import PostgresStore, RedisStore, SQLiteStore, Store
+from sessionware.stores import DynamoDBStore, PostgresStore, RedisStore, SQLiteStore, Store
+from tests.servers.dynamodb import DynamoDBServer, store_options
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -151,5 +155,47 @@ class PostgresTarget:
             self.postgres.resume()
 
 
-Target = SQLiteTarget | RedisTarget | PostgresTarget
-ServerTarget = RedisTarget | PostgresTarget
+class _Killed:
+    """A DynamoDB Local whose ``stop`` is a crash (SIGKILL of its JVM)."""
+
+    def __init__(self, server: DynamoDBServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class DynamoDBTarget:
+    name = "dynamodb"
+
+    def __init__(self, server: DynamoDBServer) -> None:
+        self.dynamodb = server
+        self.server = _Killed(server)
+
+    @property
+    def spec(self) -> str:
+        return f"dynamodb:{self.dynamodb.endpoint}"
+
+    def store(self) -> Store:
+        # the sync face's requests are bounded by timeout alone (botocore's
+        # read timeout): short, so a stall costs seconds, not the default 5
+        return DynamoDBStore(timeout=1.0, **store_options(self.dynamodb.endpoint))
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A request sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.dynamodb.stall()
+        try:
+            yield
+        finally:
+            self.dynamodb.resume()
+
+
+Target = SQLiteTarget | RedisTarget | PostgresTarget | DynamoDBTarget
+ServerTarget = RedisTarget | PostgresTarget | DynamoDBTarget

@@ -27,6 +27,7 @@ A missing jar, java or socat fails the run: CI must never skip these silently.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import http.client
@@ -198,3 +199,73 @@ def dynamodb_server_factory() -> Iterator[Callable[..., DynamoDBServer]]:
     yield factory
     for server in servers:
         server.cleanup()
+
+
+class RequestCounter:
+    """A loopback TCP proxy in front of a server that records the operation
+    of every request a client sends (its ``X-Amz-Target`` header): what
+    goes on the wire, whatever the driver does."""
+
+    def __init__(self, port: int) -> None:
+        self.target_port = port
+        self.operations: list[str] = []
+        self.server: asyncio.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        assert self.server is not None
+        return f"http://{HOST}:{self.server.sockets[0].getsockname()[1]}"
+
+    def take(self) -> list[str]:
+        """The operations sent since the last call."""
+        taken, self.operations = self.operations, []
+        return taken
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._serve, HOST, 0)
+
+    async def aclose(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _serve(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection(HOST, self.target_port)
+        back = asyncio.create_task(self._pipe(server_r, client_w))
+        try:
+            buffer = b""
+            while chunk := await client_r.read(65536):
+                buffer = self._count(buffer + chunk)
+                server_w.write(chunk)
+                await server_w.drain()
+        except ConnectionError:
+            pass
+        finally:
+            back.cancel()
+            server_w.close()
+            client_w.close()
+
+    def _count(self, buffer: bytes) -> bytes:
+        """Record each complete target header in ``buffer``; the rest, which
+        may be the start of one, is kept for the next chunk."""
+        lowered = buffer.lower()
+        start = 0
+        while (found := lowered.find(_TARGET, start)) >= 0:
+            end = lowered.find(b"\r\n", found + len(_TARGET))
+            if end < 0:
+                return buffer[found:]
+            target = buffer[found + len(_TARGET):end].strip().decode()
+            self.operations.append(target.rpartition(".")[2])
+            start = end
+        return buffer[-len(_TARGET):]
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+
+
+_TARGET = b"\r\nx-amz-target:"
