@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.session
 import pytest
 
 HOST = "127.0.0.1"
@@ -50,6 +51,7 @@ START_TIMEOUT = 60.0  # a JVM on a busy 2-core machine
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 # DynamoDB Local checks that requests are signed, not by whom
+WARM_UP, WARM_UP_ROUNDS = "warm_up", 30
 CREDENTIALS = {"aws_access_key_id": "sessionware", "aws_secret_access_key": "sessionware"}
 
 
@@ -118,6 +120,7 @@ class DynamoDBServer:
                  f"unlink-early TCP:{HOST}:{INNER_PORT},nodelay & {java}")
         self.process = self._spawn([_tool("unshare"), "-n", "sh", "-c", inner], self.log)
         self._wait_ready()
+        self._warm_up()
 
     def _wait_ready(self) -> None:
         """Until DynamoDB answers through the bridge (any HTTP answer: an
@@ -139,6 +142,31 @@ class DynamoDBServer:
             finally:
                 connection.close()
         raise TimeoutError(f"DynamoDB Local did not answer within {START_TIMEOUT}s")
+
+    def _warm_up(self) -> None:
+        """A cold JVM takes a second or two over its first table and first
+        writes: long past the short ``store_timeout`` of the fault tests,
+        which are about faults, not about a cold start."""
+        client = botocore.session.get_session().create_client(
+            "dynamodb", **store_options(self.endpoint))
+        try:
+            with contextlib.suppress(client.exceptions.ResourceInUseException):
+                client.create_table(
+                    TableName=WARM_UP, BillingMode="PAY_PER_REQUEST",
+                    AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
+                    KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}])
+            key = {"key": {"S": "warm"}}
+            for n in range(WARM_UP_ROUNDS):
+                client.put_item(TableName=WARM_UP, Item={**key, "n": {"N": str(n)}})
+                client.update_item(
+                    TableName=WARM_UP, Key=key, UpdateExpression="SET n = n + :one",
+                    ConditionExpression="attribute_exists(#key)",
+                    ExpressionAttributeNames={"#key": "key"},
+                    ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="ALL_NEW")
+                client.get_item(TableName=WARM_UP, Key=key, ConsistentRead=True)
+                client.describe_table(TableName=WARM_UP)
+        finally:
+            client.close()
 
     def _signal(self, signum: signal.Signals) -> None:
         if self.process is not None and self.process.poll() is None:
