@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Postgres, Valkey
+from benchmarks.servers import ROOT, AppServer, DynamoDB, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,7 +36,7 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite | postgres
+    store: str      # none | cookie | redis | sqlite | postgres | dynamodb
     sessionware: bool = False
     session: bool = True
 
@@ -48,6 +48,8 @@ PEERS = [
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
+    Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
+         sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
     Peer("sw-flask-sqlite", "sessionware Flask + SQLiteStore", "wsgi", "sqlite",
@@ -120,8 +122,10 @@ class Run:
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
-                ) -> dict[str, str]:
+                dynamodb: DynamoDB | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
+        if dynamodb is not None:
+            env["BENCH_DYNAMODB_ENDPOINT"] = dynamodb.endpoint
         if postgres is not None:
             env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
@@ -139,10 +143,12 @@ class Run:
                                   "workers": workers}
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
-                            self.env_for(peer, valkey, tag, postgres=postgres), self.workdir)
+                            self.env_for(peer, valkey, tag, postgres=postgres,
+                                         dynamodb=dynamodb), self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
                 record["per_request"] = clients.per_request_time(app.base, a.serial_n, a.delay)
@@ -174,6 +180,8 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -184,6 +192,7 @@ class Run:
                 ("/inc (no cookie: new session)", "/inc", False)]
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -192,7 +201,7 @@ class Run:
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
-                               postgres=postgres)
+                               postgres=postgres, dynamodb=dynamodb)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -231,6 +240,8 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         return out
 
     @staticmethod
