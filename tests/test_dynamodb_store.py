@@ -10,7 +10,13 @@ import secrets
 
 import botocore.session
 import pytest
-from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
+from botocore.exceptions import (
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ReadTimeoutError,
+)
 
 from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware.stores import DynamoDBStore, Lease, Locked
@@ -157,6 +163,8 @@ def _client_error(code: str, status: int) -> ClientError:
     (ReadTimeoutError(endpoint_url="http://e"), StoreUnavailable, True),
     (_client_error("AccessDeniedException", 400), StoreError, None),
     (_client_error("ResourceNotFoundException", 400), StoreError, None),
+    (NoCredentialsError(), StoreError, None),
+    (NoRegionError(), StoreError, None),
 ])
 def test_driver_errors_are_translated_in_one_place(
     error: Exception, kind: type[StoreError], maybe_applied: bool | None

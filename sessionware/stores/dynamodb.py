@@ -126,6 +126,10 @@ try:
         ClientError,
         ConnectTimeoutError,
         EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
     )
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -221,6 +225,9 @@ _THROTTLED = frozenset({
     "RequestLimitExceeded", "LimitExceededException", "TransactionConflictException",
 })
 _SERVER_FAULTS = frozenset({"InternalServerError", "ServiceUnavailable"})
+# found before anything is sent: no retry or wait helps
+_MISCONFIGURED = (NoCredentialsError, PartialCredentialsError, NoRegionError,
+                  ParamValidationError)
 
 
 def _names(*expressions: str) -> dict[str, str]:
@@ -256,11 +263,12 @@ def _translate(op: str, where: str, exc: Exception) -> Exception:
         if code == "ResourceNotFoundException":
             message += " (run the store's setup(), or create the table: see its docs)"
         return StoreError(message)
+    if isinstance(exc, _MISCONFIGURED):
+        return StoreError(message)
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
         return StoreUnavailable(message, maybe_applied=False)  # never connected
     if isinstance(exc, (BotoCoreError, OSError)):
-        # a read timeout, a connection closed mid-request: maybe applied;
-        # missing credentials or region end up here too, and say so
+        # a read timeout, a connection closed mid-request: maybe applied
         return StoreUnavailable(message)
     return exc
 
