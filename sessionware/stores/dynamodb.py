@@ -527,12 +527,8 @@ class DynamoDBStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         try:
-            await self._call("delete", "delete_item", {
-                "TableName": self._table, "Key": {"key": {"S": lease.key}},
-                "ConditionExpression": DELETE_CONDITION,
-                "ExpressionAttributeNames": _names(DELETE_CONDITION),
-                "ExpressionAttributeValues": {":now": _number(time.time()),
-                                              ":token": _number(lease.token)}})
+            await self._delete("delete", lease.key, DELETE_CONDITION,
+                               {":token": _number(lease.token)})
         except _Refused:
             raise _lost(lease) from None
         self._released(lease)
@@ -567,14 +563,17 @@ class DynamoDBStore(Store):
 
     async def _purge_one(self, key: str) -> int:
         try:
-            await self._call("purge", "delete_item", {
-                "TableName": self._table, "Key": {"key": {"S": key}},
-                "ConditionExpression": PURGE_CONDITION,
-                "ExpressionAttributeNames": _names(PURGE_CONDITION),
-                "ExpressionAttributeValues": {":now": _number(time.time())}})
+            await self._delete("purge", key, PURGE_CONDITION, {})
         except _Refused:
             return 0  # revived, or purged by another process first
         return 1
+
+    async def _delete(self, op: str, key: str, condition: str,
+                      values: dict[str, Any]) -> None:
+        await self._call(op, "delete_item", {
+            "TableName": self._table, "Key": {"key": {"S": key}},
+            "ConditionExpression": condition, "ExpressionAttributeNames": _names(condition),
+            "ExpressionAttributeValues": {":now": _number(time.time()), **values}})
 
     def _slide_due(self, lease: Lease, ttl: float, refresh_after: float) -> bool:
         """Whether a release slides the idle deadline: when that moves it by
