@@ -70,9 +70,9 @@ DynamoDB has no notification channel. Same-process waiters are woken at the
 release (:class:`~sessionware.waiters.Waiters`); the core queues a process's
 requests for one session so only one of them waits on the store, and it
 re-checks after a jittered backoff from ``_POLL_BASE`` doubling to
-``_POLL_CAP`` (each delay drawn between half of it and all of it): at most
-about 4 requests in its first second of waiting, then 2 to 4 a second
-(about 2.7 on average) per waiting process and session.
+``_POLL_CAP`` (each delay drawn between half of it and all of it): 4 to 6
+requests in its first second of waiting, then 2 to 4 a second (about 2.7 on
+average) per waiting process and session.
 
 Purging
 =======
