@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 
 import botocore.session
 import pytest
@@ -19,7 +20,7 @@ from botocore.exceptions import (
 )
 
 from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
-from sessionware.stores import DynamoDBStore, Lease, Locked
+from sessionware.stores import DynamoDBStore, Lease, Locked, Store
 from sessionware.stores.dynamodb import MAX_DATA, _translate
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
@@ -177,3 +178,68 @@ def test_driver_errors_are_translated_in_one_place(
     if maybe_applied is not None:
         assert isinstance(translated, StoreUnavailable)
         assert translated.maybe_applied is maybe_applied
+
+
+async def test_a_waiter_in_another_process_polls_at_a_capped_rate(
+    dynamodb_server: DynamoDBServer, face: str
+) -> None:
+    """No notification reaches another process: its waiter re-checks with
+    jittered backoff, 25-50 ms doubling up to 250-500 ms, so in 2 s of
+    waiting it sends 6 to 10 acquires, and it finds the release within the
+    cap."""
+    counter = RequestCounter(dynamodb_server.port)
+    await counter.start()
+    try:
+        table = fresh_table()
+        holding = DynamoDBStore(table, **store_options(dynamodb_server.endpoint))
+        waiting = DynamoDBStore(table, **store_options(counter.endpoint))
+        async with on_face(holding, face) as holder, on_face(waiting, face) as waiter:
+            key = new_key()
+            assert await holder.create(key, b"v0", ttl=LONG)
+            lease = await holder.acquire(key, lease_ttl=LONG)
+            assert isinstance(lease, Lease)
+            counter.take()
+            polled = asyncio.create_task(poll_until_acquired(waiter, key))
+            await asyncio.sleep(2.0)
+            polls = len(counter.take())
+            released = time.monotonic()
+            await holder.commit(lease, b"v1", ttl=LONG)
+            got, took = await asyncio.wait_for(polled, 5.0)
+        assert 5 <= polls <= 11, polls
+        assert got.data == b"v1"
+        assert took - released < 0.5 + 0.3  # the cap, and a request's time
+    finally:
+        await counter.aclose()
+
+
+async def poll_until_acquired(store: Store, key: str) -> tuple[Lease, float]:
+    """As the core does: acquire, else wait (here never woken locally)."""
+    for attempt in range(1000):
+        got = await store.acquire(key, lease_ttl=LONG)
+        if isinstance(got, Lease):
+            return got, time.monotonic()
+        assert isinstance(got, Locked)
+        await store.wait(key, got.retry_after, attempt)
+    raise AssertionError("never acquired")
+
+
+async def test_a_waiter_in_the_same_process_is_woken_at_the_release(
+    dynamodb_endpoint: str, face: str
+) -> None:
+    """Waiting at the cap (250-500 ms), it is woken at once by a release of
+    the same store instead."""
+    store = DynamoDBStore(fresh_table(), **store_options(dynamodb_endpoint))
+    async with on_face(store, face) as faced:
+        key = new_key()
+        assert await faced.create(key, b"v0", ttl=LONG)
+        lease = await faced.acquire(key, lease_ttl=LONG)
+        assert isinstance(lease, Lease)
+        for _ in range(5):
+            waiting = asyncio.create_task(faced.wait(key, LONG, 20))
+            await asyncio.sleep(0.05)
+            released = time.monotonic()
+            await faced.release(lease)
+            await asyncio.wait_for(waiting, 5.0)
+            assert time.monotonic() - released < 0.2
+            lease = await faced.acquire(key, lease_ttl=LONG)
+            assert isinstance(lease, Lease)
