@@ -180,9 +180,7 @@ class DynamoDBTarget:
         return f"dynamodb:{self.dynamodb.endpoint}"
 
     def store(self) -> Store:
-        # the sync face's requests are bounded by timeout alone (botocore's
-        # read timeout): short, so a stall costs seconds, not the default 5
-        return DynamoDBStore(timeout=1.0, **store_options(self.dynamodb.endpoint))
+        return DynamoDBStore(timeout=5.0, **store_options(self.dynamodb.endpoint))
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A request sent to a stalled server may run when it resumes: unknown."""

@@ -92,7 +92,9 @@ Failure behaviour
 
 botocore's own retries are off; the store retries throttled requests itself
 (known not applied) with jittered backoff, within ``timeout`` and within what
-is left of the core's ``store_timeout``. Errors are translated in one place
+is left of the core's ``store_timeout``. A stalled request ends at
+``store_timeout``: cancelled by the core on the async face, by a read timeout
+of what is left on the sync face (the client counterpart's). Errors are translated in one place
 (:func:`_translate`): throttling, server errors, refused connections and
 timeouts raise :class:`~sessionware.StoreUnavailable` (``maybe_applied``
 says whether the request may have been applied); other errors (a missing
