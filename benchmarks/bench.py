@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Azurite, Mongoeco, Postgres, Valkey
+from benchmarks.servers import ROOT, AppServer, Azurite, DynamoDB, Mongoeco, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,7 +36,7 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite | postgres | azure | mongodb
+    store: str      # none | cookie | redis | sqlite | postgres | azure | mongodb | dynamodb
     sessionware: bool = False
     session: bool = True
     default: bool = True  # in a run without --only
@@ -56,6 +56,8 @@ PEERS = [
     Peer("sw-mongodb", "sessionware + MongoDBStore (mongoeco emulator)", "asgi", "mongodb",
          sessionware=True, default=False),
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
+         sessionware=True),
+    Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
          sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
@@ -129,13 +131,15 @@ class Run:
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
-                azurite: Azurite | None = None,
-                mongodb: Mongoeco | None = None) -> dict[str, str]:
+                azurite: Azurite | None = None, mongodb: Mongoeco | None = None,
+                dynamodb: DynamoDB | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
         if azurite is not None:
             env["BENCH_AZURE"] = azurite.connection_string
         if mongodb is not None:
             env["BENCH_MONGODB_URL"] = mongodb.url
+        if dynamodb is not None:
+            env["BENCH_DYNAMODB_ENDPOINT"] = dynamodb.endpoint
         if postgres is not None:
             env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
@@ -155,11 +159,12 @@ class Run:
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
                             self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite,
-                                         mongodb=mongodb),
+                                         mongodb=mongodb, dynamodb=dynamodb),
                             self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
@@ -201,6 +206,8 @@ class Run:
                 azurite.stop()
             if mongodb is not None:
                 mongodb.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -213,6 +220,7 @@ class Run:
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -221,7 +229,8 @@ class Run:
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
-                               postgres=postgres, azurite=azurite, mongodb=mongodb)
+                               postgres=postgres, azurite=azurite, mongodb=mongodb,
+                               dynamodb=dynamodb)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -264,6 +273,8 @@ class Run:
                 azurite.stop()
             if mongodb is not None:
                 mongodb.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         return out
 
     @staticmethod

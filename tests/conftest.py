@@ -5,7 +5,7 @@ import pytest
 from tests.faces import FACES
 
 pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.servers.azurite",
-                  "tests.servers.mongodb"]
+                  "tests.servers.mongodb", "tests.servers.dynamodb"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

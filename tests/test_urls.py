@@ -143,12 +143,9 @@ def test_not_a_string() -> None:
         store_from_url(Path("s.db"))  # type: ignore[arg-type]
 
 
-# The stores below land from other branches: each test names the class its
-# scheme builds, and passes once that store is merged (the lead removes the mark).
-NOT_MERGED = pytest.mark.xfail(strict=True, reason="store not merged yet")
+# The stores with a driver: each scheme builds its class.
 
 
-@NOT_MERGED
 def test_dynamodb() -> None:
     store = store_from_url("dynamodb://sessions?region=eu-west-1"
                            "&endpoint_url=http%3A%2F%2F127.0.0.1%3A8000")
@@ -169,18 +166,6 @@ def test_azure() -> None:
 def test_mongodb() -> None:
     store = store_from_url("mongodb://127.0.0.1:27017/?database=app&collection=sessions")
     assert type(store).__name__ == "MongoDBStore"
-
-
-def test_a_store_not_merged_says_so() -> None:
-    """Until then, the coming schemes name their class instead of failing obscurely."""
-    for url in ("dynamodb://t", "azure://UseDevelopmentStorage=true", "mongodb://h/"):
-        try:
-            store_from_url(url)
-        except ConfigurationError as exc:
-            message = str(exc)
-        else:
-            continue
-        assert "which this version of sessionware does not have" in message
 
 
 # -- the middlewares take their store from the configuration ---------------------------

@@ -1,7 +1,8 @@
 """Stores named by a string, for apps started in another process (uvicorn).
 
 ``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``,
-``postgres:<dsn>``, ``azure:<connection string>``, ``mongodb:<url>``
+``postgres:<dsn>``, ``azure:<connection string>``, ``mongodb:<url>``,
+``dynamodb:<endpoint>`` (DynamoDB Local: any credentials)
 """
 
 from __future__ import annotations
@@ -35,4 +36,9 @@ def store_from_spec(spec: str) -> Store:
         from sessionware.stores import MongoDBStore
 
         return MongoDBStore(where)
+    if kind == "dynamodb":
+        from sessionware.stores import DynamoDBStore
+
+        return DynamoDBStore(endpoint_url=where, region_name="us-east-1",
+                             aws_access_key_id="sessionware", aws_secret_access_key="sessionware")
     raise ValueError(f"unknown store spec {spec!r}")
