@@ -115,9 +115,9 @@ PRAGMAS = ("PRAGMA page_size = 1024", "PRAGMA journal_mode = WAL",
 
 # Run on a connection of the event loop's thread (async face): it never
 # checkpoints, which flushes to disk; CHECKPOINT does, on the worker thread,
-# after every _CHECKPOINT_EVERY write transactions of the loop's thread, with
-# this process's writers held off. PASSIVE: copies what it can without waiting
-# for other processes' readers or writers.
+# after every _CHECKPOINT_EVERY write transactions of the loop's thread (with
+# this process's writers held off once the WAL is large: SQLiteStore._checkpoint).
+# PASSIVE: copies what it can without waiting for readers or writers.
 LOOP_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0",)
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
@@ -247,6 +247,8 @@ def _is_unavailable(exc: sqlite3.Error) -> bool:
 _FORKS = ForkGate()
 
 _CHECKPOINT_EVERY = 200  # about SQLite's own 1000-page default, at 2-5 pages a write
+_LOOP_WRITER_WAIT = 0.001  # seconds the loop's thread waits for this process's writer
+_WAL_RESTART_BYTES = 4 << 20  # a WAL this large is checkpointed with the writers held off
 _BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
 _BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
 
@@ -507,11 +509,14 @@ class SQLiteStore(Store):
         write lock instead of polling for it (the sync face's request threads;
         the async face has one thread that writes). Other processes are
         still waited for by polling (:meth:`_until_not_busy`). On the loop's
-        thread nothing waits: a held lock fails at once."""
+        thread the wait is cut short at ``_LOOP_WRITER_WAIT``: enough for the
+        worker thread's write (tens of microseconds), so that a write handed
+        to the worker does not make the loop hand on the writes that come
+        while it runs, one after another; a longer hold (a checkpoint) fails."""
         on_loop = getattr(self._on_loop, "active", False)
         left = time_left()
-        if not (self._writer.acquire(blocking=False) if on_loop else
-                self._writer.acquire(timeout=self._busy_timeout if left is None else left)):
+        wait = _LOOP_WRITER_WAIT if on_loop else self._busy_timeout if left is None else left
+        if not self._writer.acquire(timeout=wait):
             raise sqlite3.OperationalError("database is locked (by this process's writers)")
         try:
             db.execute(BEGIN)
@@ -548,14 +553,24 @@ class SQLiteStore(Store):
                            "writes): %s", _CHECKPOINT_EVERY, exc)
 
     def _checkpoint(self) -> None:
-        """Checkpoint with this process's writers held off (they queue on the
-        worker thread meanwhile, the loop itself never waits): a checkpoint
-        that writes race past never completes, and only a complete one lets
-        the next write start the WAL over instead of growing it."""
+        """Checkpoint while the loop's thread goes on writing, and, once the
+        WAL has grown past ``_WAL_RESTART_BYTES``, with this process's writers
+        held off (they queue on the worker thread meanwhile; the loop itself
+        never waits): only a checkpoint that no write races past lets the next
+        write start the WAL over. The first kind copies nearly everything, so
+        the second has little left to copy."""
+        db = self._connection()
+        db.execute(CHECKPOINT)
+        try:
+            wal_bytes = os.path.getsize(self._path + "-wal")
+        except OSError:
+            return  # no WAL (yet): nothing to start over
+        if wal_bytes < _WAL_RESTART_BYTES:
+            return
         if not self._writer.acquire(timeout=self._busy_timeout):
             raise sqlite3.OperationalError("database is locked (by this process's writers)")
         try:
-            self._connection().execute(CHECKPOINT)
+            db.execute(CHECKPOINT)
         finally:
             self._writer.release()
 
