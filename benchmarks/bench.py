@@ -40,6 +40,10 @@ class Peer:
     sessionware: bool = False
     session: bool = True
     default: bool = True  # in a run without --only
+    # the server configurations it runs under; default: all of its kind's. A
+    # store on an emulator runs under one: its numbers measure the emulator
+    # more than the store, and more configurations would only lengthen the run.
+    servers: tuple[tuple[str, int], ...] | None = None
 
 
 PEERS = [
@@ -50,7 +54,7 @@ PEERS = [
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
     Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
-         sessionware=True),
+         sessionware=True, servers=(("uvicorn", 1),)),
     # on the mongoeco emulator (a Python process): a smoke test of the peer, not
     # a measurement of MongoDB; off the default run (--only sw-mongodb)
     Peer("sw-mongodb", "sessionware + MongoDBStore (mongoeco emulator)", "asgi", "mongodb",
@@ -58,7 +62,7 @@ PEERS = [
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
          sessionware=True),
     Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
-         sessionware=True),
+         sessionware=True, servers=(("uvicorn", 1),)),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
     Peer("sw-flask-sqlite", "sessionware Flask + SQLiteStore", "wsgi", "sqlite",
@@ -321,7 +325,7 @@ class Run:
             if skipped:
                 self.say(f"sessionware.flask is not there yet: skipping {', '.join(skipped)}")
             peers = [p for p in peers if not (p.kind == "wsgi" and p.sessionware)]
-        configs = [(p, s, w) for p in peers for s, w in SERVERS[p.kind]]
+        configs = [(p, s, w) for p in peers for s, w in p.servers or SERVERS[p.kind]]
         info = machine()
         self.say(f"{len(configs)} server configurations x {a.reps} repetitions; "
                  f"work dir {self.workdir}")
