@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessionware._sync.stores.base import SyncStore
 from sessionware._sync.stores.memory import SyncMemoryStore
-from sessionware.stores.base import Lease, Locked, Store
+from sessionware.stores.base import Lease, Locked, Record, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -26,9 +26,9 @@ if TYPE_CHECKING:
     from sessionware.stores.sqlite import SQLiteStore
     from sessionware.urls import store_from_url
 
-__all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "RedisStore", "SQLiteStore",
-           "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore", "SyncSQLiteStore",
-           "SyncStore", "store_from_url"]
+__all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "Record", "RedisStore",
+           "SQLiteStore", "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore",
+           "SyncSQLiteStore", "SyncStore", "store_from_url"]
 
 _LAZY = {
     "PostgresStore": "sessionware.stores.postgres",
