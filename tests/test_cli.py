@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import sys
@@ -197,3 +199,63 @@ def test_the_console_script(tmp_path: Path) -> None:
     assert script is not None, "the console script is not installed (pip install -e .)"
     result = run("--json", "stats", url=f"sqlite:///{tmp_path / 's.db'}", command=[script])
     assert output(result)["sessions"] == 0
+
+
+# -- the transcript of docs/operations.md ----------------------------------------------
+
+OPERATIONS = Path(__file__).resolve().parent.parent / "docs" / "operations.md"
+_TRANSCRIPT = re.compile(r"^```text\n(\$ .*?)^```", re.MULTILINE | re.DOTALL)
+_KEY = re.compile(r"\b[0-9a-f]{64}\b")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+
+
+def transcript_steps() -> list[tuple[str, list[str]]]:
+    """Each ``$ command`` of the page's transcripts, with the lines it prints."""
+    steps: list[tuple[str, list[str]]] = []
+    for block in _TRANSCRIPT.findall(OPERATIONS.read_text()):
+        for line in block.splitlines():
+            if line.startswith("$ "):
+                steps.append((line[2:], []))
+            else:
+                steps[-1][1].append(line)
+    return steps
+
+
+def normalized(lines: list[str], keys: dict[str, str]) -> list[str]:
+    def key(match: re.Match[str]) -> str:
+        return keys.setdefault(match[0], f"<key {len(keys) + 1}>")
+
+    return [_TIME.sub("<time>", _KEY.sub(key, line)).rstrip() for line in lines]
+
+
+async def test_the_operations_page_shows_what_the_commands_print(tmp_path: Path) -> None:
+    """docs/operations.md's transcript, run: alice signed in on two browsers
+    and bob on one, by the real app on a SQLite file; every command of the
+    page then prints what the page shows (keys and times aside)."""
+    url = f"sqlite:///{tmp_path / 'sessions.db'}"
+    async with serving(store_from_url(url), "async") as app, app.client() as client:
+        laptop = await log_in(client, "alice")
+        await log_in(client, "alice")  # her phone
+        await log_in(client, "bob")
+        env = {"SESSIONWARE_SECRET": SECRET}
+        doc_keys: dict[str, str] = {}
+        real_keys: dict[str, str] = {}
+        for command, shown in transcript_steps():
+            if command.startswith("export "):
+                name, _, value = command.removeprefix("export ").partition("=")
+                if "$" not in value:  # the app's secret is the test app's: set above
+                    env[name] = value
+                continue
+            words = shlex.split(command.replace("$SESSION_COOKIE", laptop))
+            assert words[0] == "sessionware", command
+            # a key the page names stands for the key the run printed in its place
+            by_doc = {doc: real for real, placeholder in real_keys.items()
+                      for doc, other in doc_keys.items() if other == placeholder}
+            words = [by_doc.get(w, w) for w in words]
+            environ = {**env, "SESSIONWARE_STORE_URL": env["SESSIONWARE_STORE_URL"].replace(
+                "sqlite:///sessions.db", url)}
+            result = await arun(*words[1:], env=environ)
+            fails = bool(shown) and shown[0].startswith("Error: ")
+            assert (result.returncode != 0) == fails, (command, result.stderr)
+            printed = (result.stderr if fails else result.stdout).splitlines()
+            assert normalized(printed, real_keys) == normalized(shown, doc_keys), command

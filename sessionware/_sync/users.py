@@ -220,7 +220,7 @@ class UserIndex:
                 return revoked
             entries = decode_index(lease.data)
             store = self._core.store
-            for key, bound_at in list(entries.sessions.items()):
+            for key, bound_at in sorted(entries.sessions.items(), key=lambda item: item[1]):
                 if self._core.guard(store.discard, key):
                     revoked.append(key)
                 elif not self._is_dead(bound_at):
