@@ -12,9 +12,11 @@ import re
 import secrets
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ from tests.apps.counter import SECRET
 from tests.apps.served import Served, serving
 from tests.helpers import cookie_header, session_cookie
 from tests.servers.processes import free_port
+from tests.servers.redis import RedisServer
 
 STORES = ["sqlite", "redis", "postgres"]
 
@@ -259,3 +262,24 @@ async def test_the_operations_page_shows_what_the_commands_print(tmp_path: Path)
             assert (result.returncode != 0) == fails, (command, result.stderr)
             printed = (result.stderr if fails else result.stdout).splitlines()
             assert normalized(printed, real_keys) == normalized(shown, doc_keys), command
+
+
+def test_a_stalled_store_is_one_line_and_exit_1_within_its_timeout(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """A Redis that accepts connections and never answers (SIGSTOP): the
+    command gives up after the store's socket_timeout, with one line."""
+    server = redis_server_factory()
+    url = f"{server.url}?socket_timeout=1"
+    assert output(run("--json", "stats", url=url))["sessions"] == 0
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        result = run("stats", url=url)
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("Error: "), result.stderr
+    assert elapsed < 15
