@@ -425,6 +425,21 @@ class StoreContract:
             assert (seen[key].locked_until is not None) == (key == locked)
             assert seen[key].expires_at > time.time() + LONG / 2
 
+    async def test_a_scan_between_batches_holds_nothing(self, store: Store) -> None:
+        """A scan suspended between its batches (the caller counts, prints a
+        progress bar) blocks no write: each batch is one short read."""
+        keys = [new_key() for _ in range(3)]
+        for key in keys:
+            assert await store.create(key, b"v0", ttl=LONG)
+        batches = store.scan(batch_size=1)
+        assert len(await anext(batches)) == 1
+        lease = await asyncio.wait_for(acquire_lease(store, keys[0]), 5.0)
+        await asyncio.wait_for(store.commit(lease, b"v1", ttl=LONG), 5.0)
+        assert await asyncio.wait_for(store.create(new_key(), b"v", ttl=LONG), 5.0)
+        assert await asyncio.wait_for(store.discard(keys[1]), 5.0)
+        rest = [record async for batch in batches for record in batch]
+        assert keys[1] not in {record.key for record in rest}
+
     async def test_scan_of_a_store_mostly_of_others_still_ends(self, store: Store) -> None:
         batches = 0
         async for _ in store.scan():
