@@ -13,9 +13,10 @@ The same three endpoints on every peer:
 store class is wrapped by :func:`benchmarks.counting.counting_store`).
 
 Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
-``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-redis-lazy``: lock mode
-``lazy``, the session loaded only by /inc and /n), ``BENCH_REDIS_URL``,
-``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_DELAY``.
+``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-azure``, ``sw-mongodb``, ``sw-dynamodb``,
+``sw-redis-lazy``: lock mode ``lazy``, the session loaded only by /inc and /n),
+``BENCH_REDIS_URL``, ``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_AZURE``,
+``BENCH_MONGODB_URL``, ``BENCH_DYNAMODB_ENDPOINT``, ``BENCH_DELAY``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def _sessionware_path() -> str:
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
-         "sw-redis-lazy")
+         "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy")
 
 Loader = Callable[[Request], Awaitable[None]]
 
@@ -111,7 +112,7 @@ def make_app(peer: str | None = None) -> Any:
 
         return Starlette(routes=routes(load), middleware=[
             Middleware(StarSessions, store=store, cookie_https_only=False, lifetime=1200)])
-    if peer in ("sw-sqlite", "sw-redis", "sw-postgres"):
+    if peer in ("sw-sqlite", "sw-redis", "sw-postgres", "sw-azure", "sw-mongodb", "sw-dynamodb"):
         from sessionware import Rule, SessionMiddleware
 
         store = sessionware_store(peer.removeprefix("sw-"))

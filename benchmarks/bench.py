@@ -26,7 +26,7 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Postgres, Valkey
+from benchmarks.servers import ROOT, AppServer, Azurite, DynamoDB, Mongoeco, Postgres, Valkey
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -36,9 +36,10 @@ class Peer:
     name: str       # BENCH_PEER
     label: str      # for humans
     kind: str       # asgi | wsgi
-    store: str      # none | cookie | redis | sqlite | postgres
+    store: str      # none | cookie | redis | sqlite | postgres | azure | mongodb | dynamodb
     sessionware: bool = False
     session: bool = True
+    default: bool = True  # in a run without --only
 
 
 PEERS = [
@@ -48,7 +49,15 @@ PEERS = [
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
     Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
+    Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
+         sessionware=True),
+    # on the mongoeco emulator (a Python process): a smoke test of the peer, not
+    # a measurement of MongoDB; off the default run (--only sw-mongodb)
+    Peer("sw-mongodb", "sessionware + MongoDBStore (mongoeco emulator)", "asgi", "mongodb",
+         sessionware=True, default=False),
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
+         sessionware=True),
+    Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
          sessionware=True),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
@@ -122,8 +131,15 @@ class Run:
 
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
-                ) -> dict[str, str]:
+                azurite: Azurite | None = None, mongodb: Mongoeco | None = None,
+                dynamodb: DynamoDB | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
+        if azurite is not None:
+            env["BENCH_AZURE"] = azurite.connection_string
+        if mongodb is not None:
+            env["BENCH_MONGODB_URL"] = mongodb.url
+        if dynamodb is not None:
+            env["BENCH_DYNAMODB_ENDPOINT"] = dynamodb.endpoint
         if postgres is not None:
             env["BENCH_POSTGRES_DSN"] = postgres.dsn
         if valkey is not None:
@@ -141,10 +157,15 @@ class Run:
                                   "workers": workers}
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        azurite = Azurite(self.workdir) if peer.store == "azure" else None
+        mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
-                            self.env_for(peer, valkey, tag, postgres=postgres), self.workdir)
+                            self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite,
+                                         mongodb=mongodb, dynamodb=dynamodb),
+                            self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
                 record["per_request"] = clients.per_request_time(app.base, a.serial_n, a.delay)
@@ -181,6 +202,12 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if azurite is not None:
+                azurite.stop()
+            if mongodb is not None:
+                mongodb.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -191,6 +218,9 @@ class Run:
                 ("/inc (no cookie: new session)", "/inc", False)]
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
         postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        azurite = Azurite(self.workdir) if peer.store == "azure" else None
+        mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
+        dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -199,7 +229,8 @@ class Run:
         try:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
-                               postgres=postgres)
+                               postgres=postgres, azurite=azurite, mongodb=mongodb,
+                               dynamodb=dynamodb)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -238,6 +269,12 @@ class Run:
                 valkey.stop()
             if postgres is not None:
                 postgres.stop()
+            if azurite is not None:
+                azurite.stop()
+            if mongodb is not None:
+                mongodb.stop()
+            if dynamodb is not None:
+                dynamodb.stop()
         return out
 
     @staticmethod
@@ -278,7 +315,7 @@ class Run:
     def main(self) -> dict[str, Any]:
         a = self.args
         started = time.monotonic()
-        peers = [p for p in PEERS if not a.only or p.name in a.only]
+        peers = [p for p in PEERS if (p.name in a.only if a.only else p.default)]
         if not flask_driver_present():
             skipped = [p.name for p in peers if p.kind == "wsgi" and p.sessionware]
             if skipped:

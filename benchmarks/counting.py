@@ -23,14 +23,23 @@ COUNTS: collections.Counter[str] = collections.Counter()
 
 def sessionware_store(kind: str, *, sync: bool = False) -> Any:
     """The store a sessionware benchmark app uses, counted: ``sqlite`` at
-    ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL`` or ``postgres`` at
-    ``$BENCH_POSTGRES_DSN``; its sync face (for the WSGI apps) with ``sync``."""
+    ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL``, ``postgres`` at
+    ``$BENCH_POSTGRES_DSN``, ``azure`` at ``$BENCH_AZURE`` (a connection
+    string), ``mongodb`` at ``$BENCH_MONGODB_URL`` or ``dynamodb`` at
+    ``$BENCH_DYNAMODB_ENDPOINT``; its sync face (for the WSGI apps) with ``sync``."""
     from sessionware import stores
 
-    name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore"}[kind]
+    name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore",
+            "azure": "AzureTableStore", "mongodb": "MongoDBStore",
+            "dynamodb": "DynamoDBStore"}[kind]
     cls = getattr(stores, f"Sync{name}" if sync else name)
+    if kind == "dynamodb":  # DynamoDB Local at $BENCH_DYNAMODB_ENDPOINT: any credentials
+        return counting_store(cls)(
+            endpoint_url=os.environ["BENCH_DYNAMODB_ENDPOINT"], region_name="us-east-1",
+            aws_access_key_id="bench", aws_secret_access_key="bench")
     where = os.environ[{"sqlite": "BENCH_SQLITE", "redis": "BENCH_REDIS_URL",
-                        "postgres": "BENCH_POSTGRES_DSN"}[kind]]
+                        "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE",
+                        "mongodb": "BENCH_MONGODB_URL"}[kind]]
     return counting_store(cls)(where)
 
 

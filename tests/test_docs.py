@@ -27,7 +27,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([*(ROOT / "docs").rglob("*.md"), ROOT / "README.md"])
 MODES = ("run", "compile")
-LANGUAGES = {"python", "sh", "text", "toml", "ini", "json", "sql"}
+LANGUAGES = {"python", "sh", "text", "toml", "ini", "json", "sql", "js"}  # js: mongosh, shown only
 
 _FENCE = re.compile(
     r"^(?:<!-- test: (?P<mode>\w+) -->\n)?```(?P<lang>[\w-]*)[^\n]*\n(?P<code>.*?)^```[ \t]*$",

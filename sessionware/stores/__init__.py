@@ -18,19 +18,32 @@ from sessionware.stores.base import Lease, Locked, Record, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
+    from sessionware._sync.stores.azure import SyncAzureTableStore
+    from sessionware._sync.stores.dynamodb import SyncDynamoDBStore
+    from sessionware._sync.stores.mongodb import SyncMongoDBStore
     from sessionware._sync.stores.postgres import SyncPostgresStore
     from sessionware._sync.stores.redis import SyncRedisStore
     from sessionware._sync.stores.sqlite import SyncSQLiteStore
+    from sessionware.stores.azure import AzureTableStore
+    from sessionware.stores.dynamodb import DynamoDBStore
+    from sessionware.stores.mongodb import MongoDBStore
     from sessionware.stores.postgres import PostgresStore
     from sessionware.stores.redis import RedisStore
     from sessionware.stores.sqlite import SQLiteStore
     from sessionware.urls import store_from_url
 
-__all__ = ["Lease", "Locked", "MemoryStore", "PostgresStore", "Record", "RedisStore",
-           "SQLiteStore", "Store", "SyncMemoryStore", "SyncPostgresStore", "SyncRedisStore",
-           "SyncSQLiteStore", "SyncStore", "store_from_url"]
+__all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore", "MongoDBStore",
+           "PostgresStore", "Record", "RedisStore", "SQLiteStore", "Store", "SyncAzureTableStore",
+           "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
+           "SyncRedisStore", "SyncSQLiteStore", "SyncStore", "store_from_url"]
 
 _LAZY = {
+    "AzureTableStore": "sessionware.stores.azure",
+    "SyncAzureTableStore": "sessionware._sync.stores.azure",
+    "DynamoDBStore": "sessionware.stores.dynamodb",
+    "SyncDynamoDBStore": "sessionware._sync.stores.dynamodb",
+    "MongoDBStore": "sessionware.stores.mongodb",
+    "SyncMongoDBStore": "sessionware._sync.stores.mongodb",
     "PostgresStore": "sessionware.stores.postgres",
     "SyncPostgresStore": "sessionware._sync.stores.postgres",
     "RedisStore": "sessionware.stores.redis",

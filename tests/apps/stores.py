@@ -1,7 +1,8 @@
 """Stores named by a string, for apps started in another process (uvicorn).
 
 ``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``,
-``postgres:<dsn>``
+``postgres:<dsn>``, ``azure:<connection string>``, ``mongodb:<url>``,
+``dynamodb:<endpoint>`` (DynamoDB Local: any credentials)
 """
 
 from __future__ import annotations
@@ -27,4 +28,17 @@ def store_from_spec(spec: str) -> Store:
         from sessionware.stores import PostgresStore
 
         return PostgresStore(where)
+    if kind == "azure":
+        from sessionware.stores import AzureTableStore
+
+        return AzureTableStore(where)
+    if kind == "mongodb":
+        from sessionware.stores import MongoDBStore
+
+        return MongoDBStore(where)
+    if kind == "dynamodb":
+        from sessionware.stores import DynamoDBStore
+
+        return DynamoDBStore(endpoint_url=where, region_name="us-east-1",
+                             aws_access_key_id="sessionware", aws_secret_access_key="sessionware")
     raise ValueError(f"unknown store spec {spec!r}")

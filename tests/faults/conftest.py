@@ -6,17 +6,23 @@ from pathlib import Path
 import pytest
 
 from tests.faults.targets import (
+    AzureTarget,
+    DynamoDBTarget,
+    MongoDBTarget,
     PostgresTarget,
     RedisTarget,
     ServerTarget,
     SQLiteTarget,
     Target,
 )
+from tests.servers.azurite import Azurite
+from tests.servers.dynamodb import DynamoDBServer
+from tests.servers.mongodb import MongoecoServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """Every store that has a process of its own to kill, stall or restart."""
     if request.param == "sqlite":
@@ -24,13 +30,24 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return server_target_of(request)
 
 
-@pytest.fixture(params=["redis", "postgres"])
+@pytest.fixture(params=["redis", "postgres", "azure", "mongodb", "dynamodb"])
 def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     """Every store with a server to restart (SQLite has none)."""
     return server_target_of(request)
 
 
 def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
+    if request.param == "azure":
+        azurite: Callable[[], Azurite] = request.getfixturevalue("azurite_factory")
+        return AzureTarget(azurite())
+    if request.param == "mongodb":
+        mongodb: Callable[..., MongoecoServer] = request.getfixturevalue(
+            "mongodb_server_factory")
+        return MongoDBTarget(mongodb(persistent=True))
+    if request.param == "dynamodb":
+        dynamodb: Callable[..., DynamoDBServer] = request.getfixturevalue(
+            "dynamodb_server_factory")
+        return DynamoDBTarget(dynamodb(persistent=True))
     if request.param == "postgres":
         postgres: Callable[[], PostgresServer] = request.getfixturevalue(
             "postgres_server_factory")

@@ -15,7 +15,13 @@ other processes (``tests/apps/stores.py``), and faults done to real processes:
   PostgreSQL (``PostgresTarget.server``): every process of the server is
   SIGKILLed, with no goodbye to its clients, and it starts again on its port
   (crash recovery from its WAL). SQLite has no server to restart, so it has
-  no restart target.
+  no restart target. Azure (Azurite): both services are SIGSTOPped for a
+  stall; a restart stops them and starts them again on their ports and data
+  folder. MongoDB (``MongoDBTarget.server``): the mongoeco emulator's process
+  is SIGKILLed and starts again on its port, its documents kept in a SQLite
+  file (mongoeco's SQLite engine). DynamoDB Local (``DynamoDBTarget.server``):
+  its JVM is SIGKILLed and started again on its port, its tables kept in a
+  file (``-dbPath``).
 
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
@@ -31,7 +37,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sessionware.stores import PostgresStore, RedisStore, SQLiteStore, Store
+from sessionware.stores import (
+    AzureTableStore,
+    DynamoDBStore,
+    MongoDBStore,
+    PostgresStore,
+    RedisStore,
+    SQLiteStore,
+    Store,
+)
+from tests.servers.azurite import Azurite
+from tests.servers.dynamodb import DynamoDBServer, store_options
+from tests.servers.mongodb import MongoecoServer
 from tests.servers.postgres import PostgresServer
 from tests.servers.redis import RedisServer
 
@@ -151,5 +168,113 @@ class PostgresTarget:
             self.postgres.resume()
 
 
-Target = SQLiteTarget | RedisTarget | PostgresTarget
-ServerTarget = RedisTarget | PostgresTarget
+class AzureTarget:
+    name = "azure"
+
+    def __init__(self, server: Azurite) -> None:
+        self.azurite = server
+        self.server = server
+
+    @property
+    def spec(self) -> str:
+        return f"azure:{self.azurite.connection_string}"
+
+    def store(self) -> Store:
+        return AzureTableStore(self.azurite.connection_string, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A request sent to a stalled service may be applied when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.azurite.stall()
+        try:
+            yield
+        finally:
+            self.azurite.resume()
+
+
+class _CrashingEmulator:
+    """A mongoeco server whose ``stop`` is a crash (SIGKILL)."""
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class MongoDBTarget:
+    name = "mongodb"
+
+    def __init__(self, server: MongoecoServer) -> None:
+        self.mongodb = server
+        self.server = _CrashingEmulator(server)
+
+    @property
+    def spec(self) -> str:
+        return f"mongodb:{self.mongodb.url}"
+
+    def store(self) -> Store:
+        return MongoDBStore(self.mongodb.url, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A command sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.mongodb.stall()
+        try:
+            yield
+        finally:
+            self.mongodb.resume()
+
+
+class _Killed:
+    """A DynamoDB Local whose ``stop`` is a crash (SIGKILL of its JVM)."""
+
+    def __init__(self, server: DynamoDBServer) -> None:
+        self._server = server
+
+    def stop(self) -> None:
+        self._server.kill()
+
+    def start(self) -> None:
+        self._server.start()
+
+
+class DynamoDBTarget:
+    name = "dynamodb"
+
+    def __init__(self, server: DynamoDBServer) -> None:
+        self.dynamodb = server
+        self.server = _Killed(server)
+
+    @property
+    def spec(self) -> str:
+        return f"dynamodb:{self.dynamodb.endpoint}"
+
+    def store(self) -> Store:
+        return DynamoDBStore(timeout=5.0, **store_options(self.dynamodb.endpoint))
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A request sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.dynamodb.stall()
+        try:
+            yield
+        finally:
+            self.dynamodb.resume()
+
+
+Target = (SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
+          | DynamoDBTarget)
+ServerTarget = RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget | DynamoDBTarget

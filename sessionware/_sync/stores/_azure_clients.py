@@ -1,0 +1,45 @@
+"""AzureTableStore's clients, sync face: azure-data-tables' and
+azure-storage-blob's blocking clients (over requests), shared by a process's
+request threads. Hand-written, the counterpart of
+:mod:`sessionware.stores._azure_clients`.
+
+requests keeps 10 connections per host unless told otherwise; a gthread worker
+with more threads would open and drop connections past that at every burst,
+so each client gets a transport whose pool holds ``connections``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    import requests
+    from azure.core.pipeline.transport import RequestsTransport
+    from azure.data.tables import TableClient
+    from azure.storage.blob import ContainerClient
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "AzureTableStore needs azure-data-tables and azure-storage-blob: "
+        "pip install sessionware[azure]") from exc
+
+__all__ = ["ContainerClient", "TableClient", "open_clients"]
+
+
+def open_clients(connection_string: str, table: str, container: str, *, timeout: float,
+                 connections: int) -> tuple[TableClient, ContainerClient]:
+    """The table's and the container's clients, each with a connection pool
+    of ``connections``; the SDK's retries off (see the async counterpart)."""
+    options: dict[str, Any] = {"retry_total": 0, "connection_timeout": timeout,
+                               "read_timeout": timeout}
+    return (TableClient.from_connection_string(
+                connection_string, table, transport=_transport(connections), **options),
+            ContainerClient.from_connection_string(
+                connection_string, container, transport=_transport(connections), **options))
+
+
+def _transport(connections: int) -> RequestsTransport:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=connections)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return RequestsTransport(session=session, session_owner=True)

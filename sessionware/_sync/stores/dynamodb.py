@@ -1,0 +1,813 @@
+# Generated from sessionware/stores/dynamodb.py by scripts/unasync.py: do not edit.
+# Change the async source and run `python scripts/unasync.py`.
+"""SyncDynamoDBStore: sessions in Amazon DynamoDB, one item per session, waiters
+woken locally and by polling.
+
+Install with ``pip install sessionware[dynamodb]`` (aiobotocore and botocore).
+Credentials and region come from the standard AWS chain (environment, shared
+config and credentials files, instance or task role) unless given.
+
+Two faces, one source
+=====================
+
+This module is the one source of both faces: the async one, for ASGI, on
+aiobotocore, and its twin generated into
+``sessionware/_sync/stores/dynamodb.py``, blocking, for WSGI, on botocore. The
+only difference, how a client is made and closed, lives in
+:mod:`sessionware._sync.stores._dynamodb_client` and its hand-written sync
+counterpart.
+
+Item layout
+===========
+
+One table, partition key ``key`` (string), no sort key, no index. One item
+per session::
+
+    key                  S  store key (a hash of the session id)
+    data                 B  the serialized session
+    token                N  fencing token: random at create, +1 at every acquire
+    locked_until         N  lease deadline, epoch seconds; absent: unlocked
+    expires_at           N  idle deadline, epoch seconds, never past the next
+    absolute_expires_at  N  hard deadline, epoch seconds; absent: none
+    ttl                  N  expires_at rounded up to whole seconds: the table's TTL attribute
+
+Every write caps ``expires_at`` by ``absolute_expires_at``, so
+``expires_at > now`` alone tells a live item, and every operation's condition
+says so: an expired item is absent at once, whenever DynamoDB's TTL deletes
+it (lazily: within days).
+
+Requests
+========
+
+Every operation is one request, atomic, conditioned on the item:
+
+* ``acquire``: ``UpdateItem`` (:data:`ACQUIRE`) that takes the lease when it
+  is free or lapsed and answers the item (``ALL_NEW``); when the condition
+  fails, DynamoDB answers the item as it was (``ALL_OLD`` on the failure), so
+  a held lease tells its deadline, and an absent or expired item shows as
+  such, without a second read.
+* ``commit``, ``release``, ``renew``, ``delete``: conditioned on the token
+  (``renew`` also on the lease still being held); a failed condition raises
+  :class:`~sessionware.LeaseLost`.
+* ``read``: a strongly consistent ``GetItem``; a due slide of the expiry is
+  a second request (``UpdateItem``), at most once per ``refresh_after``.
+* ``create``: ``PutItem`` that replaces only an absent or expired item.
+
+Clock
+=====
+
+DynamoDB has no server clock an expression can read: deadlines are the
+client's wall clock (``time.time()``), sent with each request. Fencing is by
+token, so skew never lets a stale write through; it moves deadlines. A
+process whose clock runs ``s`` seconds ahead sees leases lapse ``s`` seconds
+early and may take a session over while its holder still works (the holder's
+commit is then refused: :class:`~sessionware.LeaseLost`, never a lost
+update); one ``s`` behind takes over a crashed holder's session ``s`` late.
+Keep skew well under ``lease_ttl`` (NTP keeps it within milliseconds).
+
+Waiting
+=======
+
+DynamoDB has no notification channel. Same-process waiters are woken at the
+release (:class:`~sessionware._sync.waiters.Waiters`); the core queues a process's
+requests for one session so only one of them waits on the store, and it
+re-checks after a jittered backoff from ``_POLL_BASE`` doubling to
+``_POLL_CAP`` (each delay drawn between half of it and all of it): 4 to 6
+requests in its first second of waiting, then 2 to 4 a second (about 2.7 on
+average) per waiting process and session.
+
+Purging
+=======
+
+DynamoDB's TTL (enabled by :meth:`~SyncDynamoDBStore.setup` on ``ttl``) deletes
+expired items without cost, so the store runs no background purge.
+:meth:`~SyncDynamoDBStore.purge_expired` removes them at once for operations that
+want it: a ``Scan`` of the table (it reads every item: it costs a read unit
+per 4 KB scanned) and a conditional ``DeleteItem`` of each expired one (a
+write unit each), safe from several processes (each item counted by the one
+whose delete removed it).
+
+Failure behaviour
+=================
+
+botocore's own retries are off; the store retries throttled requests itself
+(known not applied) with jittered backoff, within ``timeout`` and within what
+is left of the core's ``store_timeout``. A stalled request ends at
+``store_timeout``: cancelled by the core on the async face, by a read timeout
+of what is left on the sync face (the client counterpart's). Errors are translated in one place
+(:func:`_translate`): throttling, server errors, refused connections and
+timeouts raise :class:`~sessionware.StoreUnavailable` (``maybe_applied``
+says whether the request may have been applied); other errors (a missing
+table, access denied) raise :class:`~sessionware.StoreError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sessionware._forks import generation
+from sessionware._sync._primitives import ThreadLock, sleep, time_left
+from sessionware._sync.stores._dynamodb_client import close_client, home, open_client
+from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.waiters import Waiters
+from sessionware.exceptions import (
+    ConfigurationError,
+    LeaseLost,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+
+try:
+    from botocore.exceptions import (  # type: ignore[import-untyped]
+        BotoCoreError,
+        ClientError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        NoRegionError,
+        ParamValidationError,
+        PartialCredentialsError,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "SyncDynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"
+    ) from exc
+
+__all__ = ["SyncDynamoDBStore"]
+
+DEFAULT_TABLE = "sessionware_sessions"
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
+
+# DynamoDB's item limit is 400 KB, attribute names and values included; the
+# other attributes and their names take under 200 bytes, 1 KB is set aside.
+ITEM_LIMIT = 400 * 1024
+MAX_DATA = ITEM_LIMIT - 1024
+
+_POLL_BASE = 0.05  # first re-check of a waiter after 25-50 ms ...
+_POLL_CAP = 0.5  # ... doubling up to 250-500 ms
+_THROTTLE_BASE = 0.025  # backoff of a throttled request: 12-25 ms, doubling ...
+_THROTTLE_CAP = 1.0  # ... up to 0.5-1 s, within the operation's bound
+_ACTIVE_POLL = 0.5  # seconds between looks at a table being created
+_PURGE_PAGE = 500  # items per Scan page of purge_expired
+_REMEMBERED = 10_000  # most leases whose deadlines the store remembers (see _Held)
+
+# The low-level API, botocore's on both faces: attribute values typed as
+# {"S": ...}, {"N": "..."} (numbers as strings), {"B": bytes}.
+Item = Mapping[str, Mapping[str, Any]]
+
+# -- expressions ---------------------------------------------------------------
+# Attribute names go through ExpressionAttributeNames (#key -> key: several
+# are DynamoDB reserved words); each request carries only the names its
+# expressions use (DynamoDB rejects unused ones). Values are :placeholders;
+# :now is the client's wall clock, epoch seconds.
+
+NAMES = {
+    "#key": "key",
+    "#data": "data",
+    "#token": "token",
+    "#locked": "locked_until",
+    "#expires": "expires_at",
+    "#absolute": "absolute_expires_at",
+    "#ttl": "ttl",
+}
+
+# A live item: it exists and its (capped) idle deadline is ahead.
+LIVE = "attribute_exists(#key) AND #expires > :now"
+
+# acquire(): :now, :until (lease deadline), :one. Takes the lease of a live
+# item whose lease is free (absent) or lapsed; the token grows by one. Never
+# creates an item. On a failed condition, ALL_OLD answers the item as it was:
+# none (absent), expired, or held (locked_until is the holder's deadline).
+ACQUIRE_CONDITION = f"{LIVE} AND (attribute_not_exists(#locked) OR #locked <= :now)"
+ACQUIRE_UPDATE = "SET #token = #token + :one, #locked = :until"
+
+# commit(): :now, :token, :data, :expires, :ttl, :expires (also the cap
+# check). Writes data, slides the idle deadline to :expires and unlocks,
+# when the live item carries :token and :expires is not past its hard
+# deadline (the store caps :expires by the deadline it learned at acquire;
+# a lease it does not know is retried with the cap the failure answered).
+FENCED = f"{LIVE} AND #token = :token"
+CAPPED = "(attribute_not_exists(#absolute) OR #absolute >= :expires)"
+COMMIT_CONDITION = f"{FENCED} AND {CAPPED}"
+COMMIT_UPDATE = "SET #data = :data, #expires = :expires, #ttl = :ttl REMOVE #locked"
+
+# release(): :now, :token, and with a slide :expires, :ttl. Unlocks (and
+# slides the idle deadline, capped as commit's) when the live item carries
+# :token.
+RELEASE_CONDITION = FENCED
+RELEASE_UPDATE = "REMOVE #locked"
+RELEASE_SLIDE_CONDITION = COMMIT_CONDITION
+RELEASE_SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl REMOVE #locked"
+
+# renew(): :now, :token, :until. Moves the lease deadline when the live item
+# carries :token and is still locked: commit and release remove
+# locked_until, a lapsed lease keeps it (still held: no newer holder).
+RENEW_CONDITION = f"{FENCED} AND attribute_exists(#locked)"
+RENEW_UPDATE = "SET #locked = :until"
+
+# delete(): :now, :token. Removes the live item that carries :token.
+DELETE_CONDITION = FENCED
+
+# read()'s slide: :now, :expires, :ttl. Moves a live item's idle deadline
+# forward to :expires (capped as commit's), never back; a lock it leaves alone.
+SLIDE_CONDITION = f"{LIVE} AND #expires < :expires AND {CAPPED}"
+SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl"
+
+# create(): :now. Puts an unlocked item unless a live one has the key; an
+# expired one is replaced (with a new random token: a lease of the old
+# session never matches).
+CREATE_CONDITION = "attribute_not_exists(#key) OR #expires <= :now"
+
+# purge_expired(): :now. The Scan's filter finds expired items; each delete
+# removes its item only if it is still expired (a create may have revived it)
+# and still there (another purge may have removed it first).
+EXPIRED = "#expires <= :now"
+PURGE_CONDITION = f"attribute_exists(#key) AND {EXPIRED}"
+
+_THROTTLED = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "LimitExceededException",
+        "TransactionConflictException",
+    }
+)
+_SERVER_FAULTS = frozenset({"InternalServerError", "ServiceUnavailable"})
+# found before anything is sent: no retry or wait helps
+_MISCONFIGURED = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
+
+
+def _names(*expressions: str) -> dict[str, str]:
+    used = set(re.findall(r"#\w+", " ".join(expressions)))
+    return {name: NAMES[name] for name in sorted(used)}
+
+
+def _number(value: float | int) -> dict[str, str]:
+    return {"N": str(value) if isinstance(value, int) else f"{value:.6f}"}
+
+
+def _deadline(expires: float) -> dict[str, Any]:
+    """The values of a new idle deadline: itself and its TTL attribute."""
+    return {":expires": _number(expires), ":ttl": _number(math.ceil(expires))}
+
+
+def _float(item: Item, name: str) -> float | None:
+    value = item.get(name)
+    return None if value is None else float(value["N"])
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+def _translate(op: str, where: str, exc: Exception) -> Exception:
+    """The sessionware error for a driver error: the only place that decides."""
+    message = f"DynamoDB at {where}, during {op}: {_described(exc)}"
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        if code in _THROTTLED:  # refused before it ran
+            return StoreUnavailable(message, maybe_applied=False)
+        if code in _SERVER_FAULTS or _status(exc) >= 500:
+            return StoreUnavailable(message)
+        if code == "ResourceNotFoundException":
+            message += " (run the store's setup(), or create the table: see its docs)"
+        return StoreError(message)
+    if isinstance(exc, _MISCONFIGURED):
+        return StoreError(message)
+    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
+        return StoreUnavailable(message, maybe_applied=False)  # never connected
+    if isinstance(exc, (BotoCoreError, OSError)):
+        # a read timeout, a connection closed mid-request: maybe applied
+        return StoreUnavailable(message)
+    return exc
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+
+
+def _status(exc: Exception) -> int:
+    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status or 0)
+
+
+def _described(exc: BaseException) -> str:
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+class _Refused(Exception):
+    """A condition failed; ``item`` is the item as it was (``ALL_OLD``), if any."""
+
+    def __init__(self, item: Item | None) -> None:
+        super().__init__("conditional check failed")
+        self.item = item
+
+
+class _Held:
+    """What the store learned of its own leases at acquire: each one's idle
+    and hard deadlines, so that a release decides its throttled slide and a
+    commit caps its deadline without asking DynamoDB (an update expression
+    has no ``min``, nor a conditional ``SET``). At most ``_REMEMBERED``, the
+    oldest forgotten first; a lease not remembered still works (see
+    :data:`COMMIT_CONDITION`)."""
+
+    def __init__(self) -> None:
+        self._deadlines: dict[tuple[str, int], tuple[float | None, float | None]] = {}
+        self._lock = ThreadLock()
+
+    def remember(self, lease: Lease, item: Item) -> None:
+        with self._lock:
+            if len(self._deadlines) >= _REMEMBERED:
+                del self._deadlines[next(iter(self._deadlines))]
+            self._deadlines[lease.key, lease.token] = (
+                _float(item, "expires_at"),
+                _float(item, "absolute_expires_at"),
+            )
+
+    def deadlines(self, lease: Lease) -> tuple[float | None, float | None] | None:
+        """(idle, hard) deadline of ``lease``, or ``None`` if not remembered."""
+        return self._deadlines.get((lease.key, lease.token))
+
+    def forget(self, lease: Lease) -> None:
+        with self._lock:
+            self._deadlines.pop((lease.key, lease.token), None)
+
+
+class SyncDynamoDBStore(SyncStore):
+    """Sessions in a DynamoDB table.
+
+    :param table: the table name.
+    :param endpoint_url: where DynamoDB is (default: the region's endpoint);
+        DynamoDB Local, say, at ``http://127.0.0.1:8000``.
+    :param region_name: the AWS region (default: the standard chain's).
+    :param aws_access_key_id, aws_secret_access_key, aws_session_token:
+        credentials (default: the standard chain's).
+    :param create_table: :meth:`setup` creates the table (on-demand billing)
+        and enables its TTL if missing (``True``), or only checks that the
+        table exists (``False``: infrastructure as code; see the docs for the
+        table's spec).
+    :param timeout: seconds before a connection attempt or an answer is
+        given up (:class:`~sessionware.StoreUnavailable`); throttled requests
+        are retried within it.
+    :param max_connections: the HTTP connections each process keeps open to
+        DynamoDB at most.
+    """
+
+    def __init__(
+        self,
+        table: str = DEFAULT_TABLE,
+        *,
+        endpoint_url: str | None = None,
+        region_name: str | None = None,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        create_table: bool = True,
+        timeout: float = 5.0,
+        max_connections: int = 50,
+    ) -> None:
+        if not _TABLE_NAME.fullmatch(table):
+            raise ConfigurationError(
+                f"table name {table!r}: use 3 to 255 letters, digits, _, . and -"
+            )
+        if timeout <= 0 or max_connections < 1:
+            raise ConfigurationError("need timeout > 0 and max_connections >= 1")
+        self._table = table
+        self._where = f"{endpoint_url or region_name or 'the default region'}/{table}"
+        self._options = {
+            key: value
+            for key, value in (
+                ("endpoint_url", endpoint_url),
+                ("region_name", region_name),
+                ("aws_access_key_id", aws_access_key_id),
+                ("aws_secret_access_key", aws_secret_access_key),
+                ("aws_session_token", aws_session_token),
+            )
+            if value is not None
+        }
+        # botocore's retries are off: the store retries within its own bound.
+        # No parameter validation: the store's requests have fixed shapes
+        # (the tests send each one), and it costs a sixth of the client's
+        # CPU per request.
+        self._config = {
+            "connect_timeout": timeout,
+            "read_timeout": timeout,
+            "retries": {"total_max_attempts": 1, "mode": "standard"},
+            "max_pool_connections": max_connections,
+            "parameter_validation": False,
+        }
+        self._create_table = create_table
+        self._timeout = timeout
+        self._lock = ThreadLock()
+        self._client: Any = None
+        self._client_home: tuple[int, object] | None = None  # (process generation, loop)
+        self._closed = False
+        self._held = _Held()
+        self._waiters: Waiters[str] = Waiters()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._table!r}, at {self._where!r})"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the table (on-demand, partition key ``key``) and enable its
+        TTL on ``ttl``, if missing, and wait until it is ACTIVE (with
+        ``create_table=False``: check that it exists). Idempotent, and safe
+        when several processes set up at the same moment."""
+        status = self._table_status()
+        if status is None:
+            if not self._create_table:
+                raise StoreError(
+                    f"DynamoDB at {self._where}: no table {self._table!r} "
+                    "(create it as the store's docs say, or create_table=True)"
+                )
+            self._create()
+            status = self._table_status()
+        while status != "ACTIVE":
+            sleep(_ACTIVE_POLL)
+            status = self._table_status()
+        if self._create_table:
+            self._enable_ttl()
+
+    def close(self) -> None:
+        """Close this process's client; wake every local waiter."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+            ours = self._client_home is not None and self._client_home[0] == generation()
+        self._waiters.wake_all()
+        if client is not None and ours:
+            close_client(client)
+
+    def _table_status(self) -> str | None:
+        try:
+            answer = self._call("setup", "describe_table", {"TableName": self._table})
+        except StoreError as exc:
+            if _code(exc.__cause__ or exc) == "ResourceNotFoundException":
+                return None
+            raise
+        return str(answer["Table"]["TableStatus"])
+
+    def _create(self) -> None:
+        try:
+            self._call(
+                "setup",
+                "create_table",
+                {
+                    "TableName": self._table,
+                    "BillingMode": "PAY_PER_REQUEST",
+                    "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
+                    "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
+                },
+            )
+        except StoreError as exc:
+            if _code(exc.__cause__ or exc) != "ResourceInUseException":
+                raise  # in use: another process creates it at the same moment
+
+    def _enable_ttl(self) -> None:
+        answer = self._call("setup", "describe_time_to_live", {"TableName": self._table})
+        if answer["TimeToLiveDescription"]["TimeToLiveStatus"] in ("ENABLED", "ENABLING"):
+            return
+        try:
+            self._call(
+                "setup",
+                "update_time_to_live",
+                {
+                    "TableName": self._table,
+                    "TimeToLiveSpecification": {"Enabled": True, "AttributeName": "ttl"},
+                },
+            )
+        except StoreError as exc:
+            # another process enabled it at the same moment
+            if "already enabled" not in str(exc).lower():
+                raise
+
+    # -- operations -----------------------------------------------------------
+
+    def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        now = time.time()
+        try:
+            answer = self._update(
+                "acquire",
+                key,
+                ACQUIRE_CONDITION,
+                ACQUIRE_UPDATE,
+                {":now": _number(now), ":until": _number(now + lease_ttl), ":one": _number(1)},
+                returns="ALL_NEW",
+            )
+        except _Refused as refused:
+            return _refusal(refused.item, now)
+        item = answer["Attributes"]
+        lease = Lease(key, int(item["token"]["N"]), bytes(item["data"]["B"]))
+        self._held.remember(lease, item)
+        return lease
+
+    def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        if len(data) > MAX_DATA:
+            raise SessionTooLarge(len(data), MAX_DATA)
+        self._capped("commit", lease, COMMIT_CONDITION, COMMIT_UPDATE, ttl, {":data": {"B": data}})
+        self._released(lease)
+
+    def release(
+        self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> None:
+        if ttl is not None and self._slide_due(lease, ttl, refresh_after):
+            self._capped("release", lease, RELEASE_SLIDE_CONDITION, RELEASE_SLIDE_UPDATE, ttl, {})
+        else:
+            self._fenced("release", lease, RELEASE_CONDITION, RELEASE_UPDATE, {})
+        self._released(lease)
+
+    def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        self._fenced(
+            "renew",
+            lease,
+            RENEW_CONDITION,
+            RENEW_UPDATE,
+            {":until": _number(time.time() + lease_ttl)},
+        )
+
+    def read(
+        self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
+    ) -> bytes | None:
+        answer = self._call(
+            "read",
+            "get_item",
+            {"TableName": self._table, "Key": {"key": {"S": key}}, "ConsistentRead": True},
+        )
+        item = answer.get("Item")
+        now = time.time()
+        expires = None if item is None else _float(item, "expires_at")
+        if item is None or expires is None or expires <= now:
+            return None
+        if ttl is not None:
+            target = _capped_deadline(now + ttl, _float(item, "absolute_expires_at"))
+            if target - expires >= refresh_after and target > expires:
+                # refused: slid by another request meanwhile, or gone
+                with contextlib.suppress(_Refused):
+                    self._update(
+                        "read",
+                        key,
+                        SLIDE_CONDITION,
+                        SLIDE_UPDATE,
+                        {":now": _number(now), **_deadline(target)},
+                    )
+        return bytes(item["data"]["B"])
+
+    def create(
+        self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
+    ) -> bool:
+        if len(data) > MAX_DATA:
+            raise SessionTooLarge(len(data), MAX_DATA)
+        now = time.time()
+        absolute = None if absolute_ttl is None else now + absolute_ttl
+        expires = _capped_deadline(now + ttl, absolute)
+        item: dict[str, Any] = {
+            "key": {"S": key},
+            "data": {"B": data},
+            # random: a lease of a deleted or expired session under this key
+            # never matches its successor's
+            "token": _number(secrets.randbits(62)),
+            "expires_at": _number(expires),
+            "ttl": _number(math.ceil(expires)),
+        }
+        if absolute is not None:
+            item["absolute_expires_at"] = _number(absolute)
+        try:
+            self._call(
+                "create",
+                "put_item",
+                {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": CREATE_CONDITION,
+                    "ExpressionAttributeNames": _names(CREATE_CONDITION),
+                    "ExpressionAttributeValues": {":now": _number(now)},
+                },
+            )
+        except _Refused:
+            return False
+        return True
+
+    def delete(self, lease: Lease) -> None:
+        try:
+            self._delete("delete", lease.key, DELETE_CONDITION, {":token": _number(lease.token)})
+        except _Refused:
+            raise _lost(lease) from None
+        self._released(lease)
+
+    def purge_expired(self) -> int:
+        """Delete every expired item now; returns how many this call deleted.
+
+        A ``Scan`` of the whole table, page by page, and a conditional delete
+        of each expired item found. The table's TTL deletes expired items
+        anyway, at no cost: this is for operations that cannot wait."""
+        purged, start = 0, None
+        while True:
+            params: dict[str, Any] = {
+                "TableName": self._table,
+                "FilterExpression": EXPIRED,
+                "ProjectionExpression": "#key, #expires",
+                "Limit": _PURGE_PAGE,
+                "ExpressionAttributeNames": _names(EXPIRED, "#key"),
+                "ExpressionAttributeValues": {":now": _number(time.time())},
+            }
+            if start is not None:
+                params["ExclusiveStartKey"] = start
+            page = self._call("purge", "scan", params)
+            for item in page.get("Items", ()):
+                purged += self._purge_one(item["key"]["S"])
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return purged
+
+    def wait(self, key: str, timeout: float, attempt: int) -> None:
+        delay = backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
+        self._waiters.wait(key, min(timeout, delay))
+
+    # -- requests -----------------------------------------------------------------
+
+    def _purge_one(self, key: str) -> int:
+        try:
+            self._delete("purge", key, PURGE_CONDITION, {})
+        except _Refused:
+            return 0  # revived, or purged by another process first
+        return 1
+
+    def _delete(self, op: str, key: str, condition: str, values: dict[str, Any]) -> None:
+        self._call(
+            op,
+            "delete_item",
+            {
+                "TableName": self._table,
+                "Key": {"key": {"S": key}},
+                "ConditionExpression": condition,
+                "ExpressionAttributeNames": _names(condition),
+                "ExpressionAttributeValues": {":now": _number(time.time()), **values},
+            },
+        )
+
+    def _slide_due(self, lease: Lease, ttl: float, refresh_after: float) -> bool:
+        """Whether a release slides the idle deadline: when that moves it by
+        ``refresh_after`` or more (a lease the store does not remember: yes)."""
+        known = self._held.deadlines(lease)
+        expires = None if known is None else known[0]
+        if known is None or expires is None:
+            return True
+        return _capped_deadline(time.time() + ttl, known[1]) - expires >= refresh_after
+
+    def _capped(
+        self, op: str, lease: Lease, condition: str, update: str, ttl: float, values: dict[str, Any]
+    ) -> None:
+        """A fenced write that sets the idle deadline ``ttl`` from now, capped
+        by the hard deadline: the one remembered from the acquire, else the
+        one a refusal answers (then a second request)."""
+        now = time.time()
+        known = self._held.deadlines(lease)
+        target = _capped_deadline(now + ttl, None if known is None else known[1])
+        try:
+            self._update(
+                op,
+                lease.key,
+                condition,
+                update,
+                {
+                    **values,
+                    ":now": _number(now),
+                    ":token": _number(lease.token),
+                    **_deadline(target),
+                },
+            )
+        except _Refused as refused:
+            old = refused.item
+            absolute = None if old is None else _float(old, "absolute_expires_at")
+            fenced = (
+                old is not None
+                and int(old["token"]["N"]) == lease.token
+                and (_float(old, "expires_at") or 0.0) > now
+            )
+            if not fenced or absolute is None or absolute >= target:
+                raise _lost(lease) from None
+            if absolute <= now:
+                raise _lost(lease) from None  # its hard deadline passed: gone
+            self._fenced(op, lease, condition, update, {**values, **_deadline(absolute)})
+
+    def _fenced(
+        self, op: str, lease: Lease, condition: str, update: str, values: dict[str, Any]
+    ) -> None:
+        try:
+            self._update(
+                op,
+                lease.key,
+                condition,
+                update,
+                {":now": _number(time.time()), ":token": _number(lease.token), **values},
+            )
+        except _Refused:
+            raise _lost(lease) from None
+
+    def _released(self, lease: Lease) -> None:
+        self._held.forget(lease)
+        self._waiters.wake(lease.key)
+
+    def _update(
+        self,
+        op: str,
+        key: str,
+        condition: str,
+        update: str,
+        values: dict[str, Any],
+        *,
+        returns: str = "NONE",
+    ) -> Any:
+        return self._call(
+            op,
+            "update_item",
+            {
+                "TableName": self._table,
+                "Key": {"key": {"S": key}},
+                "ConditionExpression": condition,
+                "UpdateExpression": update,
+                "ExpressionAttributeNames": _names(condition, update),
+                "ExpressionAttributeValues": values,
+                "ReturnValues": returns,
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+            },
+        )
+
+    def _call(self, op: str, method: str, params: dict[str, Any]) -> Any:
+        """One request, retried while throttled (within the bound); a failed
+        condition raises :class:`_Refused`, every other driver error the
+        translated one."""
+        client = self._current_client()
+        deadline = time.monotonic() + self._bound()
+        for attempt in range(1_000):
+            try:
+                return getattr(client, method)(**params)
+            except ClientError as exc:
+                if _code(exc) == "ConditionalCheckFailedException":
+                    raise _Refused(exc.response.get("Item")) from None
+                delay = backoff_delay(attempt, base=_THROTTLE_BASE, cap=_THROTTLE_CAP)
+                if _code(exc) not in _THROTTLED or time.monotonic() + delay >= deadline:
+                    raise _translate(op, self._where, exc) from exc
+            except (BotoCoreError, OSError) as exc:
+                raise _translate(op, self._where, exc) from exc
+            sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _bound(self) -> float:
+        """How long an operation's retries may take: ``timeout``, or what is
+        left of the store call in progress if less (the sync face; the async
+        face's calls are cut off by the core)."""
+        left = time_left()
+        return self._timeout if left is None else min(self._timeout, left)
+
+    def _current_client(self) -> Any:
+        """This process's client (and on the async face this loop's), made at
+        first use. A forked child never touches its parent's connections: it
+        leaves the parent's client alone and makes its own."""
+        place = (generation(), home())
+        client = self._client
+        if client is not None and self._client_home == place:
+            return client
+        if self._closed:
+            raise StoreError(f"{self!r} is closed")
+        try:
+            client = open_client(self._options, self._config)
+        except (BotoCoreError, OSError) as exc:
+            raise _translate("connect", self._where, exc) from exc
+        with self._lock:
+            if self._client is not None and self._client_home == place:
+                other, client = client, self._client  # another thread made one first
+            else:
+                other, self._client, self._client_home = None, client, place
+        if other is not None:
+            close_client(other)
+        return client
+
+
+def _capped_deadline(expires: float, absolute: float | None) -> float:
+    return expires if absolute is None else min(expires, absolute)
+
+
+def _refusal(item: Item | None, now: float) -> Locked | None:
+    """What a refused acquire means, from the item as it was: absent or
+    expired (``None``), or held until ``locked_until``."""
+    if item is None or (_float(item, "expires_at") or 0.0) <= now:
+        return None
+    until = _float(item, "locked_until")
+    # unlocked, yet refused: it was released between the condition and this
+    # look (it cannot be), or a clock went back; re-check at once
+    return Locked(max((until or now) - now, 0.001))
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")

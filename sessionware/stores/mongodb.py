@@ -1,0 +1,695 @@
+"""MongoDBStore: sessions in MongoDB, one document per session, each operation
+one command; waiters woken by a change stream on a replica set.
+
+Install with ``pip install sessionware[mongodb]`` (pymongo >= 4.13).
+
+Two faces, one source
+=====================
+
+``sessionware/stores/mongodb.py`` is the one source of both faces: the async
+one, for ASGI, on pymongo's native asyncio client, and its twin generated
+into ``sessionware/_sync/stores/mongodb.py``, blocking, for WSGI, on pymongo's
+blocking client (the same driver, the same options). The watcher of the
+change stream is a task on one face, a daemon thread on the other.
+
+Documents
+=========
+
+One collection (``database.collection``, default ``sessionware.sessions``)::
+
+    {
+        _id:                 the store key (a hash of the session id)
+        data:                BinData, the serialized session
+        token:               long, the fencing token
+        locked_until:        date, the lease deadline; null: unlocked
+        holder:              long, a nonce the acquire that took the lease chose
+        expires_at:          date, the idle deadline, never past the next
+        absolute_expires_at: date, the hard deadline; null: none
+        waiting:             bool, a refused acquire asked to be woken
+    }
+
+Indexes, made by :meth:`MongoDBStore.setup` (idempotent; ``create_indexes=False``
+skips it for deployments provisioned by hand)::
+
+    db.sessions.createIndex({expires_at: 1}, {name: "expires_at_ttl", expireAfterSeconds: 0})
+
+Every write caps ``expires_at`` by ``absolute_expires_at``, so ``expires_at >
+$$NOW`` alone tells a live document, and every command's filter carries it
+(:data:`LIVE`): an expired document is absent for every operation at once,
+whenever MongoDB's TTL monitor (a pass about every 60 s) deletes it.
+
+Tokens come from the server's clock: a session created gets
+``ms(now) * 2**20`` plus a random 20-bit offset, and every acquire takes the
+larger of ``token + 1`` and ``ms(now) * 2**20``. So tokens grow at every
+acquire, and a session deleted and created again under the same key starts
+above every token its predecessor handed out unless both happen within the
+same millisecond, and then still differs from them with odds of 2**20 to one.
+(PostgreSQL has a sequence for this; MongoDB has no counter a single-document
+command can read.) Fencing compares tokens for equality, so clocks that
+disagree after a failover cannot let a stale holder in: they can only make a
+new token smaller than an old one.
+
+Commands
+========
+
+Each operation is one command on one document, atomic, on the server's clock
+(``$$NOW`` in update pipelines and ``$expr``):
+
+* ``acquire``: ``findAndModify`` with an update pipeline (:func:`acquire_pipeline`)
+  that takes the lease only when it is free or lapsed, and otherwise only flags
+  the document ``waiting``; it returns the document after, so a refused
+  acquire learns the holder (the nonce) and its deadline in the same reply.
+* ``commit``, ``release``: ``update`` with a pipeline, filtered on the token.
+* ``renew``: ``update``, filtered on the token and on the lock still held.
+* ``delete``: ``delete``, filtered on the token.
+* ``read``: ``find`` (``findAndModify`` when the expiry slides).
+* ``create``: an upserting ``update`` whose pipeline replaces only an
+  expired document.
+
+Waiting
+=======
+
+Same-process waiters are woken at the release (:class:`~sessionware.waiters.Waiters`).
+Other processes: on a replica set or a sharded cluster (found by ``hello`` at
+the first wait), each store instance watches the collection with one change
+stream (:data:`WAKE_EVENTS`: a commit or release that cleared ``waiting``)
+and wakes its local waiters of that key; a waiter re-checks
+after a jittered backoff of up to ``_RECHECK_CAP`` all the same (a lapsed
+lease, a stream that reconnects). A standalone server has no change streams:
+waiters poll, with jittered exponential backoff from ``_POLL_BASE`` up to
+``_POLL_CAP``.
+
+Failure behaviour
+=================
+
+Driver errors are translated in one place (:func:`_translate`): no server
+selected in time, a connection that failed or timed out, a primary stepping
+down, a server shutting down, a write conflict or an exceeded time limit raise
+:class:`~sessionware.StoreUnavailable`; other errors (permissions, a
+conflicting index) raise :class:`~sessionware.StoreError`. Every command is
+bounded by ``timeout`` (pymongo's client-side operation timeout), or by what
+is left of the core's ``store_timeout`` on the sync face. pymongo retries a
+read once, and on a replica set retries a write once, exactly once (retryable
+writes), after a network error or a failover.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from sessionware._forks import generation
+from sessionware._primitives import Background, Event, Once, ThreadLock, time_left
+from sessionware.exceptions import (
+    ConfigurationError,
+    LeaseLost,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.waiters import Waiters
+
+try:
+    import pymongo
+    from bson import Binary
+    from pymongo import AsyncMongoClient, ReturnDocument
+    from pymongo.asynchronous.collection import AsyncCollection
+    from pymongo.errors import (
+        AutoReconnect,
+        ConnectionFailure,
+        DuplicateKeyError,
+        ExecutionTimeout,
+        NetworkTimeout,
+        NotPrimaryError,
+        OperationFailure,
+        PyMongoError,
+        ServerSelectionTimeoutError,
+        WriteConcernError,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "MongoDBStore needs pymongo >= 4.13: pip install sessionware[mongodb]") from exc
+
+__all__ = ["MongoDBStore"]
+
+logger = logging.getLogger(__name__)
+
+Document = dict[str, Any]
+
+_MAX_DOCUMENT = 16 * 1024 * 1024  # MongoDB's limit for one BSON document
+# what the other fields, the key and BSON's framing take, with room to spare
+_OVERHEAD = 1024
+_MAX_DATA = _MAX_DOCUMENT - _OVERHEAD
+_TOKEN_SHIFT = 1 << 20  # tokens: ms(now) * 2**20 + offset
+_POLL_BASE = 0.002  # first re-check of a polling waiter, seconds
+_POLL_CAP = 0.1  # longest sleep between re-checks of a polling waiter
+_RECHECK_BASE = 0.05
+_RECHECK_CAP = 1.0  # longest sleep between re-checks while the change stream runs
+_WATCH_TICK = 0.1  # longest wait for a change before the watcher looks for a close()
+_STOP_TIMEOUT = 2.0
+_PURGE_BATCH = 500
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+
+# -- conditions and pipelines --------------------------------------------------
+# Durations are milliseconds (dates add as ms); every time is the server's
+# $$NOW, one value for the whole command.
+
+# Filter: the document is live (not past its idle deadline, which every write
+# caps by the hard one). Part of every command's filter.
+LIVE: Document = {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}
+
+# Expression: nobody holds the lease (null, or a deadline passed).
+FREE: Document = {"$or": [{"$eq": ["$locked_until", None]},
+                          {"$lte": ["$locked_until", "$$NOW"]}]}
+
+# Expression: the next token, larger than the current one and than any
+# token this key's earlier documents handed out before this millisecond.
+NEXT_TOKEN: Document = {"$max": [{"$add": ["$token", 1]},
+                                 {"$multiply": [{"$toLong": "$$NOW"}, _TOKEN_SHIFT]}]}
+
+# Change stream filter: the events that free a lease someone waits for, an
+# update that cleared the waiting flag (a commit or release that found it
+# set). Not deletes: the TTL monitor's would reach every process, and a
+# session deleted while another process waits for it is found at the
+# waiter's next re-check (within _RECHECK_CAP). MongoDB before 5.0 logs a
+# pipeline update as a replacement: every one of those wakes (the store
+# itself never replaces a document).
+WAKE_EVENTS: Document = {"$or": [
+    {"operationType": "update", "updateDescription.updatedFields.waiting": False},
+    {"operationType": "replace"},
+]}
+
+
+def _target(ttl: float) -> Document:
+    """Expression: the idle deadline ``ttl`` from now, capped by the hard
+    deadline ($min ignores a null one)."""
+    return {"$min": [{"$add": ["$$NOW", _ms(ttl)]}, "$absolute_expires_at"]}
+
+
+def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
+    """acquire(): on the live document of the key. Free or lapsed: a new
+    token, the lease until ``lease_ttl`` from now, ``holder`` as its nonce.
+    Held: only ``waiting`` set (a no-op write when set already). The caller
+    tells which by the nonce in the document after."""
+    return [
+        {"$set": {"_free": FREE}},
+        {"$set": {
+            "token": {"$cond": ["$_free", NEXT_TOKEN, "$token"]},
+            "locked_until": {"$cond": ["$_free", {"$add": ["$$NOW", _ms(lease_ttl)]},
+                                       "$locked_until"]},
+            "holder": {"$cond": ["$_free", holder, "$holder"]},
+            "waiting": {"$cond": ["$_free", "$waiting", True]},
+        }},
+        {"$unset": "_free"},
+    ]
+
+
+def commit_pipeline(data: bytes, ttl: float) -> list[Document]:
+    """commit(): on the live document carrying the token. Writes ``data``,
+    slides the idle deadline, unlocks, clears ``waiting`` (the change stream
+    sees that)."""
+    return [{"$set": {"data": {"$literal": Binary(data)}, "locked_until": None,
+                      "expires_at": _target(ttl), "waiting": False}}]
+
+
+def release_pipeline(ttl: float | None, refresh_after: float) -> list[Document]:
+    """release(): on the live document carrying the token. Unlocks, clears
+    ``waiting``, and slides the idle deadline when ``ttl`` is given and that
+    moves it by ``refresh_after`` or more."""
+    update: Document = {"locked_until": None, "waiting": False}
+    if ttl is not None:
+        update["expires_at"] = _slid(ttl, refresh_after)
+    return [{"$set": update}]
+
+
+def _slid(ttl: float, refresh_after: float) -> Document:
+    """Expression: the slid idle deadline, or the current one when the slide
+    would move it by less than ``refresh_after``."""
+    return {"$cond": [
+        {"$gte": [{"$subtract": [_target(ttl), "$expires_at"]}, _ms(refresh_after)]},
+        _target(ttl), "$expires_at"]}
+
+
+def renew_update(lease_ttl: float) -> list[Document]:
+    """renew(): on the live document carrying the token and still locked
+    (:data:`HELD`). Moves the lease deadline to ``lease_ttl`` from now."""
+    return [{"$set": {"locked_until": {"$add": ["$$NOW", _ms(lease_ttl)]}}}]
+
+
+# Filter, with the token's: the lease is still held. A lapsed deadline is
+# still held, as no newer acquire took it; null was ended by commit or release.
+HELD: Document = {"locked_until": {"$ne": None}}
+
+
+def create_pipeline(key: str, data: bytes, ttl: float,
+                    absolute_ttl: float | None) -> list[Document]:
+    """create(): upserted on the key. A live document stays as it was; a
+    missing or expired one becomes the new, unlocked session, with a token
+    above its predecessor's."""
+    absolute = None if absolute_ttl is None else {"$add": ["$$NOW", _ms(absolute_ttl)]}
+    fresh = {
+        "_id": key, "data": {"$literal": Binary(data)},
+        "token": {"$max": [NEXT_TOKEN, {"$add": [
+            {"$multiply": [{"$toLong": "$$NOW"}, _TOKEN_SHIFT]},
+            random.randrange(_TOKEN_SHIFT)]}]},
+        "locked_until": None, "holder": None,
+        "expires_at": {"$min": [{"$add": ["$$NOW", _ms(ttl)]}, absolute]},
+        "absolute_expires_at": absolute, "waiting": False,
+    }
+    return [{"$replaceWith": {"$cond": [{"$gt": ["$expires_at", "$$NOW"]}, "$$ROOT", fresh]}}]
+
+
+def read_pipeline(ttl: float, refresh_after: float) -> list[Document]:
+    """read() with a slide: on the live document. Slides the idle deadline
+    when that moves it by ``refresh_after`` or more (the document's own write
+    lock for the command's length, never the session's lease)."""
+    return [{"$set": {"expires_at": _slid(ttl, refresh_after)}}]
+
+
+# purge_expired(): the ids of up to _PURGE_BATCH expired documents, by the
+# expires_at index; then those of them still expired are deleted (each by the
+# one purge that deleted it: concurrent purges never count one twice).
+EXPIRED: Document = {"$expr": {"$lte": ["$expires_at", "$$NOW"]}}
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+# -- errors ----------------------------------------------------------------------
+
+# Server error codes that mean "out of reach for now", the command not applied:
+# host unreachable/not found, exceeded time limit, lock timeout, max time
+# expired, network timeout, write conflict, primary stepped down, shutdown in
+# progress, not primary, interrupted at shutdown / by a replication state
+# change, socket exception, and Cosmos DB's "request rate is large".
+_UNAVAILABLE_CODES = frozenset({6, 7, 24, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600,
+                                11602, 13435, 13436, 16500})
+_UNAUTHORIZED = 13
+
+
+def _translate(op: str, where: str, exc: PyMongoError) -> StoreError:
+    """The sessionware error for a driver error: the only place that decides."""
+    message = f"MongoDB at {where}, during {op}: {_described(exc)}"
+    if isinstance(exc, ServerSelectionTimeoutError):  # never sent
+        return StoreUnavailable(message, maybe_applied=False)
+    if isinstance(exc, NotPrimaryError):  # the server refused it
+        return StoreUnavailable(message, maybe_applied=False)
+    if isinstance(exc, (NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError)):
+        return StoreUnavailable(message)  # sent, and never answered (or not replicated)
+    if isinstance(exc, ExecutionTimeout):
+        return StoreUnavailable(message, maybe_applied=False)
+    if isinstance(exc, OperationFailure):
+        if exc.code in _UNAVAILABLE_CODES:
+            return StoreUnavailable(message, maybe_applied=False)
+        if exc.has_error_label("RetryableWriteError"):  # transient; the first try unknown
+            return StoreUnavailable(message)
+        if exc.code == _UNAUTHORIZED:
+            return StoreError(message + " (the user needs the actions docs/stores/mongodb.md "
+                              "lists on the collection)")
+        if op == "setup":  # an index on expires_at with other options, most likely
+            return StoreError(message + " (setup() creates the index {expires_at: 1} named "
+                              "expires_at_ttl with expireAfterSeconds 0; drop a conflicting "
+                              "one, or pass create_indexes=False)")
+    return StoreError(message)
+
+
+def _described(exc: BaseException) -> str:
+    text = str(exc).split(", full error:")[0].strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """host[:port],.../database of a MongoDB URL, for messages (never the
+    password)."""
+    match = re.fullmatch(r"(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)(/[^?]*)?(\?.*)?", url)
+    if match is None:
+        raise ConfigurationError("a MongoDB URL starts mongodb:// or mongodb+srv://")
+    return match.group(2) or "localhost"
+
+
+def _lost(lease: Lease) -> LeaseLost:
+    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+
+class MongoDBStore(Store):
+    """Sessions in MongoDB.
+
+    :param url: a ``mongodb://`` or ``mongodb+srv://`` connection string.
+    :param database: the database of the collection.
+    :param collection: the collection of the sessions.
+    :param create_indexes: :meth:`setup` creates the TTL index if missing;
+        ``False`` leaves the collection as provisioned (see the module docs).
+    :param timeout: seconds before a command, a server selection or a
+        connection attempt raises :class:`~sessionware.StoreUnavailable`.
+    :param max_connections: the most connections each process's client opens.
+    :param watch: wake waiters of other processes by a change stream when the
+        deployment has them (a replica set or sharded cluster); ``False``
+        polls with backoff instead.
+    :param client_options: more keyword arguments for pymongo's client (TLS,
+        auth mechanism, read and write concerns...).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        database: str = "sessionware",
+        collection: str = "sessions",
+        create_indexes: bool = True,
+        timeout: float = 5.0,
+        max_connections: int = 100,
+        watch: bool = True,
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        for what, name in (("database", database), ("collection", collection)):
+            if not _NAME.fullmatch(name) or (what == "database" and "." in name):
+                raise ConfigurationError(f"{what} name {name!r}: letters, digits, _ - .")
+        if timeout <= 0 or max_connections < 1:
+            raise ConfigurationError("need timeout > 0 and max_connections >= 1")
+        self._url = url
+        self._where = _where(url)
+        self._names = (database, collection)
+        self._create_indexes = create_indexes
+        self._timeout = timeout
+        self._options: dict[str, Any] = {
+            "appname": "sessionware", "tz_aware": True, "maxPoolSize": max_connections,
+            "serverSelectionTimeoutMS": _ms(timeout), "connectTimeoutMS": _ms(timeout),
+            **(client_options or {})}
+        self._lock = ThreadLock()
+        self._client: AsyncMongoClient[Document] | None = None
+        self._client_generation = generation()
+        self._orphans: list[object] = []  # a forked parent's clients: never closed here
+        self._closed = False
+        self._watcher = _Watcher(self, enabled=watch)
+
+    def __repr__(self) -> str:
+        database, collection = self._names
+        return f"{type(self).__name__}({self._where!r}, namespace={database}.{collection!r})"
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def setup(self) -> None:
+        """Create the TTL index on ``expires_at`` if missing (nothing with
+        ``create_indexes=False``). Idempotent: MongoDB makes an index that
+        exists already a no-op, from any number of processes at once."""
+        if not self._create_indexes:
+            return
+        collection = self._collection()
+        with self._bounded("setup"):
+            await collection.create_index("expires_at", name="expires_at_ttl",
+                                          expireAfterSeconds=0)
+
+    async def aclose(self) -> None:
+        """Stop the watcher and close the client's connections."""
+        with self._lock:
+            self._closed = True
+            client, self._client = self._client, None
+        await self._watcher.aclose()
+        if client is not None and self._client_generation == generation():
+            await client.close()
+
+    # -- operations --------------------------------------------------------------
+
+    async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
+        holder = random.getrandbits(63)
+        collection = self._collection()
+        with self._bounded("acquire"):
+            document = await collection.find_one_and_update(
+                {"_id": key, **LIVE}, acquire_pipeline(lease_ttl, holder),
+                return_document=ReturnDocument.AFTER)
+        if document is None:
+            return None
+        if document.get("holder") == holder:
+            return Lease(key, int(document["token"]), bytes(document["data"]))
+        return Locked(_seconds_until(document["locked_until"], lease_ttl))
+
+    async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
+        if len(data) > _MAX_DATA:
+            raise SessionTooLarge(len(data), _MAX_DATA)
+        await self._fenced("commit", lease, commit_pipeline(data, ttl))
+
+    async def release(self, lease: Lease, *, ttl: float | None = None,
+                      refresh_after: float = 0.0) -> None:
+        await self._fenced("release", lease, release_pipeline(ttl, refresh_after))
+
+    async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
+        await self._fenced("renew", lease, renew_update(lease_ttl), HELD, wakes=False)
+
+    async def read(self, key: str, *, ttl: float | None = None,
+                   refresh_after: float = 0.0) -> bytes | None:
+        collection = self._collection()
+        with self._bounded("read"):
+            if ttl is None:
+                document = await collection.find_one({"_id": key, **LIVE}, {"data": 1})
+            else:
+                document = await collection.find_one_and_update(
+                    {"_id": key, **LIVE}, read_pipeline(ttl, refresh_after),
+                    projection={"data": 1})
+        return None if document is None else bytes(document["data"])
+
+    async def create(self, key: str, data: bytes, *, ttl: float,
+                     absolute_ttl: float | None = None) -> bool:
+        if len(data) > _MAX_DATA:
+            raise SessionTooLarge(len(data), _MAX_DATA)
+        collection = self._collection()
+        with self._bounded("create", duplicate=True) as outcome:
+            result = await collection.update_one(
+                {"_id": key}, create_pipeline(key, data, ttl, absolute_ttl), upsert=True)
+            # upserted: the key was free; modified: an expired document replaced
+            outcome.created = result.upserted_id is not None or result.modified_count == 1
+        return outcome.created
+
+    async def delete(self, lease: Lease) -> None:
+        collection = self._collection()
+        with self._bounded("delete"):
+            result = await collection.delete_one(
+                {"_id": lease.key, "token": lease.token, **LIVE})
+        if result.deleted_count == 0:
+            raise _lost(lease)
+        self._watcher.waiters.wake(lease.key)
+
+    async def purge_expired(self) -> int:
+        """Delete every expired document now; returns how many this call
+        deleted. MongoDB's TTL monitor deletes them by itself (about once a
+        minute), so the store runs no purge of its own in the background."""
+        collection = self._collection()
+        purged = 0
+        while True:
+            with self._bounded("purge"):
+                found = await collection.find(EXPIRED, {"_id": 1}).limit(
+                    _PURGE_BATCH).to_list()
+            ids = [document["_id"] for document in found]
+            if ids:
+                with self._bounded("purge"):
+                    result = await collection.delete_many({"_id": {"$in": ids}, **EXPIRED})
+                purged += result.deleted_count
+            if len(ids) < _PURGE_BATCH:
+                return purged
+
+    async def wait(self, key: str, timeout: float, attempt: int) -> None:
+        await self._watcher.wait(key, timeout, attempt)
+
+    # -- running commands --------------------------------------------------------
+
+    async def _fenced(self, op: str, lease: Lease, update: list[Document],
+                      condition: Document | None = None, *, wakes: bool = True) -> None:
+        collection = self._collection()
+        with self._bounded(op):
+            result = await collection.update_one(
+                {"_id": lease.key, "token": lease.token, **LIVE, **(condition or {})}, update)
+        if result.matched_count == 0:
+            raise _lost(lease)
+        if wakes:
+            self._watcher.waiters.wake(lease.key)
+
+    def _bounded(self, op: str, *, duplicate: bool = False) -> _Command:
+        return _Command(op, self._where, self._bound(), duplicate=duplicate)
+
+    def _bound(self) -> float:
+        """How long a command may take: ``timeout``, or what is left of the
+        store call in progress if less (the sync face; the async face's calls
+        are cut off by the core)."""
+        left = time_left()
+        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
+
+    def _collection(self) -> AsyncCollection[Document]:
+        database, collection = self._names
+        return self._current_client()[database][collection]
+
+    def _current_client(self) -> AsyncMongoClient[Document]:
+        """This process's client, made at first use (it connects in the
+        background). A forked child (gunicorn --preload) never touches its
+        parent's client, whose sockets and monitor threads are the parent's."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed")
+            if self._client_generation != generation():
+                self._orphans.append(self._client)
+                self._client, self._client_generation = None, generation()
+            client = self._client
+            if client is None:
+                client = self._client = AsyncMongoClient(self._url, **self._options)
+        return client
+
+
+def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> float:
+    """The refusal's hint, by this process's clock (MongoDB's projections
+    could compute it on the server's, but it is only a hint: the waiter is
+    woken at the release, or re-checks): bounded by a whole lease."""
+    if deadline is None:
+        return 0.001
+    left = (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
+    return min(max(left, 0.001), max(lease_ttl, 0.001))
+
+
+class _Command:
+    """One command's bounds and error translation: ``with`` it around the
+    driver call. ``created`` carries create()'s answer (a unique-key race
+    lost to another create is ``False``, not an error)."""
+
+    __slots__ = ("_duplicate", "_op", "_timeout", "_where", "created")
+
+    def __init__(self, op: str, where: str, timeout: float, *, duplicate: bool) -> None:
+        self._op = op
+        self._where = where
+        self._timeout = pymongo.timeout(timeout)
+        self._duplicate = duplicate
+        self.created = False
+
+    def __enter__(self) -> _Command:
+        self._timeout.__enter__()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> bool:
+        self._timeout.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
+        if isinstance(exc, DuplicateKeyError) and self._duplicate:
+            # two creates upserted the same key at once: the other one won
+            self.created = False
+            return True
+        if isinstance(exc, PyMongoError):
+            raise _translate(self._op, self._where, exc) from exc
+        return False
+
+
+class _Run:
+    """One run of the watcher job: :meth:`_Watcher.aclose` sets ``stop``, the
+    job sets ``done`` as it ends."""
+
+    __slots__ = ("done", "stop")
+
+    def __init__(self) -> None:
+        self.stop = Event()
+        self.done = Event()
+
+
+class _Watcher:
+    """Local waiters, and the one change stream that wakes them for releases
+    in other processes: a background job (a task; a daemon thread on the sync
+    face) started at the first wait on a deployment that has change streams."""
+
+    def __init__(self, store: MongoDBStore, *, enabled: bool) -> None:
+        self._store = store
+        self._enabled = enabled
+        self.waiters: Waiters[str] = Waiters()
+        self._lock = ThreadLock()
+        self._job = Background("sessionware-mongodb-watcher")
+        self._probe = Once()
+        self._streams: bool | None = None  # whether the deployment has change streams
+        self._run: _Run | None = None
+        self._watching = False
+        self._closed = False
+        self._generation = generation()
+
+    async def wait(self, key: str, timeout: float, attempt: int) -> None:
+        self._after_fork()
+        if self._enabled and self._streams is None:
+            try:
+                await self._probe.run(self._find_streams)
+            except StoreError as exc:
+                logger.debug("could not tell whether %s has change streams: %s",
+                             self._store, exc)
+        with self._lock:
+            if self._streams and self._run is None and not self._closed:
+                run = self._run = _Run()
+                self._job.start(lambda: self._watch(run))
+            watching = self._watching
+        if watching:
+            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
+        else:
+            delay = backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
+        await self.waiters.wait(key, min(timeout, delay))
+
+    async def _find_streams(self) -> None:
+        """Ask ``hello`` once: a replica set member names its set, a mongos
+        says ``isdbgrid``; a standalone server has no change streams."""
+        client = self._store._current_client()
+        with self._store._bounded("hello"):
+            hello = await client.admin.command("hello")
+        self._streams = "setName" in hello or hello.get("msg") == "isdbgrid"
+        if not self._streams:
+            logger.debug("%s is a standalone server: waiters poll", self._store._where)
+
+    async def aclose(self) -> None:
+        """Stop the watcher (it notices within a tick) and wake every waiter;
+        no watcher starts after this."""
+        self._after_fork()
+        with self._lock:
+            self._closed = True
+            run = self._run
+        if run is not None:
+            run.stop.set()
+            if not await run.done.wait(_STOP_TIMEOUT):
+                logger.debug("the change stream is still opening; it ends after")
+        self.waiters.wake_all()
+
+    def _after_fork(self) -> None:
+        """A forked child has none of its parent's watcher."""
+        if self._generation != generation():
+            self._generation = generation()
+            self._run = None
+            self._watching = False
+            self.waiters.clear()
+
+    async def _watch(self, run: _Run) -> None:
+        failures = 0
+        try:
+            while not run.stop.is_set():
+                try:
+                    await self._watch_once(run)
+                except (PyMongoError, StoreError) as exc:
+                    if run.stop.is_set():
+                        break
+                    level = logging.DEBUG if failures else logging.WARNING
+                    logger.log(level, "session wake-up change stream on %s lost: %s; "
+                               "reopening", self._store._where, _described(exc))
+                failures += 1
+                await run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
+        finally:
+            with self._lock:
+                self._job.finished()
+                if self._run is run:
+                    self._run = None
+            run.done.set()
+
+    async def _watch_once(self, run: _Run) -> None:
+        collection = self._store._collection()
+        async with await collection.watch(
+                [{"$match": WAKE_EVENTS}, {"$project": {"documentKey": 1}}],
+                max_await_time_ms=_ms(_WATCH_TICK)) as stream:
+            self._watching = True
+            self.waiters.wake_all()  # releases may have gone unseen until now
+            try:
+                while not run.stop.is_set() and stream.alive:
+                    change = await stream.try_next()
+                    if change is not None:
+                        self.waiters.wake(change["documentKey"]["_id"])
+            finally:
+                self._watching = False
+                self.waiters.wake_all()

@@ -1,0 +1,30 @@
+"""The store contract on Azurite (Table and Blob services, tests/servers/azurite.py):
+with data inline, and with every session's data in a blob (``inline_limit=0``)."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from sessionware.stores import AzureTableStore, Store
+from tests.contract.store_contract import ExactPurgeContract, StoreContract
+
+
+def fresh_names() -> dict[str, str]:
+    """A table and a container of the test's own: exact purge counts see no
+    other test's entities."""
+    suffix = secrets.token_hex(6)
+    return {"table": f"sessions{suffix}", "container": f"sessions-{suffix}"}
+
+
+class TestAzureTableStore(StoreContract, ExactPurgeContract):
+    @pytest.fixture
+    def fresh_store(self, azure_connection_string: str) -> Store:
+        return AzureTableStore(azure_connection_string, **fresh_names())
+
+
+class TestAzureTableStoreWithBlobs(StoreContract, ExactPurgeContract):
+    @pytest.fixture
+    def fresh_store(self, azure_connection_string: str) -> Store:
+        return AzureTableStore(azure_connection_string, inline_limit=0, **fresh_names())
