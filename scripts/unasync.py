@@ -25,6 +25,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # module of the one source -> module of its generated twin
 TWINS = {
     "sessionware.core": "sessionware._sync.core",
+    "sessionware.users": "sessionware._sync.users",
+    "sessionware.admin": "sessionware._sync.admin",
     "sessionware.queue": "sessionware._sync.queue",
     "sessionware.leases": "sessionware._sync.leases",
     "sessionware.waiters": "sessionware._sync.waiters",
@@ -48,8 +50,9 @@ COUNTERPARTS = {
 
 # classes of the one source whose twins carry another name (public ones: both
 # faces are importable side by side)
-RENAMED = ["SessionCore", "SessionTransaction", "Store", "MemoryStore", "SQLiteStore",
-           "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore", "DynamoDBStore"]
+RENAMED = ["SessionCore", "SessionTransaction", "SessionAdmin", "Store", "MemoryStore",
+           "SQLiteStore", "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore",
+           "DynamoDBStore"]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
     *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from sessionware.admin import SessionAdmin
 from sessionware.asgi import SessionMiddleware
 from sessionware.config import SessionConfig
 from sessionware.cookies import CookieOptions
@@ -28,6 +31,9 @@ from sessionware.session import Session
 from sessionware.urls import store_from_env, store_from_url
 from sessionware.wsgi import WSGISessionMiddleware
 
+if TYPE_CHECKING:
+    from sessionware._sync.admin import SyncSessionAdmin
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,6 +51,7 @@ __all__ = [
     "SerializationError",
     "Serializer",
     "Session",
+    "SessionAdmin",
     "SessionClosed",
     "SessionConfig",
     "SessionMiddleware",
@@ -53,6 +60,7 @@ __all__ = [
     "SessionwareError",
     "StoreError",
     "StoreUnavailable",
+    "SyncSessionAdmin",
     "WSGISessionMiddleware",
     "__version__",
     "default_error_response",
@@ -61,3 +69,13 @@ __all__ = [
     "store_from_url",
     "uses_session",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The sync face's modules import sessionware.stores, which imports them
+    # back: loaded once the package is, on first use.
+    if name == "SyncSessionAdmin":
+        from sessionware._sync.admin import SyncSessionAdmin
+
+        return SyncSessionAdmin
+    raise AttributeError(f"module 'sessionware' has no attribute {name!r}")

@@ -46,6 +46,7 @@ from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
 from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.telemetry import EventHook, Metrics, SessionEvent
+from sessionware.users import UserIndex
 
 __all__ = ["RETIRED", "RETIRED_IN_FLIGHT", "SessionCore", "SessionTransaction"]
 
@@ -98,6 +99,7 @@ class SessionCore:
         self.on_event = on_event
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
+        self.users = UserIndex(self)
 
     @classmethod
     def from_options(cls, store: Store, secret_key: str | Sequence[str],
@@ -235,19 +237,28 @@ class SessionCore:
             await self.store.wait(key, min(remaining, got.retry_after), attempt)
             attempt += 1
 
-    async def create(self, data: bytes) -> str:
-        """Store ``data`` under a fresh id (insert-only) and return the id."""
+    async def create(self, data: bytes, *, user: str | None = None) -> str:
+        """Store ``data`` under a fresh id (insert-only) and return the id.
+
+        With ``user``, the new key is listed in that user's index first, and
+        confirmed after: if a revocation of the user marked it meanwhile,
+        the new record is discarded (the id returned then names no session)."""
         config = self.config
         await self.ensure_ready()
         for _ in range(3):  # a 256-bit collision is not expected even once
             session_id = new_session_id()
-            write = functools.partial(self.store.create, store_key(session_id), data,
+            key = store_key(session_id)
+            if user is not None:
+                await self.users.add(user, key)
+            write = functools.partial(self.store.create, key, data,
                                       ttl=config.idle_timeout,
                                       absolute_ttl=config.absolute_lifetime)
             # Settling: a repeat that finds the fresh key taken found our first attempt.
             if await self.guard_write(write, functools.partial(_taken_or_created, write)):
                 if self.metrics is not None:
                     self.metrics.created.add(1)
+                if user is not None and not await self.users.confirm(user, key):
+                    logger.info("a session was revoked with its user as it was created")
                 return session_id
         raise StoreError("the store reported every fresh session id as taken")
 
@@ -276,7 +287,8 @@ class SessionTransaction:
     as the response starts, discarded on every other way out."""
 
     __slots__ = ("_cookie", "_core", "_event", "_had_cookie", "_headers", "_held", "_https",
-                 "_key", "_lease", "_loaded_id", "_mode", "_saved", "load_failure", "session")
+                 "_key", "_lease", "_loaded_id", "_mode", "_saved", "_user", "load_failure",
+                 "session")
 
     def __init__(self, core: SessionCore, https: bool, cookie_value: str | None) -> None:
         self._core = core
@@ -297,6 +309,7 @@ class SessionTransaction:
         # once nothing more will be saved (read mode, after commit): a session
         # that no longer serializes to it was changed in vain.
         self._saved: bytes | None = None
+        self._user: str | None = None  # the user the locked record was bound to
         self.session: Session
 
     @property
@@ -374,6 +387,7 @@ class SessionTransaction:
         self._held = core.keeper.track(lease)
         try:
             self.session = self._open_session(core.serializer.loads(lease.data))
+            self._user = self.session.user_id
         except BaseException:
             await self.close()
             raise
@@ -418,15 +432,24 @@ class SessionTransaction:
         if session.state is SessionState.READ_ONLY:
             self._refuse_unsaved_changes()
             return self._forget_cookie()
+        users = self._core.users
         if session.invalidated:
             if self._lease is not None:
                 key = self._lease.key
                 await self._finish(functools.partial(self._core.store.delete, self._lease))
                 self._event = SessionEvent("invalidated", key, session)
+                if self._user is not None:
+                    await users.remove(self._user, key)
             return self._forget_cookie(force=self._had_cookie)
         data = self._serialize()
+        user = session.user_id
         if self._lease is not None and not session.regenerated:
+            key = self._lease.key
+            if user is not None and user != self._user:
+                await users.add(user, key)  # listed before the record says so
             await self._save(self._lease, data)
+            if self._user is not None and self._user != user:
+                await users.remove(self._user, key)
             cookies = []
         elif not session:
             cookies = self._forget_cookie()
@@ -458,12 +481,14 @@ class SessionTransaction:
         retired (:data:`RETIRED`). The new record is created first, so a
         failure loses nothing."""
         core = self._core
-        session_id = await core.create(data)
+        session_id = await core.create(data, user=self.session.user_id)
         previous = self._lease.key if self._lease is not None else None
         if self._lease is not None:
             await self._finish(functools.partial(
                 core.store.commit, self._lease, RETIRED,
                 ttl=core.config.lock_timeout + RETIRED_IN_FLIGHT))
+            if previous is not None and self._user is not None:
+                await core.users.remove(self._user, previous)  # retired: no session there
         self._event = SessionEvent("regenerated" if previous else "created",
                                    store_key(session_id), self.session, previous)
         return [core.config.cookie.set_cookie(core.signer.sign(session_id), https=self._https)]

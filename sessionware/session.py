@@ -19,7 +19,12 @@ from typing import Any
 
 from sessionware.exceptions import SessionClosed
 
-__all__ = ["Session", "SessionState"]
+__all__ = ["USER_KEY", "Session", "SessionState"]
+
+USER_KEY = "sessionware.user"
+"""The key of the session's data that holds the user id :meth:`Session.bind_user`
+bound it to (reserved: an app writes it only through ``bind_user``). The core
+keeps each user's index of sessions (:mod:`sessionware.users`) from it."""
 
 
 class SessionState(enum.Enum):
@@ -88,6 +93,26 @@ class Session(dict[str, Any]):
     @property
     def invalidated(self) -> bool:
         return self._invalidated
+
+    @property
+    def user_id(self) -> str | None:
+        """The user id this session is bound to (:meth:`bind_user`), or ``None``."""
+        user = self.get(USER_KEY)
+        return user if isinstance(user, str) else None
+
+    def bind_user(self, user_id: str | None) -> None:
+        """Bind the session to ``user_id`` (at login), so that
+        :meth:`SessionAdmin.revoke_user <sessionware.SessionAdmin.revoke_user>`
+        finds and revokes it with the user's other sessions; ``None`` unbinds
+        it. Stored in the data under :data:`USER_KEY`; the user's index is
+        updated at commit, before the session is written. Call
+        :meth:`regenerate` too at a login."""
+        if user_id is None:
+            self.pop(USER_KEY, None)
+            return
+        if not isinstance(user_id, str) or not user_id:
+            raise TypeError(f"a user id is a non-empty str, not {user_id!r}")
+        self[USER_KEY] = user_id
 
     def regenerate(self) -> None:
         """Move the data to a new session id at commit, and retire the old one.

@@ -1,7 +1,8 @@
 """What sessionware tells the app and its operators: events and metrics.
 
-**Events.** ``on_event`` (a middleware option) is called with a
-:class:`SessionEvent` when a session is created, regenerated or invalidated,
+**Events.** ``on_event`` (a middleware option, and one of
+:class:`~sessionware.SessionAdmin`) is called with a :class:`SessionEvent`
+when a session is created, regenerated, invalidated or revoked,
 after the store confirmed it and the session's lock is released, so a hook
 never lengthens a lock. A hook may be a function or a coroutine function; an
 exception in it is logged and the request goes on. Hooks run before the
@@ -34,14 +35,17 @@ from typing import Any, Literal
 
 __all__ = ["EventHook", "Metrics", "SessionEvent"]
 
-EventKind = Literal["created", "regenerated", "invalidated"]
+EventKind = Literal["created", "regenerated", "invalidated", "revoked"]
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
     """Something that happened to a session, after the store confirmed it.
 
-    :param kind: ``created``, ``regenerated`` or ``invalidated``.
+    :param kind: ``created``, ``regenerated``, ``invalidated`` or
+        ``revoked`` (removed by an operator, or with every session of its
+        user: :class:`~sessionware.SessionAdmin`; ``session`` then holds the
+        user id only, under ``sessionware.user``, if it was bound).
     :param store_key: the session's key in the store (a hash of its id: the
         id itself, a credential, is never handed out); for ``regenerated``,
         the new session's key, with the retired one in ``previous_key``.

@@ -21,7 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sessionware.stores import Lease, Locked, Store, SyncStore
+from sessionware.stores import Lease, Locked, Record, Store, SyncStore
+from sessionware.stores.base import SCAN_BATCH
 
 FACES = ("async", "sync")
 
@@ -97,6 +98,21 @@ class ThreadedStore(Store):
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._call("wait", key, timeout, attempt)
+
+    async def discard(self, key: str) -> bool:
+        removed: bool = await self._call("discard", key)
+        return removed
+
+    async def inspect(self, key: str) -> Record | None:
+        record: Record | None = await self._call("inspect", key)
+        return record
+
+    async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        # the blocking generator, one batch per call on a thread
+        batches = self.inner.scan(batch_size=batch_size)
+        loop = asyncio.get_running_loop()
+        while (batch := await loop.run_in_executor(self._pool, next, batches, None)) is not None:
+            yield batch
 
 
 @asynccontextmanager

@@ -162,3 +162,13 @@ def test_postgres_store_without_psycopg_names_the_extra(python: Path, tmp_path: 
     done = run(python, code, tmp_path)
     assert done.returncode == 0, done.stderr
     assert "pip install sessionware[postgres]" in done.stdout, done.stdout
+
+
+def test_the_command_without_click_names_the_extra(python: Path, tmp_path: Path) -> None:
+    for command in ([str(python.parent / "sessionware"), "stats"],
+                    [str(python), "-m", "sessionware", "stats"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                              check=False)
+        assert done.returncode == 1
+        assert done.stderr.strip() == (
+            "sessionware: the command needs click: pip install 'sessionware[cli]'")

@@ -29,6 +29,7 @@ from sessionware._sync._primitives import IS_SYNC, Deadlines, Once, call_hook, s
 from sessionware._sync.leases import HeldLease, LeaseKeeper
 from sessionware._sync.queue import SessionQueues
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.users import UserIndex
 from sessionware.config import SessionConfig, SessionOptions, config_from_options
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
@@ -105,6 +106,7 @@ class SyncSessionCore:
         self.on_event = on_event
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
+        self.users = UserIndex(self)
 
     @classmethod
     def from_options(
@@ -255,15 +257,22 @@ class SyncSessionCore:
             self.store.wait(key, min(remaining, got.retry_after), attempt)
             attempt += 1
 
-    def create(self, data: bytes) -> str:
-        """SyncStore ``data`` under a fresh id (insert-only) and return the id."""
+    def create(self, data: bytes, *, user: str | None = None) -> str:
+        """SyncStore ``data`` under a fresh id (insert-only) and return the id.
+
+        With ``user``, the new key is listed in that user's index first, and
+        confirmed after: if a revocation of the user marked it meanwhile,
+        the new record is discarded (the id returned then names no session)."""
         config = self.config
         self.ensure_ready()
         for _ in range(3):  # a 256-bit collision is not expected even once
             session_id = new_session_id()
+            key = store_key(session_id)
+            if user is not None:
+                self.users.add(user, key)
             write = functools.partial(
                 self.store.create,
-                store_key(session_id),
+                key,
                 data,
                 ttl=config.idle_timeout,
                 absolute_ttl=config.absolute_lifetime,
@@ -272,6 +281,8 @@ class SyncSessionCore:
             if self.guard_write(write, functools.partial(_taken_or_created, write)):
                 if self.metrics is not None:
                     self.metrics.created.add(1)
+                if user is not None and not self.users.confirm(user, key):
+                    logger.info("a session was revoked with its user as it was created")
                 return session_id
         raise StoreError("the store reported every fresh session id as taken")
 
@@ -313,6 +324,7 @@ class SyncSessionTransaction:
         "_loaded_id",
         "_mode",
         "_saved",
+        "_user",
         "load_failure",
         "session",
     )
@@ -336,6 +348,7 @@ class SyncSessionTransaction:
         # once nothing more will be saved (read mode, after commit): a session
         # that no longer serializes to it was changed in vain.
         self._saved: bytes | None = None
+        self._user: str | None = None  # the user the locked record was bound to
         self.session: Session
 
     @property
@@ -419,6 +432,7 @@ class SyncSessionTransaction:
         self._held = core.keeper.track(lease)
         try:
             self.session = self._open_session(core.serializer.loads(lease.data))
+            self._user = self.session.user_id
         except BaseException:
             self.close()
             raise
@@ -463,15 +477,24 @@ class SyncSessionTransaction:
         if session.state is SessionState.READ_ONLY:
             self._refuse_unsaved_changes()
             return self._forget_cookie()
+        users = self._core.users
         if session.invalidated:
             if self._lease is not None:
                 key = self._lease.key
                 self._finish(functools.partial(self._core.store.delete, self._lease))
                 self._event = SessionEvent("invalidated", key, session)
+                if self._user is not None:
+                    users.remove(self._user, key)
             return self._forget_cookie(force=self._had_cookie)
         data = self._serialize()
+        user = session.user_id
         if self._lease is not None and not session.regenerated:
+            key = self._lease.key
+            if user is not None and user != self._user:
+                users.add(user, key)  # listed before the record says so
             self._save(self._lease, data)
+            if self._user is not None and self._user != user:
+                users.remove(self._user, key)
             cookies = []
         elif not session:
             cookies = self._forget_cookie()
@@ -507,7 +530,7 @@ class SyncSessionTransaction:
         retired (:data:`RETIRED`). The new record is created first, so a
         failure loses nothing."""
         core = self._core
-        session_id = core.create(data)
+        session_id = core.create(data, user=self.session.user_id)
         previous = self._lease.key if self._lease is not None else None
         if self._lease is not None:
             self._finish(
@@ -518,6 +541,8 @@ class SyncSessionTransaction:
                     ttl=core.config.lock_timeout + RETIRED_IN_FLIGHT,
                 )
             )
+            if previous is not None and self._user is not None:
+                core.users.remove(self._user, previous)  # retired: no session there
         self._event = SessionEvent(
             "regenerated" if previous else "created", store_key(session_id), self.session, previous
         )

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessionware._sync.stores.base import SyncStore
 from sessionware._sync.stores.memory import SyncMemoryStore
-from sessionware.stores.base import Lease, Locked, Store
+from sessionware.stores.base import Lease, Locked, Record, Store
 from sessionware.stores.memory import MemoryStore
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from sessionware.urls import store_from_url
 
 __all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore", "MongoDBStore",
-           "PostgresStore", "RedisStore", "SQLiteStore", "Store", "SyncAzureTableStore",
+           "PostgresStore", "Record", "RedisStore", "SQLiteStore", "Store", "SyncAzureTableStore",
            "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
            "SyncRedisStore", "SyncSQLiteStore", "SyncStore", "store_from_url"]
 

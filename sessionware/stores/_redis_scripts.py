@@ -22,7 +22,8 @@ also when the lease was ended), and leave it untouched.
 
 from __future__ import annotations
 
-__all__ = ["ACQUIRE", "COMMIT", "CREATE", "DELETE", "READ", "RELEASE", "RENEW"]
+__all__ = ["ACQUIRE", "COMMIT", "CREATE", "DELETE", "DISCARD", "INSPECT", "READ", "RELEASE",
+           "RENEW"]
 
 # Shared prelude: server time in ms (now) and in microseconds (now_us).
 _NOW = """
@@ -152,4 +153,25 @@ if r[1] ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
 if r[2] then redis.call('PUBLISH', ARGV[2], KEYS[1]) end
 return 1
+"""
+
+# DISCARD: remove the record whatever its lock and token, and wake waiters
+# (they find the session gone). Not fenced: an operator's revocation. The
+# holder's next fenced script finds no 't' and returns 0 (LeaseLost).
+#   KEYS[1] the session hash; ARGV[1] wake-up channel.
+#   Returns 1 when a record was removed, 0 when there was none.
+DISCARD = """
+local waiting = redis.call('HGET', KEYS[1], 'w')
+if redis.call('DEL', KEYS[1]) == 0 then return 0 end
+if waiting then redis.call('PUBLISH', ARGV[1], KEYS[1]) end
+return 1
+"""
+
+# INSPECT: the record as operators see it, without the lock and without a slide.
+#   KEYS[1] the session hash. Returns nil when absent; {data, e, l} otherwise
+#   (e and l in server ms, as stored; l is 0 when unlocked).
+INSPECT = """
+local r = redis.call('HMGET', KEYS[1], 'd', 'e', 'l')
+if not r[1] then return nil end
+return r
 """

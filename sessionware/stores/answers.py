@@ -1,4 +1,5 @@
-"""What store operations answer, :class:`Lease` and :class:`Locked`, and how a
+"""What store operations answer, :class:`Lease`, :class:`Locked` and
+:class:`Record`, and how a
 waiter paces its re-checks. Outside the one source on purpose: both faces of
 every store (and stores written elsewhere) answer with these same classes, and
 both faces of the core tell a lease from a refusal by them.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["Lease", "Locked", "backoff_delay"]
+__all__ = ["Lease", "Locked", "Record", "backoff_delay"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,29 @@ class Locked:
     """
 
     retry_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A live record as :meth:`~sessionware.stores.Store.inspect` and
+    :meth:`~sessionware.stores.Store.scan` see it, for operators: nothing
+    here grants a right to change it.
+
+    :ivar key: the store key.
+    :ivar data: the data last committed, as bytes.
+    :ivar expires_at: when the record expires unless used again: the idle
+        deadline (already capped by the absolute one), in seconds since the
+        epoch by the store's clock.
+    :ivar locked_until: the lock's deadline, same clock, or ``None`` when no
+        request holds the lock (never locked, committed or released). A past
+        deadline is a lease that lapsed without a release: its holder died or
+        stalled, and the next acquire takes it over.
+    """
+
+    key: str
+    data: bytes
+    expires_at: float
+    locked_until: float | None
 
 
 def backoff_delay(attempt: int, *, base: float = 0.001, cap: float = 0.05) -> float:

@@ -23,6 +23,11 @@ Rules every implementation keeps (``tests/contract`` checks each of them):
   still holds the current token and may commit: fencing is by token, not by time.
   ``renew`` also needs the lease still held: once ``commit`` or ``release`` has
   ended it, the token is still current but nobody holds the lock any more.
+* The operators' operations (:meth:`Store.discard`, :meth:`Store.inspect`,
+  :meth:`Store.scan`) take no lock and never wait for one. They have
+  defaults that raise :class:`NotImplementedError`, so a store written
+  before them still serves sessions; the admin tools and user revocation
+  need them.
 * Driver errors are translated: a store raises only
   :class:`~sessionware.StoreError` subclasses (and ``LeaseLost``).
 """
@@ -31,17 +36,22 @@ from __future__ import annotations
 
 import abc
 import importlib
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._primitives import IS_SYNC, sleep
 from sessionware.exceptions import ConfigurationError
-from sessionware.stores.answers import Lease, Locked, backoff_delay
+from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
-__all__ = ["Lease", "Locked", "Store", "backoff_delay"]
+__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "Store", "backoff_delay"]
+
+SCAN_BATCH = 500
+"""Records per batch of :meth:`Store.scan` unless told: one statement or one
+SCAN step each, short enough never to hold a backend's lock for long."""
 
 
 class Store(abc.ABC):
@@ -176,6 +186,44 @@ class Store(abc.ABC):
         serves requests, and from several processes at once (each record is
         counted by the call that removed it).
         """
+
+    async def discard(self, key: str) -> bool:
+        """Remove the live record ``key`` whatever its lock, in one atomic step;
+        ``True`` if a live record was removed, ``False`` if there was none.
+
+        Not fenced: it is how an operator revokes a session a request may be
+        holding. That holder's next fenced operation (commit, release, renew,
+        delete) finds no record and raises :class:`~sessionware.LeaseLost`;
+        it never writes the record back. Waiters for the lock are woken (they
+        find the session gone). An expired record counts as absent.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement Store.discard(), which revoking a "
+            "session needs")
+
+    async def inspect(self, key: str) -> Record | None:
+        """The live record ``key`` as a :class:`Record` (data, expiry, lock
+        deadline), or ``None`` when absent or expired. One atomic read: takes
+        no lock, waits for none and slides no expiry."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement Store.inspect(), which showing a "
+            "session needs")
+
+    def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        """Every live record, in batches of up to ``batch_size`` (never empty),
+        as :class:`Record`: for statistics and operators' listings.
+
+        Each batch is one short read (keyset pagination on the key, or the
+        backend's cursor), taking no session lock; between batches the store
+        serves requests as usual. A record live for the whole scan is yielded
+        at least once; a record created, changed or removed meanwhile may or
+        may not be, and a record's fields are those of the moment its batch
+        was read. Stores whose cursor may return a key twice (Redis, while its
+        table grows) say so; counts are then estimates.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not implement Store.scan(), which the statistics "
+            "need")
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait until the lock on ``key`` may have been released, or ``timeout``.

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from sessionware._primitives import ThreadLock
 from sessionware.exceptions import LeaseLost
-from sessionware.stores.base import Lease, Locked, Store
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 from sessionware.waiters import Waiters
 
 __all__ = ["MemoryStore"]
@@ -30,6 +31,14 @@ class _Record:
     locked_until: float
     expires_at: float
     absolute_expires_at: float
+
+
+def _answer(key: str, record: _Record, now: float) -> Record:
+    """``record`` with its deadlines moved from the monotonic clock to the epoch."""
+    shift = time.time() - now
+    locked = record.locked_until + shift if record.locked_until else None
+    return Record(key, record.data, min(record.expires_at, record.absolute_expires_at) + shift,
+                  locked)
 
 
 def _lost(lease: Lease) -> LeaseLost:
@@ -136,6 +145,33 @@ class MemoryStore(Store):
             self._fenced(lease)
             del self._records[lease.key]
             self._waiters.wake(lease.key)
+
+    async def discard(self, key: str) -> bool:
+        with self._lock:
+            if self._live(key, time.monotonic()) is None:
+                return False
+            del self._records[key]
+            self._waiters.wake(key)
+            return True
+
+    async def inspect(self, key: str) -> Record | None:
+        with self._lock:
+            now = time.monotonic()
+            record = self._live(key, now)
+            return None if record is None else _answer(key, record, now)
+
+    async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        # The keys of the moment, then their records batch by batch: the lock
+        # is not held across a yield, and records may change in between.
+        with self._lock:
+            keys = list(self._records)
+        for start in range(0, len(keys), batch_size):
+            with self._lock:
+                now = time.monotonic()
+                batch = [_answer(k, r, now) for k in keys[start:start + batch_size]
+                         if (r := self._live(k, now)) is not None]
+            if batch:
+                yield batch
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._waiters.wait(key, timeout, unless=lambda: self._unlocked(key))

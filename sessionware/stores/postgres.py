@@ -145,7 +145,7 @@ import re
 import select
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from sessionware._forks import generation
@@ -157,7 +157,7 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
 
 try:
@@ -286,6 +286,29 @@ WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
 DELETE = f"""
 DELETE FROM {{table}} WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
 RETURNING {_WAKE}"""
+
+# discard(): :key, :channel. Removes the live row whatever its lock and token,
+# notifies a flagged waiter (who finds the session gone); the row count says
+# whether there was one. A holder's next fenced statement then affects no row
+# (LeaseLost), and nothing re-creates the row but create().
+DISCARD = f"""
+DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
+RETURNING {_WAKE}"""
+
+# inspect(): :key. One row (data, expires_at, locked_until; epoch seconds,
+# locked_until NULL when unlocked) when the row is live, none otherwise.
+INSPECT = """
+SELECT data, extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8
+FROM {table} WHERE key = %(key)s AND expires_at > now()"""
+
+# scan(), one batch: :after (the last key of the batch before; '' at first),
+# :limit. Up to :limit live rows (key, data, expires_at, locked_until as in
+# INSPECT) with keys past :after, in key order, by the primary key's index:
+# keyset pagination, each batch one short read under MVCC (no row locks).
+SCAN = """
+SELECT key, data, extract(epoch FROM expires_at)::float8,
+       extract(epoch FROM locked_until)::float8
+FROM {table} WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
 
 # read(): :key, :ttl (NULL: no slide), :refresh_after. One row (data) when the
 # row is live, none otherwise; slides the idle deadline (the row's own write
@@ -480,7 +503,8 @@ class PostgresStore(Store):
         self._sql = {name: template.format(**names) for name, template in (
             ("acquire", ACQUIRE), ("commit", COMMIT), ("release", RELEASE),
             ("renew", RENEW), ("delete", DELETE), ("read", READ), ("create", CREATE),
-            ("purge", PURGE), ("create_sequence", CREATE_SEQUENCE),
+            ("purge", PURGE), ("discard", DISCARD), ("inspect", INSPECT), ("scan", SCAN),
+            ("create_sequence", CREATE_SEQUENCE),
             ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX))}
         self._lock = ThreadLock()
         # the async face's pipelined connection for the session operations
@@ -585,6 +609,31 @@ class PostgresStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         await self._fenced("delete", lease, {"channel": self._channel})
+
+    async def discard(self, key: str) -> bool:
+        count, _ = await self._execute("discard", self._sql["discard"],
+                                       {"key": key, "channel": self._channel})
+        self._listener.waiters.wake(key)
+        return count == 1
+
+    async def inspect(self, key: str) -> Record | None:
+        _, rows = await self._execute("inspect", self._sql["inspect"], {"key": key})
+        if not rows:
+            return None
+        data, expires_at, locked_until = rows[0]
+        return Record(key, bytes(data), expires_at, locked_until)
+
+    async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        after = ""
+        while True:
+            _, rows = await self._execute("scan", self._sql["scan"],
+                                          {"after": after, "limit": batch_size})
+            if rows:
+                yield [Record(key, bytes(data), expires_at, locked_until)
+                       for key, data, expires_at, locked_until in rows]
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
 
     async def purge_expired(self) -> int:
         """Delete every expired row; returns how many this call deleted.

@@ -47,11 +47,12 @@ Commands and ACL
 Every operation is one ``EVALSHA`` of a script from ``_redis_scripts`` (with
 ``SCRIPT LOAD`` at :meth:`~RedisStore.setup` and after a ``NOSCRIPT``). Inside
 the scripts: ``TIME HGET HMGET HSET HDEL EXISTS DEL PEXPIREAT PUBLISH``. The
-waiters' subscriber uses ``SUBSCRIBE``. A minimal ACL user::
+waiters' subscriber uses ``SUBSCRIBE``; :meth:`~RedisStore.scan` (the ops
+statistics) ``SCAN`` and ``HMGET``. A minimal ACL user::
 
     ACL SETUSER sessions on >secret ~sessionware:* &sessionware:wake
         +evalsha +script|load +subscribe +ping +client|setinfo
-        +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish
+        +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish +scan
 
 (on a cluster also ``+cluster|slots +cluster|shards +command``, which
 redis-py's cluster client calls to learn the topology).
@@ -127,7 +128,7 @@ from sessionware._forks import generation
 from sessionware._primitives import IS_SYNC, Background, Event, ThreadLock
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
-from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
 
 try:
@@ -195,6 +196,16 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 # Connection errors that no retry passes: wrong credentials (NOAUTH, WRONGPASS).
 _MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
+
+
+def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes) -> Record:
+    locked = int(locked_ms)
+    return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None)
+
+
+def _glob_escaped(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _translate(op: str, exc: Exception) -> Exception:
@@ -339,6 +350,8 @@ class RedisStore(Store):
         self._read = client.register_script(scripts.READ)
         self._create = client.register_script(scripts.CREATE)
         self._delete = client.register_script(scripts.DELETE)
+        self._discard = client.register_script(scripts.DISCARD)
+        self._inspect = client.register_script(scripts.INSPECT)
         self._wakeups = _Wakeups(self._pubsub, self._channel)
 
     @staticmethod
@@ -407,7 +420,7 @@ class RedisStore(Store):
     async def setup(self) -> None:
         """Load the scripts (on every primary of a cluster). Idempotent."""
         for script in (self._acquire, self._commit, self._release, self._renew,
-                       self._read, self._create, self._delete):
+                       self._read, self._create, self._delete, self._discard, self._inspect):
             with _translated("setup"):
                 script.sha = await self._client.script_load(script.script)
 
@@ -455,6 +468,42 @@ class RedisStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         await self._fenced("delete", self._delete, lease, [self._channel])
+
+    async def discard(self, key: str) -> bool:
+        return bool(await self._run("discard", self._discard, key, [self._channel]))
+
+    async def inspect(self, key: str) -> Record | None:
+        reply = await self._run("inspect", self._inspect, key, [], idempotent=True)
+        return None if reply is None else _record(key, reply[0], reply[1], reply[2])
+
+    async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        """SCAN for the store's keys (on every primary of a cluster), then one
+        pipelined HMGET per batch. SCAN may return a key twice (while Redis
+        resizes its table), so a record may come twice; HMGET of a key that
+        expired meanwhile answers nothing and the record is left out."""
+        pattern = _glob_escaped(self._prefix) + "{*}"
+        keys: list[bytes] = []
+        with _translated("scan"):
+            async for rkey in self._client.scan_iter(match=pattern, count=batch_size):
+                keys.append(rkey)
+                if len(keys) == batch_size:
+                    batch = await self._fields(keys)
+                    keys = []
+                    if batch:
+                        yield batch
+            if keys:
+                batch = await self._fields(keys)
+                if batch:
+                    yield batch
+
+    async def _fields(self, rkeys: list[bytes]) -> list[Record]:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for rkey in rkeys:
+                pipe.hmget(rkey, "d", "e", "l")
+            replies = await pipe.execute()
+        start = len(self._prefix) + 1  # <prefix>{<key>}
+        return [_record(rkey.decode()[start:-1], *fields)
+                for rkey, fields in zip(rkeys, replies, strict=True) if fields[0] is not None]
 
     async def purge_expired(self) -> int:
         """Always 0: nothing is left to purge. Every script that sets a

@@ -209,6 +209,14 @@ async def login_hold(request: Request) -> Response:
     return PlainTextResponse("logged in")
 
 
+async def bind(request: Request) -> Response:
+    """A login: a new id, bound to the user ``?user=`` (``&regenerate=0``: the same id)."""
+    if request.query_params.get("regenerate", "1") == "1":
+        request.session.regenerate()
+    request.session.bind_user(request.query_params.get("user") or None)
+    return PlainTextResponse("bound")
+
+
 async def socket(websocket: WebSocket) -> None:
     await websocket.accept()
     await websocket.send_text(str(websocket.session.get("n", 0)))
@@ -226,7 +234,7 @@ routes = [
     Route("/stream-nested", stream_nested), Route("/snapshot/nested", snapshot_nested),
     Route("/cart", cart), Route("/snapshot/cart", snapshot_cart),
     Route("/snapshot/ids", snapshot_ids), Route("/early-stream-nested", early_stream_nested),
-    Route("/login-hold", login_hold),
+    Route("/login-hold", login_hold), Route("/bind", bind),
     WebSocketRoute("/ws", socket),
 ]
 

@@ -232,6 +232,13 @@ class CounterApp:
         self._hold()
         return text(start, "logged in")
 
+    def route_bind(self, session: Any, query: Query, start: StartResponse, __: Any
+                   ) -> list[bytes]:
+        if query.get("regenerate", "1") == "1":
+            session.regenerate()
+        session.bind_user(query.get("user") or None)
+        return text(start, "bound")
+
     def route_static_x(self, session: Any, _: Query, start: StartResponse, __: Any
                        ) -> list[bytes]:
         return text(start, "no session" if session is None else "session")

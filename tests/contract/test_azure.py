@@ -19,12 +19,16 @@ def fresh_names() -> dict[str, str]:
 
 
 class TestAzureTableStore(StoreContract, ExactPurgeContract):
+    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
+
     @pytest.fixture
     def fresh_store(self, azure_connection_string: str) -> Store:
         return AzureTableStore(azure_connection_string, **fresh_names())
 
 
 class TestAzureTableStoreWithBlobs(StoreContract, ExactPurgeContract):
+    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
+
     @pytest.fixture
     def fresh_store(self, azure_connection_string: str) -> Store:
         return AzureTableStore(azure_connection_string, inline_limit=0, **fresh_names())

@@ -39,12 +39,16 @@ def table_without_ttl(endpoint: str) -> str:
 
 
 class TestDynamoDBStore(StoreContract):
+    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
+
     @pytest.fixture
     def fresh_store(self, dynamodb_endpoint: str) -> Store:
         return DynamoDBStore(fresh_table(), **store_options(dynamodb_endpoint))
 
 
 class TestDynamoDBStoreWithoutTTL(StoreContract, ExactPurgeContract):
+    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
+
     @pytest.fixture
     def fresh_store(self, dynamodb_endpoint: str) -> Store:
         return DynamoDBStore(table_without_ttl(dynamodb_endpoint), create_table=False,

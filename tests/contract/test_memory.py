@@ -12,13 +12,14 @@ from tests.contract.store_contract import (
     MARGIN,
     SHORT,
     ExactPurgeContract,
+    ExactScanContract,
     StoreContract,
     new_key,
 )
 from tests.faces import on_face
 
 
-class TestMemoryStore(StoreContract, ExactPurgeContract):
+class TestMemoryStore(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self) -> Store:
         return MemoryStore()

@@ -16,6 +16,8 @@ from tests.servers.mongodb import MongoTarget
 
 
 class TestMongoDBStore(StoreContract):
+    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
+
     @pytest.fixture
     def fresh_store(self, mongodb: MongoTarget) -> Store:
         return MongoDBStore(mongodb.url, database=mongodb.database())

@@ -9,7 +9,11 @@ import secrets
 import pytest
 
 from sessionware.stores import PostgresStore, Store
-from tests.contract.store_contract import ExactPurgeContract, StoreContract
+from tests.contract.store_contract import (
+    ExactPurgeContract,
+    ExactScanContract,
+    StoreContract,
+)
 
 
 def fresh_table() -> str:
@@ -17,13 +21,13 @@ def fresh_table() -> str:
     return f"sessions_{secrets.token_hex(6)}"
 
 
-class TestPostgresStore(StoreContract, ExactPurgeContract):
+class TestPostgresStore(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, postgres_dsn: str) -> Store:
         return PostgresStore(postgres_dsn, table=fresh_table())
 
 
-class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract):
+class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract, ExactScanContract):
     """Transaction mode: no prepared statements (PgBouncer 1.18 does not carry
     them across transactions); the listener connects straight to the server,
     as the docs say (a LISTEN does not stay with a transaction-mode client)."""

@@ -7,16 +7,20 @@ import pytest
 import sessionware._sync.stores.sqlite as sync_sqlite_module
 import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore, Store
-from tests.contract.store_contract import ExactPurgeContract, StoreContract
+from tests.contract.store_contract import (
+    ExactPurgeContract,
+    ExactScanContract,
+    StoreContract,
+)
 
 
-class TestSQLiteStore(StoreContract, ExactPurgeContract):
+class TestSQLiteStore(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, tmp_path: Path) -> Store:
         return SQLiteStore(tmp_path / "sessions.db")
 
 
-class TestSQLiteStoreWithoutReturning(StoreContract, ExactPurgeContract):
+class TestSQLiteStoreWithoutReturning(StoreContract, ExactPurgeContract, ExactScanContract):
     """The path for SQLite 3.24 to 3.34, which has no ``UPDATE ... RETURNING``."""
 
     @pytest.fixture

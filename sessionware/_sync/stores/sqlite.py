@@ -78,7 +78,14 @@ from typing import Any, TypeVar, cast
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
 from sessionware._sync._primitives import IS_SYNC, run_blocking, run_on_thread, time_left
-from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    Record,
+    SyncStore,
+    backoff_delay,
+)
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 
@@ -198,6 +205,24 @@ WHERE key = :key AND token = :token AND expires_at > :now AND locked_until IS NO
 
 # delete(): :key, :token, :now. Affects no row unless the live row carries :token.
 DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at > :now"
+
+# discard(): :key, :now. Removes the live row whatever its lock and token; the
+# row count says whether there was one. A holder's next fenced statement then
+# affects no row (LeaseLost), and nothing re-creates the row but create().
+DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
+
+# inspect(): :key, :now. (data, expires_at, locked_until) of the live row, or
+# no row; takes no write lock.
+INSPECT = """
+SELECT data, expires_at, locked_until FROM {table} WHERE key = :key AND expires_at > :now"""
+
+# scan(), one batch: :after (the last key of the batch before; '' at first),
+# :now, :limit. Up to :limit live rows (key, data, expires_at, locked_until)
+# with keys past :after, in key order, by the primary key's index: keyset
+# pagination, each batch one read that takes no write lock.
+SCAN = """
+SELECT key, data, expires_at, locked_until FROM {table}
+WHERE key > :after AND expires_at > :now ORDER BY key LIMIT :limit"""
 
 # read(): :key, :now, :ttl (NULL: no slide), :refresh_after. Returns
 # (data, slide due) of the live row, or no row; takes no write lock.
@@ -383,6 +408,24 @@ class SyncSQLiteStore(SyncStore):
     def delete(self, lease: Lease) -> None:
         self._run(self._fenced, DELETE, lease, {})
         self._waiters.wake(lease.key)
+
+    def discard(self, key: str) -> bool:
+        removed = self._run(self._discard, key)
+        self._waiters.wake(key)
+        return removed
+
+    def inspect(self, key: str) -> Record | None:
+        return self._run(self._inspect, key)
+
+    def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        after = ""
+        while True:
+            batch = self._run(self._scan_batch, after, batch_size)
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1].key
 
     def purge_expired(self) -> int:
         """Delete every expired row; returns how many this call deleted.
@@ -681,6 +724,33 @@ class SyncSQLiteStore(SyncStore):
                 "absolute": absolute,
             }
             return db.execute(self._sql(CREATE), params).rowcount == 1
+
+    def _discard(self, key: str) -> bool:
+        db = self._connection()
+        with self._write(db) as now:
+            return db.execute(self._sql(DISCARD), {"key": key, "now": now}).rowcount == 1
+
+    def _inspect(self, key: str) -> Record | None:
+        rows = (
+            self._connection()
+            .execute(self._sql(INSPECT), {"key": key, "now": time.time()})
+            .fetchall()
+        )
+        if not rows:
+            return None
+        data, expires_at, locked_until = rows[0]
+        return Record(key, bytes(data), expires_at, locked_until)
+
+    def _scan_batch(self, after: str, limit: int) -> list[Record]:
+        rows = (
+            self._connection()
+            .execute(self._sql(SCAN), {"after": after, "now": time.time(), "limit": limit})
+            .fetchall()
+        )
+        return [
+            Record(key, bytes(data), expires_at, locked_until)
+            for key, data, expires_at, locked_until in rows
+        ]
 
     def _sweep_batch(self) -> int:
         db = self._connection()

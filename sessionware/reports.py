@@ -1,0 +1,97 @@
+"""What the admin tools answer: plain data, shared by both faces (outside the
+one source on purpose, like :mod:`sessionware.stores.answers`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["SessionInfo", "StoreStats", "UserSession"]
+
+
+@dataclass(frozen=True, slots=True)
+class UserSession:
+    """One live session of a user, as :meth:`SessionAdmin.user_sessions` lists it.
+
+    Times are seconds since the epoch, by the store's clock.
+
+    :ivar store_key: the session's key in the store (never its id).
+    :ivar bound_at: when the session was bound to the user (the login).
+    :ivar last_seen: the session's expiry minus ``idle_timeout``: when a
+        request last wrote it or slid its expiry. Slides are throttled by
+        ``refresh_interval``, so it may be that much older than the last
+        request; once the absolute lifetime caps the expiry it reads earlier
+        still.
+    :ivar expires_at: when it expires unless used again.
+    :ivar locked: whether a request holds its lock now.
+    """
+
+    store_key: str
+    bound_at: float
+    last_seen: float
+    expires_at: float
+    locked: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One session as :meth:`SessionAdmin.show` finds it.
+
+    :ivar store_key: its key in the store.
+    :ivar kind: ``session``, ``retired`` (the tombstone a regeneration left)
+        or ``user-index`` (the record listing a user's sessions).
+    :ivar data: the session's data (deserialized), the index's entries, or
+        ``None`` for a tombstone or data the serializer cannot read.
+    :ivar user: the user id the session is bound to, if any.
+    :ivar size: bytes stored.
+    :ivar expires_at: epoch seconds.
+    :ivar last_seen: ``expires_at - idle_timeout`` (see :class:`UserSession`).
+    :ivar locked_until: the lock's deadline (epoch seconds), or ``None``
+        when unlocked; in the past for a lease that lapsed unreleased.
+    """
+
+    store_key: str
+    kind: str
+    data: Any
+    user: str | None
+    size: int
+    expires_at: float
+    last_seen: float
+    locked_until: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(slots=True)
+class StoreStats:
+    """What one pass over the store found (:meth:`SessionAdmin.stats`).
+
+    :ivar sessions: live sessions (records that are neither tombstones nor
+        user indexes).
+    :ivar locked: sessions whose lock a request holds now.
+    :ivar lapsed: sessions whose lease lapsed without a release (a holder
+        that died or stalled; the next request takes the lock over).
+    :ivar oldest_lock: the lock deadline furthest in the past or, if none
+        lapsed, the nearest: epoch seconds, ``None`` with no lock at all.
+        Leases are renewed while their request runs, so a lock's age cannot
+        be read from the store; a lapsed deadline is the sign of trouble.
+    :ivar retired: tombstones of regenerated sessions.
+    :ivar user_indexes: users with an index record.
+    :ivar sizes: the sessions' sizes in bytes: ``min``, ``p50``, ``p90``,
+        ``p99``, ``max``, ``total`` (empty with no session).
+    """
+
+    sessions: int = 0
+    locked: int = 0
+    lapsed: int = 0
+    oldest_lock: float | None = None
+    retired: int = 0
+    user_indexes: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
