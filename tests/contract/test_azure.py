@@ -8,27 +8,23 @@ import secrets
 import pytest
 
 from sessionware.stores import AzureTableStore, Store
-from tests.contract.store_contract import ExactPurgeContract, StoreContract
+from tests.contract.store_contract import ExactPurgeContract, ExactScanContract, StoreContract
 
 
 def fresh_names() -> dict[str, str]:
-    """A table and a container of the test's own: exact purge counts see no
-    other test's entities."""
+    """A table and a container of the test's own: exact purge counts and
+    scans see no other test's entities."""
     suffix = secrets.token_hex(6)
     return {"table": f"sessions{suffix}", "container": f"sessions-{suffix}"}
 
 
-class TestAzureTableStore(StoreContract, ExactPurgeContract):
-    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
-
+class TestAzureTableStore(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, azure_connection_string: str) -> Store:
         return AzureTableStore(azure_connection_string, **fresh_names())
 
 
-class TestAzureTableStoreWithBlobs(StoreContract, ExactPurgeContract):
-    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
-
+class TestAzureTableStoreWithBlobs(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, azure_connection_string: str) -> Store:
         return AzureTableStore(azure_connection_string, inline_limit=0, **fresh_names())

@@ -59,6 +59,9 @@ commit, release, renew  1 (the ETag of the lease's acquire is reused); +1 if ano
 delete                  1 (+1 for a blob)
 read                    1 (+1 with a blob, +1 when the expiry slides)
 create                  1 (+1 with a blob; +2 to revive an expired entity)
+discard                 2 (read, conditional delete; +2 per 412) (+1 for a blob)
+inspect                 1 (+1 with a blob)
+scan                    1 per page (+1 per entity whose data is in a blob)
 ======================  ============================================================
 
 Azurite's gaps
@@ -121,14 +124,21 @@ import random
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sessionware._forks import generation
 from sessionware._sync._primitives import Background, ThreadLock, sleep, time_left
 from sessionware._sync.stores._azure_clients import ContainerClient, TableClient, open_clients
-from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    Record,
+    SyncStore,
+    backoff_delay,
+)
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
     ConfigurationError,
@@ -189,6 +199,10 @@ EXPIRED_SELECT = ["PartitionKey", "RowKey", "Blob"]
 # in a blob, and which blob: any other blob in the container is an orphan.
 NAMING_A_BLOB = "Blob ne ''"
 NAMING_SELECT = ["PartitionKey", "Blob"]
+# scan(): @now, ms. The entities live at the scan's start; the store checks
+# each page again on its own clock (one may expire while the scan runs).
+LIVE = "ExpiresAt gt @now"
+_PAGE_LIMIT = 1000  # entities: the most one query answers (Table storage's $top)
 
 
 class _Conflict(Exception):
@@ -225,6 +239,16 @@ class _Record:
 
     def live(self, now: int) -> bool:
         return self.expires_at > now
+
+    def shown(self, key: str) -> Record:
+        """What an operator sees of it (its data loaded)."""
+        assert self.data is not None
+        return Record(
+            key,
+            self.data,
+            self.expires_at / 1000,
+            self.locked_until / 1000 if self.locked_until else None,
+        )
 
     def target(self, now: int, ttl: float) -> int:
         """The idle deadline ``ttl`` from ``now``, capped by the hard one."""
@@ -584,7 +608,7 @@ class SyncAzureTableStore(SyncStore):
         self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> bytes | None:
         self._purge_if_due()
-        found = self._read_live(key)
+        found = self._read_live("read", key)
         if found is None:
             return None
         record, now = found
@@ -649,6 +673,82 @@ class SyncAzureTableStore(SyncStore):
         if before.blob:
             self._drop_blob(before.blob)
         self._waiters.wake(lease.key)
+
+    def discard(self, key: str) -> bool:
+        """Delete the live entity whatever its lock: read it, then delete it
+        conditioned on the ETag read (a 412: it changed meanwhile, read it
+        again), then its blob. The holder's fenced operations find no entity
+        (a conditional update never inserts one) and raise ``LeaseLost``."""
+        table, _ = self._clients()
+        deadline = self._deadline()
+        while True:
+            record = self._get("discard", key)
+            if record is None or not record.live(_now()):
+                self._forget(key)
+                return False  # an expired one is the purge's
+            try:
+                self._call(
+                    "discard",
+                    functools.partial(
+                        table.delete_entity,
+                        key,
+                        ROW,
+                        etag=record.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                        **self._io(),
+                    ),
+                )
+                break
+            except (_Conflict, _Missing):  # a commit's blob may be named now: read again
+                self._check(deadline, "discard")
+        self._forget(key)
+        if record.blob:
+            self._drop_blob(record.blob)
+        self._waiters.wake(key)
+        return True
+
+    def inspect(self, key: str) -> Record | None:
+        """One read (+1 to download a blob); slides nothing, remembers nothing."""
+        found = self._read_live("inspect", key)
+        return None if found is None else found[0].shown(key)
+
+    def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        """A query of the live entities (a scan of the table: no secondary
+        index), one page (at most 1000 entities) per batch, followed by its
+        continuation; +1 request per entity whose data is in a blob. Pages
+        Azure answers empty (it may, on a large table) are not yielded."""
+        table, _ = self._clients()
+        pages = table.query_entities(
+            LIVE,
+            parameters={"now": _now()},
+            results_per_page=min(batch_size, _PAGE_LIMIT),
+            **self._io(),
+        ).by_page()
+        try:  # the pages' own errors (each download's are translated already)
+            for page in pages:
+                batch = []
+                for entity in page:
+                    shown = self._scanned(entity)
+                    if shown is not None:
+                        batch.append(shown)
+                if batch:
+                    yield batch
+        except (AzureError, OSError) as exc:
+            raise _translate("scan", self._where, exc) from exc
+
+    def _scanned(self, entity: Any) -> Record | None:
+        """One entity of a scan's page, its blob downloaded; ``None`` when it
+        expired since the query began."""
+        key = str(entity["PartitionKey"])
+        record = _record(entity)
+        if not record.live(_now()):
+            return None
+        try:
+            data = self._load("scan", record)
+        except _Missing:  # a commit replaced the blob since the page was read
+            found = self._read_live("scan", key)
+            return None if found is None else found[0].shown(key)
+        return dataclasses.replace(record, data=data).shown(key)
 
     def purge_expired(self) -> int:
         """Delete every expired entity and its blob, then every blob older
@@ -733,12 +833,12 @@ class SyncAzureTableStore(SyncStore):
             return None
         return _record(entity)
 
-    def _read_live(self, key: str) -> tuple[_Record, int] | None:
+    def _read_live(self, op: str, key: str) -> tuple[_Record, int] | None:
         """The live entity with its data loaded, and the time it was judged
         live by; ``None`` when absent or expired."""
         deadline, missing = self._deadline(), ""
         while True:
-            record = self._get("read", key)
+            record = self._get(op, key)
             now = _now()
             if record is None or not record.live(now):
                 self._forget(key)
@@ -746,10 +846,10 @@ class SyncAzureTableStore(SyncStore):
             if record.blob and record.blob == missing:
                 raise self._lost_blob(missing)
             try:
-                data = self._load("read", record)
+                data = self._load(op, record)
             except _Missing:  # a commit replaced the blob since the entity was read?
                 missing = record.blob
-                self._check(deadline, "read")
+                self._check(deadline, op)
                 continue
             return dataclasses.replace(record, data=data), now
 
