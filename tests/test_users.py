@@ -34,7 +34,7 @@ from tests.apps.served import Served, serving
 from tests.faces import sync_face
 from tests.helpers import cookie_header, session_cookie
 
-STORES = ["memory", "sqlite", "redis", "postgres"]
+STORES = ["memory", "sqlite", "redis", "postgres", "azure"]
 USERS = ["alice", "bob", "carol"]
 
 
@@ -47,6 +47,12 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         from sessionware.stores import SQLiteStore
 
         return SQLiteStore(tmp_path / "sessions.db")
+    if kind == "azure":
+        from sessionware.stores import AzureTableStore
+
+        suffix = secrets.token_hex(6)
+        return AzureTableStore(request.getfixturevalue("azure_connection_string"),
+                               table=f"users{suffix}", container=f"users-{suffix}")
     if kind == "redis":
         from sessionware.stores import RedisStore
 
