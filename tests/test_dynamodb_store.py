@@ -55,6 +55,38 @@ async def test_a_contended_acquire_costs_one_request(dynamodb_server: DynamoDBSe
         await counter.aclose()
 
 
+async def test_the_operators_operations_cost_one_request_each_and_one_per_page(
+    dynamodb_server: DynamoDBServer, face: str
+) -> None:
+    """discard is one DeleteItem, inspect one GetItem (locked or not), and
+    scan one Scan per page of batch_size items (plus, at most, one that finds
+    the table ended after a full page)."""
+    counter = RequestCounter(dynamodb_server.port)
+    await counter.start()
+    try:
+        store = DynamoDBStore(fresh_table(), **store_options(counter.endpoint))
+        async with on_face(store, face) as faced:
+            keys = [new_key() for _ in range(5)]
+            for key in keys:
+                assert await faced.create(key, b"v0", ttl=LONG)
+            assert isinstance(await faced.acquire(keys[0], lease_ttl=LONG), Lease)
+            counter.take()
+            record = await faced.inspect(keys[0])
+            assert record is not None and record.locked_until is not None
+            assert counter.take() == ["GetItem"]
+            assert await faced.discard(keys[0]) is True
+            assert counter.take() == ["DeleteItem"]
+            assert await faced.discard(keys[0]) is False
+            assert counter.take() == ["DeleteItem"]
+            batches = [batch async for batch in faced.scan(batch_size=2)]
+            assert sorted(r.key for batch in batches for r in batch) == sorted(keys[1:])
+            requests = counter.take()
+            assert set(requests) == {"Scan"}
+            assert len(batches) <= len(requests) <= len(batches) + 1
+    finally:
+        await counter.aclose()
+
+
 async def test_a_session_over_the_item_limit_fails_whole_and_one_at_it_fits(
     dynamodb_endpoint: str, face: str
 ) -> None:

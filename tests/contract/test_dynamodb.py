@@ -16,7 +16,11 @@ import botocore.session
 import pytest
 
 from sessionware.stores import DynamoDBStore, Store
-from tests.contract.store_contract import ExactPurgeContract, StoreContract
+from tests.contract.store_contract import (
+    ExactPurgeContract,
+    ExactScanContract,
+    StoreContract,
+)
 from tests.servers.dynamodb import store_options
 
 
@@ -38,17 +42,13 @@ def table_without_ttl(endpoint: str) -> str:
     return name
 
 
-class TestDynamoDBStore(StoreContract):
-    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
-
+class TestDynamoDBStore(StoreContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, dynamodb_endpoint: str) -> Store:
         return DynamoDBStore(fresh_table(), **store_options(dynamodb_endpoint))
 
 
-class TestDynamoDBStoreWithoutTTL(StoreContract, ExactPurgeContract):
-    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
-
+class TestDynamoDBStoreWithoutTTL(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, dynamodb_endpoint: str) -> Store:
         return DynamoDBStore(table_without_ttl(dynamodb_endpoint), create_table=False,

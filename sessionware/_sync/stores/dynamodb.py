@@ -52,6 +52,10 @@ Every operation is one request, atomic, conditioned on the item:
 * ``read``: a strongly consistent ``GetItem``; a due slide of the expiry is
   a second request (``UpdateItem``), at most once per ``refresh_after``.
 * ``create``: ``PutItem`` that replaces only an absent or expired item.
+* ``discard`` (operators): ``DeleteItem`` conditioned on a live item, not on
+  a token; ``inspect``: a strongly consistent ``GetItem``; ``scan``: a
+  strongly consistent ``Scan``, page by page, which reads the whole table
+  (a read unit per 4 KB scanned, expired items included).
 
 Clock
 =====
@@ -108,13 +112,20 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from sessionware._forks import generation
 from sessionware._sync._primitives import ThreadLock, sleep, time_left
 from sessionware._sync.stores._dynamodb_client import close_client, home, open_client
-from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
+from sessionware._sync.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    Record,
+    SyncStore,
+    backoff_delay,
+)
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
     ConfigurationError,
@@ -230,6 +241,24 @@ CREATE_CONDITION = "attribute_not_exists(#key) OR #expires <= :now"
 # and still there (another purge may have removed it first).
 EXPIRED = "#expires <= :now"
 PURGE_CONDITION = f"attribute_exists(#key) AND {EXPIRED}"
+PURGE_PROJECTION = "#key, #expires"
+
+# The operators' operations: none is fenced, none takes or waits for a lock.
+# discard(): :now. Removes the live item whatever its lock; refused (so
+# answered False) when there is none or it expired. Its holder's next fenced
+# write finds no item (LeaseLost), and a create afterwards draws a new random
+# token, so that lease never matches again.
+DISCARD_CONDITION = LIVE
+
+# inspect() and scan(): the attributes a Record is made of (token, ttl and
+# the hard deadline stay behind: expires_at is already capped by it). A
+# projection trims the answer, not the read units: those count the whole item.
+RECORD_PROJECTION = "#key, #data, #expires, #locked"
+
+# scan(): :now. Live items only. DynamoDB filters after it reads a page of
+# Limit items, so a page may hold fewer (none) and still cost the units of
+# every item it read.
+SCAN_FILTER = "#expires > :now"
 
 _THROTTLED = frozenset(
     {
@@ -604,6 +633,69 @@ class SyncDynamoDBStore(SyncStore):
             raise _lost(lease) from None
         self._released(lease)
 
+    def discard(self, key: str) -> bool:
+        """One ``DeleteItem`` conditioned on a live item (:data:`DISCARD_CONDITION`)."""
+        try:
+            self._delete("discard", key, DISCARD_CONDITION, {})
+        except _Refused:
+            return False  # absent, or expired
+        finally:
+            # woken whatever the answer: they re-check and find the session gone
+            self._waiters.wake(key)
+        return True
+
+    def inspect(self, key: str) -> Record | None:
+        """One strongly consistent ``GetItem``; an expired item is absent."""
+        answer = self._call(
+            "inspect",
+            "get_item",
+            {
+                "TableName": self._table,
+                "Key": {"key": {"S": key}},
+                "ConsistentRead": True,
+                "ProjectionExpression": RECORD_PROJECTION,
+                "ExpressionAttributeNames": _names(RECORD_PROJECTION),
+            },
+        )
+        item = answer.get("Item")
+        return None if item is None else _record(item, time.time())
+
+    def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
+        """A strongly consistent ``Scan`` of the whole table, one page of
+        ``batch_size`` items per batch (fewer: expired items are filtered out
+        after the page is read; a page left empty is not yielded).
+
+        It reads every item of the table: 1 read unit per 4 KB scanned,
+        expired items included, whatever the filter. Each page is one
+        request and holds nothing; between pages the store serves requests
+        as usual. DynamoDB's cursor (``LastEvaluatedKey``) returns each key
+        once."""
+        start: Item | None = None
+        while True:
+            now = time.time()
+            params: dict[str, Any] = {
+                "TableName": self._table,
+                "ConsistentRead": True,
+                "Limit": batch_size,
+                "FilterExpression": SCAN_FILTER,
+                "ProjectionExpression": RECORD_PROJECTION,
+                "ExpressionAttributeNames": _names(SCAN_FILTER, RECORD_PROJECTION),
+                "ExpressionAttributeValues": {":now": _number(now)},
+            }
+            if start is not None:
+                params["ExclusiveStartKey"] = start
+            page = self._call("scan", "scan", params)
+            batch = [
+                record
+                for item in page.get("Items", ())
+                if (record := _record(item, now)) is not None
+            ]
+            if batch:
+                yield batch
+            start = page.get("LastEvaluatedKey")
+            if start is None:
+                return
+
     def purge_expired(self) -> int:
         """Delete every expired item now; returns how many this call deleted.
 
@@ -615,9 +707,9 @@ class SyncDynamoDBStore(SyncStore):
             params: dict[str, Any] = {
                 "TableName": self._table,
                 "FilterExpression": EXPIRED,
-                "ProjectionExpression": "#key, #expires",
+                "ProjectionExpression": PURGE_PROJECTION,
                 "Limit": _PURGE_PAGE,
-                "ExpressionAttributeNames": _names(EXPIRED, "#key"),
+                "ExpressionAttributeNames": _names(EXPIRED, PURGE_PROJECTION),
                 "ExpressionAttributeValues": {":now": _number(time.time())},
             }
             if start is not None:
@@ -807,6 +899,14 @@ def _refusal(item: Item | None, now: float) -> Locked | None:
     # unlocked, yet refused: it was released between the condition and this
     # look (it cannot be), or a clock went back; re-check at once
     return Locked(max((until or now) - now, 0.001))
+
+
+def _record(item: Item, now: float) -> Record | None:
+    """The item as a :class:`Record`, or ``None`` if it expired by ``now``."""
+    expires = _float(item, "expires_at")
+    if expires is None or expires <= now:
+        return None
+    return Record(item["key"]["S"], bytes(item["data"]["B"]), expires, _float(item, "locked_until"))
 
 
 def _lost(lease: Lease) -> LeaseLost:
