@@ -34,7 +34,7 @@ from tests.apps.served import Served, serving
 from tests.faces import sync_face
 from tests.helpers import cookie_header, session_cookie
 
-STORES = ["memory", "sqlite", "redis", "postgres", "azure"]
+STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb"]
 USERS = ["alice", "bob", "carol"]
 
 
@@ -53,6 +53,12 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
         suffix = secrets.token_hex(6)
         return AzureTableStore(request.getfixturevalue("azure_connection_string"),
                                table=f"users{suffix}", container=f"users-{suffix}")
+    if kind == "dynamodb":
+        from sessionware.stores import DynamoDBStore
+        from tests.servers.dynamodb import store_options
+
+        return DynamoDBStore(f"user_sessions_{secrets.token_hex(4)}",
+                             **store_options(request.getfixturevalue("dynamodb_endpoint")))
     if kind == "redis":
         from sessionware.stores import RedisStore
 
