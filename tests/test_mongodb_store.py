@@ -97,6 +97,12 @@ async def test_an_expired_document_still_stored_is_absent_for_every_operation(
         assert await driven.read(expiring) is None
         assert await driven.read(expiring, ttl=LONG) is None
         assert await driven.acquire(expiring, lease_ttl=LONG) is None
+        assert await driven.inspect(expiring) is None
+        scanned = {record.key async for batch in driven.scan(batch_size=1) for record in batch}
+        assert scanned == {key}
+        assert await driven.discard(expiring) is False
+        with raw(mongodb) as client:  # the filter left it alone
+            assert client[database]["sessions"].find_one({"_id": expiring}) is not None
         for fenced in (driven.commit(old, b"x", ttl=LONG), driven.release(old),
                        driven.renew(old, lease_ttl=LONG), driven.delete(old)):
             with pytest.raises(Exception, match="not current"):
@@ -218,6 +224,67 @@ async def test_a_waiter_in_another_store_finds_the_release_by_polling_on_a_stand
         assert isinstance(got, Lease)
         assert time.monotonic() - released < mongodb_module._POLL_CAP + 0.4
         await waiter.release(got)
+
+
+async def test_a_waiter_in_another_store_finds_a_discard_at_its_next_re_check(
+    mongodb: MongoTarget, face: str
+) -> None:
+    """discard() wakes its own store's waiters; another store's (another
+    process's) find the session gone at their next re-check: within _POLL_CAP
+    on a standalone server, within _RECHECK_CAP on a replica set, whose
+    change stream carries no deletes (WAKE_EVENTS). The emulator runs only
+    the first (NO_CHANGE_STREAMS); a replica set in MONGODB_URL the second."""
+    database = mongodb.database()
+    with raw(mongodb) as client:
+        streams = "setName" in client.admin.command("hello")
+    bound = mongodb_module._RECHECK_CAP if streams else mongodb_module._POLL_CAP
+    async with on_face(MongoDBStore(mongodb.url, database=database), face) as operator, \
+            on_face(MongoDBStore(mongodb.url, database=database), face) as waiter:
+        key = new_key()
+        assert await operator.create(key, b"v0", ttl=LONG)
+        await acquire_lease(operator, key)
+
+        async def wait_for_it() -> Lease | Locked | None:
+            attempt = 0
+            while isinstance(got := await waiter.acquire(key, lease_ttl=LONG), Locked):
+                await waiter.wait(key, got.retry_after, attempt)
+                attempt += 1
+            return got
+
+        waiting = asyncio.ensure_future(wait_for_it())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        discarded = time.monotonic()
+        assert await operator.discard(key)
+        assert await asyncio.wait_for(waiting, LONG) is None
+        assert time.monotonic() - discarded < bound + 0.4
+
+
+async def test_scan_reads_each_batch_in_key_order_past_the_last(
+    mongodb: MongoTarget, face: str
+) -> None:
+    """Keyset pagination: batches come in _id order, each past the last key
+    of the one before, so a document created behind the scan's position is
+    not read and one ahead of it is."""
+    database = mongodb.database()
+    async with on_face(MongoDBStore(mongodb.url, database=database), face) as driven:
+        keys = sorted(new_key() for _ in range(7))
+        for key in keys[1:-1]:
+            assert await driven.create(key, b"v", ttl=LONG)
+        batches = driven.scan(batch_size=2)
+        first = [record.key for record in await anext(batches)]
+        assert first == keys[1:3]
+        assert await driven.create(keys[0], b"behind", ttl=LONG)
+        assert await driven.create(keys[-1], b"ahead", ttl=LONG)
+        rest = [record.key async for batch in batches for record in batch]
+        assert rest == keys[3:]
+
+
+async def test_scan_refuses_an_empty_batch_size(mongodb: MongoTarget, face: str) -> None:
+    """MongoDB reads limit(0) as no limit: a batch of every document."""
+    async with on_face(MongoDBStore(mongodb.url, database=mongodb.database()), face) as driven:
+        with pytest.raises(ConfigurationError, match="batch_size"):
+            await anext(driven.scan(batch_size=0))
 
 
 async def test_a_waiter_in_another_store_is_woken_by_the_change_stream(
