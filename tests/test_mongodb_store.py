@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import gc
+import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pymongo
+import pymongo.monitoring
 import pytest
 
 from sessionware import ConfigurationError, SessionTooLarge, StoreError, StoreUnavailable
@@ -24,8 +27,10 @@ from sessionware.stores import Lease, Locked, MongoDBStore
 from sessionware.stores import mongodb as mongodb_module
 from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
+from tests.mongo_wire import CommandCounter
 from tests.servers.mongodb import (
     EXPIRED_VANISH,
+    FIRST_BATCH_WHOLE,
     NO_CHANGE_STREAMS,
     MongoecoServer,
     MongoTarget,
@@ -278,6 +283,68 @@ async def test_scan_reads_each_batch_in_key_order_past_the_last(
         assert await driven.create(keys[-1], b"ahead", ttl=LONG)
         rest = [record.key async for batch in batches for record in batch]
         assert rest == keys[3:]
+
+
+async def test_the_operators_operations_take_one_command_each(
+    mongodb_server: MongoecoServer, face: str
+) -> None:
+    """Counted on the wire: discard one delete, inspect one find, scan one
+    find per batch, purge one find and one delete per batch. Batches beyond
+    the server's default first reply of 101 documents take one round trip
+    only if each find says its batch size: the emulator answers whole finds
+    at once (FIRST_BATCH_WHOLE), so the commands sent are checked for it."""
+    counter = CommandCounter(mongodb_server.port)
+    finds = FindCommands()
+    await counter.start()
+    try:
+        store = MongoDBStore(counter.url, database=f"operators_{secrets.token_hex(4)}",
+                             create_indexes=False, client_options={"event_listeners": [finds]})
+        async with on_face(store, face) as driven:
+            keys = [new_key() for _ in range(150)]
+            for key in keys:
+                assert await driven.create(key, b"v", ttl=LONG)
+            counter.take()
+            assert await driven.inspect(keys[0]) is not None
+            assert counter.take() == ["find"]
+            assert [len(b) async for b in driven.scan()] == [150]
+            assert counter.take() == ["find"]
+            assert [len(b) async for b in driven.scan(batch_size=50)] == [50, 50, 50]
+            assert counter.take() == ["find"] * 4  # the last one finds nothing
+            assert [len(b) async for b in driven.scan(batch_size=120)] == [120, 30]
+            assert counter.take() == ["find"] * 2
+            assert await driven.discard(keys[0])
+            assert counter.take() == ["delete"]
+            for _ in range(150):  # expired documents stay: no TTL index
+                assert await driven.create(new_key(), b"v", ttl=SHORT)
+            await asyncio.sleep(SHORT + MARGIN)
+            counter.take()
+            assert await driven.purge_expired() == 150
+            assert counter.take() == ["find", "delete"]
+        scans = [c for c in finds.commands if "sort" in c and c.get("limit") != 1]
+        assert [c["limit"] for c in scans] == [500, 50, 50, 50, 50, 120, 120]
+        purges = [c for c in finds.commands if "sort" not in c and c.get("limit") != 1]
+        assert [c["limit"] for c in purges] == [500]
+        for command in scans + purges:  # pymongo sends limit + 1: the server closes the cursor
+            assert command.get("batchSize", 0) >= command["limit"], FIRST_BATCH_WHOLE
+    finally:
+        await counter.aclose()
+
+
+class FindCommands(pymongo.monitoring.CommandListener):
+    """The find commands a client sends, as sent."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: pymongo.monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: pymongo.monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: pymongo.monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 async def test_scan_refuses_an_empty_batch_size(mongodb: MongoTarget, face: str) -> None:

@@ -159,6 +159,9 @@ _RECHECK_CAP = 1.0  # longest sleep between re-checks while the change stream ru
 _WATCH_TICK = 0.1  # longest wait for a change before the watcher looks for a close()
 _STOP_TIMEOUT = 2.0
 _PURGE_BATCH = 500
+# A find's batch_size is its limit: the server's first reply holds only 101
+# documents unless told a batch size (and then as many as fit in 16 MiB; the
+# rest come by getMore), so a batch of scan() or purge is one round trip.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 # -- conditions and pipelines --------------------------------------------------
@@ -525,8 +528,9 @@ class MongoDBStore(Store):
         after = ""
         while True:
             with self._bounded("scan"):  # never around the yield
-                found = await collection.find(scan_filter(after), RECORD_FIELDS).sort(
-                    "_id", pymongo.ASCENDING).limit(batch_size).to_list()
+                found = await collection.find(
+                    scan_filter(after), RECORD_FIELDS, sort=[("_id", pymongo.ASCENDING)],
+                    limit=batch_size, batch_size=batch_size).to_list()
             if found:
                 yield [_record(document) for document in found]
             if len(found) < batch_size:
@@ -541,8 +545,8 @@ class MongoDBStore(Store):
         purged = 0
         while True:
             with self._bounded("purge"):
-                found = await collection.find(EXPIRED, {"_id": 1}).limit(
-                    _PURGE_BATCH).to_list()
+                found = await collection.find(EXPIRED, {"_id": 1}, limit=_PURGE_BATCH,
+                                              batch_size=_PURGE_BATCH).to_list()
             ids = [document["_id"] for document in found]
             if ids:
                 with self._bounded("purge"):
