@@ -68,7 +68,7 @@ Each operation is one command on one document, atomic, on the server's clock
 * ``create``: an upserting ``update`` whose pipeline replaces only an
   expired document.
 * ``discard`` (an operator's revocation): ``delete``, filtered on the key
-  alone, whatever the lease.
+  and live, not on a token: whatever the lease.
 * ``inspect``: ``find`` of the fields a :class:`~sessionware.stores.Record`
   needs (:data:`RECORD_FIELDS`).
 * ``scan``: one ``find`` per batch, in ``_id`` order from the last key of the
