@@ -12,10 +12,13 @@ from __future__ import annotations
 import asyncio
 import datetime
 import gc
+import secrets
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pymongo
+import pymongo.monitoring
 import pytest
 
 from sessionware import ConfigurationError, SessionTooLarge, StoreError, StoreUnavailable
@@ -24,8 +27,10 @@ from sessionware.stores import Lease, Locked, MongoDBStore
 from sessionware.stores import mongodb as mongodb_module
 from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
+from tests.mongo_wire import CommandCounter
 from tests.servers.mongodb import (
     EXPIRED_VANISH,
+    FIRST_BATCH_WHOLE,
     NO_CHANGE_STREAMS,
     MongoecoServer,
     MongoTarget,
@@ -97,6 +102,12 @@ async def test_an_expired_document_still_stored_is_absent_for_every_operation(
         assert await driven.read(expiring) is None
         assert await driven.read(expiring, ttl=LONG) is None
         assert await driven.acquire(expiring, lease_ttl=LONG) is None
+        assert await driven.inspect(expiring) is None
+        scanned = {record.key async for batch in driven.scan(batch_size=1) for record in batch}
+        assert scanned == {key}
+        assert await driven.discard(expiring) is False
+        with raw(mongodb) as client:  # the filter left it alone
+            assert client[database]["sessions"].find_one({"_id": expiring}) is not None
         for fenced in (driven.commit(old, b"x", ttl=LONG), driven.release(old),
                        driven.renew(old, lease_ttl=LONG), driven.delete(old)):
             with pytest.raises(Exception, match="not current"):
@@ -218,6 +229,129 @@ async def test_a_waiter_in_another_store_finds_the_release_by_polling_on_a_stand
         assert isinstance(got, Lease)
         assert time.monotonic() - released < mongodb_module._POLL_CAP + 0.4
         await waiter.release(got)
+
+
+async def test_a_waiter_in_another_store_finds_a_discard_at_its_next_re_check(
+    mongodb: MongoTarget, face: str
+) -> None:
+    """discard() wakes its own store's waiters; another store's (another
+    process's) find the session gone at their next re-check: within _POLL_CAP
+    on a standalone server, within _RECHECK_CAP on a replica set, whose
+    change stream carries no deletes (WAKE_EVENTS). The emulator runs only
+    the first (NO_CHANGE_STREAMS); a replica set in MONGODB_URL the second."""
+    database = mongodb.database()
+    with raw(mongodb) as client:
+        streams = "setName" in client.admin.command("hello")
+    bound = mongodb_module._RECHECK_CAP if streams else mongodb_module._POLL_CAP
+    async with on_face(MongoDBStore(mongodb.url, database=database), face) as operator, \
+            on_face(MongoDBStore(mongodb.url, database=database), face) as waiter:
+        key = new_key()
+        assert await operator.create(key, b"v0", ttl=LONG)
+        await acquire_lease(operator, key)
+
+        async def wait_for_it() -> Lease | Locked | None:
+            attempt = 0
+            while isinstance(got := await waiter.acquire(key, lease_ttl=LONG), Locked):
+                await waiter.wait(key, got.retry_after, attempt)
+                attempt += 1
+            return got
+
+        waiting = asyncio.ensure_future(wait_for_it())
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        discarded = time.monotonic()
+        assert await operator.discard(key)
+        assert await asyncio.wait_for(waiting, LONG) is None
+        assert time.monotonic() - discarded < bound + 0.4
+
+
+async def test_scan_reads_each_batch_in_key_order_past_the_last(
+    mongodb: MongoTarget, face: str
+) -> None:
+    """Keyset pagination: batches come in _id order, each past the last key
+    of the one before, so a document created behind the scan's position is
+    not read and one ahead of it is."""
+    database = mongodb.database()
+    async with on_face(MongoDBStore(mongodb.url, database=database), face) as driven:
+        keys = sorted(new_key() for _ in range(7))
+        for key in keys[1:-1]:
+            assert await driven.create(key, b"v", ttl=LONG)
+        batches = driven.scan(batch_size=2)
+        first = [record.key for record in await anext(batches)]
+        assert first == keys[1:3]
+        assert await driven.create(keys[0], b"behind", ttl=LONG)
+        assert await driven.create(keys[-1], b"ahead", ttl=LONG)
+        rest = [record.key async for batch in batches for record in batch]
+        assert rest == keys[3:]
+
+
+async def test_the_operators_operations_take_one_command_each(
+    mongodb_server: MongoecoServer, face: str
+) -> None:
+    """Counted on the wire: discard one delete, inspect one find, scan one
+    find per batch, purge one find and one delete per batch. Batches beyond
+    the server's default first reply of 101 documents take one round trip
+    only if each find says its batch size: the emulator answers whole finds
+    at once (FIRST_BATCH_WHOLE), so the commands sent are checked for it."""
+    counter = CommandCounter(mongodb_server.port)
+    finds = FindCommands()
+    await counter.start()
+    try:
+        store = MongoDBStore(counter.url, database=f"operators_{secrets.token_hex(4)}",
+                             create_indexes=False, client_options={"event_listeners": [finds]})
+        async with on_face(store, face) as driven:
+            keys = [new_key() for _ in range(150)]
+            for key in keys:
+                assert await driven.create(key, b"v", ttl=LONG)
+            counter.take()
+            assert await driven.inspect(keys[0]) is not None
+            assert counter.take() == ["find"]
+            assert [len(b) async for b in driven.scan()] == [150]
+            assert counter.take() == ["find"]
+            assert [len(b) async for b in driven.scan(batch_size=50)] == [50, 50, 50]
+            assert counter.take() == ["find"] * 4  # the last one finds nothing
+            assert [len(b) async for b in driven.scan(batch_size=120)] == [120, 30]
+            assert counter.take() == ["find"] * 2
+            assert await driven.discard(keys[0])
+            assert counter.take() == ["delete"]
+            for _ in range(150):  # expired documents stay: no TTL index
+                assert await driven.create(new_key(), b"v", ttl=SHORT)
+            await asyncio.sleep(SHORT + MARGIN)
+            counter.take()
+            assert await driven.purge_expired() == 150
+            assert counter.take() == ["find", "delete"]
+        scans = [c for c in finds.commands if "sort" in c and c.get("limit") != 1]
+        assert [c["limit"] for c in scans] == [500, 50, 50, 50, 50, 120, 120]
+        purges = [c for c in finds.commands if "sort" not in c and c.get("limit") != 1]
+        assert [c["limit"] for c in purges] == [500]
+        for command in scans + purges:  # pymongo sends limit + 1: the server closes the cursor
+            assert command.get("batchSize", 0) >= command["limit"], FIRST_BATCH_WHOLE
+    finally:
+        await counter.aclose()
+
+
+class FindCommands(pymongo.monitoring.CommandListener):
+    """The find commands a client sends, as sent."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, Any]] = []
+
+    def started(self, event: pymongo.monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "find":
+            self.commands.append(dict(event.command))
+
+    def succeeded(self, event: pymongo.monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: pymongo.monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_scan_refuses_an_empty_batch_size(mongodb: MongoTarget, face: str) -> None:
+    """MongoDB reads limit(0) as no limit: a batch of every document."""
+    async with on_face(MongoDBStore(mongodb.url, database=mongodb.database()), face) as driven:
+        with pytest.raises(ConfigurationError, match="batch_size"):
+            await anext(driven.scan(batch_size=0))
 
 
 async def test_a_waiter_in_another_store_is_woken_by_the_change_stream(

@@ -65,6 +65,12 @@ Each operation is one command on one document, atomic, on the server's clock
 * ``read``: ``find`` (``findAndModify`` when the expiry slides).
 * ``create``: an upserting ``update`` whose pipeline replaces only an
   expired document.
+* ``discard`` (an operator's revocation): ``delete``, filtered on the key
+  and live, not on a token: whatever the lease.
+* ``inspect``: ``find`` of the fields a :class:`~sessionware.stores.Record`
+  needs (:data:`RECORD_FIELDS`).
+* ``scan``: one ``find`` per batch, in ``_id`` order from the last key of the
+  batch before (:func:`scan_filter`): keyset pagination on the ``_id`` index.
 
 Waiting
 =======
@@ -99,7 +105,7 @@ import datetime
 import logging
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from sessionware._forks import generation
@@ -111,7 +117,7 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
 
 try:
@@ -153,6 +159,9 @@ _RECHECK_CAP = 1.0  # longest sleep between re-checks while the change stream ru
 _WATCH_TICK = 0.1  # longest wait for a change before the watcher looks for a close()
 _STOP_TIMEOUT = 2.0
 _PURGE_BATCH = 500
+# A find's batch_size is its limit: the server's first reply holds only 101
+# documents unless told a batch size (and then as many as fit in 16 MiB; the
+# rest come by getMore), so a batch of scan() or purge is one round trip.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 # -- conditions and pipelines --------------------------------------------------
@@ -275,6 +284,26 @@ def read_pipeline(ttl: float, refresh_after: float) -> list[Document]:
 # expires_at index; then those of them still expired are deleted (each by the
 # one purge that deleted it: concurrent purges never count one twice).
 EXPIRED: Document = {"$expr": {"$lte": ["$expires_at", "$$NOW"]}}
+
+# discard(): with the key, {_id: key, **LIVE}. Deletes the live document
+# whatever its lease and token (an operator revoking a session a request may
+# hold); deleted_count says whether there was one. The holder's next fenced
+# command matches nothing (LeaseLost), and nothing but create() makes the
+# document again, with a token above the holder's.
+
+# Projection of inspect() and scan(): what a Record needs (_id comes along).
+# Plain inclusions: a projection expression could turn the dates into epoch
+# seconds on the server, but mongoeco refuses those, and a date converts
+# exactly here.
+RECORD_FIELDS: Document = {"data": 1, "expires_at": 1, "locked_until": 1}
+
+
+def scan_filter(after: str) -> Document:
+    """scan(), one batch: the live documents with keys past ``after`` (the
+    last key of the batch before; ``""`` at first, below every key), read
+    sorted on ``_id`` with a limit: keyset pagination on the ``_id`` index,
+    each batch one ``find`` holding no lock between batches."""
+    return {"_id": {"$gt": after}, **LIVE}
 
 
 def _ms(seconds: float) -> int:
@@ -474,6 +503,40 @@ class MongoDBStore(Store):
             raise _lost(lease)
         self._watcher.waiters.wake(lease.key)
 
+    async def discard(self, key: str) -> bool:
+        """Delete the live document ``key`` whatever its lease. Waiters of
+        this store instance are woken at once; those of other processes find
+        the session gone at their next re-check (within ``_RECHECK_CAP`` on a
+        replica set, ``_POLL_CAP`` otherwise): the change stream carries no
+        deletes (:data:`WAKE_EVENTS`)."""
+        collection = self._collection()
+        with self._bounded("discard"):
+            result = await collection.delete_one({"_id": key, **LIVE})
+        self._watcher.waiters.wake(key)
+        return result.deleted_count == 1
+
+    async def inspect(self, key: str) -> Record | None:
+        collection = self._collection()
+        with self._bounded("inspect"):
+            document = await collection.find_one({"_id": key, **LIVE}, RECORD_FIELDS)
+        return None if document is None else _record(document)
+
+    async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
+        if batch_size < 1:  # MongoDB's limit(0) would be no limit at all
+            raise ConfigurationError(f"batch_size {batch_size}: at least 1")
+        collection = self._collection()
+        after = ""
+        while True:
+            with self._bounded("scan"):  # never around the yield
+                found = await collection.find(
+                    scan_filter(after), RECORD_FIELDS, sort=[("_id", pymongo.ASCENDING)],
+                    limit=batch_size, batch_size=batch_size).to_list()
+            if found:
+                yield [_record(document) for document in found]
+            if len(found) < batch_size:
+                return
+            after = found[-1]["_id"]
+
     async def purge_expired(self) -> int:
         """Delete every expired document now; returns how many this call
         deleted. MongoDB's TTL monitor deletes them by itself (about once a
@@ -482,8 +545,8 @@ class MongoDBStore(Store):
         purged = 0
         while True:
             with self._bounded("purge"):
-                found = await collection.find(EXPIRED, {"_id": 1}).limit(
-                    _PURGE_BATCH).to_list()
+                found = await collection.find(EXPIRED, {"_id": 1}, limit=_PURGE_BATCH,
+                                              batch_size=_PURGE_BATCH).to_list()
             ids = [document["_id"] for document in found]
             if ids:
                 with self._bounded("purge"):
@@ -536,6 +599,20 @@ class MongoDBStore(Store):
             if client is None:
                 client = self._client = AsyncMongoClient(self._url, **self._options)
         return client
+
+
+def _record(document: Document) -> Record:
+    locked_until = document.get("locked_until")
+    return Record(document["_id"], bytes(document["data"]), _epoch(document["expires_at"]),
+                  None if locked_until is None else _epoch(locked_until))
+
+
+def _epoch(moment: datetime.datetime) -> float:
+    """Seconds since the epoch of a BSON date (naive ones are UTC: a client
+    made with ``tz_aware=False`` in ``client_options``)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
 
 
 def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> float:

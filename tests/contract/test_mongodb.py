@@ -4,20 +4,18 @@ real server when MONGODB_URL names one (tests/servers/mongodb.py).
 Exact purge counts are not part of it here: MongoDB's TTL monitor (the
 emulator at once) deletes expired documents by itself, racing any count; see
 tests/test_mongodb_store.py for purges counted on a collection without the
-TTL index."""
+TTL index. Exact scans are: every test has a database of its own."""
 
 from __future__ import annotations
 
 import pytest
 
 from sessionware.stores import MongoDBStore, Store
-from tests.contract.store_contract import StoreContract
+from tests.contract.store_contract import ExactScanContract, StoreContract
 from tests.servers.mongodb import MongoTarget
 
 
-class TestMongoDBStore(StoreContract):
-    operators_pending = "discard, inspect and scan are not implemented yet (issue 16)"
-
+class TestMongoDBStore(StoreContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, mongodb: MongoTarget) -> Store:
         return MongoDBStore(mongodb.url, database=mongodb.database())

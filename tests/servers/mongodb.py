@@ -17,6 +17,9 @@ What the emulator does otherwise than MongoDB, and the tests branch on
   ``purge_expired`` finds nothing left to count;
 * ``NO_CHANGE_STREAMS``: ``hello`` names no replica set and ``$changeStream``
   is refused, so waiters of other processes poll.
+* ``FIRST_BATCH_WHOLE``: a ``find`` without ``batchSize`` answers every
+  document it matches in its first reply (MongoDB: 101, the rest by
+  ``getMore``), so round trips counted here cannot see a missing batch size;
 * ``IN_MEMORY``: a restarted server starts empty, unless it keeps its
   documents in a file (``MongoecoServer(persistent=True)``: mongoeco's SQLite
   engine).
@@ -54,6 +57,8 @@ START_TIMEOUT = 30.0
 
 EXPIRED_VANISH = "mongoeco deletes a document at its TTL date at once (mongod: within ~60 s)"
 NO_CHANGE_STREAMS = "mongoeco is a standalone server without change streams"
+FIRST_BATCH_WHOLE = ("mongoeco answers a whole find in its first reply "
+                     "(mongod: 101 documents unless told a batchSize)")
 IN_MEMORY = "mongoeco keeps its data in memory: a restart starts empty"
 
 
