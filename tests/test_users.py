@@ -34,7 +34,7 @@ from tests.apps.served import Served, serving
 from tests.faces import sync_face
 from tests.helpers import cookie_header, session_cookie
 
-STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb"]
+STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb", "mongodb"]
 USERS = ["alice", "bob", "carol"]
 
 
@@ -59,6 +59,11 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
         return DynamoDBStore(f"user_sessions_{secrets.token_hex(4)}",
                              **store_options(request.getfixturevalue("dynamodb_endpoint")))
+    if kind == "mongodb":
+        from sessionware.stores import MongoDBStore
+
+        return MongoDBStore(request.getfixturevalue("mongodb_url"),
+                            database=f"users_{secrets.token_hex(4)}")
     if kind == "redis":
         from sessionware.stores import RedisStore
 
