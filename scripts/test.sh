@@ -23,4 +23,6 @@ ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source
 mypy
 NO_MKDOCS_2_WARNING=1 mkdocs build --strict  # the docs site: broken links and references fail
-python -m pytest "$@"
+# Three workers on two cores: most tests wait on servers, emulators, leases and
+# expiries, not on the CPU. A file's tests stay together on one worker.
+python -m pytest -n "${TEST_WORKERS:-3}" --dist loadfile "$@"

@@ -446,9 +446,6 @@ async def test_tokens_come_from_the_server_clock(mongodb: MongoTarget, face: str
         assert abs(millis / 1000 - before) < 60
 
 
-@pytest.mark.xfail(strict=True, reason="shared code: Store.__aenter__ (stores/base.py) does "
-                   "not close the store when setup() fails, and __aexit__ is not called then: "
-                   "the client's connections stay open until collected")
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.faces("async")
 async def test_a_store_whose_setup_fails_in_async_with_is_closed(

@@ -24,19 +24,23 @@ ROOT = Path(__file__).resolve().parent.parent
 CHECK = textwrap.dedent("""
     import asyncio, importlib.util, secrets, sys, tempfile
 
-    for driver in ("redis", "psycopg", "psycopg_pool", "flask", "orjson"):
+    for driver in ("redis", "psycopg", "psycopg_pool", "flask", "orjson", "azure", "pymongo",
+                   "aiobotocore", "botocore"):
         assert importlib.util.find_spec(driver) is None, f"{driver} is installed"
 
     import sessionware, sessionware.stores
     from sessionware import SessionMiddleware, store_from_url
     from sessionware.stores import MemoryStore, SQLiteStore
 
+    EXTRAS = {"RedisStore": "redis", "PostgresStore": "postgres", "AzureTableStore": "azure",
+              "DynamoDBStore": "dynamodb", "MongoDBStore": "mongodb"}
+    EXTRAS.update({f"Sync{name}": extra for name, extra in EXTRAS.items()})
     for module in (sessionware, sessionware.stores):
         for name in module.__all__:
-            if name not in ("PostgresStore", "RedisStore", "SyncPostgresStore", "SyncRedisStore"):
+            if name not in EXTRAS:
                 getattr(module, name)
 
-    for name, extra in (("RedisStore", "redis"), ("SyncRedisStore", "redis")):
+    for name, extra in EXTRAS.items():
         try:
             getattr(sessionware.stores, name)
         except ImportError as exc:

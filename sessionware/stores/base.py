@@ -102,7 +102,11 @@ class Store(abc.ABC):
         return twin(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
 
     async def __aenter__(self) -> Store:
-        await self.setup()
+        try:
+            await self.setup()
+        except BaseException:
+            await self.aclose()  # __aexit__ is not called when __aenter__ raises
+            raise
         return self
 
     async def __aexit__(

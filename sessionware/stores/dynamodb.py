@@ -122,7 +122,6 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.stores._dynamodb_client import close_client, home, open_client
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
 
@@ -137,6 +136,8 @@ try:
         ParamValidationError,
         PartialCredentialsError,
     )
+
+    from sessionware.stores._dynamodb_client import close_client, home, open_client
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "DynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"

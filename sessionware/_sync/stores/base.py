@@ -106,7 +106,11 @@ class SyncStore(abc.ABC):
         return twin(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
 
     def __enter__(self) -> SyncStore:
-        self.setup()
+        try:
+            self.setup()
+        except BaseException:
+            self.close()  # __exit__ is not called when __enter__ raises
+            raise
         return self
 
     def __exit__(

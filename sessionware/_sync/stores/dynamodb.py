@@ -117,7 +117,6 @@ from typing import Any
 
 from sessionware._forks import generation
 from sessionware._sync._primitives import ThreadLock, sleep, time_left
-from sessionware._sync.stores._dynamodb_client import close_client, home, open_client
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
@@ -146,6 +145,8 @@ try:
         ParamValidationError,
         PartialCredentialsError,
     )
+
+    from sessionware._sync.stores._dynamodb_client import close_client, home, open_client
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncDynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"
