@@ -53,7 +53,10 @@ def increments(port: int) -> dict[str, Any]:
     for thread in threads:
         thread.join()
     ok = sum(1 for status in answered if status == 200)
-    observed = int(_get(first, "/n", cookie)[1])
+    first.close()  # idle all along: the server may have closed it (keep-alive timeout)
+    final = http.client.HTTPConnection(HOST, port, timeout=60)
+    observed = int(_get(final, "/n", cookie)[1])
+    final.close()
     return {"threads": THREADS, "each": EACH, "expected": 1 + ok, "observed": observed,
             "refused": len(answered) - ok}
 
