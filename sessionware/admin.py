@@ -137,7 +137,7 @@ class SessionAdmin:
         return await self.core.users.sessions(user_id)
 
     async def stats(self, progress: Callable[[int], object] | None = None) -> StoreStats:
-        """One pass over the store (:meth:`Store.scan`); ``progress`` is
+        """One pass over the store (``Store.scan``); ``progress`` is
         called with the number of records of each batch."""
         await self.core.ensure_ready()
         stats = StoreStats()
@@ -157,7 +157,7 @@ class SessionAdmin:
         return stats
 
     async def purge(self) -> int:
-        """Remove the expired records now (:meth:`Store.purge_expired`)."""
+        """Remove the expired records now (``Store.purge_expired``)."""
         await self.core.ensure_ready()
         return await self.core.guard(self.store.purge_expired)
 

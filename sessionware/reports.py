@@ -1,5 +1,5 @@
 """What the admin tools answer: plain data, shared by both faces (outside the
-one source on purpose, like :mod:`sessionware.stores.answers`)."""
+one source on purpose, like ``sessionware.stores.answers``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["SessionInfo", "StoreStats", "UserSession"]
 
 @dataclass(frozen=True, slots=True)
 class UserSession:
-    """One live session of a user, as :meth:`SessionAdmin.user_sessions` lists it.
+    """One live session of a user, as ``SessionAdmin.user_sessions`` lists it.
 
     Times are seconds since the epoch, by the store's clock.
 
@@ -38,7 +38,7 @@ class UserSession:
 
 @dataclass(frozen=True, slots=True)
 class SessionInfo:
-    """One session as :meth:`SessionAdmin.show` finds it.
+    """One session as ``SessionAdmin.show`` finds it.
 
     :ivar store_key: its key in the store.
     :ivar kind: ``session``, ``retired`` (the tombstone a regeneration left)
@@ -68,7 +68,7 @@ class SessionInfo:
 
 @dataclass(slots=True)
 class StoreStats:
-    """What one pass over the store found (:meth:`SessionAdmin.stats`).
+    """What one pass over the store found (``SessionAdmin.stats``).
 
     :ivar sessions: live sessions (records that are neither tombstones nor
         user indexes).

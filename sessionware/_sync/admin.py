@@ -158,7 +158,7 @@ class SyncSessionAdmin:
         return self.core.users.sessions(user_id)
 
     def stats(self, progress: Callable[[int], object] | None = None) -> StoreStats:
-        """One pass over the store (:meth:`SyncStore.scan`); ``progress`` is
+        """One pass over the store (``SyncStore.scan``); ``progress`` is
         called with the number of records of each batch."""
         self.core.ensure_ready()
         stats = StoreStats()
@@ -178,7 +178,7 @@ class SyncSessionAdmin:
         return stats
 
     def purge(self) -> int:
-        """Remove the expired records now (:meth:`SyncStore.purge_expired`)."""
+        """Remove the expired records now (``SyncStore.purge_expired``)."""
         self.core.ensure_ready()
         return self.core.guard(self.store.purge_expired)
 

@@ -5,10 +5,10 @@ itself, so every store has it without code of its own.
 
 A session is bound to a user by :meth:`Session.bind_user
 <sessionware.Session.bind_user>`, which writes the user id into the session's
-data under :data:`~sessionware.session.USER_KEY`. Each user with bound
+data under ``sessionware.session.USER_KEY``. Each user with bound
 sessions has one more record in the store, at :func:`user_index_key` (a hash,
 like session keys), holding the keys of their sessions with the time each was
-bound. It is changed like a session is: locked (:meth:`SyncSessionCore.lock`),
+bound. It is changed like a session is: locked (``SyncSessionCore.lock``),
 then committed, created or deleted, fenced.
 
 The invariant: **the index lists every live session of its user, at every
@@ -17,12 +17,12 @@ is created or committed with the user in it, and removed only after that
 record was deleted, retired or committed without the user; entries whose
 session died are pruned lazily, when the index is listed or revoked.
 
-:meth:`UserIndex.revoke` locks the index and discards (:meth:`SyncStore.discard`)
+``UserIndex.revoke`` locks the index and discards (``SyncStore.discard``)
 every session it lists, locked or not: a request holding one then fails its
 commit with :class:`~sessionware.LeaseLost` and cannot write it back. A
 session whose record does not exist yet (a login between its index entry and
 its create) is marked revoked instead; the login, finding the mark once its
-record exists (:meth:`UserIndex.confirm`, under the same lock), discards its
+record exists (``UserIndex.confirm``, under the same lock), discards its
 own new session. Either the revocation saw the record or the login sees the
 mark: no session of the user outlives a revocation that began after its
 login started to write.
