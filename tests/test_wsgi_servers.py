@@ -184,6 +184,6 @@ async def test_concurrent_clients_lose_no_update_and_nothing_is_kept_per_request
                 pids |= await increments(client)
                 later = await quiet(server.url, kind.processes, store)
                 within_bounds(kind, later)
-                if kind.threads <= 1:  # every request thread exists from the first round
+                if kind.threads == 1:  # its one request thread exists from the first round
                     assert later.counts() == first.counts(), (first, later)
     assert len(pids) == kind.processes  # every worker process served increments
