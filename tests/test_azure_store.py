@@ -319,7 +319,7 @@ def test_azurite_on_a_slowed_clock_lets_a_stale_etag_through(
         table.create_table()
         table.upsert_entity({"PartitionKey": "k", "RowKey": ROW, "N": 0})
         etag = table.get_entity("k", ROW).metadata["etag"]
-        for _ in range(100):
+        for _ in range(400):  # each try lands in one tick of the slowed clock only now and then
             seen = _merge(table, 1, etag)
             etag = _merge(table, 2, seen)  # seen is stale from here on
             try:

@@ -320,11 +320,13 @@ def _translate(op: str, where: str, exc: Exception) -> Exception:
 
 
 def _code(exc: BaseException) -> str:
-    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+    # botocore's errors may carry response=None (a read timeout, say)
+    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
 def _status(exc: Exception) -> int:
-    status = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status or 0)
 
 
