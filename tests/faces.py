@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -92,8 +92,8 @@ class ThreadedStore(Store):
     async def delete(self, lease: Lease) -> None:
         await self._call("delete", lease)
 
-    async def purge_expired(self) -> int:
-        purged: int = await self._call("purge_expired")
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
+        purged: int = await self._call("purge_expired", progress=progress)
         return purged
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:

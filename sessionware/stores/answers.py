@@ -52,12 +52,19 @@ class Record:
         request holds the lock (never locked, committed or released). A past
         deadline is a lease that lapsed without a release: its holder died or
         stalled, and the next acquire takes it over.
+    :ivar created_at: when :meth:`~sessionware.stores.Store.create` wrote the
+        record, same clock (``None`` from a store that does not keep it).
+    :ivar locked_at: when the current holder's acquire granted its lease
+        (renewals keep it), same clock; ``None`` whenever ``locked_until`` is.
+        ``now - locked_at`` is how long the lock has been held.
     """
 
     key: str
     data: bytes
     expires_at: float
     locked_until: float | None
+    created_at: float | None = None
+    locked_at: float | None = None
 
 
 def backoff_delay(attempt: int, *, base: float = 0.001, cap: float = 0.05) -> float:

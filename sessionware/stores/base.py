@@ -6,6 +6,8 @@ A store keeps one record per session::
     data                 the serialized session, bytes
     token                fencing token: grows at every acquire, never reused for that key
     locked_until         lease deadline of the current holder, or none
+    locked_at            when that holder's acquire granted the lease, or none
+    created_at           when create() wrote the record
     expires_at           idle deadline; sliding, capped by absolute_expires_at
     absolute_expires_at  hard deadline fixed at creation, or none
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 
 import abc
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -180,8 +182,12 @@ class Store(abc.ABC):
         """Remove the record. Fenced."""
 
     @abc.abstractmethod
-    async def purge_expired(self) -> int:
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Remove every expired record now; returns how many this call removed.
+
+        A store that removes them batch by batch calls ``progress`` with the
+        count of each batch as it goes (the command's progress bar); the
+        counts add up to the answer.
 
         For operations (a cron job, an ops command): stores also remove expired
         records by themselves. Abstract, not a default that returns 0, so that

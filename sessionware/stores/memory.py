@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sessionware._primitives import ThreadLock
@@ -31,14 +31,19 @@ class _Record:
     locked_until: float
     expires_at: float
     absolute_expires_at: float
+    created_at: float
+    locked_at: float = 0.0
 
 
 def _answer(key: str, record: _Record, now: float) -> Record:
     """``record`` with its deadlines moved from the monotonic clock to the epoch."""
     shift = time.time() - now
-    locked = record.locked_until + shift if record.locked_until else None
+    if record.locked_until:
+        locked_until, locked_at = record.locked_until + shift, record.locked_at + shift
+    else:
+        locked_until = locked_at = None
     return Record(key, record.data, min(record.expires_at, record.absolute_expires_at) + shift,
-                  locked)
+                  locked_until, record.created_at + shift, locked_at)
 
 
 def _lost(lease: Lease) -> LeaseLost:
@@ -86,7 +91,7 @@ class MemoryStore(Store):
             if record.locked_until > now:
                 return Locked(record.locked_until - now)
             record.token = next(self._tokens)
-            record.locked_until = now + lease_ttl
+            record.locked_until, record.locked_at = now + lease_ttl, now
             return Lease(key, record.token, record.data)
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
@@ -133,12 +138,15 @@ class MemoryStore(Store):
                 return False
             absolute = now + absolute_ttl if absolute_ttl is not None else float("inf")
             expires = min(now + ttl, absolute)
-            self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute)
+            self._records[key] = _Record(data, next(self._tokens), 0.0, expires, absolute, now)
             return True
 
-    async def purge_expired(self) -> int:
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         with self._lock:
-            return self._purge(time.monotonic())
+            purged = self._purge(time.monotonic())
+        if progress is not None and purged:
+            progress(purged)
+        return purged
 
     async def delete(self, lease: Lease) -> None:
         with self._lock:

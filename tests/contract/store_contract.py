@@ -305,8 +305,10 @@ class StoreContract:
             assert await store.create(key, b"v0", ttl=self.short)
         assert await store.create(live, b"v0", ttl=LONG)
         await asyncio.sleep(self.short + self.margin)
-        purged = await store.purge_expired()
+        batches: list[int] = []
+        purged = await store.purge_expired(progress=batches.append)
         assert isinstance(purged, int) and purged >= 0
+        assert sum(batches) == purged and all(count > 0 for count in batches)
         for key in expired:
             assert await store.read(key) is None
             assert await store.acquire(key, lease_ttl=LONG) is None
@@ -397,6 +399,50 @@ class StoreContract:
         assert committed is not None
         assert (committed.data, committed.locked_until) == (b"v1", None)
 
+    async def test_inspect_reports_when_created_and_when_locked(self, store: Store) -> None:
+        """``created_at`` is the create's moment, for good; ``locked_at`` the
+        acquire's, kept by renewals and gone with the lock."""
+        key, slack = new_key(), 1.0
+        before = time.time()
+        assert await store.create(key, b"v0", ttl=LONG)
+        created = await store.inspect(key)
+        assert created is not None and created.created_at is not None
+        assert before - slack <= created.created_at <= time.time() + slack
+        assert created.locked_at is None
+        await asyncio.sleep(0.05)
+        before = time.time()
+        lease = await acquire_lease(store, key)
+        held = await store.inspect(key)
+        assert held is not None and held.locked_at is not None
+        assert before - slack <= held.locked_at <= time.time() + slack
+        assert held.created_at == pytest.approx(created.created_at, abs=0.002)
+        await asyncio.sleep(0.05)
+        await store.renew(lease, lease_ttl=LONG)
+        renewed = await store.inspect(key)
+        assert renewed is not None and renewed.locked_at is not None
+        assert renewed.locked_at == pytest.approx(held.locked_at, abs=0.002)
+        await store.commit(lease, b"v1", ttl=LONG)
+        committed = await store.inspect(key)
+        assert committed is not None
+        assert (committed.locked_at, committed.locked_until) == (None, None)
+        assert committed.created_at == pytest.approx(created.created_at, abs=0.002)
+        released = await acquire_lease(store, key)
+        await store.release(released)
+        after_release = await store.inspect(key)
+        assert after_release is not None and after_release.locked_at is None
+
+    async def test_inspect_dates_a_taken_over_lease_from_its_new_holder(
+        self, store: Store, key: str
+    ) -> None:
+        await acquire_lease(store, key, lease_ttl=self.short)
+        lapsed = await store.inspect(key)
+        await asyncio.sleep(self.short + self.margin)
+        await acquire_lease(store, key)
+        taken = await store.inspect(key)
+        assert lapsed is not None and lapsed.locked_at is not None
+        assert taken is not None and taken.locked_at is not None
+        assert taken.locked_at >= lapsed.locked_at + self.short
+
     async def test_inspect_takes_no_lock_and_slides_nothing(self, store: Store) -> None:
         key = new_key()
         assert await store.create(key, b"v0", ttl=1.0)
@@ -451,6 +497,8 @@ class StoreContract:
         for key, data in live.items():
             assert seen[key].data == data
             assert (seen[key].locked_until is not None) == (key == locked)
+            assert (seen[key].locked_at is not None) == (key == locked)
+            assert seen[key].created_at is not None
             assert seen[key].expires_at > time.time() + LONG / 2
 
     async def test_a_scan_between_batches_holds_nothing(self, store: Store) -> None:
@@ -558,6 +606,8 @@ class ExactPurgeContract:
             assert await store.create(key, b"v0", ttl=self.short)
         assert await store.create(live, b"v0", ttl=LONG)
         await asyncio.sleep(self.short + self.margin)
-        assert await store.purge_expired() == len(expired)
+        batches: list[int] = []
+        assert await store.purge_expired(progress=batches.append) == len(expired)
+        assert sum(batches) == len(expired)
         assert await store.purge_expired() == 0
         assert await store.read(live) == b"v0"
