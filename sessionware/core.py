@@ -192,7 +192,12 @@ class SessionCore:
     async def _setup(self) -> None:
         if not self._ready:  # another caller's run may have done it
             await self.guard(self.store.setup)
+            if self.on_event is not None:
+                await self.guard(self.store.watch_expired, self._report_expired)
             self._ready = True
+
+    async def _report_expired(self, key: str) -> None:
+        await self.emit(SessionEvent("expired", key, {}))
 
     async def check(self) -> None:
         """Fail now, with the store's reason, if the store cannot serve: set it

@@ -8,6 +8,11 @@ never lengthens a lock. A hook may be a function or a coroutine function; an
 exception in it is logged and the request goes on. Hooks run before the
 response starts: hand slow work (a network call) to a queue.
 
+Where the store can tell (:meth:`~sessionware.stores.Store.watch_expired`:
+RedisStore, with keyspace notifications enabled on the server), the hook is
+also called when a session expires, once across the app's processes, from
+the store's listener rather than a request.
+
 **Metrics.** Through the OpenTelemetry API (``pip install sessionware[otel]``),
 on the meter provider given as ``meter_provider``, else the global one; with
 the API absent, nothing is measured and nothing is paid. Instruments, named in
@@ -35,17 +40,19 @@ from typing import Any, Literal
 
 __all__ = ["EventHook", "Metrics", "SessionEvent"]
 
-EventKind = Literal["created", "regenerated", "invalidated", "revoked"]
+EventKind = Literal["created", "regenerated", "invalidated", "revoked", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
 class SessionEvent:
     """Something that happened to a session, after the store confirmed it.
 
-    :param kind: ``created``, ``regenerated``, ``invalidated`` or
+    :param kind: ``created``, ``regenerated``, ``invalidated``,
         ``revoked`` (removed by an operator, or with every session of its
         user: :class:`~sessionware.SessionAdmin`; ``session`` then holds the
-        user id only, under ``sessionware.user``, if it was bound).
+        user id only, under ``sessionware.user``, if it was bound) or
+        ``expired`` (removed by the store at its expiry; ``session`` is then
+        empty: the data went with it).
     :param store_key: the session's key in the store (a hash of its id: the
         id itself, a credential, is never handed out); for ``regenerated``,
         the new session's key, with the retired one in ``previous_key``.

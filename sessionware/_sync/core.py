@@ -210,7 +210,12 @@ class SyncSessionCore:
     def _setup(self) -> None:
         if not self._ready:  # another caller's run may have done it
             self.guard(self.store.setup)
+            if self.on_event is not None:
+                self.guard(self.store.watch_expired, self._report_expired)
             self._ready = True
+
+    def _report_expired(self, key: str) -> None:
+        self.emit(SessionEvent("expired", key, {}))
 
     def check(self) -> None:
         """Fail now, with the store's reason, if the store cannot serve: set it

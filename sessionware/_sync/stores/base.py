@@ -244,6 +244,26 @@ class SyncStore(abc.ABC):
             f"{type(self).__name__} does not implement SyncStore.scan(), which the statistics need"
         )
 
+    def watch_expired(self, report: Callable[[str], object]) -> bool:
+        """Have ``report(key)`` awaited for each session the store removes at
+        its expiry, from now until :meth:`close`; ``False`` when the store
+        cannot tell (this default), as most cannot without reading the
+        whole store.
+
+        For the ``expired`` event: the core calls it once, after
+        :meth:`setup`, when the app has an ``on_event`` hook. A store that
+        watches keeps these rules:
+
+        * Each expiry is reported at most once, whichever of the processes
+          watching one store hears it; none is reported while no process
+          watches (notifications are not queued).
+        * Records whose data begins with a NUL byte (the core's bookkeeping:
+          tombstones and user indexes) are never reported.
+        * ``report`` runs on the store's listener (a task; a thread on the
+          sync face), so a slow one delays what else the listener carries.
+        """
+        return False
+
     def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait until the lock on ``key`` may have been released, or ``timeout``.
 
