@@ -339,6 +339,9 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
                   f"{spread(one, '{:.2f}')} | {spread(bound, '{:.2f}')} | "
                   f"{spread(total, '{:.2f}')} | {spread(ratio, '{:.2f}')} |")
     w("")
+    overhead = data.get("metrics_overhead")
+    if overhead:
+        w(metrics_section(overhead))
     w("## Notes\n")
     w("- uvicorn `--workers 2` runs through `benchmarks/uvicorn_nodelay.py`: uvicorn's "
       "supervisor binds the listening socket with `proto=0`, so asyncio never sets "
@@ -437,6 +440,12 @@ def targets(res: Results) -> list[list[str]]:
     for server, workers in (("sync", "2 workers"), ("gthread", "2x8")):
         ratio_row(f"Flask /inc (SQLiteStore) ≥ 1.2x Flask-Session with Redis (gunicorn "
                   f"{server}, {workers})", "sw-flask-sqlite", "flask-session", server, 2, 1.2)
+    overhead = d.get("metrics_overhead")
+    if overhead:
+        xs = overhead["cpu_ratio"]["api"]
+        rows.append(["/inc with metrics disabled (OpenTelemetry API, no SDK) ≤ 1.02x its cost "
+                     "without the API (CPU per request, in process, RedisStore; section 5)",
+                     spread(xs, "{:.3f}x"), yn(med(xs) <= 1.02)])
     for run in d.get("increments", []):
         rows.append([f"0 lost updates, {run['threads']} threads x {run['each']} increments of "
                      f"one session: {res.label(run['peer'])}, gunicorn {run['server']}",
@@ -457,6 +466,31 @@ def targets(res: Results) -> list[list[str]]:
         rows.append([f"lock handoff p50 < 1 ms: {store}, {where} waiter",
                      spread(p50s, "{:.3f} ms"), yn(med(p50s) < 1.0)])
     return rows
+
+
+def metrics_section(o: dict[str, Any]) -> str:
+    """Section 5: what metrics cost, by ``benchmarks/metrics_overhead.py``."""
+    names = {"absent": "OpenTelemetry API not installed (the baseline)",
+             "api": "API installed, no SDK: metrics disabled",
+             "sdk": "SDK with an in-memory reader: metrics on"}
+    lines = ["## 5. Metrics overhead\n",
+             f"`python -m benchmarks.metrics_overhead`: one process, three builds of the "
+             f"sw-redis app taking turns in {o['blocks']} blocks of {o['requests']} raw ASGI "
+             "calls of `GET /inc` (no HTTP server or client: their cost would dilute the "
+             "ratio), each on its own RedisStore connection to one valkey-server. Each "
+             "block's ratio is taken against the baseline's block; medians, with "
+             "(min-max) over the blocks.\n",
+             "| build | CPU µs per /inc | wall µs per /inc | CPU vs baseline | wall vs baseline |",
+             "|---|---|---|---|---|"]
+    for variant, name in names.items():
+        cpu, wall = o["cpu_us"][variant], o["wall_us"][variant]
+        if variant == "absent":
+            lines.append(f"| {name} | {cpu:.0f} | {wall:.0f} | 1 | 1 |")
+            continue
+        lines.append(f"| {name} | {cpu:.0f} | {wall:.0f} | "
+                     f"{spread(o['cpu_ratio'][variant], '{:.3f}x')} | "
+                     f"{spread(o['wall_ratio'][variant], '{:.3f}x')} |")
+    return "\n".join(lines) + "\n"
 
 
 def steadiness(res: Results, server: str, stack: str) -> list[str]:

@@ -27,3 +27,4 @@ fi
 "$PY" -m pip install -q -r benchmarks/requirements.txt
 "$PY" -m benchmarks.bench "$@"
 "$PY" -m benchmarks.increments  # lost updates under the WSGI worker kinds
+"$PY" -m benchmarks.metrics_overhead  # what metrics cost when disabled
