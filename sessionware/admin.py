@@ -5,7 +5,7 @@ admin page, a password change) or from the ``sessionware`` command.
 
     admin = SessionAdmin(store, secret_key=SECRET)      # the app's store and key
     await admin.revoke_user("alice")                    # log out everywhere
-    for s in await admin.user_sessions("alice"): ...    # bound_at, last_seen
+    for s in await admin.user_sessions("alice"): ...    # created_at, bound_at, last_seen
     info = await admin.show(cookie_value)               # or a store key
     stats = await admin.stats()                         # one pass over the store
 
@@ -143,23 +143,26 @@ class SessionAdmin:
         stats = StoreStats()
         sizes: list[int] = []
         now = time.time()
-        lapsed_locks: list[float] = []
-        held_locks: list[float] = []
+        held, lapsed = _Locks(), _Locks()
         async for batch in self.store.scan():
             for record in batch:
-                _count(stats, record, sizes, now, lapsed_locks, held_locks)
+                _count(stats, record, sizes, now, held, lapsed)
             if progress is not None:
                 progress(len(batch))
-        stats.locked, stats.lapsed = len(held_locks), len(lapsed_locks)
-        locks = lapsed_locks or held_locks
-        stats.oldest_lock = min(locks) if locks else None
+        stats.locked, stats.oldest_lock = held.count, held.age(now)
+        stats.lapsed, stats.oldest_lapsed = lapsed.count, lapsed.age(now)
         stats.sizes = _distribution(sizes)
         return stats
 
-    async def purge(self) -> int:
-        """Remove the expired records now (``Store.purge_expired``)."""
+    async def purge(self, progress: Callable[[int], object] | None = None) -> int:
+        """Remove the expired records now (``Store.purge_expired``);
+        ``progress`` is called with the count of each batch removed.
+
+        Not bounded by ``store_timeout`` as a whole, unlike every other call
+        here: a store with a million expired records takes its time, batch by
+        batch, each batch a short operation of its own."""
         await self.core.ensure_ready()
-        return await self.core.guard(self.store.purge_expired)
+        return await self.store.purge_expired(progress=progress)
 
     def _info(self, record: Record) -> SessionInfo:
         kind, data, user = "session", None, None
@@ -176,13 +179,30 @@ class SessionAdmin:
                 data = None  # not this serializer's: shown by its size only
             bound = data.get(USER_KEY) if isinstance(data, dict) else None
             user = bound if isinstance(bound, str) else None
-        return SessionInfo(record.key, kind, data, user, len(record.data), record.expires_at,
-                           record.expires_at - self.core.config.idle_timeout,
-                           record.locked_until)
+        return SessionInfo(record.key, kind, data, user, len(record.data), record.created_at,
+                           record.expires_at, record.expires_at - self.core.config.idle_timeout,
+                           record.locked_until, record.locked_at)
+
+
+class _Locks:
+    """The locks of one kind (held, lapsed) a scan found: how many, and
+    when the oldest was taken."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.oldest: float | None = None
+
+    def add(self, locked_at: float | None) -> None:
+        self.count += 1
+        if locked_at is not None and (self.oldest is None or locked_at < self.oldest):
+            self.oldest = locked_at
+
+    def age(self, now: float) -> float | None:
+        return None if self.oldest is None else max(0.0, now - self.oldest)
 
 
 def _count(stats: StoreStats, record: Record, sizes: list[int], now: float,
-           lapsed: list[float], held: list[float]) -> None:
+           held: _Locks, lapsed: _Locks) -> None:
     if record.data.startswith(NOT_A_SESSION):
         if is_index(record.data):
             stats.user_indexes += 1
@@ -192,7 +212,7 @@ def _count(stats: StoreStats, record: Record, sizes: list[int], now: float,
     stats.sessions += 1
     sizes.append(len(record.data))
     if record.locked_until is not None:
-        (held if record.locked_until > now else lapsed).append(record.locked_until)
+        (held if record.locked_until > now else lapsed).add(record.locked_at)
 
 
 def _distribution(sizes: list[int]) -> dict[str, int]:

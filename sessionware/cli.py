@@ -32,7 +32,7 @@ import logging
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
@@ -41,6 +41,9 @@ from sessionware.config import SessionConfig
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.reports import SessionInfo, StoreStats, UserSession
 from sessionware.urls import ENV_VAR, store_from_url
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 __all__ = ["cli", "main"]
 
@@ -136,9 +139,7 @@ def cli(ctx: click.Context, url: str, secret: str | None, as_json: bool,
 @click.pass_obj
 def stats(obj: Context) -> None:
     """Live sessions, locks, user indexes and sizes, in one pass over the store."""
-    with obj.admin() as admin, click.progressbar(
-            itertools.count(), label="scanning", show_pos=True, file=sys.stderr,
-            hidden=obj.as_json or not sys.stderr.isatty(), update_min_steps=100) as bar:
+    with obj.admin() as admin, _counter("scanning", obj) as bar:
         found = admin.stats(progress=bar.update)
     obj.emit(found.as_dict(), lambda: _print_stats(found))
 
@@ -198,10 +199,24 @@ def revoke_user(obj: Context, user: str) -> None:
 @click.pass_obj
 def purge(obj: Context) -> None:
     """Remove the expired records now (stores also do it by themselves)."""
-    with obj.admin() as admin:
-        purged = admin.purge()
+    with obj.admin() as admin, _counter("purging", obj) as bar:
+        purged = admin.purge(progress=bar.update)
     obj.emit({"purged": purged},
              lambda: click.echo(f"purged {purged} expired record{'s' * (purged != 1)}"))
+
+
+def _counter(label: str, obj: Context) -> ProgressBar[int]:
+    """A running count on stderr for a long pass (its total is not known
+    beforehand), on a terminal only and never with --json."""
+    return click.progressbar(itertools.count(), label=label, show_pos=True, file=sys.stderr,
+                             hidden=obj.as_json or not sys.stderr.isatty(),
+                             update_min_steps=100)
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
 def _when(epoch: float | None) -> str:
@@ -213,7 +228,9 @@ def _when(epoch: float | None) -> str:
 
 def _print_stats(found: StoreStats) -> None:
     rows = [("live sessions", found.sessions), ("locked now", found.locked),
-            ("lapsed locks", found.lapsed), ("oldest lock", _when(found.oldest_lock)),
+            ("oldest lock", f"held {_age(found.oldest_lock)}" if found.locked else "-"),
+            ("lapsed locks", found.lapsed),
+            ("oldest lapsed", f"taken {_age(found.oldest_lapsed)} ago" if found.lapsed else "-"),
             ("retired ids", found.retired), ("user indexes", found.user_indexes)]
     for name, value in rows:
         click.echo(f"{name:<15}{value}")
@@ -223,8 +240,9 @@ def _print_stats(found: StoreStats) -> None:
 
 def _print_info(info: SessionInfo) -> None:
     rows = [("key", info.store_key), ("kind", info.kind), ("user", info.user or "-"),
-            ("size", f"{info.size} bytes"), ("expires", _when(info.expires_at)),
-            ("last seen", _when(info.last_seen)), ("locked until", _when(info.locked_until))]
+            ("size", f"{info.size} bytes"), ("created", _when(info.created_at)),
+            ("last seen", _when(info.last_seen)), ("expires", _when(info.expires_at)),
+            ("locked at", _when(info.locked_at)), ("locked until", _when(info.locked_until))]
     for name, value in rows:
         click.echo(f"{name:<13}{value}")
     click.echo("data")
@@ -235,10 +253,10 @@ def _print_sessions(user: str, found: list[UserSession]) -> None:
     if not found:
         click.echo(f"no live sessions of {user}")
         return
-    click.echo(f"{'key':<66}{'bound at':<22}{'last seen':<22}locked")
+    click.echo(f"{'key':<66}{'created':<22}{'bound at':<22}{'last seen':<22}locked")
     for s in found:
-        click.echo(f"{s.store_key:<66}{_when(s.bound_at):<22}{_when(s.last_seen):<22}"
-                   f"{'yes' if s.locked else 'no'}")
+        click.echo(f"{s.store_key:<66}{_when(s.created_at):<22}{_when(s.bound_at):<22}"
+                   f"{_when(s.last_seen):<22}{'yes' if s.locked else 'no'}")
 
 
 def main() -> None:

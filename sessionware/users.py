@@ -303,5 +303,5 @@ class UserIndex:
 
 def _listed(record: Record, bound_at: float, idle_timeout: float) -> UserSession:
     locked = record.locked_until is not None and record.locked_until > time.time()
-    return UserSession(record.key, bound_at, record.expires_at - idle_timeout,
+    return UserSession(record.key, record.created_at, bound_at, record.expires_at - idle_timeout,
                        record.expires_at, locked)

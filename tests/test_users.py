@@ -259,6 +259,7 @@ async def test_bound_sessions_are_listed_with_times(world: World) -> None:
     sessions = await world.admin("user_sessions", world.user("alice"))
     assert {s.store_key for s in sessions} == {key_of(c) for c in cookies}
     for s in sessions:
+        assert s.created_at is not None and started - 1 <= s.created_at <= s.bound_at + 1
         assert started - 1 <= s.bound_at <= time.time() + 1
         assert started - 2 <= s.last_seen <= time.time() + 2  # expiry minus idle_timeout
         assert not s.locked
@@ -355,7 +356,8 @@ async def test_show_names_the_user_and_data(world: World) -> None:
     info = await world.admin("show", cookie)
     assert info.kind == "session" and info.user == world.user("alice")
     assert info.data == {USER_KEY: world.user("alice"), "n": 1}
-    assert info.locked_until is None and info.size > 0
+    assert info.locked_until is None and info.locked_at is None and info.size > 0
+    assert info.created_at is not None and info.created_at <= time.time() + 1
     index = await world.admin("show", user_index_key(world.user("alice")))
     assert index.kind == "user-index" and list(index.data["sessions"]) == [key_of(cookie)]
     assert await world.admin("show", "0" * 64) is None
@@ -367,12 +369,17 @@ async def test_stats_count_sessions_locks_indexes_and_sizes(world: World) -> Non
         cookies = [await log_in(client, world.user("alice")) for _ in range(2)]
         holder = asyncio.create_task(client.get("/hold", headers=cookie_header(cookies[0])))
         await app.holding()
+        held_from = time.time()
+        await asyncio.sleep(0.3)  # a lock at least this old
         stats = await world.admin("stats")
+        held_for = time.time() - held_from
         app.release()
         await holder
     # The store may be shared with other tests (one Redis server): at least ours.
     assert stats.sessions >= 2 and stats.locked >= 1 and stats.user_indexes >= 1
-    assert stats.oldest_lock is not None
+    assert stats.oldest_lock is not None and stats.oldest_lock >= 0.3
+    if stats.locked == 1:  # ours alone: taken just before holding() returned
+        assert stats.oldest_lock <= held_for + 2.0
     assert 0 < stats.sizes["min"] <= stats.sizes["p50"] <= stats.sizes["max"]
 
 

@@ -38,10 +38,10 @@ class _Record:
 def _answer(key: str, record: _Record, now: float) -> Record:
     """``record`` with its deadlines moved from the monotonic clock to the epoch."""
     shift = time.time() - now
+    locked_until: float | None = None
+    locked_at: float | None = None
     if record.locked_until:
         locked_until, locked_at = record.locked_until + shift, record.locked_at + shift
-    else:
-        locked_until = locked_at = None
     return Record(key, record.data, min(record.expires_at, record.absolute_expires_at) + shift,
                   locked_until, record.created_at + shift, locked_at)
 
