@@ -207,9 +207,12 @@ DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at
 # affects no row (LeaseLost), and nothing re-creates the row but create().
 DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
 
-# The columns of a Record after its key and data, as the row has them
-# (created_at and locked_at NULL in rows of the earlier layout).
-_RECORD = "expires_at, locked_until, created_at, locked_at"
+# The columns of a Record after its key and data: created_at and locked_at are
+# NULL in rows of the earlier layout, and locked_at is NULL whenever
+# locked_until is, even after a commit by a process still on that layout
+# (which leaves locked_at as it was).
+_RECORD = """expires_at, locked_until, created_at,
+    CASE WHEN locked_until IS NOT NULL THEN locked_at END"""
 
 # inspect(): :key, :now. (data, *_RECORD) of the live row, or no row; takes no
 # write lock.

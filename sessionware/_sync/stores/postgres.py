@@ -333,11 +333,13 @@ DISCARD = f"""
 DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
-# The columns of a Record after its key and data, in epoch seconds: expires_at,
-# locked_until and locked_at (NULL when unlocked), created_at (NULL in rows of
-# the first layout, as is locked_at of a lease taken then).
+# The columns of a Record after its key and data, in epoch seconds: created_at
+# and locked_at are NULL in rows of the first layout, and locked_at is NULL
+# whenever locked_until is, even after a commit by a process still on that
+# layout (which leaves locked_at as it was).
 _RECORD = """extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8,
-       extract(epoch FROM created_at)::float8, extract(epoch FROM locked_at)::float8"""
+       extract(epoch FROM created_at)::float8,
+       extract(epoch FROM CASE WHEN locked_until IS NOT NULL THEN locked_at END)::float8"""
 
 # inspect(): :key. One row (data, *_RECORD) when the row is live, none otherwise.
 INSPECT = f"""
