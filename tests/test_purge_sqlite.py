@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 import sessionware.stores.sqlite as sqlite_module
-from sessionware.stores import SQLiteStore, SyncSQLiteStore
+from sessionware.stores import SQLiteStore, Store, SyncSQLiteStore
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
-from tests.faces import on_face
+from tests.faces import ThreadedStore, on_face
 
 BACKLOG = 10_000
 DEADLINE = 15.0  # bound on a wait for the background sweep: generous, never hoped for
@@ -50,6 +50,16 @@ def insert_rows(db_path: str, expired: int = BACKLOG, live: tuple[str, ...] = ()
             ((key, b"v0", n + 1, expires) for n, (key, expires) in enumerate(rows)))
 
 
+async def sweeps_done(store: Store) -> None:
+    """Once the sweeps queued so far on the store's worker thread are over
+    (the store's own, or its twin's behind the sync face). Operations run on
+    the loop's or the caller's thread, so they do not queue behind them."""
+    inner = store.inner if isinstance(store, ThreadedStore) else store
+    assert isinstance(inner, (SQLiteStore, SyncSQLiteStore))
+    executor = inner._current_executor()
+    await asyncio.get_running_loop().run_in_executor(executor, lambda: None)
+
+
 async def wait_for_rows(db_path: str, expected: int) -> None:
     deadline = time.monotonic() + DEADLINE
     while (count := rows(db_path)) != expected:
@@ -59,8 +69,9 @@ async def wait_for_rows(db_path: str, expected: int) -> None:
 
 async def test_purge_expired_removes_a_large_backlog(db_path: str, face: str) -> None:
     async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as store:
-        # Queued behind the sweep that setup may have started: the table is
-        # quiet from here on, so the count below is exact.
+        # Once setup's own sweep is over the table is quiet, so the count
+        # below is exact.
+        await sweeps_done(store)
         assert await store.purge_expired() == 0
         live = new_key()
         insert_rows(db_path, live=(live,))
@@ -76,8 +87,8 @@ async def test_purges_of_several_stores_at_once_count_each_row_once(
     # (on the sync face, each purges on a thread of its own).
     async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as one, \
             on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as other:
-        assert await one.purge_expired() == 0
-        assert await other.purge_expired() == 0
+        await sweeps_done(one)
+        await sweeps_done(other)
         insert_rows(db_path)
         counts = await asyncio.gather(one.purge_expired(), other.purge_expired())
         assert sum(counts) == BACKLOG
@@ -87,9 +98,9 @@ async def test_purges_of_several_stores_at_once_count_each_row_once(
 async def test_expired_rows_go_without_any_create(db_path: str, face: str) -> None:
     live = new_key()
     async with on_face(SQLiteStore(db_path, sweep_interval=0.05), face) as store:
-        # Queued behind setup's own sweep: that one is over before the rows
-        # exist, so from here on only traffic can start a sweep.
-        assert await store.purge_expired() == 0
+        # Setup's own sweep is over before the rows exist, so from here on
+        # only traffic can start a sweep.
+        await sweeps_done(store)
         insert_rows(db_path, live=(live,))
         await asyncio.sleep(0.1)  # past the sweep interval: a sweep is due
         # Traffic on other keys only, once: the backlog then drains by itself.

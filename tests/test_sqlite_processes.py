@@ -33,6 +33,7 @@ from tests.contract.store_contract import (
     acquire_waiting,
     new_key,
 )
+from tests.faces import on_face
 
 SPAWN = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 60.0
@@ -77,6 +78,35 @@ def raw(path: str, sql: str) -> list[Any]:
     db = sqlite3.connect(path)
     try:
         return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+# The table as the first layout made it, before created_at and locked_at.
+FIRST_LAYOUT = """
+CREATE TABLE sessionware_sessions (
+    key                 TEXT PRIMARY KEY,
+    data                BLOB NOT NULL,
+    token               INTEGER NOT NULL,
+    locked_until        REAL,
+    expires_at          REAL NOT NULL,
+    absolute_expires_at REAL
+)"""
+FIRST_LAYOUT_COLUMNS = ["key", "data", "token", "locked_until", "expires_at",
+                        "absolute_expires_at"]
+TABLE = "sessionware_sessions"
+
+
+def make_first_layout(path: str, rows: dict[str, float | None]) -> None:
+    """The first layout's table, with a live row for each key of ``rows``,
+    locked until its value (None: unlocked), written as its store did."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            db.execute(FIRST_LAYOUT)
+            for token, (key, locked_until) in enumerate(rows.items(), 1):
+                db.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, NULL)",
+                           (key, b"v0", token, locked_until, time.time() + LONG))
     finally:
         db.close()
 
@@ -204,15 +234,50 @@ def test_writer_killed_inside_a_transaction_leaves_neither_change_nor_lock(
     assert lease.data == b"v0"
 
 
+@pytest.mark.parametrize("layout", ["none", "first"])
 def test_setup_from_several_processes_at_once(
-    db_path: str, processes: list[BaseProcess]
+    db_path: str, processes: list[BaseProcess], layout: str
 ) -> None:
+    """From no table, or from a table of the first layout, which each
+    process upgrades: every added column once."""
+    if layout == "first":
+        make_first_layout(db_path, {})
     start = SPAWN.Barrier(4)
     for _ in range(4):
         spawn(processes, setup_in_process, db_path, start)
     join_all(processes)
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    columns = [name for (name,) in raw(db_path, f"SELECT name FROM pragma_table_info('{TABLE}')")]
+    assert columns == [*FIRST_LAYOUT_COLUMNS, "created_at", "locked_at"]
     assert with_store(db_path, lambda s: s.create(new_key(), b"v0", ttl=LONG))
+
+
+async def test_a_table_of_the_first_layout_is_upgraded_by_setup(db_path: str, face: str) -> None:
+    """Its rows answer None for the times they never had, and every
+    operation works on them and on new rows."""
+    now = time.time()
+    old, held = new_key(), new_key()
+    make_first_layout(db_path, {old: None, held: now + LONG})
+    async with on_face(SQLiteStore(db_path), face) as store:
+        before = await store.inspect(old)
+        assert before is not None and before.data == b"v0"
+        assert (before.created_at, before.locked_at) == (None, None)
+        undated = await store.inspect(held)
+        assert undated is not None and undated.locked_until is not None
+        assert undated.locked_at is None  # a lease taken under the first layout
+        lease = await acquire_lease(store, old)
+        taken = await store.inspect(old)
+        assert taken is not None and taken.locked_at is not None
+        assert taken.created_at is None
+        await store.commit(lease, b"v1", ttl=LONG)
+        assert await store.read(old) == b"v1"
+        new = new_key()
+        assert await store.create(new, b"n0", ttl=LONG)
+        created = await store.inspect(new)
+        assert created is not None and created.created_at is not None
+        scanned = {record.key: record async for batch in store.scan() for record in batch}
+        assert set(scanned) == {old, held, new}
+        assert scanned[old].created_at is None and scanned[new].created_at is not None
 
 
 # -- SQLite specifics, in one process ---------------------------------------------

@@ -31,10 +31,18 @@ processes at once), or by your migrations (then pass ``create_table=False``)::
         locked_until        timestamptz,           -- lease deadline; NULL: unlocked
         expires_at          timestamptz NOT NULL,  -- idle deadline, never past the next
         absolute_expires_at timestamptz,           -- hard deadline; NULL: none
-        waiting             boolean NOT NULL DEFAULT false  -- a waiter asked for a NOTIFY
+        waiting             boolean NOT NULL DEFAULT false, -- a waiter asked for a NOTIFY
+        created_at          timestamptz,           -- when create() wrote the row
+        locked_at           timestamptz            -- when the lease was taken; NULL: unlocked
     ) WITH (fillfactor = 80);
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
+
+A table of the earlier layout, without ``created_at`` and ``locked_at``, gets
+them from ``setup()`` (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, run only
+when they are missing: it waits for the table's exclusive lock); its rows
+written before answer ``None`` for them. With ``create_table=False``,
+``setup()`` checks that they are there.
 
 The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``);
 the wake-up channel is ``<table>`` too. Every write caps ``expires_at`` by
@@ -209,11 +217,28 @@ CREATE TABLE IF NOT EXISTS {table} (
     locked_until        timestamptz,
     expires_at          timestamptz NOT NULL,
     absolute_expires_at timestamptz,
-    waiting             boolean NOT NULL DEFAULT false
+    waiting             boolean NOT NULL DEFAULT false,
+    created_at          timestamptz,
+    locked_at           timestamptz
 ) WITH (fillfactor = 80)"""
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
+
+# The columns added since the first layout: nullable, no default, so adding
+# them rewrites nothing and the rows already there answer NULL (None).
+ADDED_COLUMNS = ("created_at", "locked_at")
+# setup(): :table_name (the quoted name, found as the statements find it, by
+# the search_path). How many of ADDED_COLUMNS the table lacks; a plain catalog
+# read, so a table that has them is never locked to find out.
+MISSING_COLUMNS = """
+SELECT %(expected)s - count(*) FROM pg_attribute
+WHERE attrelid = to_regclass(%(table_name)s) AND attname = ANY(%(columns)s) AND NOT attisdropped"""
+# setup(), when MISSING_COLUMNS found some: no parameters. Two processes at
+# once take turns at the table's exclusive lock, and the second adds nothing.
+ADD_COLUMNS = """
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS created_at timestamptz,
+                    ADD COLUMN IF NOT EXISTS locked_at timestamptz"""
 
 _TTL = "make_interval(secs => %(ttl)s::float8)"
 # The idle deadline ttl from now, capped by the row's hard deadline (NULL: none).
@@ -223,20 +248,22 @@ _WAKE = "CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
 
 # acquire(): :key, :lease_ttl. One row (token, data, NULL) when the live row was
 # unlocked or its lease lapsed: the token is the sequence's next, the lease
-# lasts lease_ttl, and the waiting flag is cleared (every waiter flagged before
-# was notified by the release that freed it, and re-flags if it finds it taken
-# again). One row (NULL, NULL, seconds left) when the lease is held: the row is
-# flagged waiting (written only if it was not). No row when the session is
-# absent or expired. Two acquires at once: the second waits for the first's
-# row lock, re-checks the lease on the row the first wrote, finds it held.
-# Its "seconds left" then comes from its own snapshot, the row before the
-# first wrote it, and may be 0 or less: the caller re-checks at once.
+# lasts lease_ttl and is dated now (a takeover's too), and the waiting flag is
+# cleared (every waiter flagged before was notified by the release that freed
+# it, and re-flags if it finds it taken again). One row (NULL, NULL, seconds
+# left) when the lease is held: the row is flagged waiting (written only if it
+# was not). No row when the session is absent or expired. Two acquires at once:
+# the second waits for the first's row lock, re-checks the lease on the row the
+# first wrote, finds it held. Its "seconds left" then comes from its own
+# snapshot, the row before the first wrote it, and may be 0 or less: the
+# caller re-checks at once.
 ACQUIRE = """
 WITH live AS (
     SELECT locked_until FROM {table} WHERE key = %(key)s AND expires_at > now()
 ), taken AS (
     UPDATE {table} SET token = nextval('{sequence_name}'),
-        locked_until = now() + make_interval(secs => %(lease_ttl)s::float8), waiting = false
+        locked_until = now() + make_interval(secs => %(lease_ttl)s::float8),
+        locked_at = now(), waiting = false
     WHERE key = %(key)s AND expires_at > now()
       AND (locked_until IS NULL OR locked_until <= now())
     RETURNING token, data
@@ -256,7 +283,8 @@ FROM live WHERE NOT EXISTS (SELECT FROM taken)"""
 # deadline, unlocks, notifies a flagged waiter; affects no row unless the live
 # row carries :token.
 COMMIT = f"""
-UPDATE {{table}} SET data = %(data)s, locked_until = NULL, expires_at = {_TARGET}
+UPDATE {{table}} SET data = %(data)s, locked_until = NULL, locked_at = NULL,
+    expires_at = {_TARGET}
 WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
@@ -265,14 +293,15 @@ RETURNING {_WAKE}"""
 # refresh_after or more, notifies a flagged waiter; affects no row unless the
 # live row carries :token.
 RELEASE = f"""
-UPDATE {{table}} SET locked_until = NULL, expires_at = CASE
+UPDATE {{table}} SET locked_until = NULL, locked_at = NULL, expires_at = CASE
     WHEN %(ttl)s::float8 IS NOT NULL
          AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
     THEN {_TARGET} ELSE expires_at END
 WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
-# renew(): :key, :token, :lease_ttl. Moves the lease deadline; affects no row
+# renew(): :key, :token, :lease_ttl. Moves the lease deadline (locked_at stays:
+# the lease is the same one); affects no row
 # unless the live row carries :token and is still locked. A lapsed lease
 # (locked_until in the past) is still held, as no newer lease took it; a NULL
 # one was ended by commit or release, which keep the token.
@@ -295,20 +324,26 @@ DISCARD = f"""
 DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
-# inspect(): :key. One row (data, expires_at, locked_until; epoch seconds,
-# locked_until NULL when unlocked) when the row is live, none otherwise.
-INSPECT = """
-SELECT data, extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8
-FROM {table} WHERE key = %(key)s AND expires_at > now()"""
+# The columns of a Record after its key and data, in epoch seconds: created_at
+# and locked_at are NULL in rows of the first layout, and locked_at is NULL
+# whenever locked_until is, even after a commit by a process still on that
+# layout (which leaves locked_at as it was).
+_RECORD = """extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8,
+       extract(epoch FROM created_at)::float8,
+       extract(epoch FROM CASE WHEN locked_until IS NOT NULL THEN locked_at END)::float8"""
+
+# inspect(): :key. One row (data, *_RECORD) when the row is live, none otherwise.
+INSPECT = f"""
+SELECT data, {_RECORD}
+FROM {{table}} WHERE key = %(key)s AND expires_at > now()"""
 
 # scan(), one batch: :after (the last key of the batch before; '' at first),
-# :limit. Up to :limit live rows (key, data, expires_at, locked_until as in
-# INSPECT) with keys past :after, in key order, by the primary key's index:
-# keyset pagination, each batch one short read under MVCC (no row locks).
-SCAN = """
-SELECT key, data, extract(epoch FROM expires_at)::float8,
-       extract(epoch FROM locked_until)::float8
-FROM {table} WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
+# :limit. Up to :limit live rows (key, data, *_RECORD) with keys past :after,
+# in key order, by the primary key's index: keyset pagination, each batch one
+# short read under MVCC (no row locks).
+SCAN = f"""
+SELECT key, data, {_RECORD}
+FROM {{table}} WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
 
 # read(): :key, :ttl (NULL: no slide), :refresh_after. One row (data) when the
 # row is live, none otherwise; slides the idle deadline (the row's own write
@@ -327,17 +362,18 @@ SELECT data FROM {{table}}
 WHERE key = %(key)s AND expires_at > now() AND NOT EXISTS (SELECT FROM slid)"""
 
 # create(): :key, :data, :ttl, :absolute_ttl (NULL: none). Inserts an unlocked
-# row, or replaces an expired one (with a new token, so a lease on the old
-# session never matches); affects no row when a live row has the key.
+# row created now, or replaces an expired one (with a new token, so a lease on
+# the old session never matches); affects no row when a live row has the key.
 CREATE = f"""
-INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at, absolute_expires_at)
+INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at, absolute_expires_at,
+                          created_at, locked_at)
 SELECT %(key)s, %(data)s, nextval('{{sequence_name}}'), NULL,
-       least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute
+       least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute, now(), NULL
 FROM (SELECT now() + make_interval(secs => %(absolute_ttl)s::float8) AS absolute) AS deadline
 ON CONFLICT (key) DO UPDATE SET
     data = excluded.data, token = excluded.token, locked_until = NULL,
     expires_at = excluded.expires_at, absolute_expires_at = excluded.absolute_expires_at,
-    waiting = false
+    waiting = false, created_at = excluded.created_at, locked_at = NULL
 WHERE s.expires_at <= now()"""
 
 # purge_expired() and the background purge: :limit. Deletes up to :limit
@@ -378,6 +414,8 @@ def _translate(op: str, where: str, exc: Exception) -> Exception:
             return StoreUnavailable(message, maybe_applied=False)
         if sqlstate == "42P01":
             message += " (run the store's setup(), or create the table: see its docs)"
+        elif sqlstate == "42703":
+            message += " (a table of an earlier layout: run the store's setup(), or see its docs)"
         return StoreError(message)
     if isinstance(exc, OSError):
         return StoreUnavailable(f"PostgreSQL at {where}, during {op}: {exc!r}")
@@ -505,7 +543,8 @@ class PostgresStore(Store):
             ("renew", RENEW), ("delete", DELETE), ("read", READ), ("create", CREATE),
             ("purge", PURGE), ("discard", DISCARD), ("inspect", INSPECT), ("scan", SCAN),
             ("create_sequence", CREATE_SEQUENCE),
-            ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX))}
+            ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX),
+            ("add_columns", ADD_COLUMNS))}
         self._lock = ThreadLock()
         # the async face's pipelined connection for the session operations
         self._lean = LeanPath.for_store(
@@ -526,29 +565,45 @@ class PostgresStore(Store):
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Create the sequence, table and index if missing (with
-        ``create_table=False``: check that the table exists). Idempotent, and
-        safe when several processes set up at the same moment."""
+        """Create the sequence, table and index if missing, and add the
+        columns a table of an earlier layout lacks (with
+        ``create_table=False``: check that the table and its columns exist).
+        Idempotent, and safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = await self._execute("setup", TABLE_EXISTS, {"table_name": self._table},
                                           prepare=False, purge_due=False)
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
+            if await self._missing_columns():
+                raise StoreError(f"PostgreSQL at {self._where}: table {self._table!r} lacks "
+                                 f"columns {', '.join(ADDED_COLUMNS)} (add them as the store's "
+                                 "docs say, or create_table=True)")
             return
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
                     await self._execute("setup", self._sql[name], {}, prepare=False,
                                         purge_due=False)
+                if await self._missing_columns():
+                    await self._execute("setup", self._sql["add_columns"], {}, prepare=False,
+                                        purge_due=False)
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
-                # (unique_violation in the catalog, or duplicate_table/object):
-                # the next try finds it and does nothing
+                # (unique_violation in the catalog, or duplicate_table/object/
+                # column): the next try finds it and does nothing
                 sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
+                if sqlstate not in ("23505", "42P07", "42710", "42701") or attempt == 2:
                     raise
+
+    async def _missing_columns(self) -> int:
+        """How many of ADDED_COLUMNS the table lacks (one of an earlier layout)."""
+        params = {"table_name": _quoted(self._table), "columns": list(ADDED_COLUMNS),
+                  "expected": len(ADDED_COLUMNS)}
+        _, rows = await self._execute("setup", MISSING_COLUMNS, params, prepare=False,
+                                      purge_due=False)
+        return int(rows[0][0])
 
     async def aclose(self) -> None:
         """Stop the listener and close the pool's connections."""
@@ -620,8 +675,8 @@ class PostgresStore(Store):
         _, rows = await self._execute("inspect", self._sql["inspect"], {"key": key})
         if not rows:
             return None
-        data, expires_at, locked_until = rows[0]
-        return Record(key, bytes(data), expires_at, locked_until)
+        data, *times = rows[0]
+        return Record(key, bytes(data), *times)
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
         after = ""
@@ -629,23 +684,25 @@ class PostgresStore(Store):
             _, rows = await self._execute("scan", self._sql["scan"],
                                           {"after": after, "limit": batch_size})
             if rows:
-                yield [Record(key, bytes(data), expires_at, locked_until)
-                       for key, data, expires_at, locked_until in rows]
+                yield [Record(key, bytes(data), *times) for key, data, *times in rows]
             if len(rows) < batch_size:
                 return
             after = rows[-1][0]
 
-    async def purge_expired(self) -> int:
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired row; returns how many this call deleted.
 
         Batch by batch, each its own short statement that skips rows another
         statement holds, so purges in several processes never wait for each
-        other and operations run between batches."""
+        other and operations run between batches; ``progress`` hears the count
+        of each batch that deleted any."""
         purged = 0
         while True:
             count, _ = await self._execute("purge", self._sql["purge"],
                                            {"limit": _PURGE_BATCH}, purge_due=False)
             purged += count
+            if progress is not None and count:
+                progress(count)
             if count < _PURGE_BATCH:
                 return purged
 

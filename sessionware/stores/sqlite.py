@@ -21,12 +21,17 @@ several processes at once)::
         token               INTEGER NOT NULL,  -- fencing token
         locked_until        REAL,              -- lease deadline, NULL when unlocked
         expires_at          REAL NOT NULL,     -- idle deadline, never past the next
-        absolute_expires_at REAL               -- hard deadline, NULL for none
+        absolute_expires_at REAL,              -- hard deadline, NULL for none
+        created_at          REAL,              -- when create() wrote the row
+        locked_at           REAL               -- when the lease was taken, NULL when unlocked
     );
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
 
-The table name is the ``table`` option. Every write caps ``expires_at`` by
+The table name is the ``table`` option. A table of the earlier layout, without
+``created_at`` and ``locked_at``, gets them from ``setup()`` (``ALTER TABLE ...
+ADD COLUMN``, under the write lock, only when missing); its rows written
+before answer ``None`` for them. Every write caps ``expires_at`` by
 ``absolute_expires_at``, so ``expires_at > now`` alone tells a live record, and
 expired records are absent for every operation at once. Any operation (not only
 ``create``: a site may see no new sessions for days) starts a background sweep
@@ -134,9 +139,21 @@ CREATE TABLE IF NOT EXISTS {table} (
     token               INTEGER NOT NULL,
     locked_until        REAL,
     expires_at          REAL NOT NULL,
-    absolute_expires_at REAL
+    absolute_expires_at REAL,
+    created_at          REAL,
+    locked_at           REAL
 )"""
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"
+
+# setup(), for a table of the earlier layout: the names of the table's columns
+# (one row each), read without the write lock, and read again under it before
+# ADD_COLUMN, so processes upgrading at once add each column once.
+COLUMNS = "SELECT name FROM pragma_table_info('{table}')"
+# The columns added since the first layout, with their types; nullable, no
+# default: the rows already there answer NULL (None) for them.
+ADDED_COLUMNS = (("created_at", "REAL"), ("locked_at", "REAL"))
+# setup(): {column}, {type}: one of ADDED_COLUMNS.
+ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {column} {type}"
 
 # The idle deadline :ttl from :now, capped by the row's hard deadline (NULL: none).
 _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
@@ -146,11 +163,11 @@ _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
 LOCK_STATE = """
 SELECT coalesce(locked_until, 0.0) FROM {table} WHERE key = :key AND expires_at > :now"""
 
-# acquire(): :key, :now, :lease_ttl. Bumps the token and sets the lease when the
-# row is live and unlocked (or its lease lapsed); returns (token, data), or no
-# row when it is absent, expired or locked.
+# acquire(): :key, :now, :lease_ttl. Bumps the token and sets the lease (dated
+# :now, a takeover's too) when the row is live and unlocked (or its lease
+# lapsed); returns (token, data), or no row when it is absent, expired or locked.
 ACQUIRE = """
-UPDATE {table} SET token = token + 1, locked_until = :now + :lease_ttl
+UPDATE {table} SET token = token + 1, locked_until = :now + :lease_ttl, locked_at = :now
 WHERE key = :key AND expires_at > :now AND (locked_until IS NULL OR locked_until <= :now)"""
 ACQUIRE_RETURNING = ACQUIRE + " RETURNING token, data"
 # acquire() before SQLite 3.35, after ACQUIRE changed a row in the same
@@ -160,19 +177,21 @@ LOAD = "SELECT token, data FROM {table} WHERE key = :key"
 # commit(): :key, :token, :now, :data, :ttl. Writes data, slides the idle
 # deadline, unlocks; affects no row unless the live row carries :token.
 COMMIT = f"""
-UPDATE {{table}} SET data = :data, locked_until = NULL, expires_at = {_TARGET}
+UPDATE {{table}} SET data = :data, locked_until = NULL, locked_at = NULL,
+    expires_at = {_TARGET}
 WHERE key = :key AND token = :token AND expires_at > :now"""
 
 # release(): :key, :token, :now, :ttl (NULL: keep the deadline), :refresh_after.
 # Unlocks and slides the idle deadline when that moves it by :refresh_after or
 # more; affects no row unless the live row carries :token.
 RELEASE = f"""
-UPDATE {{table}} SET locked_until = NULL, expires_at = CASE
+UPDATE {{table}} SET locked_until = NULL, locked_at = NULL, expires_at = CASE
     WHEN :ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after THEN {_TARGET}
     ELSE expires_at END
 WHERE key = :key AND token = :token AND expires_at > :now"""
 
-# renew(): :key, :token, :now, :lease_ttl. Moves the lease deadline; affects no
+# renew(): :key, :token, :now, :lease_ttl. Moves the lease deadline (locked_at
+# stays: the lease is the same one); affects no
 # row unless the live row carries :token and is still locked. A lapsed lock
 # (locked_until in the past) is still held, as no newer lease took it; a NULL
 # one was ended by commit or release, which keep the token.
@@ -188,17 +207,24 @@ DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at
 # affects no row (LeaseLost), and nothing re-creates the row but create().
 DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
 
-# inspect(): :key, :now. (data, expires_at, locked_until) of the live row, or
-# no row; takes no write lock.
-INSPECT = """
-SELECT data, expires_at, locked_until FROM {table} WHERE key = :key AND expires_at > :now"""
+# The columns of a Record after its key and data: created_at and locked_at are
+# NULL in rows of the earlier layout, and locked_at is NULL whenever
+# locked_until is, even after a commit by a process still on that layout
+# (which leaves locked_at as it was).
+_RECORD = """expires_at, locked_until, created_at,
+    CASE WHEN locked_until IS NOT NULL THEN locked_at END"""
+
+# inspect(): :key, :now. (data, *_RECORD) of the live row, or no row; takes no
+# write lock.
+INSPECT = f"""
+SELECT data, {_RECORD} FROM {{table}} WHERE key = :key AND expires_at > :now"""
 
 # scan(), one batch: :after (the last key of the batch before; '' at first),
-# :now, :limit. Up to :limit live rows (key, data, expires_at, locked_until)
-# with keys past :after, in key order, by the primary key's index: keyset
-# pagination, each batch one read that takes no write lock.
-SCAN = """
-SELECT key, data, expires_at, locked_until FROM {table}
+# :now, :limit. Up to :limit live rows (key, data, *_RECORD) with keys past
+# :after, in key order, by the primary key's index: keyset pagination, each
+# batch one read that takes no write lock.
+SCAN = f"""
+SELECT key, data, {_RECORD} FROM {{table}}
 WHERE key > :after AND expires_at > :now ORDER BY key LIMIT :limit"""
 
 # read(): :key, :now, :ttl (NULL: no slide), :refresh_after. Returns
@@ -214,16 +240,19 @@ UPDATE {{table}} SET expires_at = {_TARGET}
 WHERE key = :key AND expires_at > :now AND {_TARGET} - expires_at >= :refresh_after"""
 
 # create(): :key, :data, :token, :now, :ttl, :absolute (NULL: none). Inserts an
-# unlocked row, or replaces an expired one (its token still grows, so a stale
-# lease never matches the new session); affects no row when a live row exists.
+# unlocked row created :now, or replaces an expired one (its token still grows,
+# so a stale lease never matches the new session); affects no row when a live
+# row exists.
 CREATE = """
-INSERT INTO {table} (key, data, token, locked_until, expires_at, absolute_expires_at)
+INSERT INTO {table} (key, data, token, locked_until, expires_at, absolute_expires_at,
+                     created_at, locked_at)
 VALUES (:key, :data, :token, NULL,
-        min(:now + :ttl, coalesce(:absolute, :now + :ttl)), :absolute)
+        min(:now + :ttl, coalesce(:absolute, :now + :ttl)), :absolute, :now, NULL)
 ON CONFLICT (key) DO UPDATE SET
     data = excluded.data, token = max(excluded.token, {table}.token + 1),
     locked_until = NULL, expires_at = excluded.expires_at,
-    absolute_expires_at = excluded.absolute_expires_at
+    absolute_expires_at = excluded.absolute_expires_at,
+    created_at = excluded.created_at, locked_at = NULL
 WHERE {table}.expires_at <= :now"""
 
 # The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first, found
@@ -392,15 +421,18 @@ class SQLiteStore(Store):
                 return
             after = batch[-1].key
 
-    async def purge_expired(self) -> int:
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired row; returns how many this call deleted.
 
         Batch by batch, each batch its own short write transaction, so the
-        write lock is never held long and other operations run between batches."""
+        write lock is never held long and other operations run between batches;
+        ``progress`` hears the count of each batch that deleted any."""
         purged = 0
         while True:
             swept = await self._run(self._sweep_batch)
             purged += swept
+            if progress is not None and swept:
+                progress(swept)
             if swept < _SWEEP_BATCH:
                 return purged
 
@@ -617,6 +649,15 @@ class SQLiteStore(Store):
         # re-reads the schema and finds nothing to do. So setup passes a held lock.
         db.execute(self._sql(CREATE_TABLE))
         db.execute(self._sql(CREATE_INDEX))
+        if self._missing_columns(db):
+            with self._write(db):  # re-read under the lock: another process may have added them
+                for column, kind in self._missing_columns(db):
+                    db.execute(ADD_COLUMN.format(table=self._table, column=column, type=kind))
+
+    def _missing_columns(self, db: sqlite3.Connection) -> list[tuple[str, str]]:
+        """The columns of ADDED_COLUMNS the table lacks (one of the earlier layout)."""
+        present = {name for (name,) in db.execute(self._sql(COLUMNS)).fetchall()}
+        return [(column, kind) for column, kind in ADDED_COLUMNS if column not in present]
 
     def _close(self) -> None:
         self._closed = True
@@ -692,14 +733,13 @@ class SQLiteStore(Store):
             self._sql(INSPECT), {"key": key, "now": time.time()}).fetchall()
         if not rows:
             return None
-        data, expires_at, locked_until = rows[0]
-        return Record(key, bytes(data), expires_at, locked_until)
+        data, *times = rows[0]
+        return Record(key, bytes(data), *times)
 
     def _scan_batch(self, after: str, limit: int) -> list[Record]:
         rows = self._connection().execute(
             self._sql(SCAN), {"after": after, "now": time.time(), "limit": limit}).fetchall()
-        return [Record(key, bytes(data), expires_at, locked_until)
-                for key, data, expires_at, locked_until in rows]
+        return [Record(key, bytes(data), *times) for key, data, *times in rows]
 
     def _sweep_batch(self) -> int:
         db = self._connection()
