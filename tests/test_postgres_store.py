@@ -56,12 +56,12 @@ async def test_setup_without_create_table_checks_the_table(postgres_dsn: str, fa
         async with on_face(PostgresStore(postgres_dsn, table=fresh_table(),
                                          create_table=False), face):
             pass
-    table = fresh_table()
-    async with on_face(PostgresStore(postgres_dsn, table=table), face):
-        pass
-    async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False),
-                       face) as store:
-        assert await store.create(new_key(), b"v0", ttl=LONG)
+    for table in (fresh_table(), "Mixed_" + fresh_table()):  # names are quoted identifiers
+        async with on_face(PostgresStore(postgres_dsn, table=table), face):
+            pass
+        async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False),
+                           face) as store:
+            assert await store.create(new_key(), b"v0", ttl=LONG)
 
 
 # The table as the first layout made it, before created_at and locked_at.

@@ -570,7 +570,8 @@ class PostgresStore(Store):
         ``create_table=False``: check that the table and its columns exist).
         Idempotent, and safe when several processes set up at the same moment."""
         if not self._create_table:
-            _, rows = await self._execute("setup", TABLE_EXISTS, {"table_name": self._table},
+            _, rows = await self._execute("setup", TABLE_EXISTS,
+                                          {"table_name": _quoted(self._table)},
                                           prepare=False, purge_due=False)
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "

@@ -599,7 +599,11 @@ class SyncPostgresStore(SyncStore):
         Idempotent, and safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = self._execute(
-                "setup", TABLE_EXISTS, {"table_name": self._table}, prepare=False, purge_due=False
+                "setup",
+                TABLE_EXISTS,
+                {"table_name": _quoted(self._table)},
+                prepare=False,
+                purge_due=False,
             )
             if rows[0][0] is None:
                 raise StoreError(
