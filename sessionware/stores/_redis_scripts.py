@@ -13,6 +13,12 @@ Each script is one atomic round trip (EVALSHA). A session is one hash at
     w   present when a waiter saw the lock taken: the next COMMIT, RELEASE or
         DELETE publishes a wake-up and clears it (uncontended releases publish
         nothing)
+    c   when CREATE wrote the record, server time in ms
+    g   when the current lease was granted (ACQUIRE), server time in ms; 0 when
+        unlocked (COMMIT and RELEASE clear it with 'l'; RENEW keeps it)
+
+A hash written before 'c' and 'g' existed lacks them: INSPECT answers false
+for a missing field, and the store reports it as None.
 
 Time is always the server's (``TIME``). Numbers are written with
 ``string.format('%d', n)``: Lua 5.1's ``tostring`` keeps only 14 digits.
@@ -70,7 +76,8 @@ if locked > now then
   return {0, locked - now}
 end
 local token = math.max(tonumber(r[1]) + 1, now_us)
-redis.call('HSET', KEYS[1], 't', fmt(token), 'l', fmt(now + tonumber(ARGV[1])))
+redis.call('HSET', KEYS[1], 't', fmt(token), 'l', fmt(now + tonumber(ARGV[1])),
+           'g', fmt(now))
 return {1, token, r[3]}
 """
 
@@ -84,7 +91,7 @@ if r[1] ~= ARGV[1] then return 0 end
 local expires = now + tonumber(ARGV[3])
 local absolute = tonumber(r[2])
 if absolute > 0 and absolute < expires then expires = absolute end
-redis.call('HSET', KEYS[1], 'd', ARGV[2], 'l', '0', 'e', fmt(expires))
+redis.call('HSET', KEYS[1], 'd', ARGV[2], 'l', '0', 'g', '0', 'e', fmt(expires))
 redis.call('PEXPIREAT', KEYS[1], fmt(expires))
 wake(r[3], ARGV[4])
 return 1
@@ -98,7 +105,7 @@ return 1
 RELEASE = _NOW + _SLIDE + _WAKE + """
 local r = redis.call('HMGET', KEYS[1], 't', 'a', 'e', 'w')
 if r[1] ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'l', '0')
+redis.call('HSET', KEYS[1], 'l', '0', 'g', '0')
 if ARGV[2] ~= '' then slide(ARGV[2], ARGV[3], r[2], r[3]) end
 wake(r[4], ARGV[4])
 return 1
@@ -139,7 +146,7 @@ if ARGV[3] ~= '' then absolute = now + tonumber(ARGV[3]) end
 local expires = now + tonumber(ARGV[2])
 if absolute > 0 and absolute < expires then expires = absolute end
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 't', fmt(now_us), 'l', '0',
-           'e', fmt(expires), 'a', fmt(absolute))
+           'e', fmt(expires), 'a', fmt(absolute), 'c', fmt(now))
 redis.call('PEXPIREAT', KEYS[1], fmt(expires))
 return 1
 """
@@ -168,10 +175,11 @@ return 1
 """
 
 # INSPECT: the record as operators see it, without the lock and without a slide.
-#   KEYS[1] the session hash. Returns nil when absent; {data, e, l} otherwise
-#   (e and l in server ms, as stored; l is 0 when unlocked).
+#   KEYS[1] the session hash. Returns nil when absent; {data, e, l, c, g}
+#   otherwise (in server ms, as stored; l and g are 0 when unlocked; c and g
+#   are false, nil in the reply, in a hash written before they existed).
 INSPECT = """
-local r = redis.call('HMGET', KEYS[1], 'd', 'e', 'l')
+local r = redis.call('HMGET', KEYS[1], 'd', 'e', 'l', 'c', 'g')
 if not r[1] then return nil end
 return r
 """

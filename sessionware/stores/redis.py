@@ -34,9 +34,11 @@ The braces make ``<key>`` the hash tag, so every key a session may ever use
 lands in one slot and every script runs on Redis Cluster. Fields (see
 :mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` fencing token,
 ``l`` lease deadline, ``e`` idle deadline, ``a`` absolute deadline, ``w``
-waiter flag. The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so
-Redis itself removes expired sessions. All deadlines are the server's clock
-(``TIME`` inside the scripts), never the application's.
+waiter flag, ``c`` creation time, ``g`` when the current lease was granted
+(a hash written before ``c`` and ``g`` existed reports both as ``None``).
+The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so Redis itself
+removes expired sessions. All deadlines are the server's clock (``TIME``
+inside the scripts), never the application's.
 
 Wake-ups go on one pub/sub channel, ``<prefix>wake``; the message is the
 session's Redis key. Nothing else is created.
@@ -198,9 +200,19 @@ _MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
 
 
-def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes) -> Record:
+def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes,
+            created_ms: bytes | None, granted_ms: bytes | None) -> Record:
+    """A record from its hash fields ``d e l c g``; ``c`` and ``g`` are ``None``
+    in a hash written before they existed."""
     locked = int(locked_ms)
-    return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None)
+    return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None,
+                  _seconds(created_ms), _seconds(granted_ms) if locked else None)
+
+
+def _seconds(ms: bytes | None) -> float | None:
+    """A stored time in server ms as epoch seconds; ``None`` when absent or 0."""
+    value = int(ms) if ms is not None else 0
+    return value / 1000 if value else None
 
 
 def _glob_escaped(text: str) -> str:
@@ -474,7 +486,7 @@ class RedisStore(Store):
 
     async def inspect(self, key: str) -> Record | None:
         reply = await self._run("inspect", self._inspect, key, [], idempotent=True)
-        return None if reply is None else _record(key, reply[0], reply[1], reply[2])
+        return None if reply is None else _record(key, *reply)
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
         """SCAN for the store's keys (on every primary of a cluster), then one
@@ -499,18 +511,18 @@ class RedisStore(Store):
     async def _fields(self, rkeys: list[bytes]) -> list[Record]:
         async with self._client.pipeline(transaction=False) as pipe:
             for rkey in rkeys:
-                pipe.hmget(rkey, "d", "e", "l")
+                pipe.hmget(rkey, "d", "e", "l", "c", "g")
             replies = await pipe.execute()
         start = len(self._prefix) + 1  # <prefix>{<key>}
         return [_record(rkey.decode()[start:-1], *fields)
                 for rkey, fields in zip(rkeys, replies, strict=True) if fields[0] is not None]
 
-    async def purge_expired(self) -> int:
-        """Always 0: nothing is left to purge. Every script that sets a
-        session's idle deadline sets its key's ``PEXPIREAT`` too, so Redis
-        deletes expired sessions itself (when touched, and by its active expiry
-        cycle), and a purge here would only SCAN every node's keyspace to find
-        what Redis removes anyway."""
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
+        """Always 0, and ``progress`` is never called: nothing is left to
+        purge. Every script that sets a session's idle deadline sets its key's
+        ``PEXPIREAT`` too, so Redis deletes expired sessions itself (when
+        touched, and by its active expiry cycle), and a purge here would only
+        SCAN every node's keyspace to find what Redis removes anyway."""
         return 0
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
