@@ -8,17 +8,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import IO, Any
 
 import pytest
 
 from sessionware.core import RETIRED
-from sessionware.stores import SyncStore
+from sessionware.stores import SyncRedisStore, SyncStore
 from sessionware.stores.redis import _sends_expiries
 from sessionware.users import INDEX_MARK
 from tests.contract.store_contract import LONG, new_key
+from tests.servers.processes import ROOT
 from tests.servers.redis import HOST, RedisServer, start_cluster
 from tests.test_redis_store import Either, _raw, call, close, lease_of, make, until
 
@@ -51,12 +54,13 @@ class Heard:
 
         return report
 
-    async def until(self, holds: Callable[[list[str]], bool]) -> None:
-        def wait() -> bool:
-            with self._changed:
-                return self._changed.wait_for(lambda: holds(self.keys), BOUND)
+    def wait(self, holds: Callable[[list[str]], bool]) -> bool:
+        """Whether ``holds(keys)`` came true within ``BOUND`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(lambda: holds(self.keys), BOUND)
 
-        if not await asyncio.to_thread(wait):
+    async def until(self, holds: Callable[[list[str]], bool]) -> None:
+        if not await asyncio.to_thread(self.wait, holds):
             pytest.fail(f"not heard within {BOUND} s; heard {self.keys}")
 
 
@@ -152,6 +156,59 @@ async def test_two_watchers_of_one_server_report_each_expiry_once_in_all(
     finally:
         for store in stores:
             await close(store)
+
+
+def watcher_process(url: str, shared: str) -> None:
+    """A process of its own watching the store: it prints ``handled <key>``
+    for each expiry it handled and ``reported <key>`` for each it reported,
+    until its stdin closes."""
+    store = SyncRedisStore(url, prefix=shared)
+    handled = Heard()
+    spy(store, handled)
+    handled.add = lambda key: print("handled", key, flush=True)  # type: ignore[method-assign]
+    store.setup()
+    assert store.watch_expired(lambda key: print("reported", key, flush=True))
+    sys.stdin.read()
+    store.close()
+
+
+def read_lines(stream: IO[str], by_word: dict[str, Heard]) -> None:
+    for line in stream:
+        word, key = line.split()
+        by_word[word].add(key)
+
+
+def test_two_watcher_processes_report_each_expiry_once_in_all(server: RedisServer) -> None:
+    shared = prefix()
+    reported, handled = Heard(), [Heard(), Heard()]
+    command = [sys.executable, "-c", "import sys; from tests.test_redis_expired import "
+               "watcher_process; watcher_process(sys.argv[1], sys.argv[2])", server.url, shared]
+    children = [subprocess.Popen(command, cwd=ROOT, stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True) for _ in handled]
+    readers = []
+    try:
+        for child, spied in zip(children, handled, strict=True):
+            assert child.stdout is not None
+            readers.append(threading.Thread(
+                target=read_lines, args=(child.stdout, {"handled": spied, "reported": reported})))
+            readers[-1].start()
+        subscribed(server.port, 2)
+        keys = [new_key() for _ in range(8)]
+        with SyncRedisStore(server.url, prefix=shared) as store:
+            for key in keys:
+                assert store.create(key, b"v0", ttl=SHORT)
+        for spied in handled:
+            assert spied.wait(lambda got: len(got) == len(keys)), spied.keys
+        assert sorted(reported.keys) == sorted(keys)
+    finally:
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.close()
+        for child, reader in zip(children, readers, strict=False):
+            assert child.wait(10) == 0
+            reader.join(10)
+            assert child.stdout is not None
+            child.stdout.close()
 
 
 @EACH_SIDE
