@@ -665,7 +665,7 @@ class RedisStore(Store):
         client = self._client
         if not every_primary or not isinstance(client, RedisCluster):
             return None
-        before = {node.name for node in _nodes(client, every_primary=True)}
+        before = {primary.name for primary in _nodes(client, every_primary=True)}
 
         async def unchanged() -> bool:
             slots = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call,unused-ignore]

@@ -734,7 +734,7 @@ class SyncRedisStore(SyncStore):
         client = self._client
         if not every_primary or not isinstance(client, RedisCluster):
             return None
-        before = {node.name for node in _nodes(client, every_primary=True)}
+        before = {primary.name for primary in _nodes(client, every_primary=True)}
 
         def unchanged() -> bool:
             slots = node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call,unused-ignore]
