@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from sessionware import SessionMiddleware
-from sessionware.stores import SQLiteStore
+from sessionware.stores import RedisStore, SQLiteStore
 from sessionware.telemetry import SessionEvent
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware
+from tests.servers.redis import RedisServer
+from tests.test_redis_expired import subscribed
 
 SECRET = "k" * 32
 
@@ -128,6 +131,65 @@ def test_wsgi_hooks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
         middleware.close()
     assert seen == ["created"]
     assert "plain functions" in caplog.text
+
+
+async def test_an_expired_session_is_an_event_where_the_store_can_tell(
+        redis_server_factory: Callable[..., RedisServer]) -> None:
+    """RedisStore with keyspace notifications on: the hook hears the expiry,
+    from the store's listener, with the session's store key."""
+    server = redis_server_factory(notify="Ex")
+    seen: list[SessionEvent] = []
+    expired = asyncio.Event()
+
+    def hook(event: SessionEvent) -> None:
+        seen.append(event)
+        if event.kind == "expired":
+            expired.set()
+
+    async def inc(request: Request) -> PlainTextResponse:
+        request.session["n"] = 1
+        return PlainTextResponse("1")
+
+    app = SessionMiddleware(Starlette(routes=[Route("/inc", inc)]),
+                            store=RedisStore(server.url), secret_key=SECRET, on_event=hook,
+                            idle_timeout=0.3)
+    await app.core.check()  # sets the store up: the core starts watching
+    await asyncio.to_thread(subscribed, server.port, 1)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://t") as client:
+        await client.get("/inc")
+    await asyncio.wait_for(expired.wait(), 10.0)
+    assert [e.kind for e in seen] == ["created", "expired"]
+    assert seen[1].store_key == seen[0].store_key and seen[1].session == {}
+    await app.core.aclose()
+
+
+def test_an_expired_session_is_an_event_under_wsgi(
+        redis_server_factory: Callable[..., RedisServer]) -> None:
+    server = redis_server_factory(notify="Ex")
+    seen: list[SessionEvent] = []
+    expired = threading.Event()
+
+    def hook(event: SessionEvent) -> None:
+        seen.append(event)
+        if event.kind == "expired":
+            expired.set()
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        environ[SESSION_KEY]["n"] = 1
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    middleware = WSGISessionMiddleware(app, store=RedisStore(server.url), secret_key=SECRET,
+                                       on_event=hook, idle_timeout=0.3)
+    subscribed(server.port, 1)  # the startup check set the store up and began watching
+    with httpx.Client(transport=httpx.WSGITransport(app=middleware),
+                      base_url="http://t") as client:
+        assert client.get("/").status_code == 200
+    assert expired.wait(10.0)
+    assert [e.kind for e in seen] == ["created", "expired"]
+    assert seen[1].store_key == seen[0].store_key
+    middleware.close()
 
 
 def points(reader: InMemoryMetricReader) -> dict[str, list[Any]]:

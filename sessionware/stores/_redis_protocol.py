@@ -33,13 +33,14 @@ def _bulk(args: Sequence[Arg]) -> bytes:
     return b"".join(parts)
 
 
-def evalsha_command(sha: str, key: str, args: Sequence[Arg]) -> bytes:
-    """``EVALSHA sha 1 key args...``; the fixed head is formatted in one step."""
-    head = _EVALSHA_HEAD % (4 + len(args), sha.encode(), len(key), key.encode())
-    return head + _bulk(args)
+def evalsha_command(sha: str, keys: Sequence[str], args: Sequence[Arg]) -> bytes:
+    """``EVALSHA sha numkeys keys... args...``; the fixed head is formatted in
+    one step (the store's scripts take one or two keys: ``numkeys`` is one digit)."""
+    head = _EVALSHA_HEAD % (3 + len(keys) + len(args), sha.encode(), len(keys))
+    return head + _bulk(keys) + _bulk(args)
 
 
-_EVALSHA_HEAD = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n$%d\r\n%b\r\n"
+_EVALSHA_HEAD = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n%d\r\n"
 
 
 def handshake(db: int, username: str | None, password: str | None) -> list[bytes]:

@@ -34,25 +34,34 @@ The braces make ``<key>`` the hash tag, so every key a session may ever use
 lands in one slot and every script runs on Redis Cluster. Fields (see
 :mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` fencing token,
 ``l`` lease deadline, ``e`` idle deadline, ``a`` absolute deadline, ``w``
-waiter flag. The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so
-Redis itself removes expired sessions. All deadlines are the server's clock
-(``TIME`` inside the scripts), never the application's.
+waiter flag, ``c`` creation time, ``g`` when the current lease was granted
+(a hash written before ``c`` and ``g`` existed reports both as ``None``).
+The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so Redis itself
+removes expired sessions. All deadlines are the server's clock (``TIME``
+inside the scripts), never the application's.
 
-Wake-ups go on one pub/sub channel, ``<prefix>wake``; the message is the
-session's Redis key. Nothing else is created.
+Bookkeeping records (data beginning with NUL: tombstones, user indexes) also
+have a marker, ``<prefix>{<key>}:x``, which outlives the record and keeps
+expiry watchers silent; a watcher's claim on an expired session is the same
+key (see :mod:`sessionware.stores._redis_scripts`). Wake-ups go on one pub/sub
+channel, ``<prefix>wake``; the message is the session's Redis key. Nothing
+else is created.
 
 Commands and ACL
 ================
 
 Every operation is one ``EVALSHA`` of a script from ``_redis_scripts`` (with
 ``SCRIPT LOAD`` at :meth:`~RedisStore.setup` and after a ``NOSCRIPT``). Inside
-the scripts: ``TIME HGET HMGET HSET HDEL EXISTS DEL PEXPIREAT PUBLISH``. The
-waiters' subscriber uses ``SUBSCRIBE``; :meth:`~RedisStore.scan` (the ops
-statistics) ``SCAN`` and ``HMGET``. A minimal ACL user::
+the scripts: ``TIME HGET HMGET HSET HDEL EXISTS DEL PEXPIREAT PUBLISH SET``.
+The waiters' subscriber uses ``SUBSCRIBE``; :meth:`~RedisStore.scan` (the ops
+statistics) ``SCAN`` and ``HMGET``; :meth:`~RedisStore.watch_expired` also
+``CONFIG GET`` (optional) and the channel ``__keyevent@<db>__:expired``. A
+minimal ACL user::
 
     ACL SETUSER sessions on >secret ~sessionware:* &sessionware:wake
         +evalsha +script|load +subscribe +ping +client|setinfo
-        +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish +scan
+        +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish +set +scan
+        &__keyevent@*__:expired +config|get
 
 (on a cluster also ``+cluster|slots +cluster|shards +command``, which
 redis-py's cluster client calls to learn the topology).
@@ -92,6 +101,20 @@ gained pub/sub (``ClusterPubSub``) in recent releases, while this extra
 supports redis-py >= 5. Contention on one session is rare, so the broadcast
 channel wins on latency (no subscribe per wait) and simplicity.
 
+Expired sessions
+================
+
+:meth:`~RedisStore.watch_expired` adds the server's expiry notifications
+(``__keyevent@<db>__:expired``; the server must have ``notify-keyspace-events``
+with ``E`` and ``x``, which the store checks and never sets) to the same
+subscriber, which then starts at once rather than at the first wait. On a
+cluster, where notifications are node-local, it holds one connection per
+primary (the wake-up channel on one of them) and reads them in turn within
+each tick, and it reconnects when the primaries change (checked every
+``_TOPOLOGY_CHECK``). A key under the prefix is reported once across
+processes: each watcher runs CLAIM, and only the one that set the marker
+reports. Best effort: what is sent while no process listens is lost.
+
 Failure behaviour
 =================
 
@@ -118,9 +141,11 @@ wait by what is left of the core's ``store_timeout`` and by
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Union
 
@@ -177,6 +202,8 @@ _RECHECK_CAP = 1.0  # longest sleep between re-checks while notifications work
 _RECHECK_BASE = 0.05
 _LISTEN_TICK = 0.1  # longest read of the subscriber before it looks for a close()
 _STOP_TIMEOUT = 2.0  # longest a close() waits for the subscriber to end
+_TOPOLOGY_CHECK = 30.0  # how often a cluster's expiry watcher looks for new primaries
+_MARKER_SUFFIX = ":x"  # <prefix>{<key>}:x, a record's marker (see _redis_scripts)
 
 # What the store's error classes mean: every driver error is one of these
 # (_DRIVER_ERRORS), and the ones here say the store is out of reach for now.
@@ -198,9 +225,19 @@ _MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
 _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
 
 
-def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes) -> Record:
+def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes,
+            created_ms: bytes | None, granted_ms: bytes | None) -> Record:
+    """A record from its hash fields ``d e l c g``; ``c`` and ``g`` are ``None``
+    in a hash written before they existed."""
     locked = int(locked_ms)
-    return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None)
+    return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None,
+                  _seconds(created_ms), _seconds(granted_ms) if locked else None)
+
+
+def _seconds(ms: bytes | None) -> float | None:
+    """A stored time in server ms as epoch seconds; ``None`` when absent or 0."""
+    value = int(ms) if ms is not None else 0
+    return value / 1000 if value else None
 
 
 def _glob_escaped(text: str) -> str:
@@ -352,7 +389,8 @@ class RedisStore(Store):
         self._delete = client.register_script(scripts.DELETE)
         self._discard = client.register_script(scripts.DISCARD)
         self._inspect = client.register_script(scripts.INSPECT)
-        self._wakeups = _Wakeups(self._pubsub, self._channel)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._wakeups = _Wakeups(self._subscription, self._channel)
 
     @staticmethod
     def _connect(url: str, cluster: bool, socket_timeout: float | None,
@@ -382,14 +420,31 @@ class RedisStore(Store):
     def _key(self, key: str) -> str:
         return f"{self._prefix}{{{key}}}"
 
+    def _keys(self, key: str, marked: bool) -> list[str]:
+        """A script's KEYS: the record's hash, and its marker if ``marked``."""
+        rkey = self._key(key)
+        return [rkey, rkey + _MARKER_SUFFIX] if marked else [rkey]
+
+    def _store_key(self, rkey: bytes) -> str | None:
+        """The store key of the record at Redis key ``rkey``; ``None`` for any
+        other key (another prefix's, a marker)."""
+        text = rkey.decode(errors="replace")
+        head = self._prefix + "{"
+        if not text.startswith(head) or not text.endswith("}") or len(text) == len(head):
+            return None
+        return text[len(head):-1]
+
     async def _run(self, op: str, script: AsyncScript, key: str,
-                   args: Sequence[str | int | bytes], *, idempotent: bool = False) -> Any:
-        """Run one script, translating errors; retry once only if ``idempotent``."""
+                   args: Sequence[str | int | bytes], *, idempotent: bool = False,
+                   marked: bool = False) -> Any:
+        """Run one script, translating errors; retry once only if ``idempotent``.
+        ``marked``: the script takes the record's marker as KEYS[2]."""
+        keys = self._keys(key, marked)
         for attempt in range(2 if idempotent else 1):
             try:
                 if self._lean is not None:
-                    return await self._evalsha(self._lean, script, self._key(key), args)
-                return await script(keys=[self._key(key)], args=args)
+                    return await self._evalsha(self._lean, script, keys, args)
+                return await script(keys=keys, args=args)
             except _DRIVER_ERRORS as exc:
                 error = _translate(op, exc)
                 if attempt or not idempotent or not isinstance(error, StoreUnavailable):
@@ -398,21 +453,21 @@ class RedisStore(Store):
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    async def _evalsha(lean: LeanPath, script: AsyncScript, rkey: str,
+    async def _evalsha(lean: LeanPath, script: AsyncScript, keys: Sequence[str],
                        args: Sequence[str | int | bytes]) -> Any:
         """EVALSHA on the lean path; after a NOSCRIPT (a flushed or restarted
         server) load the script and run it again, as redis-py's Script does."""
         try:
-            return await lean.execute(evalsha_command(script.sha, rkey, args))
+            return await lean.execute(evalsha_command(script.sha, keys, args))
         except rexc.NoScriptError:
             source = script.script
             body = source if isinstance(source, (bytes, str)) else bytes(source)
             script.sha = (await lean.execute(pack("SCRIPT", "LOAD", body))).decode()
-            return await lean.execute(evalsha_command(script.sha, rkey, args))
+            return await lean.execute(evalsha_command(script.sha, keys, args))
 
     async def _fenced(self, op: str, script: AsyncScript, lease: Lease,
-                      args: Sequence[str | int | bytes]) -> None:
-        if not await self._run(op, script, lease.key, [str(lease.token), *args]):
+                      args: Sequence[str | int | bytes], *, marked: bool = False) -> None:
+        if not await self._run(op, script, lease.key, [str(lease.token), *args], marked=marked):
             raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
 
     # -- lifecycle ------------------------------------------------------------
@@ -420,13 +475,14 @@ class RedisStore(Store):
     async def setup(self) -> None:
         """Load the scripts (on every primary of a cluster). Idempotent."""
         for script in (self._acquire, self._commit, self._release, self._renew,
-                       self._read, self._create, self._delete, self._discard, self._inspect):
+                       self._read, self._create, self._delete, self._discard, self._inspect,
+                       self._claim):
             with _translated("setup"):
                 script.sha = await self._client.script_load(script.script)
 
     async def aclose(self) -> None:
-        """Stop the wake-up subscriber and close the connections the store
-        opened (not a client passed in)."""
+        """Stop the subscriber (wake-ups and expiry watching) and close the
+        connections the store opened (not a client passed in)."""
         await self._wakeups.aclose()
         if self._lean is not None:
             self._lean.close()
@@ -445,12 +501,13 @@ class RedisStore(Store):
         return Lease(key, int(reply[1]), bytes(reply[2]))
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        await self._fenced("commit", self._commit, lease, [data, _ms(ttl), self._channel])
+        await self._fenced("commit", self._commit, lease, [data, _ms(ttl), self._channel],
+                          marked=True)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
         await self._fenced("release", self._release, lease,
-                           [_ms_or_empty(ttl), _ms(refresh_after), self._channel])
+                           [_ms_or_empty(ttl), _ms(refresh_after), self._channel], marked=True)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         await self._fenced("renew", self._renew, lease, [_ms(lease_ttl)])
@@ -458,13 +515,14 @@ class RedisStore(Store):
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
         reply = await self._run("read", self._read, key,
-                                [_ms_or_empty(ttl), _ms(refresh_after)], idempotent=True)
+                                [_ms_or_empty(ttl), _ms(refresh_after)], idempotent=True,
+                                marked=True)
         return None if reply is None else bytes(reply)
 
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
         args: list[bytes | int | str] = [data, _ms(ttl), _ms_or_empty(absolute_ttl)]
-        return bool(await self._run("create", self._create, key, args))
+        return bool(await self._run("create", self._create, key, args, marked=True))
 
     async def delete(self, lease: Lease) -> None:
         await self._fenced("delete", self._delete, lease, [self._channel])
@@ -474,7 +532,7 @@ class RedisStore(Store):
 
     async def inspect(self, key: str) -> Record | None:
         reply = await self._run("inspect", self._inspect, key, [], idempotent=True)
-        return None if reply is None else _record(key, reply[0], reply[1], reply[2])
+        return None if reply is None else _record(key, *reply)
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
         """SCAN for the store's keys (on every primary of a cluster), then one
@@ -499,54 +557,207 @@ class RedisStore(Store):
     async def _fields(self, rkeys: list[bytes]) -> list[Record]:
         async with self._client.pipeline(transaction=False) as pipe:
             for rkey in rkeys:
-                pipe.hmget(rkey, "d", "e", "l")
+                pipe.hmget(rkey, "d", "e", "l", "c", "g")
             replies = await pipe.execute()
         start = len(self._prefix) + 1  # <prefix>{<key>}
         return [_record(rkey.decode()[start:-1], *fields)
                 for rkey, fields in zip(rkeys, replies, strict=True) if fields[0] is not None]
 
-    async def purge_expired(self) -> int:
-        """Always 0: nothing is left to purge. Every script that sets a
-        session's idle deadline sets its key's ``PEXPIREAT`` too, so Redis
-        deletes expired sessions itself (when touched, and by its active expiry
-        cycle), and a purge here would only SCAN every node's keyspace to find
-        what Redis removes anyway."""
+    async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
+        """Always 0, and ``progress`` is never called: nothing is left to
+        purge. Every script that sets a session's idle deadline sets its key's
+        ``PEXPIREAT`` too, so Redis deletes expired sessions itself (when
+        touched, and by its active expiry cycle), and a purge here would only
+        SCAN every node's keyspace to find what Redis removes anyway."""
         return 0
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._wakeups.wait(self._key(key).encode(), timeout, attempt)
 
+    # -- expired sessions -------------------------------------------------------
+
+    async def watch_expired(self, report: Callable[[str], Awaitable[object]]) -> bool:
+        """Report expired sessions from the server's keyspace notifications
+        (``__keyevent@<db>__:expired``, on every primary of a cluster), heard
+        by the store's subscriber; ``False``, with a warning, when the server
+        does not send them (``notify-keyspace-events`` needs ``E`` and ``x``
+        or ``A``: ``CONFIG SET notify-keyspace-events Ex``).
+
+        Once across processes: a watcher reports an expiry only when its CLAIM
+        of the record's marker succeeds (see :mod:`~sessionware.stores._redis_scripts`),
+        and bookkeeping records carry their marker from the start. Best
+        effort: a notification sent while no process listens (or while the
+        subscriber reconnects) is lost, and so is one whose claim fails."""
+        if not await self._notifications_on():
+            return False
+        db = 0 if isinstance(self._client, RedisCluster) else int(
+            self._client.connection_pool.connection_kwargs.get("db", 0))
+        channel = f"__keyevent@{db}__:expired".encode()
+        self._wakeups.watch(channel, functools.partial(self._expired, report))
+        return True
+
+    async def _notifications_on(self) -> bool:
+        """Whether every primary sends expiry events; ``True`` (and an INFO)
+        when the server refuses CONFIG, as managed services may."""
+        try:
+            async with self._node_clients(every_primary=True) as clients:
+                flags = [_notify_flags(await client.config_get(_NOTIFY_SETTING))
+                         for client in clients]
+        except rexc.ResponseError as exc:  # NOPERM, or CONFIG renamed away
+            logger.info("cannot read %s (%s): watching for expired sessions anyway; the "
+                        "server must send expiry events (%s)", _NOTIFY_SETTING,
+                        _described(exc), _NOTIFY_FIX)
+            return True
+        except _DRIVER_ERRORS as exc:
+            raise _translate("watch_expired", exc) from exc
+        if all(_sends_expiries(flag) for flag in flags):
+            return True
+        logger.warning("expired sessions are not reported: the Redis server does not send "
+                       "keyspace notifications for expiries (%s is %r); enable them with "
+                       "`CONFIG SET notify-keyspace-events Ex` (on a managed service, its "
+                       "notify-keyspace-events parameter) on every primary",
+                       _NOTIFY_SETTING, ", ".join(flags))
+        return False
+
+    async def _expired(self, report: Callable[[str], Awaitable[object]], rkey: bytes) -> None:
+        """One expiry notification: report it if it is one of this store's
+        records and this process claims it first. Nothing raises from here:
+        the subscriber goes on."""
+        key = self._store_key(rkey)
+        if key is None:
+            return
+        try:
+            claimed = await self._run("claim", self._claim, key, [], marked=True)
+        except StoreError as exc:
+            logger.warning("the expiry of session %s… is not reported: %s", key[:12], exc)
+            return
+        if not claimed:
+            return  # bookkeeping, or another process reported it
+        try:
+            await report(key)
+        except Exception:
+            logger.exception("reporting the expiry of session %s… failed", key[:12])
+
     # -- the subscriber ---------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _pubsub(self) -> AsyncIterator[PubSub]:
-        """A pub/sub connection: from the client's pool, or to any one cluster node."""
-        client, owned = await self._subscriber_client()
-        try:
-            pubsub = client.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
+    async def _subscription(self, every_primary: bool) -> AsyncIterator[_Subscription]:
+        """The subscriber's pub/sub connections: one, from the client's pool
+        or to any one cluster node; with ``every_primary`` one per primary of
+        a cluster (expiry events are node-local)."""
+        async with self._node_clients(every_primary=every_primary) as clients:
+            pubsubs: list[PubSub] = []
             try:
-                yield pubsub
+                for client in clients:
+                    pubsubs.append(client.pubsub())  # type: ignore[no-untyped-call,unused-ignore]
+                yield _Subscription(pubsubs, self._topology_check(clients[0], every_primary))
             finally:
-                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
-        finally:
-            if owned:
-                await client.aclose()
+                for pubsub in pubsubs:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
-    async def _subscriber_client(self) -> tuple[driver.Redis, bool]:
-        """The client the subscriber takes its connection from, and whether it
-        is the subscriber's own to close: the store's, or one of any one node of
-        a cluster (every node hears every PUBLISH)."""
+    def _topology_check(self, node: driver.Redis,
+                        every_primary: bool) -> Callable[[], Awaitable[bool]] | None:
+        """For connections to every primary of a cluster: a check whether the
+        primaries are still the same ones (after a failover or a new shard
+        the subscriber reconnects). It asks ``node`` (CLUSTER SLOTS) rather
+        than refresh the cluster client, whose refresh recycles every pooled
+        connection."""
+        client = self._client
+        if not every_primary or not isinstance(client, RedisCluster):
+            return None
+        before = {primary.name for primary in _nodes(client, every_primary=True)}
+
+        async def unchanged() -> bool:
+            slots = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call,unused-ignore]
+            return _primaries(slots) == before
+
+        return unchanged
+
+    @contextlib.asynccontextmanager
+    async def _node_clients(self, *, every_primary: bool) -> AsyncIterator[list[driver.Redis]]:
+        """Clients of single nodes: the store's own for a single server; for a
+        cluster one of any one node (every node hears every PUBLISH), or, with
+        ``every_primary``, one per primary, from freshly read topology."""
         client = self._client
         if not isinstance(client, RedisCluster):
-            return client, False
+            yield [client]
+            return
         if IS_SYNC:  # the sync cluster client keeps a client per node
-            node = client.get_random_node()  # type: ignore[no-untyped-call,unused-ignore]
-            return client.get_redis_connection(node), False
+            if every_primary:
+                client.nodes_manager.initialize()
+            yield [client.get_redis_connection(node) for node in _nodes(client, every_primary)]
+            return
         await client.initialize()
-        node = client.get_random_node()
-        pool = driver.ConnectionPool(connection_class=node.connection_class,
-                                       **node.connection_kwargs)
-        return driver.Redis.from_pool(pool), True
+        if every_primary:
+            await client.nodes_manager.initialize()
+        nodes = _nodes(client, every_primary)
+        owned: list[driver.Redis] = []
+        try:
+            for node in nodes:
+                pool = driver.ConnectionPool(connection_class=node.connection_class,
+                                               **node.connection_kwargs)
+                owned.append(driver.Redis.from_pool(pool))
+            yield owned
+        finally:
+            for node_client in owned:
+                await node_client.aclose()
+
+
+def _nodes(client: RedisCluster, every_primary: bool) -> list[Any]:
+    """The cluster's primaries, or any one node, as its topology last read."""
+    if every_primary:
+        return list(client.get_primaries())  # type: ignore[no-untyped-call,unused-ignore]
+    return [client.get_random_node()]  # type: ignore[no-untyped-call,unused-ignore]
+
+
+def _primaries(slots: Sequence[Any]) -> set[str]:
+    """The ``host:port`` of each primary in a CLUSTER SLOTS reply (entries
+    ``[start, end, [host, port, id], replicas...]``), as redis-py names nodes."""
+    return {f"{_as_text(entry[2][0])}:{int(entry[2][1])}" for entry in slots}
+
+
+def _as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+_NOTIFY_SETTING = "notify-keyspace-events"
+_NOTIFY_FIX = "notify-keyspace-events with E and x, e.g. CONFIG SET notify-keyspace-events Ex"
+
+
+def _sends_expiries(flags: str) -> bool:
+    """Whether a ``notify-keyspace-events`` value publishes expiries on the
+    ``__keyevent@*__`` channels: ``E`` (key-event channels) and ``x`` (or
+    ``A``, which includes it)."""
+    return "E" in flags and ("x" in flags or "A" in flags)
+
+
+def _notify_flags(reply: Mapping[Any, Any]) -> str:
+    """The value in a ``CONFIG GET notify-keyspace-events`` reply (bytes keys
+    and values: the store's clients do not decode)."""
+    return _as_text(reply.get(_NOTIFY_SETTING.encode(), reply.get(_NOTIFY_SETTING, b"")))
+
+
+class _Subscription:
+    """The subscriber's connections for one run of :meth:`_Wakeups._listen_once`:
+    the wake-up channel goes on the first, expiry events on each; ``unchanged``
+    (cluster expiry watching only) says whether they still reach every primary."""
+
+    __slots__ = ("pubsubs", "unchanged")
+
+    def __init__(self, pubsubs: list[PubSub],
+                 unchanged: Callable[[], Awaitable[bool]] | None) -> None:
+        self.pubsubs = pubsubs
+        self.unchanged = unchanged
+
+
+class _Watch:
+    """Expiry watching: the key-event channel and what to do with each key heard."""
+
+    __slots__ = ("channel", "handle")
+
+    def __init__(self, channel: bytes, handle: Callable[[bytes], Awaitable[None]]) -> None:
+        self.channel = channel
+        self.handle = handle
 
 
 class _Run:
@@ -562,34 +773,48 @@ class _Run:
 
 class _Wakeups:
     """One subscriber for all local waiters of a store, started at the first
-    wait and stopped at close: a background job (a task; a daemon thread in the
-    sync face) that reads the wake-up channel and wakes the waiters of each
-    message's key."""
+    wait (or when expiries are watched) and stopped at close: a background job
+    (a task; a daemon thread in the sync face) that reads the wake-up channel
+    and wakes the waiters of each message's key, and, once :meth:`watch` was
+    called, hands each expired key to the watch's handler."""
 
-    def __init__(self, pubsub: Callable[[], AbstractAsyncContextManager[PubSub]],
+    def __init__(self, subscription: Callable[[bool], AbstractAsyncContextManager[_Subscription]],
                  channel: str) -> None:
-        self._pubsub = pubsub
+        self._subscription = subscription
         self._channel = channel
         self._waiters: Waiters[bytes] = Waiters()
         self._lock = ThreadLock()
         self._listener = Background("sessionware-redis-wakeups")
         self._run: _Run | None = None  # the job's, from its start to its end
         self._subscribed = False
+        self._watch: _Watch | None = None
         self._closed = False
         self._generation = generation()
 
     async def wait(self, rkey: bytes, timeout: float, attempt: int) -> None:
         self._after_fork()
         with self._lock:
-            if self._run is None and not self._closed:
-                run = self._run = _Run()
-                self._listener.start(lambda: self._listen(run))
+            self._start()
             subscribed = self._subscribed
         if subscribed:
             delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
         else:
             delay = backoff_delay(attempt)
         await self._waiters.wait(rkey, min(timeout, delay))
+
+    def watch(self, channel: bytes, handle: Callable[[bytes], Awaitable[None]]) -> None:
+        """Hand every key heard on ``channel`` to ``handle``, from now until
+        close (a running subscriber reconnects to subscribe it)."""
+        self._after_fork()
+        with self._lock:
+            self._watch = _Watch(channel, handle)
+            self._start()
+
+    def _start(self) -> None:
+        """Start the job unless it runs or the store closed (under the lock)."""
+        if self._run is None and not self._closed:
+            run = self._run = _Run()
+            self._listener.start(lambda: self._listen(run))
 
     async def aclose(self) -> None:
         """Stop the subscriber (it notices within a read tick) and wake every
@@ -606,11 +831,14 @@ class _Wakeups:
 
     def _after_fork(self) -> None:
         """A forked child has none of its parent's subscriber: no job, and its
-        connection stays the parent's (redis-py's pool opens new ones)."""
+        connection stays the parent's (redis-py's pool opens new ones). Nor
+        does it watch expiries: the parent that asked goes on watching, and
+        reporting each once needs only one watcher."""
         if self._generation != generation():
             self._generation = generation()
             self._run = None
             self._subscribed = False
+            self._watch = None
             self._waiters.clear()
 
     async def _listen(self, run: _Run) -> None:
@@ -624,7 +852,9 @@ class _Wakeups:
                         break
                     level = logging.DEBUG if failures else logging.WARNING
                     logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
-                failures += 1
+                    failures += 1
+                else:
+                    failures = 0  # it ended to resubscribe: at once
                 await run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
         finally:
             with self._lock:
@@ -634,18 +864,38 @@ class _Wakeups:
             run.done.set()
 
     async def _listen_once(self, run: _Run) -> None:
+        """Subscribe and read until stopped; return (to be called again) when
+        a watch began or a cluster's primaries changed."""
+        watch = self._watch
         try:
-            async with self._pubsub() as pubsub:
-                await pubsub.subscribe(self._channel)
-                while not run.stop.is_set():
-                    message = await pubsub.get_message(timeout=_LISTEN_TICK)
-                    if message is None:
-                        continue
-                    if message["type"] == "message":
-                        self._waiters.wake(message["data"])
-                    elif message["type"] == "subscribe":
-                        self._subscribed = True
-                        self._waiters.wake_all()  # messages may have been missed until now
+            async with self._subscription(watch is not None) as subscription:
+                pubsubs = subscription.pubsubs
+                await pubsubs[0].subscribe(self._channel)
+                if watch is not None:
+                    for pubsub in pubsubs:
+                        await pubsub.subscribe(watch.channel)
+                tick = _LISTEN_TICK / len(pubsubs)
+                next_check = time.monotonic() + _TOPOLOGY_CHECK
+                while not run.stop.is_set() and self._watch is watch:
+                    for pubsub in pubsubs:
+                        message = await pubsub.get_message(timeout=tick)
+                        if message is not None:
+                            await self._received(message, watch)
+                    if subscription.unchanged is not None and time.monotonic() > next_check:
+                        if not await subscription.unchanged():
+                            return
+                        next_check = time.monotonic() + _TOPOLOGY_CHECK
         finally:
             self._subscribed = False
             self._waiters.wake_all()
+
+    async def _received(self, message: dict[str, Any], watch: _Watch | None) -> None:
+        kind, channel = message["type"], message["channel"]
+        if watch is not None and channel == watch.channel:
+            if kind == "message":
+                await watch.handle(message["data"])
+        elif kind == "message":
+            self._waiters.wake(message["data"])
+        elif kind == "subscribe":
+            self._subscribed = True
+            self._waiters.wake_all()  # messages may have been missed until now

@@ -8,6 +8,9 @@ Fixtures:
   one (``server.stop()``, ``server.start()``, ``server.restart()`` keep the port).
 * ``redis_cluster_nodes`` / ``redis_cluster_url``: a 3-primary Redis Cluster.
 
+Servers send no keyspace notifications (the server's default) unless started
+with ``notify=`` (``redis_server_factory(notify="Ex")``, ``start_cluster(notify=...)``).
+
 A missing binary fails the run: CI must never skip the Redis tests silently.
 """
 
@@ -66,9 +69,11 @@ def free_port(*, cluster_bus: bool = False) -> int:
 class RedisServer:
     """One valkey-server process; ``stop`` and ``start`` keep its port."""
 
-    def __init__(self, *, cluster: bool = False, persistent: bool = False) -> None:
+    def __init__(self, *, cluster: bool = False, persistent: bool = False,
+                 notify: str = "") -> None:
         self.cluster = cluster
         self.persistent = persistent  # an append-only file, fsynced at every write
+        self.notify = notify  # notify-keyspace-events
         self.port = free_port(cluster_bus=cluster)
         self.dir = tempfile.mkdtemp(prefix="sessionware-valkey-")
         self.process: subprocess.Popen[bytes] | None = None
@@ -82,7 +87,8 @@ class RedisServer:
                 "--save", "", "--dir", self.dir,
                 *(["--appendonly", "yes", "--appendfsync", "always"] if self.persistent
                   else ["--appendonly", "no"]),
-                "--logfile", os.path.join(self.dir, "server.log")]
+                "--logfile", os.path.join(self.dir, "server.log"),
+                "--notify-keyspace-events", self.notify]
         if self.cluster:
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", "5000"]
@@ -132,9 +138,9 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def start_cluster(count: int = 3) -> list[RedisServer]:
+def start_cluster(count: int = 3, *, notify: str = "") -> list[RedisServer]:
     """Start ``count`` cluster-enabled servers and join them as primaries."""
-    nodes = [RedisServer(cluster=True) for _ in range(count)]
+    nodes = [RedisServer(cluster=True, notify=notify) for _ in range(count)]
     try:
         for node in nodes:
             node.start()
@@ -176,8 +182,8 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """Start private servers for one test; all stopped when the test ends."""
     servers: list[RedisServer] = []
 
-    def factory(persistent: bool = False) -> RedisServer:
-        server = RedisServer(persistent=persistent)
+    def factory(persistent: bool = False, notify: str = "") -> RedisServer:
+        server = RedisServer(persistent=persistent, notify=notify)
         servers.append(server)
         server.start()
         return server
