@@ -21,10 +21,18 @@ per session::
     RowKey             "session"
     Token              Int64, fencing token: grows at every acquire, never reused
     LockedUntil        Int64, lease deadline, ms since the epoch; 0: unlocked
+    LockedAt           Int64, when the holder's acquire took the lease, ms; 0 with LockedUntil
+    CreatedAt          Int64, when create() wrote the entity, ms
     ExpiresAt          Int64, idle deadline, ms; never past AbsoluteExpiresAt
     AbsoluteExpiresAt  Int64, hard deadline, ms; 0: none
     Blob               String, the blob holding the data; "": the data is inline
     D00 ... D10        Binary, the data inline, in pieces of at most 64 KiB
+
+``CreatedAt`` and ``LockedAt`` came after the first layout. Table storage
+has no schema, so there is nothing to migrate: an entity written without
+them (or with 0) answers ``None`` for them, and gets ``LockedAt`` at its
+next acquire; each rides in a write the operation makes anyway (acquire's
+merge, commit's replace, release's merge, create's insert).
 
 Data up to ``inline_limit`` bytes (704 KiB at most) lives in the entity, split
 across properties; larger data goes to a blob named ``<key>/<random>``,
@@ -235,6 +243,8 @@ class _Record:
     absolute: int
     blob: str
     data: bytes | None
+    created_at: int = 0  # 0: written by the first layout, not known
+    locked_at: int = 0  # 0 whenever locked_until is
     seen: float = 0.0  # time.monotonic() when seen
 
     def live(self, now: int) -> bool:
@@ -243,11 +253,14 @@ class _Record:
     def shown(self, key: str) -> Record:
         """What an operator sees of it (its data loaded)."""
         assert self.data is not None
+        locked = bool(self.locked_until)
         return Record(
             key,
             self.data,
             self.expires_at / 1000,
-            self.locked_until / 1000 if self.locked_until else None,
+            self.locked_until / 1000 if locked else None,
+            self.created_at / 1000 if self.created_at else None,
+            self.locked_at / 1000 if locked and self.locked_at else None,
         )
 
     def target(self, now: int, ttl: float) -> int:
@@ -291,6 +304,8 @@ def _record(entity: Any) -> _Record:
         absolute=int(_value(entity, "AbsoluteExpiresAt", 0)),
         blob=blob,
         data=data,
+        created_at=int(_value(entity, "CreatedAt", 0)),
+        locked_at=int(_value(entity, "LockedAt", 0)),
         seen=time.monotonic(),
     )
 
@@ -302,8 +317,10 @@ def _entity(key: str, record: _Record) -> dict[str, Any]:
         "RowKey": ROW,
         "Token": _int64(record.token),
         "LockedUntil": _int64(record.locked_until),
+        "LockedAt": _int64(record.locked_at),
         "ExpiresAt": _int64(record.expires_at),
         "AbsoluteExpiresAt": _int64(record.absolute),
+        "CreatedAt": _int64(record.created_at),
         "Blob": record.blob,
     }
     if not record.blob and record.data:
@@ -511,16 +528,22 @@ class SyncAzureTableStore(SyncStore):
                 if record.locked_until > now:
                     return Locked(max((record.locked_until - now) / 1000, 0.001))
             now = _now()
+            # a takeover of a lapsed lease dates the lease anew
             taken = dataclasses.replace(
                 record,
                 token=max(record.token + 1, _fresh_token()),
                 locked_until=now + _ms(lease_ttl),
+                locked_at=now,
             )
             try:
                 etag = self._write(
                     "acquire",
                     key,
-                    {"Token": _int64(taken.token), "LockedUntil": _int64(taken.locked_until)},
+                    {
+                        "Token": _int64(taken.token),
+                        "LockedUntil": _int64(taken.locked_until),
+                        "LockedAt": _int64(now),
+                    },
                     record.etag,
                     UpdateMode.MERGE,
                 )
@@ -543,7 +566,12 @@ class SyncAzureTableStore(SyncStore):
 
         def write(record: _Record, now: int) -> _Record | None:
             done = dataclasses.replace(
-                record, locked_until=0, expires_at=record.target(now, ttl), blob=blob, data=data
+                record,
+                locked_until=0,
+                locked_at=0,
+                expires_at=record.target(now, ttl),
+                blob=blob,
+                data=data,
             )
             try:
                 etag = self._write(
@@ -576,7 +604,7 @@ class SyncAzureTableStore(SyncStore):
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> None:
         def write(record: _Record, now: int) -> _Record | None:
-            change: dict[str, Any] = {"LockedUntil": _int64(0)}
+            change: dict[str, Any] = {"LockedUntil": _int64(0), "LockedAt": _int64(0)}
             expires_at = record.expires_at
             if ttl is not None and record.target(now, ttl) - expires_at >= _ms(refresh_after):
                 expires_at = record.target(now, ttl)
@@ -585,7 +613,9 @@ class SyncAzureTableStore(SyncStore):
                 etag = self._write("release", lease.key, change, record.etag, UpdateMode.MERGE)
             except _Overtaken:
                 return None  # applied; the write over it took the lock after it, or a lapsed one
-            return dataclasses.replace(record, etag=etag, locked_until=0, expires_at=expires_at)
+            return dataclasses.replace(
+                record, etag=etag, locked_until=0, locked_at=0, expires_at=expires_at
+            )
 
         self._fenced("release", lease, write)
         self._waiters.wake(lease.key)
@@ -642,6 +672,7 @@ class SyncAzureTableStore(SyncStore):
             absolute=absolute,
             blob=blob,
             data=data,
+            created_at=now,
         )
         record = dataclasses.replace(record, expires_at=record.target(now, ttl))
         try:
@@ -750,11 +781,11 @@ class SyncAzureTableStore(SyncStore):
             return None if found is None else found[0].shown(key)
         return dataclasses.replace(record, data=data).shown(key)
 
-    def purge_expired(self) -> int:
+    def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired entity and its blob, then every blob older
         than ``orphan_age`` that no entity names; returns how many entities
         this call deleted. Page by page, each delete conditioned on the ETag
-        the entity was found with."""
+        the entity was found with; ``progress`` hears each page's count."""
         table, blobs = self._clients()
         purged = 0
         pages = table.query_entities(
@@ -766,9 +797,12 @@ class SyncAzureTableStore(SyncStore):
         ).by_page()
         try:  # the pages' own errors (each delete's are translated already)
             for page in pages:
+                removed = 0
                 for entity in page:
-                    if self._purge_one(entity):
-                        purged += 1
+                    removed += self._purge_one(entity)
+                purged += removed
+                if progress is not None and removed:
+                    progress(removed)
             self._sweep_orphans(table, blobs)
         except (AzureError, OSError) as exc:
             raise _translate("purge", self._where, exc) from exc

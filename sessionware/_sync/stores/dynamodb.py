@@ -27,9 +27,16 @@ per session::
     data                 B  the serialized session
     token                N  fencing token: random at create, +1 at every acquire
     locked_until         N  lease deadline, epoch seconds; absent: unlocked
+    locked_at            N  when the holder's acquire took the lease; absent with locked_until
+    created_at           N  when create() put the item, epoch seconds
     expires_at           N  idle deadline, epoch seconds, never past the next
     absolute_expires_at  N  hard deadline, epoch seconds; absent: none
     ttl                  N  expires_at rounded up to whole seconds: the table's TTL attribute
+
+``created_at`` and ``locked_at`` came after the first layout: an item written
+by it lacks them until its next create or acquire, and answers ``None`` for
+them meanwhile (DynamoDB has no schema to migrate: :meth:`setup` adds
+nothing).
 
 Every write caps ``expires_at`` by ``absolute_expires_at``, so
 ``expires_at > now`` alone tells a live item, and every operation's condition
@@ -112,7 +119,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sessionware._forks import generation
@@ -158,7 +165,7 @@ DEFAULT_TABLE = "sessionware_sessions"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
 
 # DynamoDB's item limit is 400 KB, attribute names and values included; the
-# other attributes and their names take under 200 bytes, 1 KB is set aside.
+# other attributes and their names take under 300 bytes, 1 KB is set aside.
 ITEM_LIMIT = 400 * 1024
 MAX_DATA = ITEM_LIMIT - 1024
 
@@ -185,6 +192,8 @@ NAMES = {
     "#data": "data",
     "#token": "token",
     "#locked": "locked_until",
+    "#locked_at": "locked_at",
+    "#created": "created_at",
     "#expires": "expires_at",
     "#absolute": "absolute_expires_at",
     "#ttl": "ttl",
@@ -194,33 +203,36 @@ NAMES = {
 LIVE = "attribute_exists(#key) AND #expires > :now"
 
 # acquire(): :now, :until (lease deadline), :one. Takes the lease of a live
-# item whose lease is free (absent) or lapsed; the token grows by one. Never
+# item whose lease is free (absent) or lapsed; the token grows by one and
+# locked_at is the grant's moment (a takeover dates the lease anew). Never
 # creates an item. On a failed condition, ALL_OLD answers the item as it was:
 # none (absent), expired, or held (locked_until is the holder's deadline).
 ACQUIRE_CONDITION = f"{LIVE} AND (attribute_not_exists(#locked) OR #locked <= :now)"
-ACQUIRE_UPDATE = "SET #token = #token + :one, #locked = :until"
+ACQUIRE_UPDATE = "SET #token = #token + :one, #locked = :until, #locked_at = :now"
 
 # commit(): :now, :token, :data, :expires, :ttl, :expires (also the cap
 # check). Writes data, slides the idle deadline to :expires and unlocks,
 # when the live item carries :token and :expires is not past its hard
 # deadline (the store caps :expires by the deadline it learned at acquire;
 # a lease it does not know is retried with the cap the failure answered).
+# Every unlock removes locked_at with locked_until: they go together.
 FENCED = f"{LIVE} AND #token = :token"
 CAPPED = "(attribute_not_exists(#absolute) OR #absolute >= :expires)"
 COMMIT_CONDITION = f"{FENCED} AND {CAPPED}"
-COMMIT_UPDATE = "SET #data = :data, #expires = :expires, #ttl = :ttl REMOVE #locked"
+COMMIT_UPDATE = "SET #data = :data, #expires = :expires, #ttl = :ttl REMOVE #locked, #locked_at"
 
 # release(): :now, :token, and with a slide :expires, :ttl. Unlocks (and
 # slides the idle deadline, capped as commit's) when the live item carries
 # :token.
 RELEASE_CONDITION = FENCED
-RELEASE_UPDATE = "REMOVE #locked"
+RELEASE_UPDATE = "REMOVE #locked, #locked_at"
 RELEASE_SLIDE_CONDITION = COMMIT_CONDITION
-RELEASE_SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl REMOVE #locked"
+RELEASE_SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl REMOVE #locked, #locked_at"
 
 # renew(): :now, :token, :until. Moves the lease deadline when the live item
 # carries :token and is still locked: commit and release remove
 # locked_until, a lapsed lease keeps it (still held: no newer holder).
+# locked_at stays: a renewal extends the lease, it does not grant one.
 RENEW_CONDITION = f"{FENCED} AND attribute_exists(#locked)"
 RENEW_UPDATE = "SET #locked = :until"
 
@@ -232,9 +244,9 @@ DELETE_CONDITION = FENCED
 SLIDE_CONDITION = f"{LIVE} AND #expires < :expires AND {CAPPED}"
 SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl"
 
-# create(): :now. Puts an unlocked item unless a live one has the key; an
-# expired one is replaced (with a new random token: a lease of the old
-# session never matches).
+# create(): :now. Puts an unlocked item, created_at :now, unless a live one
+# has the key; an expired one is replaced (with a new random token: a lease
+# of the old session never matches).
 CREATE_CONDITION = "attribute_not_exists(#key) OR #expires <= :now"
 
 # purge_expired(): :now. The Scan's filter finds expired items; each delete
@@ -254,7 +266,9 @@ DISCARD_CONDITION = LIVE
 # inspect() and scan(): the attributes a Record is made of (token, ttl and
 # the hard deadline stay behind: expires_at is already capped by it). A
 # projection trims the answer, not the read units: those count the whole item.
-RECORD_PROJECTION = "#key, #data, #expires, #locked"
+# An attribute the item lacks (created_at, locked_at of the first layout) is
+# left out of the answer, not an error.
+RECORD_PROJECTION = "#key, #data, #expires, #locked, #locked_at, #created"
 
 # scan(): :now. Live items only. DynamoDB filters after it reads a page of
 # Limit items, so a page may hold fewer (none) and still cost the units of
@@ -610,6 +624,7 @@ class SyncDynamoDBStore(SyncStore):
             "token": _number(secrets.randbits(62)),
             "expires_at": _number(expires),
             "ttl": _number(math.ceil(expires)),
+            "created_at": _number(now),
         }
         if absolute is not None:
             item["absolute_expires_at"] = _number(absolute)
@@ -699,12 +714,13 @@ class SyncDynamoDBStore(SyncStore):
             if start is None:
                 return
 
-    def purge_expired(self) -> int:
+    def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired item now; returns how many this call deleted.
 
         A ``Scan`` of the whole table, page by page, and a conditional delete
-        of each expired item found. The table's TTL deletes expired items
-        anyway, at no cost: this is for operations that cannot wait."""
+        of each expired item found; ``progress`` hears what each page's
+        deletes removed. The table's TTL deletes expired items anyway, at no
+        cost: this is for operations that cannot wait."""
         purged, start = 0, None
         while True:
             params: dict[str, Any] = {
@@ -718,8 +734,12 @@ class SyncDynamoDBStore(SyncStore):
             if start is not None:
                 params["ExclusiveStartKey"] = start
             page = self._call("purge", "scan", params)
+            removed = 0
             for item in page.get("Items", ()):
-                purged += self._purge_one(item["key"]["S"])
+                removed += self._purge_one(item["key"]["S"])
+            purged += removed
+            if progress is not None and removed:
+                progress(removed)
             start = page.get("LastEvaluatedKey")
             if start is None:
                 return purged
@@ -909,7 +929,15 @@ def _record(item: Item, now: float) -> Record | None:
     expires = _float(item, "expires_at")
     if expires is None or expires <= now:
         return None
-    return Record(item["key"]["S"], bytes(item["data"]["B"]), expires, _float(item, "locked_until"))
+    locked_until = _float(item, "locked_until")
+    return Record(
+        item["key"]["S"],
+        bytes(item["data"]["B"]),
+        expires,
+        locked_until,
+        _float(item, "created_at"),
+        None if locked_until is None else _float(item, "locked_at"),
+    )
 
 
 def _lost(lease: Lease) -> LeaseLost:

@@ -24,11 +24,18 @@ One collection (``database.collection``, default ``sessionware.sessions``)::
         data:                BinData, the serialized session
         token:               long, the fencing token
         locked_until:        date, the lease deadline; null: unlocked
+        locked_at:           date, when the acquire that took the lease ran; null: unlocked
         holder:              long, a nonce the acquire that took the lease chose
+        created_at:          date, when create() wrote the document
         expires_at:          date, the idle deadline, never past the next
         absolute_expires_at: date, the hard deadline; null: none
         waiting:             bool, a refused acquire asked to be woken
     }
+
+``locked_at`` and ``created_at`` came after the first layout; a document
+written without them keeps working and answers ``None`` for them (a missing
+field reads as null), until its next acquire sets ``locked_at``. Each is
+written by a command that runs anyway: no migration, no extra round trip.
 
 Indexes, made by :meth:`SyncMongoDBStore.setup` (idempotent; ``create_indexes=False``
 skips it for deployments provisioned by hand)::
@@ -107,7 +114,7 @@ import datetime
 import logging
 import random
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sessionware._forks import generation
@@ -214,9 +221,10 @@ def _target(ttl: float) -> Document:
 
 def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
     """acquire(): on the live document of the key. Free or lapsed: a new
-    token, the lease until ``lease_ttl`` from now, ``holder`` as its nonce.
-    Held: only ``waiting`` set (a no-op write when set already). The caller
-    tells which by the nonce in the document after."""
+    token, the lease until ``lease_ttl`` from now, dated now (a takeover
+    dates it anew), ``holder`` as its nonce. Held: only ``waiting`` set (a
+    no-op write when set already). The caller tells which by the nonce in
+    the document after."""
     return [
         {"$set": {"_free": FREE}},
         {
@@ -225,6 +233,7 @@ def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
                 "locked_until": {
                     "$cond": ["$_free", {"$add": ["$$NOW", _ms(lease_ttl)]}, "$locked_until"]
                 },
+                "locked_at": {"$cond": ["$_free", "$$NOW", "$locked_at"]},
                 "holder": {"$cond": ["$_free", holder, "$holder"]},
                 "waiting": {"$cond": ["$_free", "$waiting", True]},
             }
@@ -235,13 +244,14 @@ def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
 
 def commit_pipeline(data: bytes, ttl: float) -> list[Document]:
     """commit(): on the live document carrying the token. Writes ``data``,
-    slides the idle deadline, unlocks, clears ``waiting`` (the change stream
-    sees that)."""
+    slides the idle deadline, unlocks (``locked_at`` goes with the lock),
+    clears ``waiting`` (the change stream sees that)."""
     return [
         {
             "$set": {
                 "data": {"$literal": Binary(data)},
                 "locked_until": None,
+                "locked_at": None,
                 "expires_at": _target(ttl),
                 "waiting": False,
             }
@@ -250,10 +260,10 @@ def commit_pipeline(data: bytes, ttl: float) -> list[Document]:
 
 
 def release_pipeline(ttl: float | None, refresh_after: float) -> list[Document]:
-    """release(): on the live document carrying the token. Unlocks, clears
-    ``waiting``, and slides the idle deadline when ``ttl`` is given and that
+    """release(): on the live document carrying the token. Unlocks (as
+    commit's), clears ``waiting``, and slides the idle deadline when ``ttl`` is given and that
     moves it by ``refresh_after`` or more."""
-    update: Document = {"locked_until": None, "waiting": False}
+    update: Document = {"locked_until": None, "locked_at": None, "waiting": False}
     if ttl is not None:
         update["expires_at"] = _slid(ttl, refresh_after)
     return [{"$set": update}]
@@ -273,7 +283,8 @@ def _slid(ttl: float, refresh_after: float) -> Document:
 
 def renew_update(lease_ttl: float) -> list[Document]:
     """renew(): on the live document carrying the token and still locked
-    (:data:`HELD`). Moves the lease deadline to ``lease_ttl`` from now."""
+    (:data:`HELD`). Moves the lease deadline to ``lease_ttl`` from now;
+    ``locked_at`` stays the grant's."""
     return [{"$set": {"locked_until": {"$add": ["$$NOW", _ms(lease_ttl)]}}}]
 
 
@@ -287,7 +298,7 @@ def create_pipeline(
 ) -> list[Document]:
     """create(): upserted on the key. A live document stays as it was; a
     missing or expired one becomes the new, unlocked session, with a token
-    above its predecessor's."""
+    above its predecessor's, created now."""
     absolute = None if absolute_ttl is None else {"$add": ["$$NOW", _ms(absolute_ttl)]}
     fresh = {
         "_id": key,
@@ -304,7 +315,9 @@ def create_pipeline(
             ]
         },
         "locked_until": None,
+        "locked_at": None,
         "holder": None,
+        "created_at": "$$NOW",
         "expires_at": {"$min": [{"$add": ["$$NOW", _ms(ttl)]}, absolute]},
         "absolute_expires_at": absolute,
         "waiting": False,
@@ -334,7 +347,13 @@ EXPIRED: Document = {"$expr": {"$lte": ["$expires_at", "$$NOW"]}}
 # Plain inclusions: a projection expression could turn the dates into epoch
 # seconds on the server, but mongoeco refuses those, and a date converts
 # exactly here.
-RECORD_FIELDS: Document = {"data": 1, "expires_at": 1, "locked_until": 1}
+RECORD_FIELDS: Document = {
+    "data": 1,
+    "expires_at": 1,
+    "locked_until": 1,
+    "locked_at": 1,
+    "created_at": 1,
+}
 
 
 def scan_filter(after: str) -> Document:
@@ -593,8 +612,9 @@ class SyncMongoDBStore(SyncStore):
                 return
             after = found[-1]["_id"]
 
-    def purge_expired(self) -> int:
-        """Delete every expired document now; returns how many this call
+    def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
+        """Delete every expired document now, ``_PURGE_BATCH`` at a time
+        (``progress`` hears each batch's count); returns how many this call
         deleted. MongoDB's TTL monitor deletes them by itself (about once a
         minute), so the store runs no purge of its own in the background."""
         collection = self._collection()
@@ -609,6 +629,8 @@ class SyncMongoDBStore(SyncStore):
                 with self._bounded("purge"):
                     result = collection.delete_many({"_id": {"$in": ids}, **EXPIRED})
                 purged += result.deleted_count
+                if progress is not None and result.deleted_count:
+                    progress(result.deleted_count)
             if len(ids) < _PURGE_BATCH:
                 return purged
 
@@ -667,12 +689,16 @@ class SyncMongoDBStore(SyncStore):
 
 
 def _record(document: Document) -> Record:
-    locked_until = document.get("locked_until")
+    """A document as a Record; a time it lacks (the first layout's) is None."""
+    locked_until, created_at = document.get("locked_until"), document.get("created_at")
+    locked_at = None if locked_until is None else document.get("locked_at")
     return Record(
         document["_id"],
         bytes(document["data"]),
         _epoch(document["expires_at"]),
         None if locked_until is None else _epoch(locked_until),
+        None if created_at is None else _epoch(created_at),
+        None if locked_at is None else _epoch(locked_at),
     )
 
 
