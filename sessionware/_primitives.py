@@ -196,6 +196,11 @@ class Background:
     def finished(self) -> None:
         self._task = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the job runs now (for tests that wait for it to end)."""
+        return self._task is not None and not self._task.done()
+
 
 class _Call:
     __slots__ = ("deadline", "expired", "task")

@@ -197,6 +197,11 @@ class Background:
     def finished(self) -> None:
         self._thread = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the job runs now (for tests that wait for it to end)."""
+        return self._thread is not None and self._thread.is_alive()
+
 
 _deadline = threading.local()  # .at: the monotonic deadline of this thread's store call
 
