@@ -73,7 +73,8 @@ class SessionAdmin:
         ``last_seen``, its ``absolute_lifetime`` the user indexes' lifetime.
     :param serializer: the app's serializer, to show session data.
     :param on_event: called with a ``revoked`` :class:`SessionEvent` for
-        each session revoked.
+        each session revoked (never with ``expired`` ones: the app's own
+        hooks receive those).
     """
 
     def __init__(self, store: Store, *, secret_key: str | Sequence[str] | None = None,
@@ -83,7 +84,8 @@ class SessionAdmin:
         # The core gives the index its locks and timeouts; it never signs here,
         # so without the app's key it gets a throwaway one.
         self.core = SessionCore(store, secret_key or secrets.token_urlsafe(32), config=config,
-                                serializer=serializer, on_event=on_event)
+                                serializer=serializer, on_event=on_event,
+                                expired_events=False)
         self.store = store
 
     async def __aenter__(self) -> SessionAdmin:

@@ -83,7 +83,8 @@ class SessionCore:
                  serializer: Serializer | None = None,
                  session_class: type[Session] = Session,
                  on_event: EventHook | None = None,
-                 meter_provider: Any = None) -> None:
+                 meter_provider: Any = None,
+                 expired_events: bool = True) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(f"store must be a sessionware Store, not {store!r}")
         self.store = store
@@ -97,6 +98,9 @@ class SessionCore:
         self._ready = False
         self._setting_up = Once()
         self.on_event = on_event
+        # an operator's tool has hooks for what it does (revoked), and must
+        # not claim the app's expiries away from the app's own hooks
+        self._expired_events = expired_events and on_event is not None
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
@@ -192,7 +196,7 @@ class SessionCore:
     async def _setup(self) -> None:
         if not self._ready:  # another caller's run may have done it
             await self.guard(self.store.setup)
-            if self.on_event is not None:
+            if self._expired_events:
                 await self.guard(self.store.watch_expired, self._report_expired)
             self._ready = True
 

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from sessionware import SessionMiddleware
+from sessionware import SessionAdmin, SessionMiddleware
 from sessionware.stores import RedisStore, SQLiteStore
 from sessionware.telemetry import SessionEvent
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware
@@ -161,6 +161,41 @@ async def test_an_expired_session_is_an_event_where_the_store_can_tell(
     await asyncio.wait_for(expired.wait(), 10.0)
     assert [e.kind for e in seen] == ["created", "expired"]
     assert seen[1].store_key == seen[0].store_key and seen[1].session == {}
+    await app.core.aclose()
+
+
+async def test_an_admin_with_hooks_leaves_the_expiries_to_the_app(
+        redis_server_factory: Callable[..., RedisServer]) -> None:
+    """An operator's SessionAdmin(on_event=...) on the app's store hears what
+    it does (revoked), never expiries: claiming one would take it from the
+    app's hook."""
+    server = redis_server_factory(notify="Ex")
+    app_saw: list[str] = []
+    admin_saw: list[str] = []
+    expired = asyncio.Event()
+
+    def hook(event: SessionEvent) -> None:
+        app_saw.append(event.kind)
+        if event.kind == "expired":
+            expired.set()
+
+    async def inc(request: Request) -> PlainTextResponse:
+        request.session["n"] = 1
+        return PlainTextResponse("1")
+
+    app = SessionMiddleware(Starlette(routes=[Route("/inc", inc)]),
+                            store=RedisStore(server.url), secret_key=SECRET, on_event=hook,
+                            idle_timeout=0.3)
+    await app.core.check()
+    async with SessionAdmin(RedisStore(server.url), secret_key=SECRET,
+                            on_event=lambda e: admin_saw.append(e.kind)):
+        await asyncio.to_thread(subscribed, server.port, 1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t") as client:
+            await client.get("/inc")
+        await asyncio.wait_for(expired.wait(), 10.0)
+        await asyncio.to_thread(subscribed, server.port, 1)  # still the app's alone
+    assert app_saw == ["created", "expired"] and admin_saw == []
     await app.core.aclose()
 
 

@@ -79,7 +79,8 @@ class SyncSessionAdmin:
         ``last_seen``, its ``absolute_lifetime`` the user indexes' lifetime.
     :param serializer: the app's serializer, to show session data.
     :param on_event: called with a ``revoked`` :class:`SessionEvent` for
-        each session revoked.
+        each session revoked (never with ``expired`` ones: the app's own
+        hooks receive those).
     """
 
     def __init__(
@@ -100,6 +101,7 @@ class SyncSessionAdmin:
             config=config,
             serializer=serializer,
             on_event=on_event,
+            expired_events=False,
         )
         self.store = store
 

@@ -90,6 +90,7 @@ class SyncSessionCore:
         session_class: type[Session] = Session,
         on_event: EventHook | None = None,
         meter_provider: Any = None,
+        expired_events: bool = True,
     ) -> None:
         if not isinstance(store, SyncStore):
             raise ConfigurationError(f"store must be a sessionware SyncStore, not {store!r}")
@@ -104,6 +105,9 @@ class SyncSessionCore:
         self._ready = False
         self._setting_up = Once()
         self.on_event = on_event
+        # an operator's tool has hooks for what it does (revoked), and must
+        # not claim the app's expiries away from the app's own hooks
+        self._expired_events = expired_events and on_event is not None
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
@@ -210,7 +214,7 @@ class SyncSessionCore:
     def _setup(self) -> None:
         if not self._ready:  # another caller's run may have done it
             self.guard(self.store.setup)
-            if self.on_event is not None:
+            if self._expired_events:
                 self.guard(self.store.watch_expired, self._report_expired)
             self._ready = True
 
