@@ -1,5 +1,6 @@
 """The ``sessionware`` command, run as a subprocess against real stores: a
-SQLite file, the test Redis server, the test PostgreSQL server. Sessions are
+SQLite file, the test Redis and PostgreSQL servers, and the Azurite, mongoeco
+and DynamoDB Local emulators, each by the URL an operator would give. Sessions are
 made by the real middleware (the counter app in process, on the same store
 URL); the command sees them from another process, as an operator would."""
 
@@ -31,17 +32,32 @@ from tests.helpers import cookie_header, session_cookie
 from tests.servers.processes import free_port
 from tests.servers.redis import RedisServer
 
-STORES = ["sqlite", "redis", "postgres"]
+STORES = ["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"]
 
 
 @pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store URL of the test's own (a fresh file, key prefix or table)."""
+def store_url(request: pytest.FixtureRequest, tmp_path: Path,
+              monkeypatch: pytest.MonkeyPatch) -> str:
+    """A store URL of the test's own (a fresh file, key prefix, table or
+    collection), on the test's own server or emulator."""
     tag = secrets.token_hex(4)
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'sessions.db'}"
     if request.param == "redis":
         return f"{request.getfixturevalue('redis_url')}?prefix=cli{tag}:"
+    if request.param == "azure":
+        connection = request.getfixturevalue("azure_connection_string")
+        return f"azure://{connection}?table=cli{tag}&container=cli{tag}"
+    if request.param == "mongodb":
+        url = request.getfixturevalue("mongodb_url")
+        return f"{url}{'&' if '?' in url else '?'}database=cli_{tag}"
+    if request.param == "dynamodb":
+        # DynamoDB Local takes any credentials; the command reads them as
+        # any AWS tool does, from the environment (run() passes it on)
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "cli")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cli")
+        endpoint = request.getfixturevalue("dynamodb_endpoint")
+        return f"dynamodb://cli_{tag}?region=us-east-1&endpoint_url={endpoint}"
     dsn = request.getfixturevalue("postgres_dsn")
     return f"{dsn}?table=cli_{tag}"
 
