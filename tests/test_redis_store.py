@@ -428,6 +428,36 @@ async def test_read_only_replica_is_unavailable(
         with pytest.raises(StoreUnavailable) as caught:
             await call(store, "create", new_key(), b"v0", ttl=LONG)
         assert isinstance(caught.value.__cause__, redis.exceptions.ReadOnlyError)
+        assert caught.value.maybe_applied is False  # a refusal: nothing was written
+    finally:
+        await close(store)
+
+
+@LEAN
+@EACH_SIDE
+async def test_a_server_out_of_memory_refuses_and_the_answer_says_nothing_was_saved(
+    side: str, lean: bool, redis_server_factory: Callable[[], RedisServer],
+) -> None:
+    """OOM refuses a script at its first write: the commit was not applied,
+    the lease still holds the session, and the data is the last committed."""
+    server = redis_server_factory()
+    store = make(side, server.url, lean=lean)
+    try:
+        key = new_key()
+        assert await call(store, "create", key, b"v0", ttl=LONG)
+        lease = await lease_of(store, key)
+        with _raw(server.port) as raw:
+            raw.config_set("maxmemory-policy", "noeviction")
+            raw.config_set("maxmemory", 1)  # below what the server holds already
+        with pytest.raises(StoreUnavailable) as caught:
+            await call(store, "commit", lease, b"v1" * 1000, ttl=LONG)
+        assert isinstance(caught.value.__cause__, redis.exceptions.OutOfMemoryError)
+        assert caught.value.maybe_applied is False
+        with _raw(server.port) as raw:
+            raw.config_set("maxmemory", 0)
+        assert await call(store, "read", key) == b"v0"
+        await call(store, "commit", lease, b"v1", ttl=LONG)  # still its holder
+        assert await call(store, "read", key) == b"v1"
     finally:
         await close(store)
 

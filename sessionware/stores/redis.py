@@ -254,7 +254,7 @@ def _translate(op: str, exc: Exception) -> Exception:
         refused = _refused(exc)
         hint = " (connection refused: no server listens there)" if refused else ""
         return StoreUnavailable(f"Redis unavailable during {op}: {_described(exc)}{hint}",
-                                maybe_applied=not refused)
+                                maybe_applied=not (refused or _is_refusal(error)))
     if isinstance(error, rexc.RedisError):
         return StoreError(f"Redis error during {op}: {_described(exc)}")
     return exc
@@ -264,6 +264,15 @@ def _described(exc: BaseException) -> str:
     """The class and the message (redis-py's ``repr`` of its errors has no message)."""
     message = str(exc)
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _is_refusal(error: BaseException) -> bool:
+    """Whether ``error`` is the server's reply refusing the command (READONLY,
+    OOM, BUSY, LOADING, CLUSTERDOWN, MOVED, ...): then nothing was applied. A
+    script is refused before its first write or not at all (Redis checks
+    OOM, READONLY and MISCONF at a script's first write and lets it finish
+    once it wrote), and the scripts read before they write."""
+    return isinstance(error, (rexc.ResponseError, rexc.BusyLoadingError))
 
 
 def _refused(exc: BaseException) -> bool:
