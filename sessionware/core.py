@@ -247,7 +247,7 @@ class SessionCore:
             attempt += 1
 
     async def create(self, data: bytes, *, user: str | None = None) -> str:
-        """Store ``data`` under a fresh id (insert-only) and return the id.
+        """Write ``data`` under a fresh id (insert-only) and return the id.
 
         With ``user``, the new key is listed in that user's index first, and
         confirmed after: if a revocation of the user marked it meanwhile,

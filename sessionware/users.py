@@ -1,4 +1,4 @@
-"""The index from a user to their sessions, kept through the Store contract
+"""The index from a user to their sessions, kept through the store contract
 itself, so every store has it without code of its own.
 
 A session is bound to a user by :meth:`Session.bind_user

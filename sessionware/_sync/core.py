@@ -267,7 +267,7 @@ class SyncSessionCore:
             attempt += 1
 
     def create(self, data: bytes, *, user: str | None = None) -> str:
-        """SyncStore ``data`` under a fresh id (insert-only) and return the id.
+        """Write ``data`` under a fresh id (insert-only) and return the id.
 
         With ``user``, the new key is listed in that user's index first, and
         confirmed after: if a revocation of the user marked it meanwhile,

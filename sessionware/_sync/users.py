@@ -1,6 +1,6 @@
 # Generated from sessionware/users.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
-"""The index from a user to their sessions, kept through the SyncStore contract
+"""The index from a user to their sessions, kept through the store contract
 itself, so every store has it without code of its own.
 
 A session is bound to a user by :meth:`Session.bind_user

@@ -873,7 +873,7 @@ class AzureTableStore(Store):
     # -- blobs ------------------------------------------------------------------
 
     async def _upload(self, key: str, data: bytes) -> str:
-        """Store ``data`` in a new blob; its name."""
+        """Write ``data`` to a new blob; its name."""
         _, blobs = self._clients()
         name = f"{key}/{secrets.token_hex(8)}"
         await self._call("upload", lambda: blobs.upload_blob(

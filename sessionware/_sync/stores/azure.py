@@ -998,7 +998,7 @@ class SyncAzureTableStore(SyncStore):
     # -- blobs ------------------------------------------------------------------
 
     def _upload(self, key: str, data: bytes) -> str:
-        """SyncStore ``data`` in a new blob; its name."""
+        """Write ``data`` to a new blob; its name."""
         _, blobs = self._clients()
         name = f"{key}/{secrets.token_hex(8)}"
         self._call("upload", lambda: blobs.upload_blob(name, data, overwrite=False, **self._io()))

@@ -80,7 +80,7 @@ class SyncStore(abc.ABC):
 
     def sync(self) -> sync_base.SyncStore:
         """This store's blocking face: an instance of its generated sync twin
-        (``SyncSQLiteStore`` -> ``SyncSQLiteStore``), built with the same arguments
+        (its class's name with ``Sync`` before it), built with the same arguments
         on the first call and the same one after (two WSGI apps given one
         store share it), for the WSGI middleware. A sync store returns itself."""
         if IS_SYNC:
