@@ -249,7 +249,7 @@ async def test_purge_expired_reports_sessions_and_no_bookkeeping_record(
         insert_expired(db_path, {new_key(): b"\x00tombstone", session: b"v0",
                                  new_key(): b"\x00", empty: b""})
         assert await store.purge_expired() == 4
-        assert reports.keys == [session, empty]  # reported by the time it returns
+        assert sorted(reports.keys) == sorted([session, empty])  # by the time it returns
     if face == "async":
         assert reports.on_loop == [True, True]
     else:
@@ -270,7 +270,8 @@ async def test_a_report_that_raises_stops_neither_the_purge_nor_the_sweeps(
         await reports.heard(2, traffic=lambda: store.read(new_key()))  # one sweep's
         insert_expired(db_path, {later: b"v0"})
         await reports.heard(3, traffic=lambda: store.read(new_key()))  # the next sweep's
-        assert reports.keys == [first, second, later]
+        assert sorted(reports.keys[:2]) == sorted([first, second])  # one batch, any order
+        assert reports.keys[2:] == [later]
     assert "the report of expired session" in caplog.text
 
 

@@ -920,15 +920,24 @@ class SyncSQLiteStore(SyncStore):
             return  # queued before close, run after it: do not reopen the file
         try:
             with self._translated():
-                swept, _ = self._until_not_busy(self._sweep_batch, False)
+                swept = self._until_not_busy(self._unreported_batch)
         except StoreError as exc:
             logger.warning(
                 "could not sweep expired sessions (next try in %ss): %s", self._sweep_interval, exc
             )
             return
-        if swept < _SWEEP_BATCH:
-            return
-        if self._report is None or IS_SYNC:
-            self._queue_sweep()  # the sync face's, once watched, is one that reports
-        else:  # watch_expired came meanwhile: the next operation starts the loop's task
+        if swept == _SWEEP_BATCH and self._report is None:
+            self._queue_sweep()
+        elif swept is None or swept == _SWEEP_BATCH:
+            # watch_expired came since: the next operation starts a sweep that
+            # reports (this thread cannot start the async face's task)
             self._next_sweep = 0.0
+
+    def _unreported_batch(self) -> int | None:
+        """A batch of a sweep queued before watch_expired, which reports
+        nothing: how many it deleted, or ``None``, deleting nothing, once
+        watch_expired was called (checked at every try, as one that waits for
+        the write lock may wait long)."""
+        if self._report is not None:
+            return None
+        return self._sweep_batch(False)[0]
