@@ -478,9 +478,9 @@ class SQLiteStore(Store):
         process) that deleted it, which returns its key.
 
         A session is reported when a sweep removes it, not at its deadline:
-        up to ``sweep_interval`` after it (and the next operation) later, or
-        never if it is created again first. Reports come after the batch
-        committed, with no lock held, in order, one at a time: awaited on the
+        up to ``sweep_interval`` after it, once an operation starts the sweep
+        (never if the key is created again first). Reports come after the batch
+        committed, with no lock held, one at a time: awaited on the
         event loop (async face) or called on the thread that swept (sync face:
         the store's worker thread, or the caller of ``purge_expired``). A
         report that raises is logged. Rows removed by a process that does not

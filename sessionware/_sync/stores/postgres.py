@@ -785,9 +785,9 @@ class SyncPostgresStore(SyncStore):
         whichever process) that deleted it, which returns its key.
 
         A session is reported when a purge removes it, not at its deadline:
-        up to about ``purge_interval`` after it (and the next operation)
-        later, or never if it is created again first. Reports come after the
-        batch's statement, with no connection held, in order, one at a time:
+        up to about ``purge_interval`` after it, once an operation starts the
+        purge (never if the key is created again first). Reports come after the
+        batch's statement, with no connection held, one at a time:
         awaited on the event loop (async face) or called on the thread that
         purged (sync face: the background purge's thread, or the caller of
         ``purge_expired``). A report that raises is logged. Rows removed by a
