@@ -1,23 +1,27 @@
 """PostgresStore beyond the shared suites, on both faces, against the session's
 real server: set-up raced by several stores, NOTIFY only when someone waits,
 a waiter in another store (another process's) woken by NOTIFY and not by its
-polling, purges racing each other, and errors."""
+polling, purges racing each other, the expiries they report, and errors."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
 
+import sessionware.stores.postgres as postgres_module
 from sessionware import ConfigurationError, StoreError, StoreUnavailable
-from sessionware.stores import Lease, Locked, PostgresStore
+from sessionware.stores import Lease, Locked, PostgresStore, SyncPostgresStore
 from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
+from tests.expired_reports import Reports, watch
 from tests.faces import on_face
 from tests.servers.postgres import PostgresServer
 
@@ -410,3 +414,175 @@ async def test_operations_cancelled_while_waiting_for_a_connection_leave_none_be
             done = await asyncio.gather(*reads, return_exceptions=True)
             assert [d for d in done[::2]] == [b"v"] * 10
         assert await asyncio.wait_for(store.read(key), 2.0) == b"v"
+
+
+# -- reporting expiries (watch_expired) ----------------------------------------------
+
+
+def insert_expired(dsn: str, table: str, data: dict[str, bytes]) -> None:
+    """A row for each key of ``data``, past its idle deadline."""
+    with psycopg.connect(dsn, autocommit=True) as db, db.cursor() as cursor:
+        cursor.executemany(
+            f"""INSERT INTO "{table}" (key, data, token, expires_at)
+                VALUES (%s, %s, 1, now() - interval '1 minute')""", list(data.items()))
+
+
+async def test_an_expired_session_is_reported_once_by_the_background_purge(
+    postgres_dsn: str, face: str
+) -> None:
+    table, key = fresh_table(), new_key()
+    async with on_face(PostgresStore(postgres_dsn, table=table, purge_interval=0.05),
+                       face) as store:
+        reports = Reports()
+        await watch(store, reports)
+        insert_expired(postgres_dsn, table, {key: b"v0"})
+        await reports.heard(1, traffic=lambda: store.read(new_key()))  # a due purge starts
+        assert await store.purge_expired() == 0
+        assert reports.keys == [key]
+    if face == "async":
+        assert reports.on_loop == [True]  # awaited on the loop
+        assert reports.threads == [reports.loop_thread]
+    else:
+        assert reports.threads == ["sessionware-postgres-purge"]  # the thread that purged
+
+
+async def test_purge_expired_reports_sessions_and_no_bookkeeping_record(
+    postgres_dsn: str, face: str
+) -> None:
+    """Data beginning with a NUL byte is the core's (a tombstone, a user
+    index): removed, counted, never reported. Empty data is a session's."""
+    table, session, empty = fresh_table(), new_key(), new_key()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face) as store:
+        reports = Reports()
+        await watch(store, reports)
+        insert_expired(postgres_dsn, table, {new_key(): b"\x00tombstone", session: b"v0",
+                                             new_key(): b"\x00", empty: b""})
+        assert await store.purge_expired() == 4
+        assert sorted(reports.keys) == sorted([session, empty])  # by the time it returns
+    if face == "async":
+        assert reports.on_loop == [True, True]
+    else:
+        assert all(thread.startswith("sync-face") for thread in reports.threads)  # the caller's
+
+
+async def test_a_report_that_raises_stops_neither_the_purge_nor_the_background_purges(
+    postgres_dsn: str, face: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    table, first, second, later = fresh_table(), new_key(), new_key(), new_key()
+    async with on_face(PostgresStore(postgres_dsn, table=table, purge_interval=0.05),
+                       face) as store:
+        reports = Reports(failing=1)
+        await watch(store, reports)
+        insert_expired(postgres_dsn, table, {first: b"v0", second: b"v0"})
+        await reports.heard(2, traffic=lambda: store.read(new_key()))  # one purge's
+        insert_expired(postgres_dsn, table, {later: b"v0"})
+        await reports.heard(3, traffic=lambda: store.read(new_key()))  # the next purge's
+        assert sorted(reports.keys[:2]) == sorted([first, second])  # one batch, any order
+        assert reports.keys[2:] == [later]
+    assert "the report of expired session" in caplog.text
+
+
+@pytest.fixture
+def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The SQL of every statement the stores (both faces) run on the pool."""
+    seen: list[str] = []
+    for cls in (PostgresStore, SyncPostgresStore):
+        run: Callable[..., Any] = cls._statement
+
+        def traced(connection: Any, statement: str, *args: Any,
+                   run: Callable[..., Any] = run) -> Any:
+            seen.append(statement)
+            return run(connection, statement, *args)
+
+        monkeypatch.setattr(cls, "_statement", staticmethod(traced))
+    return seen
+
+
+async def test_a_store_that_does_not_watch_purges_as_before(
+    postgres_dsn: str, face: str, traced_statements: list[str]
+) -> None:
+    table = fresh_table()
+    async with on_face(PostgresStore(postgres_dsn, table=table), face) as store:
+        insert_expired(postgres_dsn, table, {new_key(): b"v0"})
+        assert await store.purge_expired() == 1
+    purges = [sql for sql in traced_statements if sql.lstrip().startswith("DELETE")]
+    unwatched = postgres_module.PURGE.format(table=f'"{table}"')
+    assert purges and set(purges) == {unwatched}
+
+
+async def test_stores_purging_at_once_report_each_session_once(
+    postgres_dsn: str, face: str
+) -> None:
+    """Four stores (four processes' worth of connections) purge 2,000 expired
+    sessions and their tombstones at once; every session is reported by one."""
+    table = fresh_table()
+    keys = sorted(new_key() for _ in range(2000))
+    async with on_face(PostgresStore(postgres_dsn, table=table), face):
+        pass
+    purgers = [PostgresStore(postgres_dsn, table=table) for _ in range(4)]
+    driven = [on_face(p, face) for p in purgers]
+    reports = Reports()  # all four stores' (their threads tell which)
+    try:
+        opened = [await d.__aenter__() for d in driven]
+        for store in opened:
+            await watch(store, reports)
+        insert_expired(postgres_dsn, table, {
+            **dict.fromkeys(keys, b"v0"), **{f"t-{key}": b"\x00t" for key in keys}})
+        counts = await asyncio.gather(*(p.purge_expired() for p in opened))
+        await reports.heard(len(keys))  # background purges the operations started too
+        assert sum(counts) <= 2 * len(keys)
+        assert sorted(reports.keys) == keys
+    finally:
+        for d in driven:
+            await d.__aexit__(None, None, None)
+    assert sorted(reports.keys) == keys  # and none came late
+
+
+_PURGER = """
+import asyncio, json, sys
+from sessionware.stores import PostgresStore
+
+async def main(dsn, table):
+    keys = []
+
+    async def report(key):
+        keys.append(key)
+
+    async with PostgresStore(dsn, table=table, purge_interval=3600) as store:
+        assert await store.watch_expired(report)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        await store.purge_expired()
+    print(json.dumps(keys), flush=True)
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_processes_purging_at_once_report_each_session_once(postgres_dsn: str) -> None:
+    table = fresh_table()
+    keys = sorted(new_key() for _ in range(3000))
+    async with PostgresStore(postgres_dsn, table=table):
+        pass
+    children = [await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PURGER, postgres_dsn, table,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(3)]
+    try:
+        for child in children:
+            assert child.stdout is not None
+            assert (await asyncio.wait_for(child.stdout.readline(), 20)).strip() == b"ready"
+        insert_expired(postgres_dsn, table, {
+            **dict.fromkeys(keys, b"v0"), **{f"t-{key}": b"\x00t" for key in keys}})
+        for child in children:
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+        heard = []
+        for child in children:
+            assert child.stdout is not None
+            heard += json.loads(await asyncio.wait_for(child.stdout.read(), 60))  # to its end
+    finally:
+        for child in children:
+            await child.wait()
+    assert sorted(heard) == keys
+    assert [child.returncode for child in children] == [0, 0, 0]

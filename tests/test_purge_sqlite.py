@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
+import sessionware._sync.stores.sqlite as sync_sqlite_module
 import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore, Store, SyncSQLiteStore
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
+from tests.expired_reports import Reports, watch
 from tests.faces import ThreadedStore, on_face
 
 BACKLOG = 10_000
@@ -187,3 +189,127 @@ def test_closing_the_sync_face_while_it_sweeps_does_not_crash(db_path: str) -> N
                             capture_output=True, text=True, timeout=60, check=False)
     assert "Fatal Python error" not in result.stderr, result.stderr[-2000:]
     assert (result.returncode, result.stdout) == (0, "closed\n"), result.stderr[-2000:]
+
+
+# -- reporting expiries (watch_expired) ----------------------------------------------
+
+
+def insert_expired(db_path: str, data: dict[str, bytes]) -> None:
+    """A row for each key of ``data``, past its idle deadline, in this order
+    (the order a sweep deletes them in)."""
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(db_path)) as db, db:
+        db.executemany(
+            f"INSERT INTO {TABLE} (key, data, token, locked_until, expires_at,"
+            " absolute_expires_at) VALUES (?, ?, 1, NULL, ?, NULL)",
+            ((key, value, now - 60 + n * 1e-3) for n, (key, value) in enumerate(data.items())))
+
+
+@pytest.fixture(params=["returning", "before 3.35"])
+def returning(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Sweeps that report by DELETE ... RETURNING, and as SQLite before 3.35
+    (no RETURNING) does."""
+    if request.param == "before 3.35":
+        monkeypatch.setattr(sqlite_module, "_RETURNING", False)
+        monkeypatch.setattr(sync_sqlite_module, "_RETURNING", False)
+    return str(request.param)
+
+
+async def test_an_expired_session_is_reported_once_by_the_background_sweep(
+    db_path: str, face: str, returning: str
+) -> None:
+    key = new_key()
+    async with on_face(SQLiteStore(db_path, sweep_interval=0.05), face) as store:
+        await sweeps_done(store)
+        reports = Reports()
+        await watch(store, reports)
+        insert_expired(db_path, {key: b"v0"})
+        await reports.heard(1, traffic=lambda: store.read(new_key()))  # a due sweep starts
+        assert rows(db_path) == 0
+        assert await store.purge_expired() == 0
+        await sweeps_done(store)
+        assert reports.keys == [key]
+    if face == "async":
+        assert reports.on_loop == [True]  # awaited on the loop, not the worker thread
+        assert reports.threads == [reports.loop_thread]
+    else:
+        assert reports.threads[0].startswith("sessionware-sqlite")  # the thread that swept
+
+
+async def test_purge_expired_reports_sessions_and_no_bookkeeping_record(
+    db_path: str, face: str, returning: str, traced_statements: list[tuple[str, str]]
+) -> None:
+    """Data beginning with a NUL byte is the core's (a tombstone, a user
+    index): removed, counted, never reported. Empty data is a session's."""
+    session, empty = new_key(), new_key()
+    async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as store:
+        await sweeps_done(store)
+        reports = Reports()
+        await watch(store, reports)
+        insert_expired(db_path, {new_key(): b"\x00tombstone", session: b"v0",
+                                 new_key(): b"\x00", empty: b""})
+        assert await store.purge_expired() == 4
+        assert sorted(reports.keys) == sorted([session, empty])  # by the time it returns
+    if face == "async":
+        assert reports.on_loop == [True, True]
+    else:
+        assert all(thread.startswith("sync-face") for thread in reports.threads)  # the caller's
+    deletes = [sql for _, sql in traced_statements if sql.lstrip().startswith("DELETE")]
+    assert any("RETURNING" in sql for sql in deletes) == (returning == "returning")
+
+
+async def test_a_report_that_raises_stops_neither_the_purge_nor_the_sweeps(
+    db_path: str, face: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second, later = new_key(), new_key(), new_key()
+    async with on_face(SQLiteStore(db_path, sweep_interval=0.05), face) as store:
+        await sweeps_done(store)
+        reports = Reports(failing=1)
+        await watch(store, reports)
+        insert_expired(db_path, {first: b"v0", second: b"v0"})
+        await reports.heard(2, traffic=lambda: store.read(new_key()))  # one sweep's
+        insert_expired(db_path, {later: b"v0"})
+        await reports.heard(3, traffic=lambda: store.read(new_key()))  # the next sweep's
+        assert sorted(reports.keys[:2]) == sorted([first, second])  # one batch, any order
+        assert reports.keys[2:] == [later]
+    assert "the report of expired session" in caplog.text
+
+
+async def test_a_store_that_does_not_watch_purges_as_before(
+    db_path: str, face: str, traced_statements: list[tuple[str, str]]
+) -> None:
+    async with on_face(SQLiteStore(db_path, sweep_interval=0.05), face) as store:
+        await sweeps_done(store)
+        insert_expired(db_path, {new_key(): b"v0"})
+        assert await store.purge_expired() == 1
+        insert_expired(db_path, {new_key(): b"v0"})
+        await asyncio.sleep(0.1)  # past the sweep interval: the next operation sweeps
+        assert await store.read(new_key()) is None
+        await wait_for_rows(db_path, 0)
+    sweeps = [sql for _, sql in traced_statements if sql.lstrip().startswith("DELETE")]
+    assert len(sweeps) >= 2  # purge_expired's and the background sweep's
+    unwatched = sqlite_module.SWEEP.format(table=TABLE).partition(":now")[0]
+    assert all(sql.startswith(unwatched) and "RETURNING" not in sql for sql in sweeps), sweeps
+
+
+async def test_stores_purging_one_file_at_once_report_each_session_once(
+    db_path: str, face: str
+) -> None:
+    """Two stores, two connections, as two processes would have (the
+    processes themselves: tests/test_sqlite_processes.py)."""
+    keys = [f"expired-{n:05d}" for n in range(BACKLOG)]
+    async with on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as one, \
+            on_face(SQLiteStore(db_path, sweep_interval=LONG), face) as other:
+        await sweeps_done(one)
+        await sweeps_done(other)
+        reports = Reports()  # both stores' (the threads tell which)
+        await watch(one, reports)
+        await watch(other, reports)
+        insert_expired(db_path, dict.fromkeys(keys, b"v0"))
+        # The background sweeps the purges start remove some rows too.
+        counts = await asyncio.gather(one.purge_expired(), other.purge_expired())
+        await reports.heard(BACKLOG)
+        assert sorted(reports.keys) == keys
+        assert sum(counts) <= BACKLOG
+    assert rows(db_path) == 0
+    assert sorted(reports.keys) == keys  # and none came late

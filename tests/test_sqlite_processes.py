@@ -167,6 +167,35 @@ def setup_in_process(path: str, start: Barrier) -> None:
     asyncio.run(SQLiteStore(path).__aenter__())
 
 
+def purge_watching(path: str, face: str, ready: Barrier, go: Barrier, out: Queue[Any]) -> None:
+    """Watch expiries, wait for the rows, purge them with the others; put
+    the keys reported here."""
+    keys: list[str] = []
+    if face == "sync":
+        with SyncSQLiteStore(path, sweep_interval=LONG) as store:
+            # setup's own sweep, which does not report, is over before the rows exist
+            store._current_executor().submit(lambda: None).result()
+            assert store.watch_expired(keys.append)
+            ready.wait(JOIN_TIMEOUT)
+            go.wait(JOIN_TIMEOUT)
+            store.purge_expired()
+    else:
+        asyncio.run(_purge_watching(path, keys, ready, go))
+    out.put(keys)
+
+
+async def _purge_watching(path: str, keys: list[str], ready: Barrier, go: Barrier) -> None:
+    async def report(key: str) -> None:
+        keys.append(key)
+
+    async with SQLiteStore(path, sweep_interval=LONG) as store:
+        await asyncio.get_running_loop().run_in_executor(store._current_executor(), lambda: None)
+        assert await store.watch_expired(report)
+        ready.wait(JOIN_TIMEOUT)
+        go.wait(JOIN_TIMEOUT)
+        await store.purge_expired()
+
+
 def join_all(started: list[BaseProcess]) -> None:
     for process in started:
         process.join(JOIN_TIMEOUT)
@@ -232,6 +261,37 @@ def test_writer_killed_inside_a_transaction_leaves_neither_change_nor_lock(
     writer.join(JOIN_TIMEOUT)
     lease = with_store(db_path, lambda s: acquire_lease(s, key), busy_timeout=0.1)
     assert lease.data == b"v0"
+
+
+def test_processes_purging_at_once_report_each_expired_session_once(
+    db_path: str, processes: list[BaseProcess], face: str
+) -> None:
+    """Each removes rows by its own statements, which return the keys to its
+    connection only: every expired session is reported by one process, once;
+    the bookkeeping records by none."""
+    workers, sessions = 3, 5000
+    with_store(db_path, lambda s: s.purge_expired(), sweep_interval=LONG)  # the table
+    ready, go, out = SPAWN.Barrier(workers + 1), SPAWN.Barrier(workers + 1), SPAWN.Queue()
+    for _ in range(workers):
+        spawn(processes, purge_watching, db_path, face, ready, go, out)
+    ready.wait(JOIN_TIMEOUT)  # every child watches
+    keys = [f"session-{n:05d}" for n in range(sessions)]
+    now = time.time()
+    db = sqlite3.connect(db_path)
+    try:
+        with db:
+            db.executemany(
+                f"INSERT INTO {TABLE} (key, data, token, expires_at) VALUES (?, ?, 1, ?)",
+                [(key, data, now - 60 + n * 1e-4) for n, key in enumerate(keys)
+                 for key, data in ((key, b"v0"), (f"tombstone-{key}", b"\x00t"))])
+    finally:
+        db.close()
+    go.wait(JOIN_TIMEOUT)
+    heard = [out.get(timeout=JOIN_TIMEOUT) for _ in range(workers)]
+    join_all(processes)
+    assert raw(db_path, f"SELECT count(*) FROM {TABLE}") == [(0,)]
+    # (How the batches fell to the processes is up to the race: one may take all.)
+    assert sorted(key for keys_heard in heard for key in keys_heard) == keys
 
 
 @pytest.mark.parametrize("layout", ["none", "first"])

@@ -38,6 +38,11 @@ expired records are absent for every operation at once. Any operation (not only
 when one is due, at most once per ``sweep_interval`` per process: batches of
 expired rows deleted on the worker thread, never on the request's path, until
 none are left. :meth:`SQLiteStore.purge_expired` deletes them all on request.
+Once :meth:`SQLiteStore.watch_expired` was called, both delete with
+``RETURNING`` the keys of the sessions they removed and report them, after
+the batch committed (on the async face, the background sweep's batches then
+run from a task of the event loop, which awaits the reports); before that the
+statements return nothing.
 
 Permissions: read and write access to the database file *and to its directory*,
 because WAL mode creates ``<file>-wal`` and ``<file>-shm`` beside it. Keep the
@@ -74,13 +79,13 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
-from sessionware._primitives import IS_SYNC, run_blocking, run_on_thread, time_left
+from sessionware._primitives import IS_SYNC, Background, run_blocking, run_on_thread, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
@@ -264,6 +269,28 @@ SWEEP = """
 DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
 
+# The key of a removed row to report (watch_expired), or NULL for the core's
+# bookkeeping records (tombstones, user indexes), whose data begins with a NUL
+# byte and which are never reported. substr() of a BLOB counts bytes, and is
+# NULL for empty data, which begins with no NUL: hence IS NOT, not <>.
+_REPORTED = "CASE WHEN substr(data, 1, 1) IS NOT x'00' THEN key END"
+
+# The sweep once watch_expired was called (SQLite 3.35 on): :now, :limit.
+# Deletes what SWEEP deletes and returns one row per deleted row, (_REPORTED,):
+# the row count is len(rows). The rows come back to this statement's
+# connection only, so each removed row is reported by the one process whose
+# sweep removed it; read them all before the commit.
+SWEEP_REPORTING = SWEEP + f" RETURNING {_REPORTED}"
+
+# SWEEP_REPORTING before SQLite 3.35, in one write transaction: :now, :limit.
+# EXPIRED_BATCH reads (key, _REPORTED) of the rows SWEEP would delete, then
+# SWEEP_KEY deletes each by :key. Under the write lock nothing changes them
+# in between.
+EXPIRED_BATCH = f"""
+SELECT key, {_REPORTED} FROM {{table}}
+WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit"""
+SWEEP_KEY = "DELETE FROM {table} WHERE key = :key"
+
 
 def _cannot_open_because(path: str, exc: sqlite3.Error) -> str:
     """Why SQLite could not open ``path``, which its message does not say."""
@@ -358,6 +385,10 @@ class SQLiteStore(Store):
         self._writer = threading.Lock()  # held by this process's write transaction
         self._on_loop = threading.local()  # .active: an operation runs on the loop's thread
         self._loop_writes = 0  # write transactions on the loop's thread since a checkpoint
+        # watch_expired's report; until then (None) the sweeps return no keys
+        self._report: Callable[[str], Awaitable[object]] | None = None
+        # the async face's reporting sweep: a task of the loop (see _queue_sweep)
+        self._reporting = Background("sessionware-sqlite-sweep")
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
@@ -426,15 +457,36 @@ class SQLiteStore(Store):
 
         Batch by batch, each batch its own short write transaction, so the
         write lock is never held long and other operations run between batches;
-        ``progress`` hears the count of each batch that deleted any."""
+        ``progress`` hears the count of each batch that deleted any. Once
+        :meth:`watch_expired` was called, the sessions of each batch are
+        reported after it committed, before the next batch."""
         purged = 0
+        reporting = self._report is not None
         while True:
-            swept = await self._run(self._sweep_batch)
+            swept, expired = await self._run(self._sweep_batch, reporting)
             purged += swept
             if progress is not None and swept:
                 progress(swept)
+            await self._report_each(expired)
             if swept < _SWEEP_BATCH:
                 return purged
+
+    async def watch_expired(self, report: Callable[[str], Awaitable[object]]) -> bool:
+        """Report each session this store's sweeps remove from now on, and
+        those :meth:`purge_expired` removes: exactly, since expired rows leave
+        only by a sweep, and each row by the one statement (of whichever
+        process) that deleted it, which returns its key.
+
+        A session is reported when a sweep removes it, not at its deadline:
+        up to ``sweep_interval`` after it, once an operation starts the sweep
+        (never if the key is created again first). Reports come after the batch
+        committed, with no lock held, one at a time: awaited on the
+        event loop (async face) or called on the thread that swept (sync face:
+        the store's worker thread, or the caller of ``purge_expired``). A
+        report that raises is logged. Rows removed by a process that does not
+        watch are not reported. Returns ``True``."""
+        self._report = report
+        return True
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         """Wait for a release in this process, or the backoff delay (which finds
@@ -492,10 +544,19 @@ class SQLiteStore(Store):
             self._queue_sweep()
 
     def _queue_sweep(self) -> None:
+        """Hand a sweep to the worker thread; once watch_expired was called,
+        on the async face, start the task that runs the sweep's batches there
+        and reports on the loop (this runs on the loop then: only _run calls
+        it, the worker thread's unwatched sweep never does)."""
         executor = self._executor
-        if executor is not None:
-            with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
-                executor.submit(self._background_sweep)
+        if executor is None:
+            return
+        if self._report is not None and not IS_SYNC:
+            self._reporting.start(self._reporting_sweep)
+            return
+        job = self._background_sweep if self._report is None else self._reporting_sweep
+        with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
+            executor.submit(job)
 
     def _after_fork(self) -> None:
         """A forked child (gunicorn, multiprocessing) inherits the executor but
@@ -741,10 +802,56 @@ class SQLiteStore(Store):
             self._sql(SCAN), {"after": after, "now": time.time(), "limit": limit}).fetchall()
         return [Record(key, bytes(data), *times) for key, data, *times in rows]
 
-    def _sweep_batch(self) -> int:
+    def _sweep_batch(self, reporting: bool) -> tuple[int, list[str]]:
+        """One batch of expired rows deleted: how many, and (``reporting``)
+        the keys to report, in a write transaction committed on return."""
         db = self._connection()
         with self._write(db) as now:
-            return int(db.execute(self._sql(SWEEP), {"now": now, "limit": _SWEEP_BATCH}).rowcount)
+            params = {"now": now, "limit": _SWEEP_BATCH}
+            if not reporting:
+                return int(db.execute(self._sql(SWEEP), params).rowcount), []
+            if _RETURNING:
+                rows = db.execute(self._sql(SWEEP_REPORTING), params).fetchall()
+            else:
+                batch = db.execute(self._sql(EXPIRED_BATCH), params).fetchall()
+                db.executemany(self._sql(SWEEP_KEY), [{"key": key} for key, _ in batch])
+                rows = [(reported,) for _, reported in batch]
+        return len(rows), [key for (key,) in rows if key is not None]
+
+    async def _report_each(self, keys: list[str]) -> None:
+        """Report the keys a committed batch removed, one by one; a report
+        that raises is logged, and the next one is made all the same."""
+        report = self._report
+        if report is None:
+            return
+        for key in keys:
+            try:
+                await report(key)
+            except Exception:
+                logger.exception("the report of expired session %s… failed", key[:12])
+
+    async def _reporting_sweep(self) -> None:
+        """A background sweep once watch_expired was called: batches on the
+        worker thread until one is not full, the keys of each reported before
+        the next. On the async face a task of the loop, which awaits each
+        batch (queued behind the operations waiting for the worker, as
+        :meth:`_background_sweep`'s) and then the reports; on the sync face it
+        runs on the worker thread itself, batches and reports alike."""
+        try:
+            while not self._closed and (executor := self._executor) is not None:
+                try:
+                    with self._translated():
+                        swept, expired = await run_blocking(
+                            executor, self._until_not_busy, self._sweep_batch, True)
+                except StoreError as exc:
+                    logger.warning("could not sweep expired sessions (next try in %ss): %s",
+                                   self._sweep_interval, exc)
+                    return
+                await self._report_each(expired)
+                if swept < _SWEEP_BATCH:
+                    return
+        finally:
+            self._reporting.finished()
 
     def _background_sweep(self) -> None:
         """One batch of a background sweep. A full batch means a backlog: the
@@ -754,10 +861,23 @@ class SQLiteStore(Store):
             return  # queued before aclose, run after it: do not reopen the file
         try:
             with self._translated():
-                swept = self._until_not_busy(self._sweep_batch)
+                swept = self._until_not_busy(self._unreported_batch)
         except StoreError as exc:
             logger.warning("could not sweep expired sessions (next try in %ss): %s",
                            self._sweep_interval, exc)
             return
-        if swept == _SWEEP_BATCH:
+        if swept == _SWEEP_BATCH and self._report is None:
             self._queue_sweep()
+        elif swept is None or swept == _SWEEP_BATCH:
+            # watch_expired came since: the next operation starts a sweep that
+            # reports (this thread cannot start the async face's task)
+            self._next_sweep = 0.0
+
+    def _unreported_batch(self) -> int | None:
+        """A batch of a sweep queued before watch_expired, which reports
+        nothing: how many it deleted, or ``None``, deleting nothing, once
+        watch_expired was called (checked at every try, as one that waits for
+        the write lock may wait long)."""
+        if self._report is not None:
+            return None
+        return self._sweep_batch(False)[0]

@@ -116,6 +116,9 @@ purges running in several processes at once never wait for each other, never
 deadlock, and never count a row twice. Every store purges by itself, in the
 background, about once per ``purge_interval`` per process (jittered, so
 processes do not purge in step), started by any operation when one is due.
+Once :meth:`~SyncPostgresStore.watch_expired` was called, the purge's statement
+returns the keys of the sessions it deleted (``DELETE ... RETURNING``), which
+are reported after it; before that it returns nothing.
 
 Failure behaviour
 =================
@@ -396,6 +399,19 @@ DELETE FROM {table} WHERE key IN (
     ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
   AND expires_at <= now()"""
 
+# PURGE once watch_expired was called: :limit. Deletes what PURGE deletes and
+# returns one row per deleted row: its key, or NULL for the core's bookkeeping
+# records (tombstones, user indexes), whose data begins with a NUL byte and
+# which are never reported. The row count is how many. The rows come back to
+# this statement only, which alone deleted them: each removed row is reported
+# once, by the process that purged it. The CASE tests empty data first, as
+# get_byte() fails on it (and OR promises no order of evaluation).
+PURGE_REPORTING = (
+    PURGE
+    + """
+RETURNING CASE WHEN octet_length(data) = 0 THEN key WHEN get_byte(data, 0) <> 0 THEN key END"""
+)
+
 # -- errors -------------------------------------------------------------------------
 
 # SQLSTATE classes and codes that mean "out of reach for now": connection
@@ -563,6 +579,7 @@ class SyncPostgresStore(SyncStore):
                 ("read", READ),
                 ("create", CREATE),
                 ("purge", PURGE),
+                ("purge_reporting", PURGE_REPORTING),
                 ("discard", DISCARD),
                 ("inspect", INSPECT),
                 ("scan", SCAN),
@@ -582,6 +599,8 @@ class SyncPostgresStore(SyncStore):
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
         self._closed = False
         self._purging = Background("sessionware-postgres-purge")
+        # watch_expired's report; until then (None) purges return no keys
+        self._report: Callable[[str], object] | None = None
         self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
         self._listener = _Listener(
             listen_dsn or dsn, self._channel, self._where, enabled=listen, timeout=timeout
@@ -743,17 +762,50 @@ class SyncPostgresStore(SyncStore):
         Batch by batch, each its own short statement that skips rows another
         statement holds, so purges in several processes never wait for each
         other and operations run between batches; ``progress`` hears the count
-        of each batch that deleted any."""
+        of each batch that deleted any. Once :meth:`watch_expired` was called,
+        the sessions of each batch are reported after its statement, before
+        the next batch."""
         purged = 0
+        statement = self._sql["purge" if self._report is None else "purge_reporting"]
         while True:
-            count, _ = self._execute(
-                "purge", self._sql["purge"], {"limit": _PURGE_BATCH}, purge_due=False
+            count, rows = self._execute(
+                "purge", statement, {"limit": _PURGE_BATCH}, purge_due=False
             )
             purged += count
             if progress is not None and count:
                 progress(count)
+            self._report_each([key for (key,) in rows if key is not None])
             if count < _PURGE_BATCH:
                 return purged
+
+    def watch_expired(self, report: Callable[[str], object]) -> bool:
+        """Report each session this store's purges remove from now on (the
+        background purge and :meth:`purge_expired`): exactly, since expired
+        rows leave only by a purge, and each row by the one statement (of
+        whichever process) that deleted it, which returns its key.
+
+        A session is reported when a purge removes it, not at its deadline:
+        up to about ``purge_interval`` after it, once an operation starts the
+        purge (never if the key is created again first). Reports come after the
+        batch's statement, with no connection held, one at a time:
+        awaited on the event loop (async face) or called on the thread that
+        purged (sync face: the background purge's thread, or the caller of
+        ``purge_expired``). A report that raises is logged. Rows removed by a
+        process that does not watch are not reported. Returns ``True``."""
+        self._report = report
+        return True
+
+    def _report_each(self, keys: list[str]) -> None:
+        """Report the keys a purge's statement removed, one by one; a report
+        that raises is logged, and the next one is made all the same."""
+        report = self._report
+        if report is None:
+            return
+        for key in keys:
+            try:
+                report(key)
+            except Exception:
+                logger.exception("the report of expired session %s… failed", key[:12])
 
     def wait(self, key: str, timeout: float, attempt: int) -> None:
         self._listener.wait(key, timeout, attempt)
