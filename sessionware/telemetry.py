@@ -9,9 +9,10 @@ exception in it is logged and the request goes on. Hooks run before the
 response starts: hand slow work (a network call) to a queue.
 
 Where the store can tell (:meth:`~sessionware.stores.Store.watch_expired`:
-RedisStore, with keyspace notifications enabled on the server), the hook is
-also called when a session expires, once across the app's processes, from
-the store's listener rather than a request.
+RedisStore, with keyspace notifications enabled on the server; SQLiteStore
+and PostgresStore, from their purges), the hook is also called when a
+session expires, at most once across the app's processes, from the store's
+listener or purge rather than a request.
 
 **Metrics.** Through the OpenTelemetry API (``pip install sessionware[otel]``),
 on the meter provider given as ``meter_provider``, else the global one; with
