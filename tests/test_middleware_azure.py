@@ -5,16 +5,14 @@ through two uvicorn workers and through gunicorn."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from sessionware.stores import AzureTableStore, Store
 from tests.apps.served import serving
+from tests.contract.store_contract import background_purge_done
 from tests.helpers import cookie_header, session_cookie
 from tests.middleware_suite import MiddlewareSuite
 from tests.servers.processes import gunicorn, serve, uvicorn
@@ -60,15 +58,6 @@ def wire() -> Iterator[RequestCounter]:
         logger.setLevel(level)
 
 
-async def purge_done(store: Any) -> None:
-    """Until the background purge the first operations started has ended: its
-    requests would otherwise join a count on a loaded machine."""
-    deadline = time.monotonic() + 10.0
-    while store._purging.running:
-        assert time.monotonic() < deadline, "the first purge never ended"
-        await asyncio.sleep(0.01)
-
-
 async def test_round_trips_on_the_wire(azure_connection_string: str, face: str,
                                        wire: RequestCounter) -> None:
     """A locked request whose acquire reuses this process's ETag costs 2
@@ -82,7 +71,8 @@ async def test_round_trips_on_the_wire(azure_connection_string: str, face: str,
         cookie = session_cookie(await client.get("/inc?delay=0"))
         assert cookie
         await client.get("/inc?delay=0", headers=cookie_header(cookie))
-        await purge_done(store if face == "async" else store.sync())
+        # the first purge's requests would otherwise join a count on a loaded machine
+        await background_purge_done(store if face == "async" else store.sync())
         wire.take()  # the set-up and the first purge
         await client.get("/inc?delay=0", headers=cookie_header(cookie))
         assert len(wire.take()) == 2
