@@ -148,7 +148,8 @@ def stats(obj: Context) -> None:
 @click.argument("reference", metavar="REF")
 @click.pass_obj
 def show(obj: Context, reference: str) -> None:
-    """One session (REF: a store key, or a cookie value with --secret)."""
+    """One session (REF: a store key, or a cookie value with --secret; write
+    `show -- REF` for a value that begins with -)."""
     with obj.admin() as admin:
         info = admin.show(reference)
     if info is None:

@@ -116,7 +116,8 @@ async def test_a_user_inspected_and_logged_out_everywhere(app: Served, store_url
         listed = output(await arun("--json", "sessions", "alice", url=store_url))
         assert sorted(s["store_key"] for s in listed) == sorted(key_of(c) for c in alice)
 
-        shown = output(await arun("--json", "--secret", SECRET, "show", alice[0],
+        # a cookie value may begin with "-": "--" ends the options before it
+        shown = output(await arun("--json", "--secret", SECRET, "show", "--", alice[0],
                                   url=store_url))
         assert shown["user"] == "alice" and shown["data"]["n"] == 1
         by_key = output(await arun("--json", "show", key_of(alice[0]), url=store_url))
@@ -155,11 +156,12 @@ async def test_revoke_user_while_a_request_holds_the_session(app: Served,
 async def test_revoke_one_session_and_purge(app: Served, store_url: str) -> None:
     async with app.client() as client:
         cookie = await log_in(client, "dave")
-    needs_secret = await arun("revoke", cookie, url=store_url)
+    needs_secret = await arun("revoke", "--", cookie, url=store_url)
     assert needs_secret.returncode == 2
     assert "--secret or SESSIONWARE_SECRET" in needs_secret.stderr
     assert len(needs_secret.stderr.strip().splitlines()) == 1
-    done = await arun("revoke", cookie, url=store_url, env={"SESSIONWARE_SECRET": SECRET})
+    done = await arun("revoke", "--", cookie, url=store_url,
+                      env={"SESSIONWARE_SECRET": SECRET})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"revoked {key_of(cookie)}"
     again = await arun("revoke", key_of(cookie), url=store_url)
