@@ -415,6 +415,27 @@ async def test_stopped_server_is_unavailable_then_recovers(
         await close(holder_store)
 
 
+def test_a_thread_whose_connection_the_server_closed_reconnects_before_sending(
+    redis_server_factory: Callable[[], RedisServer],
+) -> None:
+    """The sync lean path keeps a connection per thread: one the server closed
+    while its thread was away (a restart) is replaced before a command goes
+    into it, so the thread's next request is served, not refused with 503."""
+    server = redis_server_factory()
+    store = RedisStore(server.url).sync()
+    thread = ThreadPoolExecutor(max_workers=1)  # one thread, its one connection
+    try:
+        key = new_key()
+        assert thread.submit(store.create, key, b"v0", ttl=LONG).result()
+        server.stop()
+        server.start()  # same port, empty data set
+        assert thread.submit(store.create, key, b"v1", ttl=LONG).result()
+        assert thread.submit(store.read, key).result() == b"v1"
+    finally:
+        thread.shutdown()
+        store.close()
+
+
 @LEAN
 @EACH_SIDE
 async def test_read_only_replica_is_unavailable(

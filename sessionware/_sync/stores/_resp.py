@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 from typing import Any
 
 import hiredis
@@ -38,6 +39,12 @@ __all__ = ["LeanPath"]
 _TIMEOUT_STEP = 0.05
 """A blocking call's bound, rounded down to this step, is given to the kernel
 only when it changes: not a system call per command."""
+
+_IDLE_CHECK = 0.01
+"""A connection idle this long is checked before it is used (one
+non-blocking peek): the server may have closed it meanwhile (a restart, its
+``timeout``), and a command sent into it would fail a request the server,
+back by now, could serve. A busy thread's connection is never idle so long."""
 
 
 class LeanPath:
@@ -55,8 +62,13 @@ class LeanPath:
         """Send one packed command and return its reply, within what is left of
         the store call and the socket timeout."""
         timeout = self._bound()
-        connection = self._connections.get(
-            lambda: _Connection.open(self._address, self._hello, timeout))
+        def opened() -> _Connection:
+            return _Connection.open(self._address, self._hello, timeout)
+
+        connection = self._connections.get(opened)
+        if connection.closed_by_server():
+            self._connections.discard()  # as redis-py's pool does at checkout
+            connection = self._connections.get(opened)
         try:
             reply = connection.call(packed, timeout)
         except BaseException:
@@ -81,12 +93,28 @@ class LeanPath:
 class _Connection:
     """One blocking connection of the lean path (of one thread)."""
 
-    __slots__ = ("_steps", "parser", "sock")
+    __slots__ = ("_steps", "_used", "parser", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.parser = hiredis.Reader()
         self._steps = 0  # the kernel timeout now set, in _TIMEOUT_STEPs (0: none)
+        self._used = time.monotonic()
+
+    def closed_by_server(self) -> bool:
+        """Whether the server closed this connection (or sent what nobody
+        asked for) while it was idle, checked only after :data:`_IDLE_CHECK`."""
+        now = time.monotonic()
+        idle, self._used = now - self._used, now
+        if idle < _IDLE_CHECK:
+            return False
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False  # nothing to read: open and in step
+        except OSError:
+            return True
+        return True  # end of stream, or bytes no command is waiting for
 
     @classmethod
     def open(cls, address: tuple[str, int], hello: list[bytes],
