@@ -496,6 +496,8 @@ async def test_other_redis_errors_are_store_errors(side: str, lean: bool, redis_
         assert not isinstance(caught.value, StoreUnavailable)
         assert isinstance(caught.value.__cause__, redis.exceptions.ResponseError)
     finally:
+        with _raw(port_of(redis_url)) as raw:  # the server is shared: a scan would meet it
+            raw.delete(f"sessionware:{{{key}}}")
         await close(store)
 
 
