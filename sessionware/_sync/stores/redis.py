@@ -75,9 +75,9 @@ Each store instance (one per process and event loop) keeps at most one
 subscriber connection and one background job reading it (a task; in the sync
 face a daemon thread), started lazily at the first :meth:`~SyncRedisStore.wait`
 and shared by every local waiter: a message wakes the waiters of its key
-(:class:`~sessionware._sync.waiters.Waiters`). The job, its reconnects and the
-constants below are :mod:`sessionware._sync.stores._listener`'s, which SyncPostgresStore
-and SyncMongoDBStore share. The job reads in ticks of
+(:class:`~sessionware._sync.waiters.Waiters`). The job, its reconnects,
+``LISTEN_TICK`` and ``RECHECK_CAP`` are :mod:`sessionware._sync.stores._listener`'s,
+shared with SyncPostgresStore and SyncMongoDBStore. The job reads in ticks of
 ``LISTEN_TICK``, so :meth:`~SyncRedisStore.close` stops it within one tick
 (and waits for that); a forked child starts its own and never reads the
 parent's connection. Publishing is cheap because it is rare: a waiter that
@@ -842,9 +842,10 @@ class _Wakeups(WakeupListener[bytes]):
             self._start()
 
     def _forked(self) -> None:
-        """Nor does a forked child watch expiries: the parent that asked goes
-        on watching, and reporting each once needs only one watcher. (Its
-        connection stays the parent's; redis-py's pool opens new ones.)"""
+        """A forked child does not watch expiries either: the parent that
+        asked goes on watching, and reporting each once needs only one
+        watcher. (The parent's connection stays the parent's; redis-py's pool
+        opens new ones.)"""
         super()._forked()
         self._watch = None
 
