@@ -31,6 +31,7 @@ TWINS = {
     "sessionware.leases": "sessionware._sync.leases",
     "sessionware.waiters": "sessionware._sync.waiters",
     "sessionware.stores.base": "sessionware._sync.stores.base",
+    "sessionware.stores._listener": "sessionware._sync.stores._listener",
     "sessionware.stores.memory": "sessionware._sync.stores.memory",
     "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
     "sessionware.stores.redis": "sessionware._sync.stores.redis",

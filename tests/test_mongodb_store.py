@@ -24,6 +24,7 @@ import pytest
 from sessionware import ConfigurationError, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware._sync.stores import mongodb as sync_mongodb_module
 from sessionware.stores import Lease, Locked, MongoDBStore
+from sessionware.stores import _listener as listener_module
 from sessionware.stores import mongodb as mongodb_module
 from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
@@ -236,13 +237,13 @@ async def test_a_waiter_in_another_store_finds_a_discard_at_its_next_re_check(
 ) -> None:
     """discard() wakes its own store's waiters; another store's (another
     process's) find the session gone at their next re-check: within _POLL_CAP
-    on a standalone server, within _RECHECK_CAP on a replica set, whose
+    on a standalone server, within RECHECK_CAP on a replica set, whose
     change stream carries no deletes (WAKE_EVENTS). The emulator runs only
     the first (NO_CHANGE_STREAMS); a replica set in MONGODB_URL the second."""
     database = mongodb.database()
     with raw(mongodb) as client:
         streams = "setName" in client.admin.command("hello")
-    bound = mongodb_module._RECHECK_CAP if streams else mongodb_module._POLL_CAP
+    bound = listener_module.RECHECK_CAP if streams else mongodb_module._POLL_CAP
     async with on_face(MongoDBStore(mongodb.url, database=database), face) as operator, \
             on_face(MongoDBStore(mongodb.url, database=database), face) as waiter:
         key = new_key()

@@ -191,7 +191,7 @@ async def _subscribed(store: Either, key: str, port: int, channel: str) -> None:
     await call(store, "wait", key, 0.01, 0)
     await asyncio.to_thread(until, lambda: subscribers(port, channel) == 1,
                             "the subscriber subscribed")
-    await asyncio.to_thread(until, lambda: store._wakeups._subscribed,
+    await asyncio.to_thread(until, lambda: store._wakeups._listening,
                             "the store read the subscription's confirmation")
 
 
@@ -213,7 +213,7 @@ async def test_a_release_wakes_a_waiter_by_notification(
         holder = await lease_of(holder_store, key)
         if cluster:  # subscribed to one node of several: the server list is per node
             await call(waiter_store, "wait", key, 0.01, 0)
-            await asyncio.to_thread(until, lambda: waiter_store._wakeups._subscribed,
+            await asyncio.to_thread(until, lambda: waiter_store._wakeups._listening,
                                     "the store read the subscription's confirmation")
         else:
             await _subscribed(waiter_store, key, port_of(url), f"{prefix}wake")
@@ -394,14 +394,14 @@ async def test_stopped_server_is_unavailable_then_recovers(
                 await call(store, operation, *args, **kwargs)
             assert isinstance(caught.value.__cause__, redis.exceptions.RedisError), operation
         await call(store, "wait", key, 0.05, 3)  # waiting during an outage returns, never raises
-        await asyncio.to_thread(until, lambda: not store._wakeups._subscribed,
+        await asyncio.to_thread(until, lambda: not store._wakeups._listening,
                                 "the subscriber saw the outage")
 
         server.start()  # same port, empty data set
         assert await call(store, "create", key, b"v0", ttl=LONG)
         holder = await lease_of(holder_store, key)
         # the subscriber reconnects within its capped backoff
-        await asyncio.to_thread(until, lambda: store._wakeups._subscribed,
+        await asyncio.to_thread(until, lambda: store._wakeups._listening,
                                 "the subscriber resubscribed")
         assert isinstance(await call(store, "acquire", key, lease_ttl=LONG), Locked)
         waiting = asyncio.ensure_future(call(store, "wait", key, LONG, 60))

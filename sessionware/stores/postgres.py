@@ -90,11 +90,13 @@ delete that finds it set notifies. An uncontended session notifies nothing.
 PostgreSQL delivers a NOTIFY at the commit of its transaction, which here is
 the end of the statement.
 
-A waiter also re-checks after a jittered backoff, up to ``_RECHECK_CAP`` while
+A waiter also re-checks after a jittered backoff, up to ``RECHECK_CAP`` while
 the listener is connected, the plain polling backoff while it is not (server
 down, restarting, or ``listen=False``): lost notifications, a crashed holder
 whose lease lapses, a listener that reconnects. When the LISTEN is
-(re)established every local waiter is woken to re-check.
+(re)established every local waiter is woken to re-check. (The job, its
+reconnects and ``RECHECK_CAP`` are :mod:`sessionware.stores._listener`'s,
+shared with RedisStore and MongoDBStore.)
 
 PgBouncer
 =========
@@ -168,8 +170,8 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
-from sessionware.waiters import Waiters
+from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 
 try:
     import psycopg
@@ -193,10 +195,6 @@ _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
 
 _PURGE_BATCH = 500
 _MAX_DATA = (1 << 30) - 1  # bytes: PostgreSQL's limit for one bytea value
-_RECHECK_CAP = 1.0  # longest sleep between re-checks while the listener is connected
-_RECHECK_BASE = 0.05
-_LISTEN_TICK = 0.1  # longest wait for a notification before the listener looks for a close()
-_STOP_TIMEOUT = 2.0  # longest a close() waits for the listener to end
 
 Params = Mapping[str, Any]
 # the operations the lean path runs (each a named statement below)
@@ -1010,105 +1008,36 @@ class _Lender:
         await self.pool.close(timeout=timeout)
 
 
-class _Run:
-    """One run of the listener job: :meth:`_Listener.aclose` sets ``stop``,
-    the job sets ``done`` as it ends."""
-
-    __slots__ = ("done", "stop")
-
-    def __init__(self) -> None:
-        self.stop = Event()
-        self.done = Event()
-
-
-class _Listener:
-    """Local waiters, and the one LISTEN connection that wakes them for
-    releases in other processes: a background job (a task; a daemon thread on
-    the sync face) started at the first wait and stopped at close."""
+class _Listener(WakeupListener[str]):
+    """The one LISTEN connection of a store's waiters: it wakes the waiters
+    of each notified key."""
 
     def __init__(self, dsn: str, channel: str, where: str, *, enabled: bool,
                  timeout: float) -> None:
+        super().__init__("sessionware-postgres-listener", enabled=enabled)
         self._dsn = dsn
         self._channel = channel
         self._where = where
-        self._enabled = enabled
         self._timeout = timeout
-        self.waiters: Waiters[str] = Waiters()
-        self._lock = ThreadLock()
-        self._job = Background("sessionware-postgres-listener")
-        self._run: _Run | None = None  # the job's, from its start to its end
-        self._listening = False
-        self._closed = False
-        self._generation = generation()
 
-    async def wait(self, key: str, timeout: float, attempt: int) -> None:
-        self._after_fork()
-        with self._lock:
-            if self._enabled and self._run is None and not self._closed:
-                run = self._run = _Run()
-                self._job.start(lambda: self._listen(run))
-            listening = self._listening
-        if listening:
-            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
-        else:
-            delay = backoff_delay(attempt)
-        await self.waiters.wait(key, min(timeout, delay))
+    def _log_lost(self, exc: Exception, level: int) -> None:
+        logger.log(level, "session wake-up listener on %s lost: %s; reconnecting",
+                   self._where, _described(exc))
 
-    async def aclose(self) -> None:
-        """Stop the listener (it notices within a tick) and wake every waiter;
-        no listener starts after this."""
-        self._after_fork()
-        with self._lock:
-            self._closed = True
-            run = self._run
-        if run is not None:
-            run.stop.set()
-            if not await run.done.wait(_STOP_TIMEOUT):
-                logger.debug("the listener is still connecting; it ends after")
-        self.waiters.wake_all()
+    def _log_still_starting(self) -> None:
+        logger.debug("the listener is still connecting; it ends after")
 
-    def _after_fork(self) -> None:
-        """A forked child has none of its parent's listener: no job, and the
-        connection stays the parent's."""
-        if self._generation != generation():
-            self._generation = generation()
-            self._run = None
-            self._listening = False
-            self.waiters.clear()
-
-    async def _listen(self, run: _Run) -> None:
-        failures = 0
-        try:
-            while not run.stop.is_set():
-                try:
-                    await self._listen_once(run)
-                except Exception as exc:
-                    if run.stop.is_set():
-                        break
-                    level = logging.DEBUG if failures else logging.WARNING
-                    logger.log(level, "session wake-up listener on %s lost: %s; reconnecting",
-                               self._where, _described(exc))
-                failures += 1
-                await run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
-        finally:
-            with self._lock:
-                self._job.finished()
-                if self._run is run:
-                    self._run = None
-            run.done.set()
-
-    async def _listen_once(self, run: _Run) -> None:
+    async def _listen_once(self, run: Run) -> bool:
         connection = await psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, prepare_threshold=None,
             connect_timeout=max(1, round(self._timeout)))
         try:
             await connection.execute(f"LISTEN {_quoted(self._channel)}")
-            self._listening = True
-            self.waiters.wake_all()  # releases may have gone unheard until now
+            self._began_listening()
             while not run.stop.is_set():
-                async for notification in connection.notifies(timeout=_LISTEN_TICK):
+                async for notification in connection.notifies(timeout=LISTEN_TICK):
                     self.waiters.wake(notification.payload)
         finally:
-            self._listening = False
-            self.waiters.wake_all()
+            self._stopped_listening()
             await connection.close()
+        return False  # stopped

@@ -89,8 +89,10 @@ Other processes: on a replica set or a sharded cluster (found by ``hello`` at
 the first wait), each store instance watches the collection with one change
 stream (:data:`WAKE_EVENTS`: a commit or release that cleared ``waiting``)
 and wakes its local waiters of that key; a waiter re-checks
-after a jittered backoff of up to ``_RECHECK_CAP`` all the same (a lapsed
-lease, a stream that reconnects). A standalone server has no change streams:
+after a jittered backoff of up to ``RECHECK_CAP`` all the same (a lapsed
+lease, a stream that reconnects; the watcher's job, its reconnects and
+``RECHECK_CAP`` are :mod:`sessionware._sync.stores._listener`'s, shared with
+SyncRedisStore and SyncPostgresStore). A standalone server has no change streams:
 waiters poll, with jittered exponential backoff from ``_POLL_BASE`` up to
 ``_POLL_CAP``.
 
@@ -118,7 +120,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from sessionware._forks import generation
-from sessionware._sync._primitives import Background, Event, Once, ThreadLock, time_left
+from sessionware._sync._primitives import Once, ThreadLock, time_left
+from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
@@ -127,7 +130,6 @@ from sessionware._sync.stores.base import (
     SyncStore,
     backoff_delay,
 )
-from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -171,10 +173,6 @@ _MAX_DATA = _MAX_DOCUMENT - _OVERHEAD
 _TOKEN_SHIFT = 1 << 20  # tokens: ms(now) * 2**20 + offset
 _POLL_BASE = 0.002  # first re-check of a polling waiter, seconds
 _POLL_CAP = 0.1  # longest sleep between re-checks of a polling waiter
-_RECHECK_BASE = 0.05
-_RECHECK_CAP = 1.0  # longest sleep between re-checks while the change stream runs
-_WATCH_TICK = 0.1  # longest wait for a change before the watcher looks for a close()
-_STOP_TIMEOUT = 2.0
 _PURGE_BATCH = 500
 # A find's batch_size is its limit: the server's first reply holds only 101
 # documents unless told a batch size (and then as many as fit in 16 MiB; the
@@ -202,7 +200,7 @@ NEXT_TOKEN: Document = {
 # update that cleared the waiting flag (a commit or release that found it
 # set). Not deletes: the TTL monitor's would reach every process, and a
 # session deleted while another process waits for it is found at the
-# waiter's next re-check (within _RECHECK_CAP). MongoDB before 5.0 logs a
+# waiter's next re-check (within RECHECK_CAP). MongoDB before 5.0 logs a
 # pipeline update as a replacement: every one of those wakes (the store
 # itself never replaces a document).
 WAKE_EVENTS: Document = {
@@ -577,7 +575,7 @@ class SyncMongoDBStore(SyncStore):
     def discard(self, key: str) -> bool:
         """Delete the live document ``key`` whatever its lease. Waiters of
         this store instance are woken at once; those of other processes find
-        the session gone at their next re-check (within ``_RECHECK_CAP`` on a
+        the session gone at their next re-check (within ``RECHECK_CAP`` on a
         replica set, ``_POLL_CAP`` otherwise): the change stream carries no
         deletes (:data:`WAKE_EVENTS`)."""
         collection = self._collection()
@@ -751,52 +749,28 @@ class _Command:
         return False
 
 
-class _Run:
-    """One run of the watcher job: :meth:`_Watcher.close` sets ``stop``, the
-    job sets ``done`` as it ends."""
+class _Watcher(WakeupListener[str]):
+    """The one change stream of a store's waiters, on a deployment that has
+    change streams (asked at the first wait): it wakes the waiters of each
+    changed document's key."""
 
-    __slots__ = ("done", "stop")
-
-    def __init__(self) -> None:
-        self.stop = Event()
-        self.done = Event()
-
-
-class _Watcher:
-    """Local waiters, and the one change stream that wakes them for releases
-    in other processes: a background job (a task; a daemon thread on the sync
-    face) started at the first wait on a deployment that has change streams."""
+    # what opening or reading a stream raises when it fails; anything else is
+    # a bug, which must end the job rather than be retried for ever
+    _LOST = (PyMongoError, StoreError)
 
     def __init__(self, store: SyncMongoDBStore, *, enabled: bool) -> None:
+        super().__init__("sessionware-mongodb-watcher", enabled=enabled)
         self._store = store
-        self._enabled = enabled
-        self.waiters: Waiters[str] = Waiters()
-        self._lock = ThreadLock()
-        self._job = Background("sessionware-mongodb-watcher")
         self._probe = Once()
         self._streams: bool | None = None  # whether the deployment has change streams
-        self._run: _Run | None = None
-        self._watching = False
-        self._closed = False
-        self._generation = generation()
 
-    def wait(self, key: str, timeout: float, attempt: int) -> None:
-        self._after_fork()
-        if self._enabled and self._streams is None:
+    def _may_listen(self) -> bool:
+        if self._streams is None:
             try:
                 self._probe.run(self._find_streams)
             except StoreError as exc:
                 logger.debug("could not tell whether %s has change streams: %s", self._store, exc)
-        with self._lock:
-            if self._streams and self._run is None and not self._closed:
-                run = self._run = _Run()
-                self._job.start(lambda: self._watch(run))
-            watching = self._watching
-        if watching:
-            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
-        else:
-            delay = backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
-        self.waiters.wait(key, min(timeout, delay))
+        return bool(self._streams)
 
     def _find_streams(self) -> None:
         """Ask ``hello`` once: a replica set member names its set, a mongos
@@ -808,65 +782,32 @@ class _Watcher:
         if not self._streams:
             logger.debug("%s is a standalone server: waiters poll", self._store._where)
 
-    def close(self) -> None:
-        """Stop the watcher (it notices within a tick) and wake every waiter;
-        no watcher starts after this."""
-        self._after_fork()
-        with self._lock:
-            self._closed = True
-            run = self._run
-        if run is not None:
-            run.stop.set()
-            if not run.done.wait(_STOP_TIMEOUT):
-                logger.debug("the change stream is still opening; it ends after")
-        self.waiters.wake_all()
+    def _polling_delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
 
-    def _after_fork(self) -> None:
-        """A forked child has none of its parent's watcher."""
-        if self._generation != generation():
-            self._generation = generation()
-            self._run = None
-            self._watching = False
-            self.waiters.clear()
+    def _log_lost(self, exc: Exception, level: int) -> None:
+        logger.log(
+            level,
+            "session wake-up change stream on %s lost: %s; reopening",
+            self._store._where,
+            _described(exc),
+        )
 
-    def _watch(self, run: _Run) -> None:
-        failures = 0
-        try:
-            while not run.stop.is_set():
-                try:
-                    self._watch_once(run)
-                except (PyMongoError, StoreError) as exc:
-                    if run.stop.is_set():
-                        break
-                    level = logging.DEBUG if failures else logging.WARNING
-                    logger.log(
-                        level,
-                        "session wake-up change stream on %s lost: %s; reopening",
-                        self._store._where,
-                        _described(exc),
-                    )
-                failures += 1
-                run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
-        finally:
-            with self._lock:
-                self._job.finished()
-                if self._run is run:
-                    self._run = None
-            run.done.set()
+    def _log_still_starting(self) -> None:
+        logger.debug("the change stream is still opening; it ends after")
 
-    def _watch_once(self, run: _Run) -> None:
+    def _listen_once(self, run: Run) -> bool:
         collection = self._store._collection()
         with collection.watch(
             [{"$match": WAKE_EVENTS}, {"$project": {"documentKey": 1}}],
-            max_await_time_ms=_ms(_WATCH_TICK),
+            max_await_time_ms=_ms(LISTEN_TICK),
         ) as stream:
-            self._watching = True
-            self.waiters.wake_all()  # releases may have gone unseen until now
+            self._began_listening()
             try:
                 while not run.stop.is_set() and stream.alive:
                     change = stream.try_next()
                     if change is not None:
                         self.waiters.wake(change["documentKey"]["_id"])
             finally:
-                self._watching = False
-                self.waiters.wake_all()
+                self._stopped_listening()
+        return False  # stopped, or the stream ended (invalidated): reopened after a pause

@@ -75,8 +75,10 @@ Each store instance (one per process and event loop) keeps at most one
 subscriber connection and one background job reading it (a task; in the sync
 face a daemon thread), started lazily at the first :meth:`~SyncRedisStore.wait`
 and shared by every local waiter: a message wakes the waiters of its key
-(:class:`~sessionware._sync.waiters.Waiters`). The job reads in ticks of
-``_LISTEN_TICK``, so :meth:`~SyncRedisStore.close` stops it within one tick
+(:class:`~sessionware._sync.waiters.Waiters`). The job, its reconnects,
+``LISTEN_TICK`` and ``RECHECK_CAP`` are :mod:`sessionware._sync.stores._listener`'s,
+shared with SyncPostgresStore and SyncMongoDBStore. The job reads in ticks of
+``LISTEN_TICK``, so :meth:`~SyncRedisStore.close` stops it within one tick
 (and waits for that); a forked child starts its own and never reads the
 parent's connection. Publishing is cheap because it is rare: a waiter that
 finds the lock taken sets the ``w`` flag in the same ACQUIRE script, and only
@@ -84,7 +86,7 @@ a COMMIT, RELEASE or DELETE that finds the flag publishes (and clears it). An
 uncontended session publishes nothing.
 
 A waiter also re-checks after a jittered backoff (:func:`backoff_delay`, up
-to ``_RECHECK_CAP`` while the subscriber is healthy, the plain polling
+to ``RECHECK_CAP`` while the subscriber is healthy, the plain polling
 backoff while it is not), which covers lost messages, a subscriber that is
 reconnecting, and crashed holders (whose lease lapses; the caller's timeout is
 the lease's ``retry_after``). When the subscription is (re)established every
@@ -151,17 +153,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Union
 
-from sessionware._forks import generation
-from sessionware._sync._primitives import IS_SYNC, Background, Event, ThreadLock
-from sessionware._sync.stores.base import (
-    SCAN_BATCH,
-    Lease,
-    Locked,
-    Record,
-    SyncStore,
-    backoff_delay,
-)
-from sessionware._sync.waiters import Waiters
+from sessionware._sync._primitives import IS_SYNC
+from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
 
@@ -205,10 +199,6 @@ Client = Union["driver.Redis", "RedisCluster"]
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_PREFIX = "sessionware:"
 
-_RECHECK_CAP = 1.0  # longest sleep between re-checks while notifications work
-_RECHECK_BASE = 0.05
-_LISTEN_TICK = 0.1  # longest read of the subscriber before it looks for a close()
-_STOP_TIMEOUT = 2.0  # longest a close() waits for the subscriber to end
 _TOPOLOGY_CHECK = 30.0  # how often a cluster's expiry watcher looks for new primaries
 _MARKER_SUFFIX = ":x"  # <prefix>{<key>}:x, a record's marker (see _redis_scripts)
 
@@ -839,48 +829,19 @@ class _Watch:
         self.handle = handle
 
 
-class _Run:
-    """One run of the subscriber job: :meth:`_Wakeups.close` sets ``stop``,
-    the job sets ``done`` as it ends."""
-
-    __slots__ = ("done", "stop")
-
-    def __init__(self) -> None:
-        self.stop = Event()
-        self.done = Event()
-
-
-class _Wakeups:
-    """One subscriber for all local waiters of a store, started at the first
-    wait (or when expiries are watched) and stopped at close: a background job
-    (a task; a daemon thread in the sync face) that reads the wake-up channel
-    and wakes the waiters of each message's key, and, once :meth:`watch` was
-    called, hands each expired key to the watch's handler."""
+class _Wakeups(WakeupListener[bytes]):
+    """The subscriber of a store's waiters: it reads the wake-up channel and
+    wakes the waiters of each message's key, and, once :meth:`watch` was
+    called, hands each expired key to the watch's handler (and then starts
+    at once rather than at the first wait)."""
 
     def __init__(
         self, subscription: Callable[[bool], AbstractContextManager[_Subscription]], channel: str
     ) -> None:
+        super().__init__("sessionware-redis-wakeups")
         self._subscription = subscription
         self._channel = channel
-        self._waiters: Waiters[bytes] = Waiters()
-        self._lock = ThreadLock()
-        self._listener = Background("sessionware-redis-wakeups")
-        self._run: _Run | None = None  # the job's, from its start to its end
-        self._subscribed = False
         self._watch: _Watch | None = None
-        self._closed = False
-        self._generation = generation()
-
-    def wait(self, rkey: bytes, timeout: float, attempt: int) -> None:
-        self._after_fork()
-        with self._lock:
-            self._start()
-            subscribed = self._subscribed
-        if subscribed:
-            delay = backoff_delay(attempt, base=_RECHECK_BASE, cap=_RECHECK_CAP)
-        else:
-            delay = backoff_delay(attempt)
-        self._waiters.wait(rkey, min(timeout, delay))
 
     def watch(self, channel: bytes, handle: Callable[[bytes], None]) -> None:
         """Hand every key heard on ``channel`` to ``handle``, from now until
@@ -890,62 +851,23 @@ class _Wakeups:
             self._watch = _Watch(channel, handle)
             self._start()
 
-    def _start(self) -> None:
-        """Start the job unless it runs or the store closed (under the lock)."""
-        if self._run is None and not self._closed:
-            run = self._run = _Run()
-            self._listener.start(lambda: self._listen(run))
+    def _forked(self) -> None:
+        """A forked child does not watch expiries either: the parent that
+        asked goes on watching, and reporting each once needs only one
+        watcher. (The parent's connection stays the parent's; redis-py's pool
+        opens new ones.)"""
+        super()._forked()
+        self._watch = None
 
-    def close(self) -> None:
-        """Stop the subscriber (it notices within a read tick) and wake every
-        waiter; no subscriber starts after this."""
-        self._after_fork()
-        with self._lock:
-            self._closed = True
-            run = self._run
-        if run is not None:
-            run.stop.set()
-            if not run.done.wait(_STOP_TIMEOUT):
-                logger.debug("the wake-up subscriber is still connecting; it ends after")
-        self._waiters.wake_all()
+    def _log_lost(self, exc: Exception, level: int) -> None:
+        logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
 
-    def _after_fork(self) -> None:
-        """A forked child has none of its parent's subscriber: no job, and its
-        connection stays the parent's (redis-py's pool opens new ones). Nor
-        does it watch expiries: the parent that asked goes on watching, and
-        reporting each once needs only one watcher."""
-        if self._generation != generation():
-            self._generation = generation()
-            self._run = None
-            self._subscribed = False
-            self._watch = None
-            self._waiters.clear()
+    def _log_still_starting(self) -> None:
+        logger.debug("the wake-up subscriber is still connecting; it ends after")
 
-    def _listen(self, run: _Run) -> None:
-        failures = 0
-        try:
-            while not run.stop.is_set():
-                try:
-                    self._listen_once(run)
-                except Exception as exc:
-                    if run.stop.is_set():
-                        break
-                    level = logging.DEBUG if failures else logging.WARNING
-                    logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
-                    failures += 1
-                else:
-                    failures = 0  # it ended to resubscribe: at once
-                run.stop.wait(backoff_delay(failures, base=0.01, cap=_RECHECK_CAP))
-        finally:
-            with self._lock:
-                self._listener.finished()
-                if self._run is run:
-                    self._run = None
-            run.done.set()
-
-    def _listen_once(self, run: _Run) -> None:
-        """Subscribe and read until stopped; return (to be called again) when
-        a watch began or a cluster's primaries changed."""
+    def _listen_once(self, run: Run) -> bool:
+        """Subscribe and read until stopped; return (to be called again at
+        once) when a watch began or a cluster's primaries changed."""
         watch = self._watch
         try:
             with self._subscription(watch is not None) as subscription:
@@ -954,7 +876,7 @@ class _Wakeups:
                 if watch is not None:
                     for pubsub in pubsubs:
                         pubsub.subscribe(watch.channel)
-                tick = _LISTEN_TICK / len(pubsubs)
+                tick = LISTEN_TICK / len(pubsubs)
                 next_check = time.monotonic() + _TOPOLOGY_CHECK
                 while not run.stop.is_set() and self._watch is watch:
                     for pubsub in pubsubs:
@@ -963,11 +885,11 @@ class _Wakeups:
                             self._received(message, watch)
                     if subscription.unchanged is not None and time.monotonic() > next_check:
                         if not subscription.unchanged():
-                            return
+                            return True
                         next_check = time.monotonic() + _TOPOLOGY_CHECK
         finally:
-            self._subscribed = False
-            self._waiters.wake_all()
+            self._stopped_listening()
+        return True
 
     def _received(self, message: dict[str, Any], watch: _Watch | None) -> None:
         kind, channel = message["type"], message["channel"]
@@ -975,7 +897,6 @@ class _Wakeups:
             if kind == "message":
                 watch.handle(message["data"])
         elif kind == "message":
-            self._waiters.wake(message["data"])
+            self.waiters.wake(message["data"])
         elif kind == "subscribe":
-            self._subscribed = True
-            self._waiters.wake_all()  # messages may have been missed until now
+            self._began_listening()  # the wake-up channel's confirmation
