@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -49,7 +50,10 @@ from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
-__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "Store", "backoff_delay"]
+__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "Store", "backoff_delay",
+           "report_each"]
+
+logger = logging.getLogger(__name__)
 
 SCAN_BATCH = 500
 """Records per batch of :meth:`Store.scan` unless told: one statement or one
@@ -264,3 +268,18 @@ class Store(abc.ABC):
         waiters at the release.
         """
         await sleep(min(timeout, backoff_delay(attempt)))
+
+
+async def report_each(report: Callable[[str], Awaitable[object]] | None,
+                      keys: list[str]) -> None:
+    """Hand each of ``keys``, removed at their expiry, to the ``report`` a
+    store was given by :meth:`Store.watch_expired` (``None``: not watched).
+    A report that raises is logged, and the next one is made all the same:
+    a hook's failure never stops a purge."""
+    if report is None:
+        return
+    for key in keys:
+        try:
+            await report(key)
+        except Exception:
+            logger.exception("the report of expired session %s… failed", key[:12])

@@ -171,7 +171,7 @@ from sessionware.exceptions import (
     StoreUnavailable,
 )
 from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
+from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, report_each
 
 try:
     import psycopg
@@ -721,7 +721,7 @@ class PostgresStore(Store):
             purged += count
             if progress is not None and count:
                 progress(count)
-            await self._report_each([key for (key,) in rows if key is not None])
+            await report_each(self._report, [key for (key,) in rows if key is not None])
             if count < _PURGE_BATCH:
                 return purged
 
@@ -741,18 +741,6 @@ class PostgresStore(Store):
         process that does not watch are not reported. Returns ``True``."""
         self._report = report
         return True
-
-    async def _report_each(self, keys: list[str]) -> None:
-        """Report the keys a purge's statement removed, one by one; a report
-        that raises is logged, and the next one is made all the same."""
-        report = self._report
-        if report is None:
-            return
-        for key in keys:
-            try:
-                await report(key)
-            except Exception:
-                logger.exception("the report of expired session %s… failed", key[:12])
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._listener.wait(key, timeout, attempt)

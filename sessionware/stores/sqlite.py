@@ -87,7 +87,15 @@ from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
 from sessionware._primitives import IS_SYNC, Background, run_blocking, run_on_thread, time_left
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
+from sessionware.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    Record,
+    Store,
+    backoff_delay,
+    report_each,
+)
 from sessionware.waiters import Waiters
 
 __all__ = ["SQLiteStore"]
@@ -467,7 +475,7 @@ class SQLiteStore(Store):
             purged += swept
             if progress is not None and swept:
                 progress(swept)
-            await self._report_each(expired)
+            await report_each(self._report, expired)
             if swept < _SWEEP_BATCH:
                 return purged
 
@@ -818,18 +826,6 @@ class SQLiteStore(Store):
                 rows = [(reported,) for _, reported in batch]
         return len(rows), [key for (key,) in rows if key is not None]
 
-    async def _report_each(self, keys: list[str]) -> None:
-        """Report the keys a committed batch removed, one by one; a report
-        that raises is logged, and the next one is made all the same."""
-        report = self._report
-        if report is None:
-            return
-        for key in keys:
-            try:
-                await report(key)
-            except Exception:
-                logger.exception("the report of expired session %s… failed", key[:12])
-
     async def _reporting_sweep(self) -> None:
         """A background sweep once watch_expired was called: batches on the
         worker thread until one is not full, the keys of each reported before
@@ -847,7 +843,7 @@ class SQLiteStore(Store):
                     logger.warning("could not sweep expired sessions (next try in %ss): %s",
                                    self._sweep_interval, exc)
                     return
-                await self._report_each(expired)
+                await report_each(self._report, expired)
                 if swept < _SWEEP_BATCH:
                     return
         finally:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import importlib
+import logging
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -51,7 +52,9 @@ from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
-__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "SyncStore", "backoff_delay"]
+__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "SyncStore", "backoff_delay", "report_each"]
+
+logger = logging.getLogger(__name__)
 
 SCAN_BATCH = 500
 """Records per batch of :meth:`SyncStore.scan` unless told: one statement or one
@@ -273,3 +276,17 @@ class SyncStore(abc.ABC):
         waiters at the release.
         """
         sleep(min(timeout, backoff_delay(attempt)))
+
+
+def report_each(report: Callable[[str], object] | None, keys: list[str]) -> None:
+    """Hand each of ``keys``, removed at their expiry, to the ``report`` a
+    store was given by :meth:`SyncStore.watch_expired` (``None``: not watched).
+    A report that raises is logged, and the next one is made all the same:
+    a hook's failure never stops a purge."""
+    if report is None:
+        return
+    for key in keys:
+        try:
+            report(key)
+        except Exception:
+            logger.exception("the report of expired session %s… failed", key[:12])

@@ -166,7 +166,7 @@ from typing import Any
 from sessionware._forks import generation
 from sessionware._sync._primitives import Background, Event, ThreadLock, interruptible, time_left
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
+from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore, report_each
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -765,7 +765,7 @@ class SyncPostgresStore(SyncStore):
             purged += count
             if progress is not None and count:
                 progress(count)
-            self._report_each([key for (key,) in rows if key is not None])
+            report_each(self._report, [key for (key,) in rows if key is not None])
             if count < _PURGE_BATCH:
                 return purged
 
@@ -785,18 +785,6 @@ class SyncPostgresStore(SyncStore):
         process that does not watch are not reported. Returns ``True``."""
         self._report = report
         return True
-
-    def _report_each(self, keys: list[str]) -> None:
-        """Report the keys a purge's statement removed, one by one; a report
-        that raises is logged, and the next one is made all the same."""
-        report = self._report
-        if report is None:
-            return
-        for key in keys:
-            try:
-                report(key)
-            except Exception:
-                logger.exception("the report of expired session %s… failed", key[:12])
 
     def wait(self, key: str, timeout: float, attempt: int) -> None:
         self._listener.wait(key, timeout, attempt)

@@ -101,6 +101,7 @@ from sessionware._sync.stores.base import (
     Record,
     SyncStore,
     backoff_delay,
+    report_each,
 )
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
@@ -508,7 +509,7 @@ class SyncSQLiteStore(SyncStore):
             purged += swept
             if progress is not None and swept:
                 progress(swept)
-            self._report_each(expired)
+            report_each(self._report, expired)
             if swept < _SWEEP_BATCH:
                 return purged
 
@@ -873,18 +874,6 @@ class SyncSQLiteStore(SyncStore):
                 rows = [(reported,) for _, reported in batch]
         return len(rows), [key for (key,) in rows if key is not None]
 
-    def _report_each(self, keys: list[str]) -> None:
-        """Report the keys a committed batch removed, one by one; a report
-        that raises is logged, and the next one is made all the same."""
-        report = self._report
-        if report is None:
-            return
-        for key in keys:
-            try:
-                report(key)
-            except Exception:
-                logger.exception("the report of expired session %s… failed", key[:12])
-
     def _reporting_sweep(self) -> None:
         """A background sweep once watch_expired was called: batches on the
         worker thread until one is not full, the keys of each reported before
@@ -906,7 +895,7 @@ class SyncSQLiteStore(SyncStore):
                         exc,
                     )
                     return
-                self._report_each(expired)
+                report_each(self._report, expired)
                 if swept < _SWEEP_BATCH:
                     return
         finally:
