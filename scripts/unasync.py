@@ -39,6 +39,7 @@ TWINS = {
     "sessionware.stores.azure": "sessionware._sync.stores.azure",
     "sessionware.stores.mongodb": "sessionware._sync.stores.mongodb",
     "sessionware.stores.dynamodb": "sessionware._sync.stores.dynamodb",
+    "sessionware.stores._purging": "sessionware._sync.stores._purging",
 }
 # modules imported by the one source whose sync counterpart is hand-written
 COUNTERPARTS = {

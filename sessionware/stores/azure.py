@@ -126,7 +126,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import random
 import re
 import secrets
 import time
@@ -135,7 +134,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sessionware._forks import generation
-from sessionware._primitives import Background, ThreadLock, sleep, time_left
+from sessionware._primitives import ThreadLock, sleep, time_left
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -144,6 +143,7 @@ from sessionware.exceptions import (
     StoreUnavailable,
 )
 from sessionware.stores._azure_clients import ContainerClient, TableClient, open_clients
+from sessionware.stores._purging import PurgeSchedule
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
 from sessionware.waiters import Waiters
 
@@ -414,7 +414,6 @@ class AzureTableStore(Store):
         self._inline_limit = inline_limit
         self._timeout = timeout
         self._reuse_etags = reuse_etags
-        self._purge_interval = purge_interval
         self._orphan_age = orphan_age
         self._connections = connections
         self._lock = ThreadLock()
@@ -425,8 +424,8 @@ class AzureTableStore(Store):
         self._known: dict[str, _Record] = {}
         self._known_bytes = 0
         self._waiters: Waiters[str] = Waiters()
-        self._purging = Background("sessionware-azure-purge")
-        self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
+        self._purging = PurgeSchedule("sessionware-azure-purge", purge_interval,
+                                      self.purge_expired, lambda: self._closed, logger)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -480,7 +479,7 @@ class AzureTableStore(Store):
     # -- operations -----------------------------------------------------------
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        self._purge_if_due()
+        self._purging.start_if_due()
         record = self._reusable(key)
         deadline = self._deadline()
         while True:
@@ -574,7 +573,7 @@ class AzureTableStore(Store):
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
-        self._purge_if_due()
+        self._purging.start_if_due()
         found = await self._read_live("read", key)
         if found is None:
             return None
@@ -595,7 +594,7 @@ class AzureTableStore(Store):
                      absolute_ttl: float | None = None) -> bool:
         if len(data) > MAX_DATA:
             raise SessionTooLarge(len(data), MAX_DATA)
-        self._purge_if_due()
+        self._purging.start_if_due()
         now = _now()
         absolute = now + _ms(absolute_ttl) if absolute_ttl is not None else 0
         blob = await self._upload(key, data) if len(data) > self._inline_limit else ""
@@ -992,33 +991,3 @@ class AzureTableStore(Store):
         with self._lock:
             self._drop_known(key)
 
-    # -- the background purge ----------------------------------------------------
-
-    def _purge_if_due(self) -> None:
-        """Start a background purge at most once per ``purge_interval`` per
-        process, jittered so that processes started together do not purge in
-        step."""
-        now = time.monotonic()
-        if now < self._next_purge:
-            return
-        with self._lock:
-            if now < self._next_purge or self._closed:
-                return
-            self._next_purge = now + self._purge_interval * random.uniform(0.5, 1.5)
-            self._purging.start(self._background_purge)
-
-    async def _background_purge(self) -> None:
-        try:
-            purged = await self.purge_expired()
-            if purged:
-                logger.debug("purged %d expired sessions", purged)
-        except StoreError as exc:
-            if not self._closed:
-                logger.warning("could not purge expired sessions (next try in about %ss): %s",
-                               self._purge_interval, exc)
-        except Exception:
-            if not self._closed:  # closed meanwhile: the SDK says its transport is closed
-                logger.exception("the background purge failed")
-        finally:
-            with self._lock:
-                self._purging.finished()

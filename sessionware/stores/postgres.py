@@ -153,16 +153,14 @@ from __future__ import annotations
 import collections
 import logging
 import os
-import random
 import re
 import select
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from sessionware._forks import generation
-from sessionware._primitives import Background, Event, ThreadLock, interruptible, time_left
+from sessionware._primitives import Event, ThreadLock, interruptible, time_left
 from sessionware.exceptions import (
     ConfigurationError,
     LeaseLost,
@@ -171,6 +169,7 @@ from sessionware.exceptions import (
     StoreUnavailable,
 )
 from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware.stores._purging import PurgeSchedule
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, report_each
 
 try:
@@ -545,7 +544,6 @@ class PostgresStore(Store):
         self._sizes = (min_connections, max_connections)
         self._timeout = timeout
         self._prepare = prepare
-        self._purge_interval = purge_interval
         names = {"table": _quoted(table), "sequence": _quoted(f"{table}_token"),
                  "sequence_name": _quoted(f"{table}_token"),
                  "index": _quoted(f"{table}_expires_at")}
@@ -566,10 +564,10 @@ class PostgresStore(Store):
         self._pool_generation = generation()
         self._orphans: list[object] = []  # a forked parent's pools: never finalized here
         self._closed = False
-        self._purging = Background("sessionware-postgres-purge")
+        self._purging = PurgeSchedule("sessionware-postgres-purge", purge_interval,
+                                      self.purge_expired, lambda: self._closed, logger)
         # watch_expired's report; until then (None) purges return no keys
         self._report: Callable[[str], Awaitable[object]] | None = None
-        self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
         self._listener = _Listener(listen_dsn or dsn, self._channel, self._where,
                                    enabled=listen, timeout=timeout)
 
@@ -771,7 +769,7 @@ class PostgresStore(Store):
                 raise _translate(op, self._where, exc) from exc
             finally:
                 if purge_due:
-                    self._purge_if_due()
+                    self._purging.start_if_due()
         lender = await self._current_lender()
         try:
             connection = await lender.borrow()
@@ -786,7 +784,7 @@ class PostgresStore(Store):
         finally:
             await lender.give_back(connection)
             if purge_due:
-                self._purge_if_due()
+                self._purging.start_if_due()
 
     @staticmethod
     async def _statement(connection: psycopg.AsyncConnection[Any], statement: str,
@@ -833,33 +831,6 @@ class PostgresStore(Store):
             kwargs={"autocommit": True, "prepare_threshold": 0 if self._prepare else None,
                     "connect_timeout": max(1, round(self._timeout))})
 
-    # -- the background purge ----------------------------------------------------
-
-    def _purge_if_due(self) -> None:
-        """Start a background purge if one is due: at most one per
-        ``purge_interval`` per process, jittered so that processes started
-        together do not purge in step."""
-        now = time.monotonic()
-        if now < self._next_purge:
-            return
-        with self._lock:
-            if now < self._next_purge or self._closed:
-                return
-            self._next_purge = now + self._purge_interval * random.uniform(0.5, 1.5)
-            self._purging.start(self._background_purge)
-
-    async def _background_purge(self) -> None:
-        try:
-            purged = await self.purge_expired()
-            if purged:
-                logger.debug("purged %d expired sessions", purged)
-        except StoreError as exc:
-            if not self._closed:  # closed meanwhile: nothing to report
-                logger.warning("could not purge expired sessions (next try in about %ss): %s",
-                               self._purge_interval, exc)
-        finally:
-            with self._lock:
-                self._purging.finished()
 
 
 class _Turn:

@@ -128,7 +128,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import random
 import re
 import secrets
 import time
@@ -137,8 +136,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sessionware._forks import generation
-from sessionware._sync._primitives import Background, ThreadLock, sleep, time_left
+from sessionware._sync._primitives import ThreadLock, sleep, time_left
 from sessionware._sync.stores._azure_clients import ContainerClient, TableClient, open_clients
+from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
@@ -445,7 +445,6 @@ class SyncAzureTableStore(SyncStore):
         self._inline_limit = inline_limit
         self._timeout = timeout
         self._reuse_etags = reuse_etags
-        self._purge_interval = purge_interval
         self._orphan_age = orphan_age
         self._connections = connections
         self._lock = ThreadLock()
@@ -456,8 +455,13 @@ class SyncAzureTableStore(SyncStore):
         self._known: dict[str, _Record] = {}
         self._known_bytes = 0
         self._waiters: Waiters[str] = Waiters()
-        self._purging = Background("sessionware-azure-purge")
-        self._next_purge = 0.0  # time.monotonic(); 0: the first operation purges
+        self._purging = PurgeSchedule(
+            "sessionware-azure-purge",
+            purge_interval,
+            self.purge_expired,
+            lambda: self._closed,
+            logger,
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -515,7 +519,7 @@ class SyncAzureTableStore(SyncStore):
     # -- operations -----------------------------------------------------------
 
     def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        self._purge_if_due()
+        self._purging.start_if_due()
         record = self._reusable(key)
         deadline = self._deadline()
         while True:
@@ -637,7 +641,7 @@ class SyncAzureTableStore(SyncStore):
     def read(
         self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> bytes | None:
-        self._purge_if_due()
+        self._purging.start_if_due()
         found = self._read_live("read", key)
         if found is None:
             return None
@@ -660,7 +664,7 @@ class SyncAzureTableStore(SyncStore):
     ) -> bool:
         if len(data) > MAX_DATA:
             raise SessionTooLarge(len(data), MAX_DATA)
-        self._purge_if_due()
+        self._purging.start_if_due()
         now = _now()
         absolute = now + _ms(absolute_ttl) if absolute_ttl is not None else 0
         blob = self._upload(key, data) if len(data) > self._inline_limit else ""
@@ -1122,37 +1126,3 @@ class SyncAzureTableStore(SyncStore):
     def _forget(self, key: str) -> None:
         with self._lock:
             self._drop_known(key)
-
-    # -- the background purge ----------------------------------------------------
-
-    def _purge_if_due(self) -> None:
-        """Start a background purge at most once per ``purge_interval`` per
-        process, jittered so that processes started together do not purge in
-        step."""
-        now = time.monotonic()
-        if now < self._next_purge:
-            return
-        with self._lock:
-            if now < self._next_purge or self._closed:
-                return
-            self._next_purge = now + self._purge_interval * random.uniform(0.5, 1.5)
-            self._purging.start(self._background_purge)
-
-    def _background_purge(self) -> None:
-        try:
-            purged = self.purge_expired()
-            if purged:
-                logger.debug("purged %d expired sessions", purged)
-        except StoreError as exc:
-            if not self._closed:
-                logger.warning(
-                    "could not purge expired sessions (next try in about %ss): %s",
-                    self._purge_interval,
-                    exc,
-                )
-        except Exception:
-            if not self._closed:  # closed meanwhile: the SDK says its transport is closed
-                logger.exception("the background purge failed")
-        finally:
-            with self._lock:
-                self._purging.finished()
