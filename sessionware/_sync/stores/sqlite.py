@@ -859,19 +859,26 @@ class SyncSQLiteStore(SyncStore):
         return [Record(key, bytes(data), *times) for key, data, *times in rows]
 
     def _sweep_batch(self, reporting: bool) -> tuple[int, list[str]]:
-        """One batch of expired rows deleted: how many, and (``reporting``)
-        the keys to report, in a write transaction committed on return."""
+        """One batch of expired rows deleted: how many, and (``reporting``, or
+        once watch_expired was called, as seen under the write lock) the keys
+        to report, in a write transaction committed on return."""
         db = self._connection()
         with self._write(db) as now:
-            params = {"now": now, "limit": _SWEEP_BATCH}
-            if not reporting:
-                return int(db.execute(self._sql(SWEEP), params).rowcount), []
-            if _RETURNING:
-                rows = db.execute(self._sql(SWEEP_REPORTING), params).fetchall()
-            else:
-                batch = db.execute(self._sql(EXPIRED_BATCH), params).fetchall()
-                db.executemany(self._sql(SWEEP_KEY), [{"key": key} for key, _ in batch])
-                rows = [(reported,) for _, reported in batch]
+            return self._delete_expired(db, now, reporting or self._report is not None)
+
+    def _delete_expired(
+        self, db: sqlite3.Connection, now: float, reporting: bool
+    ) -> tuple[int, list[str]]:
+        """:meth:`_sweep_batch`'s statements, in the write transaction it holds."""
+        params = {"now": now, "limit": _SWEEP_BATCH}
+        if not reporting:
+            return int(db.execute(self._sql(SWEEP), params).rowcount), []
+        if _RETURNING:
+            rows = db.execute(self._sql(SWEEP_REPORTING), params).fetchall()
+        else:
+            batch = db.execute(self._sql(EXPIRED_BATCH), params).fetchall()
+            db.executemany(self._sql(SWEEP_KEY), [{"key": key} for key, _ in batch])
+            rows = [(reported,) for _, reported in batch]
         return len(rows), [key for (key,) in rows if key is not None]
 
     def _reporting_sweep(self) -> None:
@@ -925,8 +932,11 @@ class SyncSQLiteStore(SyncStore):
     def _unreported_batch(self) -> int | None:
         """A batch of a sweep queued before watch_expired, which reports
         nothing: how many it deleted, or ``None``, deleting nothing, once
-        watch_expired was called (checked at every try, as one that waits for
-        the write lock may wait long)."""
-        if self._report is not None:
-            return None
-        return self._sweep_batch(False)[0]
+        watch_expired was called. Checked under the write lock: a batch that
+        waited for it long (the lock held by a request) would otherwise
+        delete, unreported, rows that expired after the watch began."""
+        db = self._connection()
+        with self._write(db) as now:
+            if self._report is not None:
+                return None
+            return self._delete_expired(db, now, False)[0]
