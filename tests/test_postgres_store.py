@@ -20,7 +20,13 @@ import pytest
 import sessionware.stores.postgres as postgres_module
 from sessionware import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import Lease, Locked, PostgresStore, SyncPostgresStore
-from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
+from tests.contract.store_contract import (
+    LONG,
+    acquire_lease,
+    acquire_waiting,
+    first_layout_rows_work,
+    new_key,
+)
 from tests.expired_reports import Reports, watch
 from tests.faces import on_face
 from tests.servers.postgres import PostgresServer
@@ -111,24 +117,7 @@ async def test_a_table_of_the_first_layout_is_upgraded_by_setup(
     stores = [on_face(PostgresStore(postgres_dsn, table=table), face) for _ in range(4)]
     try:
         store, *_ = await asyncio.gather(*(s.__aenter__() for s in stores))  # setup() at once
-        before = await store.inspect(old)
-        assert before is not None and before.data == b"v0"
-        assert (before.created_at, before.locked_at) == (None, None)
-        undated = await store.inspect(held)
-        assert undated is not None and undated.locked_until is not None
-        assert undated.locked_at is None  # a lease taken under the first layout
-        lease = await acquire_lease(store, old)
-        taken = await store.inspect(old)
-        assert taken is not None and taken.locked_at is not None and taken.created_at is None
-        await store.commit(lease, b"v1", ttl=LONG)
-        assert await store.read(old) == b"v1"
-        new = new_key()
-        assert await store.create(new, b"n0", ttl=LONG)
-        created = await store.inspect(new)
-        assert created is not None and created.created_at is not None
-        scanned = {record.key: record async for batch in store.scan() for record in batch}
-        assert set(scanned) == {old, held, new}
-        assert scanned[old].created_at is None and scanned[new].created_at is not None
+        new = await first_layout_rows_work(store, old, held)
     finally:
         for s in stores:
             await s.__aexit__(None, None, None)

@@ -31,6 +31,7 @@ from tests.contract.store_contract import (
     SHORT,
     acquire_lease,
     acquire_waiting,
+    first_layout_rows_work,
     new_key,
 )
 from tests.faces import on_face
@@ -319,25 +320,7 @@ async def test_a_table_of_the_first_layout_is_upgraded_by_setup(db_path: str, fa
     old, held = new_key(), new_key()
     make_first_layout(db_path, {old: None, held: now + LONG})
     async with on_face(SQLiteStore(db_path), face) as store:
-        before = await store.inspect(old)
-        assert before is not None and before.data == b"v0"
-        assert (before.created_at, before.locked_at) == (None, None)
-        undated = await store.inspect(held)
-        assert undated is not None and undated.locked_until is not None
-        assert undated.locked_at is None  # a lease taken under the first layout
-        lease = await acquire_lease(store, old)
-        taken = await store.inspect(old)
-        assert taken is not None and taken.locked_at is not None
-        assert taken.created_at is None
-        await store.commit(lease, b"v1", ttl=LONG)
-        assert await store.read(old) == b"v1"
-        new = new_key()
-        assert await store.create(new, b"n0", ttl=LONG)
-        created = await store.inspect(new)
-        assert created is not None and created.created_at is not None
-        scanned = {record.key: record async for batch in store.scan() for record in batch}
-        assert set(scanned) == {old, held, new}
-        assert scanned[old].created_at is None and scanned[new].created_at is not None
+        await first_layout_rows_work(store, old, held)
 
 
 # -- SQLite specifics, in one process ---------------------------------------------

@@ -133,6 +133,17 @@ def test_wsgi_hooks(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     assert "plain functions" in caplog.text
 
 
+def expiring_app(server: RedisServer, hook: Callable[[SessionEvent], None]) -> SessionMiddleware:
+    """An app on ``server`` whose sessions expire 0.3 s after ``/inc``."""
+    async def inc(request: Request) -> PlainTextResponse:
+        request.session["n"] = 1
+        return PlainTextResponse("1")
+
+    return SessionMiddleware(Starlette(routes=[Route("/inc", inc)]),
+                             store=RedisStore(server.url), secret_key=SECRET, on_event=hook,
+                             idle_timeout=0.3)
+
+
 async def test_an_expired_session_is_an_event_where_the_store_can_tell(
         redis_server_factory: Callable[..., RedisServer]) -> None:
     """RedisStore with keyspace notifications on: the hook hears the expiry,
@@ -146,13 +157,7 @@ async def test_an_expired_session_is_an_event_where_the_store_can_tell(
         if event.kind == "expired":
             expired.set()
 
-    async def inc(request: Request) -> PlainTextResponse:
-        request.session["n"] = 1
-        return PlainTextResponse("1")
-
-    app = SessionMiddleware(Starlette(routes=[Route("/inc", inc)]),
-                            store=RedisStore(server.url), secret_key=SECRET, on_event=hook,
-                            idle_timeout=0.3)
+    app = expiring_app(server, hook)
     await app.core.check()  # sets the store up: the core starts watching
     await asyncio.to_thread(subscribed, server.port, 1)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -179,13 +184,7 @@ async def test_an_admin_with_hooks_leaves_the_expiries_to_the_app(
         if event.kind == "expired":
             expired.set()
 
-    async def inc(request: Request) -> PlainTextResponse:
-        request.session["n"] = 1
-        return PlainTextResponse("1")
-
-    app = SessionMiddleware(Starlette(routes=[Route("/inc", inc)]),
-                            store=RedisStore(server.url), secret_key=SECRET, on_event=hook,
-                            idle_timeout=0.3)
+    app = expiring_app(server, hook)
     await app.core.check()
     async with SessionAdmin(RedisStore(server.url), secret_key=SECRET,
                             on_event=lambda e: admin_saw.append(e.kind)):
