@@ -1,20 +1,21 @@
 """RESP2 as RedisStore's lean path speaks it: commands packed, the handshake,
-and the server's error replies turned into exceptions.
+and the server's error replies turned into redis-py's exceptions.
 
 No I/O here: the async lean path (:mod:`sessionware.stores._resp`) and its
 sync counterpart (:mod:`sessionware._sync.stores._resp`) share it, and
-:func:`sessionware.stores.redis._translate` reads the same error table for
-the replies redis-py leaves unclassified.
+:func:`sessionware.stores.redis._translate` classifies the replies
+redis-py leaves unclassified by the same rule.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from redis import exceptions as rexc
+from redis.connection import DefaultParser
 
-__all__ = ["ERROR_REPLIES", "Arg", "RefusedForNow", "evalsha_command", "handshake", "pack",
+__all__ = ["REFUSED_FOR_NOW", "Arg", "RefusedForNow", "evalsha_command", "handshake", "pack",
            "reply_error"]
 
 Arg = bytes | str | int
@@ -59,49 +60,26 @@ class RefusedForNow(rexc.ResponseError):
     no writes until it can (``MISCONF``)."""
 
 
-# The server's error replies, by prefix (the error code, its first word; or a
-# longer prefix for an ERR reply), and the exception each is raised as.
-#
-# Contract: a reply that starts with a prefix listed here, followed by a space
-# or nothing, is raised as that class, with the reply after its error code as
-# the message (as redis-py does: MOVED's class reads the slot and address from
-# it); any other reply as redis.exceptions.ResponseError, with the whole reply.
-# The classes are redis-py's public ones (plus RefusedForNow), the very classes
-# its own client raises for these replies, so an error is the same whichever
-# path carried it. What each means for a session (StoreUnavailable or
-# StoreError) is decided by _translate in sessionware/stores/redis.py, and only
-# there; the comments below say what it decides.
-ERROR_REPLIES: Final[Mapping[str, type[rexc.RedisError]]] = {
-    # The script cache lost the script (SCRIPT FLUSH, a restart): the store
-    # loads it and runs it again.
-    "NOSCRIPT": rexc.NoScriptError,
-    # The server refuses the command for now: StoreUnavailable.
-    "LOADING": rexc.BusyLoadingError,
-    "READONLY": rexc.ReadOnlyError,
-    "MASTERDOWN": rexc.MasterDownError,
-    "CLUSTERDOWN": rexc.ClusterDownError,
-    "TRYAGAIN": rexc.TryAgainError,
-    "MOVED": rexc.MovedError,
-    "ASK": rexc.AskError,
-    "OOM": rexc.OutOfMemoryError,
-    "BUSY": RefusedForNow,
-    "MISCONF": RefusedForNow,
-    "ERR max number of clients reached": rexc.ConnectionError,
-    # Credentials and ACL: no retry passes them, StoreError.
-    "NOAUTH": rexc.AuthenticationError,
-    "WRONGPASS": rexc.AuthenticationError,
-    "NOPERM": rexc.NoPermissionError,
-}
+# The error codes redis-py raises as a plain ResponseError, though they pass
+# by themselves. Every other reply is classified by redis-py's own parser
+# (reply_error), so both paths raise the same class for it, whatever table the
+# installed redis-py keeps. What each class means for a session
+# (StoreUnavailable or StoreError) is decided by _translate in
+# sessionware/stores/redis.py, and only there.
+REFUSED_FOR_NOW: Final[frozenset[str]] = frozenset({
+    "BUSY",  # a script runs past its time limit
+    "MISCONF",  # the server cannot persist and takes no writes until it can
+})
 
 
 def reply_error(message: str) -> rexc.RedisError:
-    """The exception for a server's error reply (without its ``-``), by
-    :data:`ERROR_REPLIES`."""
-    for prefix, error in ERROR_REPLIES.items():
-        if message.startswith(prefix) and message[len(prefix):len(prefix) + 1] in ("", " "):
-            code = message.split(" ", 1)[0]
-            try:
-                return error(message[len(code) + 1:])
-            except ValueError:  # a MOVED or ASK without "slot host:port"
-                break
-    return rexc.ResponseError(message)
+    """The exception for a server's error reply (without its ``-``): the one
+    redis-py's parser makes of it, or :class:`RefusedForNow` for the codes in
+    :data:`REFUSED_FOR_NOW`."""
+    try:
+        error: rexc.RedisError = DefaultParser.parse_error(message)  # type: ignore[no-untyped-call,unused-ignore]
+    except ValueError:  # a MOVED or ASK without "slot host:port"
+        return rexc.ResponseError(message)
+    if type(error) is rexc.ResponseError and message.split(" ", 1)[0] in REFUSED_FOR_NOW:
+        return RefusedForNow(message)
+    return error

@@ -127,14 +127,15 @@ that is down, loading, read-only after a failover, busy, out of memory, or a
 cluster that is redirecting or down raises
 :class:`~sessionware.StoreUnavailable`; other Redis errors (a wrong type,
 credentials, ACL) raise :class:`~sessionware.StoreError`. The lean path turns
-the server's error replies into redis-py's exception classes by its own table
-(``ERROR_REPLIES`` in :mod:`sessionware.stores._redis_protocol`), so both
-paths raise the same. A script is atomic, so a failed operation wrote
-everything or nothing. Only :meth:`~SyncRedisStore.read` is retried (once),
-because only it is idempotent: a retried ACQUIRE whose first attempt ran
-would leave a lock nobody holds. For the same reason the clients this store
-builds have redis-py's own retries turned off; a client passed in with
-``client=`` keeps its own retry policy (turn it off there too).
+the server's error replies into exceptions by redis-py's own parser
+(:func:`~sessionware.stores._redis_protocol.reply_error`), so both paths
+raise the same class whatever the installed redis-py's table holds. A
+script is atomic, so a failed operation wrote everything or nothing. Only
+:meth:`~SyncRedisStore.read` is retried (once), because only it is idempotent: a
+retried ACQUIRE whose first attempt ran would leave a lock nobody holds. For
+the same reason the clients this store builds have redis-py's own retries
+turned off; a client passed in with ``client=`` keeps its own retry policy
+(turn it off there too).
 
 The sync face cannot be cancelled: on the lean path each call bounds its own
 wait by what is left of the core's ``store_timeout`` and by
