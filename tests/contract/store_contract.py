@@ -11,7 +11,9 @@ every test.
 
 Durations are short but never raced: a test that needs a lease or an expiry to
 lapse sleeps a clear margin past its deadline, and a test that needs it *not* to
-lapse gives it many seconds.
+lapse gives it many seconds. Steps that need a short expiry not to lapse *yet*
+(set it, then slide it) run under :func:`before_lapse`, which tells a slow
+machine from a store that expires too soon by the clock.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
@@ -31,6 +34,8 @@ LONG = 30.0  # a lease or expiry that must not lapse during a test
 SHORT = 0.2  # one that must: tests sleep SHORT + MARGIN
 MARGIN = 0.3
 
+T = TypeVar("T")
+
 
 def new_key() -> str:
     return secrets.token_hex(32)
@@ -40,6 +45,24 @@ async def acquire_lease(store: Store, key: str, lease_ttl: float = LONG) -> Leas
     got = await store.acquire(key, lease_ttl=lease_ttl)
     assert isinstance(got, Lease), got
     return got
+
+
+async def before_lapse(steps: Callable[[float], Awaitable[T]], ttl: float) -> tuple[T, float]:
+    """Run ``steps(ttl)``, which set an expiry ``ttl`` seconds away and need it
+    not to have lapsed by their end; return what they returned and the ``ttl``
+    they ran with. An
+    attempt that failed once ``ttl`` had passed found nothing wrong (the store
+    was right to expire the record): it is made again, with twice the time. One
+    that failed sooner fails the test."""
+    for _ in range(4):
+        started = time.monotonic()
+        try:
+            return await steps(ttl), ttl
+        except (AssertionError, LeaseLost):
+            if time.monotonic() - started < ttl:
+                raise
+        ttl *= 2
+    pytest.fail(f"four attempts outran their expiry, the last one {ttl / 2} s")
 
 
 async def acquire_waiting(store: Store, key: str, timeout: float, lease_ttl: float = LONG) -> Lease:
@@ -294,32 +317,44 @@ class StoreContract:
         assert await store.create(key, b"new", ttl=LONG)
 
     async def test_commit_slides_the_idle_expiry(self, store: Store) -> None:
-        key = new_key()
-        assert await store.create(key, b"v0", ttl=self.short)
-        await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
-        await asyncio.sleep(self.short + self.margin)
+        async def slide(ttl: float) -> str:
+            key = new_key()
+            assert await store.create(key, b"v0", ttl=ttl)
+            await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
+            return key
+
+        key, ttl = await before_lapse(slide, self.short)
+        await asyncio.sleep(ttl + self.margin)
         assert await store.read(key) == b"v1"
 
     async def test_release_and_read_slide_the_expiry_unless_throttled(
         self, store: Store
     ) -> None:
-        slid, kept, read_slid = new_key(), new_key(), new_key()
-        for key in (slid, kept, read_slid):
-            assert await store.create(key, b"v0", ttl=self.short)
-        await store.release(await acquire_lease(store, slid), ttl=LONG, refresh_after=1.0)
-        await store.release(await acquire_lease(store, kept), ttl=LONG, refresh_after=LONG)
-        assert await store.read(read_slid, ttl=LONG, refresh_after=1.0) == b"v0"
-        await asyncio.sleep(self.short + self.margin)
+        async def slide(ttl: float) -> tuple[str, str, str]:
+            slid, kept, read_slid = new_key(), new_key(), new_key()
+            for key in (slid, kept, read_slid):
+                assert await store.create(key, b"v0", ttl=ttl)
+            await store.release(await acquire_lease(store, slid), ttl=LONG, refresh_after=1.0)
+            await store.release(await acquire_lease(store, kept), ttl=LONG, refresh_after=LONG)
+            assert await store.read(read_slid, ttl=LONG, refresh_after=1.0) == b"v0"
+            return slid, kept, read_slid
+
+        (slid, kept, read_slid), ttl = await before_lapse(slide, self.short)
+        await asyncio.sleep(ttl + self.margin)
         assert await store.read(slid) == b"v0"
         assert await store.read(read_slid) == b"v0"
         assert await store.read(kept) is None
 
     async def test_absolute_lifetime_caps_every_slide(self, store: Store) -> None:
-        key = new_key()
-        assert await store.create(key, b"v0", ttl=LONG, absolute_ttl=self.short)
-        await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
-        assert await store.read(key, ttl=LONG) == b"v1"
-        await asyncio.sleep(self.short + self.margin)
+        async def slide(ttl: float) -> str:
+            key = new_key()
+            assert await store.create(key, b"v0", ttl=LONG, absolute_ttl=ttl)
+            await store.commit(await acquire_lease(store, key), b"v1", ttl=LONG)
+            assert await store.read(key, ttl=LONG) == b"v1"
+            return key
+
+        key, ttl = await before_lapse(slide, self.short)
+        await asyncio.sleep(ttl + self.margin)
         assert await store.read(key) is None
         assert await store.acquire(key, lease_ttl=LONG) is None
 
