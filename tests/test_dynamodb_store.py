@@ -21,7 +21,7 @@ from botocore.exceptions import (
 
 from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware.stores import DynamoDBStore, Lease, Locked, Store
-from sessionware.stores.dynamodb import MAX_DATA, _translate
+from sessionware.stores.dynamodb import ERRORS, MAX_DATA
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
 from tests.servers.dynamodb import DynamoDBServer, RequestCounter, store_options
@@ -204,7 +204,7 @@ def test_driver_errors_are_translated_in_one_place(
 ) -> None:
     """Throttling cannot be had from DynamoDB Local: the translation is
     checked on the driver's own exception objects."""
-    translated = _translate("commit", "http://e/t", error)
+    translated = ERRORS.translate("commit", "http://e/t", error)
     assert type(translated) is kind
     assert "http://e/t" in str(translated) and "commit" in str(translated)
     if maybe_applied is not None:

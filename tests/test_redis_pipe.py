@@ -28,7 +28,7 @@ from sessionware._sync._primitives import Deadlines
 from sessionware._sync.stores._resp import LeanPath as SyncLeanPath
 from sessionware.stores import RedisStore, SyncRedisStore
 from sessionware.stores._redis_protocol import REFUSED_FOR_NOW, RefusedForNow, pack, reply_error
-from sessionware.stores.redis import _translate
+from sessionware.stores.redis import ERRORS
 from tests.contract.store_contract import LONG, new_key
 from tests.servers.redis import HOST, RedisServer, free_port
 from tests.test_redis_store import _busy, until
@@ -435,6 +435,6 @@ def test_the_error_table_against_a_real_servers_reply(
         if where.same_message:
             assert str(by_lean.value) == str(by_redis_py.value)
     for error in (by_lean.value, by_redis_py.value):  # the same meaning by either path
-        translated = _translate("read", error)
+        translated = ERRORS.translate("read", f"{HOST}:{where.port}", error)
         assert isinstance(translated, StoreError)
         assert isinstance(translated, StoreUnavailable) is unavailable, translated

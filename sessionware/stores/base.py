@@ -39,19 +39,22 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from sessionware._primitives import IS_SYNC, sleep
-from sessionware.exceptions import ConfigurationError
+from sessionware._forks import generation
+from sessionware._primitives import IS_SYNC, ThreadLock, sleep, time_left
+from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
-__all__ = ["SCAN_BATCH", "Lease", "Locked", "Record", "Store", "backoff_delay",
-           "report_each"]
+__all__ = ["SCAN_BATCH", "Lease", "Locked", "PerProcess", "Record", "Store", "backoff_delay",
+           "report_each", "time_budget"]
+
+C = TypeVar("C")
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +271,80 @@ class Store(abc.ABC):
         waiters at the release.
         """
         await sleep(min(timeout, backoff_delay(attempt)))
+
+
+class PerProcess(Generic[C]):
+    """A store's driver client (or pool) for this process, made at first use
+    by ``make`` and closed once by ``close`` when the store closes; after
+    that, :meth:`get` raises :class:`~sessionware.StoreError`.
+
+    A forked child (gunicorn ``--preload``) never touches its parent's
+    client, whose sockets and threads are the parent's: it makes its own,
+    and keeps the parent's referenced and unused, so that no finalizer
+    closes it here. ``place`` says where a client belongs (the process; a
+    driver's async client also to its event loop); one made elsewhere is
+    left alone and another made. ``first`` is this place's client, made
+    already (by a constructor that checks its arguments so)."""
+
+    def __init__(self, owner: object, make: Callable[[], Awaitable[C]],
+                 close: Callable[[C], Awaitable[object]], *,
+                 place: Callable[[], Hashable] = generation, first: C | None = None) -> None:
+        self._owner = owner
+        self._make = make
+        self._close = close
+        self._place = place
+        self._lock = ThreadLock()
+        self._client: C | None = first
+        # (process generation, place) of the client
+        self._home: tuple[int, Hashable] | None = (
+            None if first is None else (generation(), place()))
+        self._orphans: list[C] = []
+        self.closed = False
+
+    async def get(self) -> C:
+        """This place's client, made if there is none yet."""
+        home = (generation(), self._place())
+        client = self._client
+        if client is not None and self._home == home:
+            return client
+        self._check_open()
+        made = await self._make()  # outside the lock: it may connect
+        with self._lock:
+            spare: C | None = made
+            if self.closed:
+                pass  # closed meanwhile: the one made goes
+            elif self._client is not None and self._home == home:
+                client = self._client  # another caller made one first
+            else:
+                if self._client is not None and self._home and self._home[0] != generation():
+                    self._orphans.append(self._client)
+                spare, client, self._client, self._home = None, made, made, home
+        if spare is not None:
+            await self._close(spare)
+        self._check_open()
+        assert client is not None
+        return client
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise StoreError(f"{self._owner!r} is closed")
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self.closed = True
+            client, self._client = self._client, None
+            ours = self._home is not None and self._home[0] == generation()
+        if client is not None and ours:
+            await self._close(client)
+
+
+def time_budget(timeout: float) -> float:
+    """How long one wait of a store call may take: ``timeout``, or what is
+    left of the store call in progress if less (the sync face, where nothing
+    else cuts a blocking call off; the core cuts the async face's calls off),
+    never less than a millisecond (drivers read 0 as "no limit")."""
+    left = time_left()
+    return timeout if left is None else max(min(timeout, left), 0.001)
 
 
 async def report_each(report: Callable[[str], Awaitable[object]] | None,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from sessionware._primitives import ThreadLock
-from sessionware.exceptions import LeaseLost
+from sessionware.stores._errors import lease_lost
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 from sessionware.waiters import Waiters
 
@@ -46,10 +46,6 @@ def _answer(key: str, record: _Record, now: float) -> Record:
                   locked_until, record.created_at + shift, locked_at)
 
 
-def _lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
-
-
 class MemoryStore(Store):
     """Sessions in a dict of this process. No setup, no dependencies."""
 
@@ -73,7 +69,7 @@ class MemoryStore(Store):
     def _fenced(self, lease: Lease) -> _Record:
         record = self._live(lease.key, time.monotonic())
         if record is None or record.token != lease.token:
-            raise _lost(lease)
+            raise lease_lost(lease)
         return record
 
     @staticmethod
@@ -116,7 +112,7 @@ class MemoryStore(Store):
         with self._lock:
             record = self._fenced(lease)
             if not record.locked_until:  # committed or released: nobody holds it now
-                raise _lost(lease)
+                raise lease_lost(lease)
             record.locked_until = time.monotonic() + lease_ttl
 
     async def read(self, key: str, *, ttl: float | None = None,

@@ -117,17 +117,24 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sessionware._forks import generation
-from sessionware._primitives import Once, ThreadLock, time_left
+from sessionware._primitives import Once
 from sessionware.exceptions import (
     ConfigurationError,
-    LeaseLost,
     SessionTooLarge,
     StoreError,
-    StoreUnavailable,
 )
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, backoff_delay
+from sessionware.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    PerProcess,
+    Record,
+    Store,
+    backoff_delay,
+    time_budget,
+)
 
 try:
     import pymongo
@@ -331,35 +338,36 @@ _UNAVAILABLE_CODES = frozenset({6, 7, 24, 50, 89, 91, 112, 189, 262, 9001, 10107
 _UNAUTHORIZED = 13
 
 
-def _translate(op: str, where: str, exc: PyMongoError) -> StoreError:
-    """The sessionware error for a driver error: the only place that decides."""
-    message = f"MongoDB at {where}, during {op}: {_described(exc)}"
-    if isinstance(exc, ServerSelectionTimeoutError):  # never sent
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, NotPrimaryError):  # the server refused it
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, (NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError)):
-        return StoreUnavailable(message)  # sent, and never answered (or not replicated)
-    if isinstance(exc, ExecutionTimeout):
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, OperationFailure):
-        if exc.code in _UNAVAILABLE_CODES:
-            return StoreUnavailable(message, maybe_applied=False)
-        if exc.has_error_label("RetryableWriteError"):  # transient; the first try unknown
-            return StoreUnavailable(message)
-        if exc.code == _UNAUTHORIZED:
-            return StoreError(message + " (the user needs the actions docs/stores/mongodb.md "
-                              "lists on the collection)")
-        if op == "setup":  # an index on expires_at with other options, most likely
-            return StoreError(message + " (setup() creates the index {expires_at: 1} named "
-                              "expires_at_ttl with expireAfterSeconds 0; drop a conflicting "
-                              "one, or pass create_indexes=False)")
-    return StoreError(message)
-
-
-def _described(exc: BaseException) -> str:
+def _briefly(exc: BaseException) -> str:
+    """The class and the message, without the reply document pymongo appends."""
     text = str(exc).split(", full error:")[0].strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _code(exc: BaseException) -> int | None:
+    return getattr(exc, "code", None)
+
+
+# What pymongo's errors mean, first match decides: never sent or refused by
+# the server (not applied); sent and never answered, or not replicated
+# (maybe applied); the rest is a store that cannot serve as configured.
+ERRORS = ErrorTable("MongoDB", [
+    Row((ServerSelectionTimeoutError, NotPrimaryError), Meaning.NOT_APPLIED),
+    Row((NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError),
+        Meaning.MAYBE_APPLIED),
+    Row(ExecutionTimeout, Meaning.NOT_APPLIED),
+    Row(OperationFailure, Meaning.NOT_APPLIED,
+        when=lambda exc: _code(exc) in _UNAVAILABLE_CODES),
+    Row(OperationFailure, Meaning.MAYBE_APPLIED,  # transient; the first try unknown
+        when=lambda exc: isinstance(exc, OperationFailure)
+        and exc.has_error_label("RetryableWriteError")),
+    Row(OperationFailure, Meaning.ERROR, when=lambda exc: _code(exc) == _UNAUTHORIZED,
+        hint=" (the user needs the actions docs/stores/mongodb.md lists on the collection)"),
+    Row(OperationFailure, Meaning.ERROR, ops=frozenset({"setup"}),  # a conflicting index
+        hint=" (setup() creates the index {expires_at: 1} named expires_at_ttl with "
+             "expireAfterSeconds 0; drop a conflicting one, or pass create_indexes=False)"),
+    Row(PyMongoError, Meaning.ERROR),
+], describe=_briefly)
 
 
 def _where(url: str) -> str:
@@ -369,10 +377,6 @@ def _where(url: str) -> str:
     if match is None:
         raise ConfigurationError("a MongoDB URL starts mongodb:// or mongodb+srv://")
     return match.group(2) or "localhost"
-
-
-def _lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
 
 
 class MongoDBStore(Store):
@@ -419,11 +423,8 @@ class MongoDBStore(Store):
             "appname": "sessionware", "tz_aware": True, "maxPoolSize": max_connections,
             "serverSelectionTimeoutMS": _ms(timeout), "connectTimeoutMS": _ms(timeout),
             **(client_options or {})}
-        self._lock = ThreadLock()
-        self._client: AsyncMongoClient[Document] | None = None
-        self._client_generation = generation()
-        self._orphans: list[object] = []  # a forked parent's clients: never closed here
-        self._closed = False
+        self._client: PerProcess[AsyncMongoClient[Document]] = PerProcess(
+            self, self._connected, lambda client: client.close())
         self._watcher = _Watcher(self, enabled=watch)
 
     def __repr__(self) -> str:
@@ -438,25 +439,21 @@ class MongoDBStore(Store):
         exists already a no-op, from any number of processes at once."""
         if not self._create_indexes:
             return
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("setup"):
             await collection.create_index("expires_at", name="expires_at_ttl",
                                           expireAfterSeconds=0)
 
     async def aclose(self) -> None:
         """Stop the watcher and close the client's connections."""
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
         await self._watcher.aclose()
-        if client is not None and self._client_generation == generation():
-            await client.close()
+        await self._client.aclose()
 
     # -- operations --------------------------------------------------------------
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
         holder = random.getrandbits(63)
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("acquire"):
             document = await collection.find_one_and_update(
                 {"_id": key, **LIVE}, acquire_pipeline(lease_ttl, holder),
@@ -481,7 +478,7 @@ class MongoDBStore(Store):
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("read"):
             if ttl is None:
                 document = await collection.find_one({"_id": key, **LIVE}, {"data": 1})
@@ -495,7 +492,7 @@ class MongoDBStore(Store):
                      absolute_ttl: float | None = None) -> bool:
         if len(data) > _MAX_DATA:
             raise SessionTooLarge(len(data), _MAX_DATA)
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("create", duplicate=True) as outcome:
             result = await collection.update_one(
                 {"_id": key}, create_pipeline(key, data, ttl, absolute_ttl), upsert=True)
@@ -504,12 +501,12 @@ class MongoDBStore(Store):
         return outcome.created
 
     async def delete(self, lease: Lease) -> None:
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("delete"):
             result = await collection.delete_one(
                 {"_id": lease.key, "token": lease.token, **LIVE})
         if result.deleted_count == 0:
-            raise _lost(lease)
+            raise lease_lost(lease)
         self._watcher.waiters.wake(lease.key)
 
     async def discard(self, key: str) -> bool:
@@ -518,14 +515,14 @@ class MongoDBStore(Store):
         the session gone at their next re-check (within ``RECHECK_CAP`` on a
         replica set, ``_POLL_CAP`` otherwise): the change stream carries no
         deletes (:data:`WAKE_EVENTS`)."""
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("discard"):
             result = await collection.delete_one({"_id": key, **LIVE})
         self._watcher.waiters.wake(key)
         return result.deleted_count == 1
 
     async def inspect(self, key: str) -> Record | None:
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded("inspect"):
             document = await collection.find_one({"_id": key, **LIVE}, RECORD_FIELDS)
         return None if document is None else _record(document)
@@ -533,7 +530,7 @@ class MongoDBStore(Store):
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
         if batch_size < 1:  # MongoDB's limit(0) would be no limit at all
             raise ConfigurationError(f"batch_size {batch_size}: at least 1")
-        collection = self._collection()
+        collection = await self._collection()
         after = ""
         while True:
             with self._bounded("scan"):  # never around the yield
@@ -551,7 +548,7 @@ class MongoDBStore(Store):
         (``progress`` hears each batch's count); returns how many this call
         deleted. MongoDB's TTL monitor deletes them by itself (about once a
         minute), so the store runs no purge of its own in the background."""
-        collection = self._collection()
+        collection = await self._collection()
         purged = 0
         while True:
             with self._bounded("purge"):
@@ -574,43 +571,24 @@ class MongoDBStore(Store):
 
     async def _fenced(self, op: str, lease: Lease, update: list[Document],
                       condition: Document | None = None, *, wakes: bool = True) -> None:
-        collection = self._collection()
+        collection = await self._collection()
         with self._bounded(op):
             result = await collection.update_one(
                 {"_id": lease.key, "token": lease.token, **LIVE, **(condition or {})}, update)
         if result.matched_count == 0:
-            raise _lost(lease)
+            raise lease_lost(lease)
         if wakes:
             self._watcher.waiters.wake(lease.key)
 
     def _bounded(self, op: str, *, duplicate: bool = False) -> _Command:
-        return _Command(op, self._where, self._bound(), duplicate=duplicate)
+        return _Command(op, self._where, time_budget(self._timeout), duplicate=duplicate)
 
-    def _bound(self) -> float:
-        """How long a command may take: ``timeout``, or what is left of the
-        store call in progress if less (the sync face; the async face's calls
-        are cut off by the core)."""
-        left = time_left()
-        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
-
-    def _collection(self) -> AsyncCollection[Document]:
+    async def _collection(self) -> AsyncCollection[Document]:
         database, collection = self._names
-        return self._current_client()[database][collection]
+        return (await self._client.get())[database][collection]
 
-    def _current_client(self) -> AsyncMongoClient[Document]:
-        """This process's client, made at first use (it connects in the
-        background). A forked child (gunicorn --preload) never touches its
-        parent's client, whose sockets and monitor threads are the parent's."""
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self!r} is closed")
-            if self._client_generation != generation():
-                self._orphans.append(self._client)
-                self._client, self._client_generation = None, generation()
-            client = self._client
-            if client is None:
-                client = self._client = AsyncMongoClient(self._url, **self._options)
-        return client
+    async def _connected(self) -> AsyncMongoClient[Document]:
+        return AsyncMongoClient(self._url, **self._options)  # it connects in the background
 
 
 def _record(document: Document) -> Record:
@@ -667,7 +645,7 @@ class _Command:
             self.created = False
             return True
         if isinstance(exc, PyMongoError):
-            raise _translate(self._op, self._where, exc) from exc
+            raise ERRORS.translate(self._op, self._where, exc) from exc
         return False
 
 
@@ -681,7 +659,8 @@ class _Watcher(WakeupListener[str]):
     _LOST = (PyMongoError, StoreError)
 
     def __init__(self, store: MongoDBStore, *, enabled: bool) -> None:
-        super().__init__("sessionware-mongodb-watcher", enabled=enabled)
+        super().__init__("sessionware-mongodb-watcher", f"change stream on {store._where}",
+                         enabled=enabled)
         self._store = store
         self._probe = Once()
         self._streams: bool | None = None  # whether the deployment has change streams
@@ -698,7 +677,7 @@ class _Watcher(WakeupListener[str]):
     async def _find_streams(self) -> None:
         """Ask ``hello`` once: a replica set member names its set, a mongos
         says ``isdbgrid``; a standalone server has no change streams."""
-        client = self._store._current_client()
+        client = await self._store._client.get()
         with self._store._bounded("hello"):
             hello = await client.admin.command("hello")
         self._streams = "setName" in hello or hello.get("msg") == "isdbgrid"
@@ -708,15 +687,8 @@ class _Watcher(WakeupListener[str]):
     def _polling_delay(self, attempt: int) -> float:
         return backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
 
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        logger.log(level, "session wake-up change stream on %s lost: %s; reopening",
-                   self._store._where, _described(exc))
-
-    def _log_still_starting(self) -> None:
-        logger.debug("the change stream is still opening; it ends after")
-
     async def _listen_once(self, run: Run) -> bool:
-        collection = self._store._collection()
+        collection = await self._store._collection()
         async with await collection.watch(
                 [{"$match": WAKE_EVENTS}, {"$project": {"documentKey": 1}}],
                 max_await_time_ms=_ms(LISTEN_TICK)) as stream:

@@ -159,18 +159,26 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from sessionware._forks import generation
-from sessionware._primitives import Event, ThreadLock, interruptible, time_left
+from sessionware._primitives import Event, ThreadLock, interruptible
 from sessionware.exceptions import (
     ConfigurationError,
-    LeaseLost,
     SessionTooLarge,
     StoreError,
     StoreUnavailable,
 )
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware.stores._purging import PurgeSchedule
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, report_each
+from sessionware.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    PerProcess,
+    Record,
+    Store,
+    report_each,
+    time_budget,
+)
 
 try:
     import psycopg
@@ -408,33 +416,32 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "55")
 _UNAVAILABLE_CODES = ("25006",)
 
 
-def _translate(op: str, where: str, exc: Exception) -> Exception:
-    """The sessionware error for a driver error: the only place that decides."""
-    if isinstance(exc, (PoolTimeout, PoolClosed)):
-        return StoreUnavailable(f"PostgreSQL at {where}: no connection for {op}: {exc}",
-                                maybe_applied=False)
-    if isinstance(exc, psycopg.Error):
-        sqlstate = exc.sqlstate
-        message = f"PostgreSQL at {where}, during {op}: {_described(exc)}"
-        if sqlstate is None:  # no answer from the server: the connection failed
-            return StoreUnavailable(message, maybe_applied=not isinstance(
-                exc, psycopg.errors.ConnectionTimeout))
-        if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES:
-            # the server answered with an error: the statement was rolled back
-            return StoreUnavailable(message, maybe_applied=False)
-        if sqlstate == "42P01":
-            message += " (run the store's setup(), or create the table: see its docs)"
-        elif sqlstate == "42703":
-            message += " (a table of an earlier layout: run the store's setup(), or see its docs)"
-        return StoreError(message)
-    if isinstance(exc, OSError):
-        return StoreUnavailable(f"PostgreSQL at {where}, during {op}: {exc!r}")
-    return exc
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
 
 
-def _described(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+def _refused_for_now(exc: BaseException) -> bool:
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and (sqlstate.startswith(_UNAVAILABLE_CLASSES)
+                                     or sqlstate in _UNAVAILABLE_CODES)
+
+
+# What psycopg's errors mean, first match decides. An error without a SQLSTATE
+# is no answer from the server (the connection failed, maybe after the
+# statement ran); an answer with one means the statement was rolled back.
+ERRORS = ErrorTable("PostgreSQL", [
+    Row((PoolTimeout, PoolClosed), Meaning.NOT_APPLIED),  # no connection: nothing sent
+    Row(psycopg.errors.ConnectionTimeout, Meaning.NOT_APPLIED,
+        when=lambda exc: _sqlstate(exc) is None),
+    Row(psycopg.Error, Meaning.MAYBE_APPLIED, when=lambda exc: _sqlstate(exc) is None),
+    Row(psycopg.Error, Meaning.NOT_APPLIED, when=_refused_for_now),
+    Row(psycopg.Error, Meaning.ERROR, when=lambda exc: _sqlstate(exc) == "42P01",
+        hint=SETUP_HINT),
+    Row(psycopg.Error, Meaning.ERROR, when=lambda exc: _sqlstate(exc) == "42703",
+        hint=" (a table of an earlier layout: run the store's setup(), or see its docs)"),
+    Row(psycopg.Error, Meaning.ERROR),
+    Row(OSError, Meaning.MAYBE_APPLIED),
+])
 
 
 def _where(dsn: str) -> str:
@@ -555,17 +562,14 @@ class PostgresStore(Store):
             ("create_sequence", CREATE_SEQUENCE),
             ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX),
             ("add_columns", ADD_COLUMNS))}
-        self._lock = ThreadLock()
         # the async face's pipelined connection for the session operations
         self._lean = LeanPath.for_store(
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean,
             timeout=timeout)
-        self._lender: _Lender | None = None  # this process's pool, opened at first use
-        self._pool_generation = generation()
-        self._orphans: list[object] = []  # a forked parent's pools: never finalized here
-        self._closed = False
+        self._lender: PerProcess[_Lender] = PerProcess(
+            self, self._opened_lender, lambda lender: lender.aclose(timeout))
         self._purging = PurgeSchedule("sessionware-postgres-purge", purge_interval,
-                                      self.purge_expired, lambda: self._closed, logger)
+                                      self.purge_expired, lambda: self._lender.closed, logger)
         # watch_expired's report; until then (None) purges return no keys
         self._report: Callable[[str], Awaitable[object]] | None = None
         self._listener = _Listener(listen_dsn or dsn, self._channel, self._where,
@@ -620,14 +624,10 @@ class PostgresStore(Store):
 
     async def aclose(self) -> None:
         """Stop the listener and close the pool's connections."""
-        with self._lock:
-            self._closed = True
-            lender, self._lender = self._lender, None
+        await self._lender.aclose()  # first: no operation starts after it
         await self._listener.aclose()
         if self._lean is not None:
             self._lean.close()
-        if lender is not None and self._pool_generation == generation():
-            await lender.aclose(self._timeout)
 
     # -- operations -----------------------------------------------------------
 
@@ -750,7 +750,7 @@ class PostgresStore(Store):
         count, _ = await self._execute(op, self._sql[op],
                                        {**params, "key": lease.key, "token": lease.token})
         if count == 0:
-            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+            raise lease_lost(lease)
         if wakes:
             self._listener.waiters.wake(lease.key)
 
@@ -761,26 +761,26 @@ class PostgresStore(Store):
         async face), anything else on a pooled connection. Its row count and
         rows; then start a background purge if one is due."""
         if self._lean is not None and op in _LEAN_OPS:
-            if self._closed:
+            if self._lender.closed:
                 raise StoreError(f"{self!r} is closed")
             try:
                 return await self._lean.execute(op, params)
             except (psycopg.Error, OSError) as exc:
-                raise _translate(op, self._where, exc) from exc
+                raise ERRORS.translate(op, self._where, exc) from exc
             finally:
                 if purge_due:
                     self._purging.start_if_due()
-        lender = await self._current_lender()
+        lender = await self._lender.get()
         try:
             connection = await lender.borrow()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
-            raise _translate(op, self._where, exc) from exc
+            raise ERRORS.translate(op, self._where, exc) from exc
         try:
             return await interruptible(
                 lambda: self._statement(connection, statement, params, prepare),
                 lambda: _sever(connection), self._timeout)
         except (psycopg.Error, OSError) as exc:
-            raise _translate(op, self._where, exc) from exc
+            raise ERRORS.translate(op, self._where, exc) from exc
         finally:
             await lender.give_back(connection)
             if purge_due:
@@ -794,30 +794,10 @@ class PostgresStore(Store):
         rows = await cursor.fetchall() if cursor.description is not None else []
         return cursor.rowcount, rows
 
-    def _bound(self) -> float:
-        """How long a wait may take: ``timeout``, or what is left of the store
-        call in progress if less (the sync face; the async face's calls are
-        cut off by the core)."""
-        left = time_left()
-        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
-
-    async def _current_lender(self) -> _Lender:
-        """This process's pool, opened at first use. A forked child (gunicorn
-        --preload) never touches its parent's connections: it keeps the
-        parent's pool object unused, so it is never finalized here, and opens
-        its own."""
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self!r} is closed")
-            if self._pool_generation != generation():
-                self._orphans.append(self._lender)
-                self._lender, self._pool_generation = None, generation()
-            lender = self._lender
-            if lender is None:
-                pool = self._new_pool()
-                await pool.open(wait=False)  # starts its workers; connects in the background
-                lender = self._lender = _Lender(pool, self._sizes[1], self._bound)
-        return lender
+    async def _opened_lender(self) -> _Lender:
+        pool = self._new_pool()
+        await pool.open(wait=False)  # starts its workers; connects in the background
+        return _Lender(pool, self._sizes[1], self._timeout)
 
     def _new_pool(self) -> _Pool:
         low, high = self._sizes
@@ -860,10 +840,10 @@ class _Lender:
     closed meanwhile (a restart, a terminated session) are found without a
     round trip and discarded."""
 
-    def __init__(self, pool: _Pool, limit: int, bound: Callable[[], float]) -> None:
+    def __init__(self, pool: _Pool, limit: int, timeout: float) -> None:
         self.pool = pool
         self._limit = limit
-        self._bound = bound  # seconds an operation may wait for a connection
+        self._timeout = timeout  # seconds an operation may wait for a connection
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._out = 0  # checked out of the pool: idle, lent, or being opened
         self._turns: collections.deque[_Turn] = collections.deque()
@@ -889,7 +869,7 @@ class _Lender:
                     continue  # a place came free: take one from the pool
             elif connection is None:
                 try:
-                    connection = await self.pool.getconn(timeout=self._bound())
+                    connection = await self.pool.getconn(timeout=time_budget(self._timeout))
                 except BaseException:
                     self._lost()
                     raise
@@ -899,7 +879,7 @@ class _Lender:
 
     async def _wait(self, turn: _Turn) -> psycopg.AsyncConnection[Any] | None:
         try:
-            await turn.event.wait(self._bound())
+            await turn.event.wait(time_budget(self._timeout))
         except BaseException:  # cancelled: what was handed to this turn goes on
             if self._withdraw(turn):
                 if turn.connection is not None:
@@ -908,7 +888,7 @@ class _Lender:
                     self._lost(returned=False)
             raise
         if not self._withdraw(turn):
-            raise PoolTimeout(f"no connection came free within {self._bound():.1f}s")
+            raise PoolTimeout(f"no connection came free within {time_budget(self._timeout):.1f}s")
         return turn.connection
 
     def _withdraw(self, turn: _Turn) -> bool:
@@ -973,18 +953,11 @@ class _Listener(WakeupListener[str]):
 
     def __init__(self, dsn: str, channel: str, where: str, *, enabled: bool,
                  timeout: float) -> None:
-        super().__init__("sessionware-postgres-listener", enabled=enabled)
+        super().__init__("sessionware-postgres-listener", f"listener on {where}",
+                         enabled=enabled)
         self._dsn = dsn
         self._channel = channel
-        self._where = where
         self._timeout = timeout
-
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        logger.log(level, "session wake-up listener on %s lost: %s; reconnecting",
-                   self._where, _described(exc))
-
-    def _log_still_starting(self) -> None:
-        logger.debug("the listener is still connecting; it ends after")
 
     async def _listen_once(self, run: Run) -> bool:
         connection = await psycopg.AsyncConnection.connect(

@@ -148,13 +148,14 @@ import functools
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Union
 
 from sessionware._primitives import IS_SYNC
-from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
+from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
+from sessionware.stores._errors import ErrorTable, Meaning, Row, described, lease_lost
 from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 
@@ -203,8 +204,7 @@ DEFAULT_PREFIX = "sessionware:"
 _TOPOLOGY_CHECK = 30.0  # how often a cluster's expiry watcher looks for new primaries
 _MARKER_SUFFIX = ":x"  # <prefix>{<key>}:x, a record's marker (see _redis_scripts)
 
-# What the store's error classes mean: every driver error is one of these
-# (_DRIVER_ERRORS), and the ones here say the store is out of reach for now.
+# The driver errors that say the store is out of reach for now.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
     rexc.ConnectionError,  # broken, refused, too many clients; LOADING (BusyLoadingError)
     rexc.TimeoutError,
@@ -218,9 +218,51 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
 )
-# Connection errors that no retry passes: wrong credentials (NOAUTH, WRONGPASS).
-_MISCONFIGURED: tuple[type[BaseException], ...] = (rexc.AuthenticationError,)
-_DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, TimeoutError)
+
+
+def _connection_refused(exc: BaseException) -> bool:
+    """Whether the connection was refused: then the command was never sent.
+    (Any other connection error may have come after the command left.)"""
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError)
+
+
+def _refused_by_server(error: BaseException) -> bool:
+    """Whether ``error`` is the server's reply refusing the command (READONLY,
+    OOM, BUSY, LOADING, CLUSTERDOWN, MOVED, ...): then nothing was applied. A
+    script is refused before its first write or not at all (Redis checks
+    OOM, READONLY and MISCONF at a script's first write and lets it finish
+    once it wrote), and the scripts read before they write."""
+    return isinstance(error, (rexc.ResponseError, rexc.BusyLoadingError))
+
+
+def _reclassified(exc: BaseException) -> BaseException:
+    """A reply redis-py raises as a plain ResponseError (one it has no class
+    for: BUSY, MISCONF), classified as the lean path classifies it."""
+    return reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
+
+
+# What redis-py's errors mean, first match decides. Wrong credentials are a
+# connection error that no retry passes.
+ERRORS = ErrorTable("Redis", [
+    Row(rexc.AuthenticationError, Meaning.ERROR),
+    Row(_UNAVAILABLE, Meaning.NOT_APPLIED, when=_connection_refused,
+        hint=" (connection refused: no server listens there)"),
+    Row(_UNAVAILABLE, Meaning.NOT_APPLIED, when=_refused_by_server),
+    Row(_UNAVAILABLE, Meaning.MAYBE_APPLIED),
+    Row(rexc.RedisError, Meaning.ERROR),
+], reclassify=_reclassified)
+
+
+def _where(client: Client) -> str:
+    """The server (or a cluster's first nodes) a client talks to, for
+    messages (never a password)."""
+    if isinstance(client, RedisCluster):
+        return ",".join(client.nodes_manager.startup_nodes) or "a cluster"
+    options = client.connection_pool.connection_kwargs
+    if "path" in options:
+        return str(options["path"])
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}/{options.get('db', 0)}"
 
 
 def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes,
@@ -241,53 +283,6 @@ def _seconds(ms: bytes | None) -> float | None:
 def _glob_escaped(text: str) -> str:
     """``text`` as a literal in a SCAN MATCH pattern."""
     return "".join("\\" + c if c in "*?[]\\" else c for c in text)
-
-
-def _translate(op: str, exc: Exception) -> Exception:
-    """The sessionware error for a driver error: the only place that decides.
-    A reply redis-py raises as a plain ResponseError (one it has no class for:
-    BUSY, MISCONF) is first classified by the lean path's table."""
-    error = reply_error(str(exc)) if type(exc) is rexc.ResponseError else exc
-    if isinstance(error, _UNAVAILABLE) and not isinstance(error, _MISCONFIGURED):
-        refused = _refused(exc)
-        hint = " (connection refused: no server listens there)" if refused else ""
-        return StoreUnavailable(f"Redis unavailable during {op}: {_described(exc)}{hint}",
-                                maybe_applied=not (refused or _is_refusal(error)))
-    if isinstance(error, rexc.RedisError):
-        return StoreError(f"Redis error during {op}: {_described(exc)}")
-    return exc
-
-
-def _described(exc: BaseException) -> str:
-    """The class and the message (redis-py's ``repr`` of its errors has no message)."""
-    message = str(exc)
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
-def _is_refusal(error: BaseException) -> bool:
-    """Whether ``error`` is the server's reply refusing the command (READONLY,
-    OOM, BUSY, LOADING, CLUSTERDOWN, MOVED, ...): then nothing was applied. A
-    script is refused before its first write or not at all (Redis checks
-    OOM, READONLY and MISCONF at a script's first write and lets it finish
-    once it wrote), and the scripts read before they write."""
-    return isinstance(error, (rexc.ResponseError, rexc.BusyLoadingError))
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the connection was refused: then the command was never sent.
-    (Any other connection error may have come after the command left.)"""
-    cause = exc.__cause__ or exc.__context__
-    return isinstance(exc, ConnectionRefusedError) or isinstance(cause, ConnectionRefusedError)
-
-
-@contextlib.contextmanager
-def _translated(op: str) -> Iterator[None]:
-    """:func:`_translate` for a block (the hot path uses try/except, which is
-    cheaper than a generator-based context manager)."""
-    try:
-        yield
-    except _DRIVER_ERRORS as exc:
-        raise _translate(op, exc) from exc
 
 
 def _ms(seconds: float) -> int:
@@ -385,6 +380,7 @@ class RedisStore(Store):
         else:
             client = _checked_client(type(self).__name__, client)
         self._client: Client = client
+        self._where = _where(client)
         self._prefix = prefix
         self._channel = f"{prefix}wake"
         self._acquire = client.register_script(scripts.ACQUIRE)
@@ -452,8 +448,8 @@ class RedisStore(Store):
                 if self._lean is not None:
                     return await self._evalsha(self._lean, script, keys, args)
                 return await script(keys=keys, args=args)
-            except _DRIVER_ERRORS as exc:
-                error = _translate(op, exc)
+            except ERRORS.errors as exc:
+                error = ERRORS.translate(op, self._where, exc)
                 if attempt or not idempotent or not isinstance(error, StoreUnavailable):
                     raise error from exc
                 logger.debug("retrying idempotent %s after a connection error", op)
@@ -475,7 +471,7 @@ class RedisStore(Store):
     async def _fenced(self, op: str, script: AsyncScript, lease: Lease,
                       args: Sequence[str | int | bytes], *, marked: bool = False) -> None:
         if not await self._run(op, script, lease.key, [str(lease.token), *args], marked=marked):
-            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+            raise lease_lost(lease)
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -484,7 +480,7 @@ class RedisStore(Store):
         for script in (self._acquire, self._commit, self._release, self._renew,
                        self._read, self._create, self._delete, self._discard, self._inspect,
                        self._claim):
-            with _translated("setup"):
+            with ERRORS.mapped("setup", self._where):
                 script.sha = await self._client.script_load(script.script)
 
     async def aclose(self) -> None:
@@ -494,7 +490,7 @@ class RedisStore(Store):
         if self._lean is not None:
             self._lean.close()
         if self._owns_client:
-            with contextlib.suppress(*_DRIVER_ERRORS):
+            with contextlib.suppress(*ERRORS.errors):
                 await self._client.aclose()
 
     # -- operations -----------------------------------------------------------
@@ -548,7 +544,7 @@ class RedisStore(Store):
         expired meanwhile answers nothing and the record is left out."""
         pattern = _glob_escaped(self._prefix) + "{*}"
         keys: list[bytes] = []
-        with _translated("scan"):
+        with ERRORS.mapped("scan", self._where):
             async for rkey in self._client.scan_iter(match=pattern, count=batch_size):
                 keys.append(rkey)
                 if len(keys) == batch_size:
@@ -613,10 +609,10 @@ class RedisStore(Store):
         except rexc.ResponseError as exc:  # NOPERM, or CONFIG renamed away
             logger.info("cannot read %s (%s): watching for expired sessions anyway; the "
                         "server must send expiry events (%s)", _NOTIFY_SETTING,
-                        _described(exc), _NOTIFY_FIX)
+                        described(exc), _NOTIFY_FIX)
             return True
-        except _DRIVER_ERRORS as exc:
-            raise _translate("watch_expired", exc) from exc
+        except ERRORS.errors as exc:
+            raise ERRORS.translate("watch_expired", self._where, exc) from exc
         if all(_sends_expiries(flag) for flag in flags):
             return True
         logger.warning("expired sessions are not reported: the Redis server does not send "
@@ -775,7 +771,7 @@ class _Wakeups(WakeupListener[bytes]):
 
     def __init__(self, subscription: Callable[[bool], AbstractAsyncContextManager[_Subscription]],
                  channel: str) -> None:
-        super().__init__("sessionware-redis-wakeups")
+        super().__init__("sessionware-redis-wakeups", "subscriber")
         self._subscription = subscription
         self._channel = channel
         self._watch: _Watch | None = None
@@ -795,12 +791,6 @@ class _Wakeups(WakeupListener[bytes]):
         opens new ones.)"""
         super()._forked()
         self._watch = None
-
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        logger.log(level, "session wake-up subscriber lost: %r; reconnecting", exc)
-
-    def _log_still_starting(self) -> None:
-        logger.debug("the wake-up subscriber is still connecting; it ends after")
 
     async def _listen_once(self, run: Run) -> bool:
         """Subscribe and read until stopped; return (to be called again at

@@ -86,7 +86,8 @@ from typing import Any, TypeVar, cast
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
 from sessionware._primitives import IS_SYNC, Background, run_blocking, run_on_thread, time_left
-from sessionware.exceptions import ConfigurationError, LeaseLost, StoreError, StoreUnavailable
+from sessionware.exceptions import ConfigurationError, StoreError
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores.base import (
     SCAN_BATCH,
     Lease,
@@ -95,6 +96,7 @@ from sessionware.stores.base import (
     Store,
     backoff_delay,
     report_each,
+    time_budget,
 )
 from sessionware.waiters import Waiters
 
@@ -300,7 +302,7 @@ WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit"""
 SWEEP_KEY = "DELETE FROM {table} WHERE key = :key"
 
 
-def _cannot_open_because(path: str, exc: sqlite3.Error) -> str:
+def _cannot_open_because(path: str, exc: BaseException) -> str:
     """Why SQLite could not open ``path``, which its message does not say."""
     if "unable to open" not in str(exc) or path == ":memory:":
         return ""
@@ -317,7 +319,18 @@ def _cannot_open_because(path: str, exc: sqlite3.Error) -> str:
     return ""
 
 
-def _is_unavailable(exc: sqlite3.Error) -> bool:
+def _errors(path: str) -> ErrorTable:
+    """What sqlite3's errors mean: an operation is one transaction, so one
+    that found the database busy, locked or full was rolled back."""
+    def why(exc: BaseException) -> str:
+        return _cannot_open_because(path, exc)
+    return ErrorTable("SQLite", [
+        Row(sqlite3.Error, Meaning.NOT_APPLIED, when=_is_unavailable, hint=why),
+        Row(sqlite3.Error, Meaning.ERROR, hint=why),
+    ])
+
+
+def _is_unavailable(exc: BaseException) -> bool:
     name: str | None = getattr(exc, "sqlite_errorname", None)
     if name is not None:
         return name.startswith(_UNAVAILABLE_CODES)
@@ -377,6 +390,8 @@ class SQLiteStore(Store):
             raise ConfigurationError(
                 f"SQLiteStore needs SQLite 3.24 or newer; Python links {sqlite3.sqlite_version}")
         self._path = os.fspath(path)
+        self._where = repr(self._path)
+        self._errors = _errors(self._path)
         self._table = table
         self._statements: dict[str, str] = {}  # each template with the table name in it
         self._busy_timeout = busy_timeout
@@ -402,58 +417,58 @@ class SQLiteStore(Store):
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
 
     async def setup(self) -> None:
-        await self._run(self._setup)
+        await self._run("setup", self._setup)
 
     async def aclose(self) -> None:
         executor, self._executor = self._executor, None
         if executor is None:
             return
         try:
-            with self._translated():  # after the sweep the worker may be running
+            with self._errors.mapped("close", self._where):  # the worker may be sweeping
                 await run_on_thread(executor, self._close)
         finally:
             executor.shutdown(wait=False)
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        return await self._run(self._acquire, key, lease_ttl)
+        return await self._run("acquire", self._acquire, key, lease_ttl)
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        await self._run(self._fenced, COMMIT, lease, {"data": data, "ttl": ttl})
+        await self._run("commit", self._fenced, COMMIT, lease, {"data": data, "ttl": ttl})
         self._waiters.wake(lease.key)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
         params = {"ttl": ttl, "refresh_after": refresh_after}
-        await self._run(self._fenced, RELEASE, lease, params)
+        await self._run("release", self._fenced, RELEASE, lease, params)
         self._waiters.wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        await self._run(self._fenced, RENEW, lease, {"lease_ttl": lease_ttl})
+        await self._run("renew", self._fenced, RENEW, lease, {"lease_ttl": lease_ttl})
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
-        return await self._run(self._read, key, ttl, refresh_after)
+        return await self._run("read", self._read, key, ttl, refresh_after)
 
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
-        return await self._run(self._create, key, data, ttl, absolute_ttl)
+        return await self._run("create", self._create, key, data, ttl, absolute_ttl)
 
     async def delete(self, lease: Lease) -> None:
-        await self._run(self._fenced, DELETE, lease, {})
+        await self._run("delete", self._fenced, DELETE, lease, {})
         self._waiters.wake(lease.key)
 
     async def discard(self, key: str) -> bool:
-        removed = await self._run(self._discard, key)
+        removed = await self._run("discard", self._discard, key)
         self._waiters.wake(key)
         return removed
 
     async def inspect(self, key: str) -> Record | None:
-        return await self._run(self._inspect, key)
+        return await self._run("inspect", self._inspect, key)
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
         after = ""
         while True:
-            batch = await self._run(self._scan_batch, after, batch_size)
+            batch = await self._run("scan", self._scan_batch, after, batch_size)
             if batch:
                 yield batch
             if len(batch) < batch_size:
@@ -471,7 +486,7 @@ class SQLiteStore(Store):
         purged = 0
         reporting = self._report is not None
         while True:
-            swept, expired = await self._run(self._sweep_batch, reporting)
+            swept, expired = await self._run("purge", self._sweep_batch, reporting)
             purged += swept
             if progress is not None and swept:
                 progress(swept)
@@ -501,13 +516,13 @@ class SQLiteStore(Store):
         releases in other processes), or ``timeout``: whichever comes first."""
         await self._waiters.wait(key, min(timeout, backoff_delay(attempt)))
 
-    async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
+    async def _run(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
         """Run one operation: on the loop's thread if it needs no wait, else on
         the worker thread (async face), or on the calling thread (sync face).
         Then queue a sweep if one is due."""
         executor = self._current_executor()
         try:
-            with self._translated():
+            with self._errors.mapped(op, self._where):
                 if not IS_SYNC:
                     done, answer = self._on_loop_thread(fn, *args)
                     if done:
@@ -575,17 +590,6 @@ class SQLiteStore(Store):
         self._waiters.clear()
         self._writer = threading.Lock()
 
-    @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
-        """The one place where sqlite3's errors become sessionware's."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            message = f"SQLite store {self._path!r}: {exc}{_cannot_open_because(self._path, exc)}"
-            if _is_unavailable(exc):  # each operation is one transaction: rolled back
-                raise StoreUnavailable(message, maybe_applied=False) from exc
-            raise StoreError(message) from exc
-
     # -- the worker thread ------------------------------------------------------
 
     def _sql(self, template: str) -> str:
@@ -621,9 +625,7 @@ class SQLiteStore(Store):
         lock held, so trying again is safe), with short jittered sleeps, for up
         to ``busy_timeout`` or what is left of the store call (the sync face,
         where nothing else can cut a blocking call off), whichever is less."""
-        left = time_left()
-        bound = self._busy_timeout if left is None else min(self._busy_timeout, left)
-        deadline = time.monotonic() + bound
+        deadline = time.monotonic() + time_budget(self._busy_timeout)
         for attempt in itertools.count():
             _FORKS.enter()
             try:
@@ -683,7 +685,7 @@ class SQLiteStore(Store):
         if self._closed:
             return
         try:
-            with self._translated():
+            with self._errors.mapped("checkpoint", self._where):
                 self._until_not_busy(self._checkpoint)
         except StoreError as exc:
             logger.warning("could not checkpoint the WAL (tried again after %s more "
@@ -770,7 +772,7 @@ class SQLiteStore(Store):
             params = {**params, "key": lease.key, "token": lease.token, "now": now}
             changed = db.execute(self._sql(template), params).rowcount
         if changed == 0:
-            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+            raise lease_lost(lease)
 
     def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
         db = self._connection()
@@ -842,7 +844,7 @@ class SQLiteStore(Store):
         try:
             while not self._closed and (executor := self._executor) is not None:
                 try:
-                    with self._translated():
+                    with self._errors.mapped("purge", self._where):
                         swept, expired = await run_blocking(
                             executor, self._until_not_busy, self._sweep_batch, True)
                 except StoreError as exc:
@@ -862,7 +864,7 @@ class SQLiteStore(Store):
         if self._closed:
             return  # queued before aclose, run after it: do not reopen the file
         try:
-            with self._translated():
+            with self._errors.mapped("purge", self._where):
                 swept = self._until_not_busy(self._unreported_batch)
         except StoreError as exc:
             logger.warning("could not sweep expired sessions (next try in %ss): %s",

@@ -23,11 +23,14 @@ from typing import ClassVar, Generic, TypeVar
 from sessionware._forks import generation
 from sessionware._sync._primitives import Background, Event, ThreadLock
 from sessionware._sync.waiters import Waiters
+from sessionware.stores._errors import described
 from sessionware.stores.answers import backoff_delay
 
 __all__ = ["LISTEN_TICK", "RECHECK_BASE", "RECHECK_CAP", "STOP_TIMEOUT", "Run", "WakeupListener"]
 
 K = TypeVar("K", bound=Hashable)
+
+logger = logging.getLogger(__name__)
 
 RECHECK_BASE = 0.05  # first re-check of a waiter while notifications arrive
 RECHECK_CAP = 1.0  # longest sleep between re-checks while notifications arrive
@@ -56,15 +59,16 @@ class WakeupListener(Generic[K]):
     A subclass supplies :meth:`_listen_once` (connect, call
     :meth:`_began_listening` once notifications arrive and
     :meth:`_stopped_listening` when they no longer do, wake
-    :attr:`waiters` by each message's key) and the two log lines, which
-    name its own connection."""
+    :attr:`waiters` by each message's key); ``connection`` names what it
+    listens on in the log (its kind, and where)."""
 
     _LOST: ClassVar[tuple[type[Exception], ...]] = (Exception,)
     """What :meth:`_listen_once` raises when its connection is lost (the job
     reconnects); anything else ends the job."""
 
-    def __init__(self, name: str, *, enabled: bool = True) -> None:
+    def __init__(self, name: str, connection: str, *, enabled: bool = True) -> None:
         self.waiters: Waiters[K] = Waiters()
+        self._connection = connection
         self._enabled = enabled
         self._lock = ThreadLock()
         self._job = Background(name)
@@ -100,7 +104,11 @@ class WakeupListener(Generic[K]):
         if run is not None:
             run.stop.set()
             if not run.done.wait(STOP_TIMEOUT):
-                self._log_still_starting()
+                logger.debug(
+                    "the session wake-up %s was still connecting when the store "
+                    "closed; it ends once that attempt does",
+                    self._connection,
+                )
         self.waiters.wake_all()
 
     # -- what a store may change --------------------------------------------------
@@ -125,15 +133,6 @@ class WakeupListener(Generic[K]):
         """Connect and listen until ``run.stop`` is set or the connection
         ends; whether to listen again at once (else the next try is paced as
         after a failure). Raises one of ``_LOST`` when the connection is lost."""
-        raise NotImplementedError
-
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        """Log the loss of the connection at ``level`` (a warning for the first
-        of a row, then debug)."""
-        raise NotImplementedError
-
-    def _log_still_starting(self) -> None:
-        """Log that a close() did not see the job end within ``STOP_TIMEOUT``."""
         raise NotImplementedError
 
     # -- for _listen_once -----------------------------------------------------------
@@ -173,7 +172,13 @@ class WakeupListener(Generic[K]):
                 except self._LOST as exc:
                     if run.stop.is_set():
                         break
-                    self._log_lost(exc, logging.DEBUG if failures else logging.WARNING)
+                    # a warning for the first loss of a row, then debug
+                    logger.log(
+                        logging.DEBUG if failures else logging.WARNING,
+                        "session wake-up %s lost: %s; connecting again",
+                        self._connection,
+                        described(exc),
+                    )
                     failures += 1
                 else:
                     failures = 0 if again else failures + 1

@@ -135,17 +135,18 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from sessionware._forks import generation
-from sessionware._sync._primitives import ThreadLock, sleep, time_left
+from sessionware._sync._primitives import ThreadLock, sleep
 from sessionware._sync.stores._azure_clients import ContainerClient, TableClient, open_clients
 from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
+    PerProcess,
     Record,
     SyncStore,
     backoff_delay,
+    time_budget,
 )
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
@@ -155,6 +156,7 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     from azure.core import MatchConditions
@@ -339,51 +341,65 @@ def _not_applied(exc: BaseException) -> bool:
 # -- errors -----------------------------------------------------------------------
 
 
-def _code(exc: AzureError) -> str:
+def _code(exc: BaseException) -> str:
     code = getattr(exc, "error_code", None)
     return str(getattr(code, "value", code) or "")
 
 
-def _described(exc: BaseException) -> str:
+def _briefly(exc: BaseException) -> str:
+    """The class, the service's error code and the first line of its message."""
     lines = str(getattr(exc, "message", None) or exc).strip().splitlines()
     reason = lines[0] if lines else ""
     code = _code(exc) if isinstance(exc, AzureError) else ""
     return f"{type(exc).__name__}{f' {code}' if code else ''}: {reason}"
 
 
-def _translate(op: str, where: str, exc: BaseException) -> BaseException:
-    """What a driver error means: the only place that decides. The three
-    conditions the operations act on become the private ``_Conflict``,
-    ``_Missing`` and ``_Exists``; the rest our hierarchy."""
-    message = f"Azure Storage at {where}, during {op}: {_described(exc)}"
-    if isinstance(exc, ResourceModifiedError):
-        return _Conflict()
-    if isinstance(exc, ResourceNotFoundError):
-        if _code(exc) in ("TableNotFound", "ContainerNotFound"):
-            return StoreError(message + " (run the store's setup(), or create it: see its docs)")
-        return _Missing()
-    if isinstance(exc, ResourceExistsError) and _code(exc) not in (
-        "TableBeingDeleted",
-        "ContainerBeingDeleted",
-    ):
-        return _Exists()
-    if isinstance(exc, ClientAuthenticationError) or getattr(exc, "status_code", None) == 403:
-        return StoreError(
-            message + " (check the account key or SAS and its permissions: see the store's docs)"
-        )
-    if isinstance(exc, HttpResponseError):
-        status = exc.status_code or 0
-        if status in (429, 503) or _code(exc) == "ServerBusy":
-            # throttled: the service did not process the request
-            return StoreUnavailable(message, maybe_applied=False)
-        if status >= 500 or status == 408:
-            return StoreUnavailable(message)  # 500 OperationTimedOut may have applied it
-        return StoreError(message)
-    if isinstance(exc, ServiceRequestError):  # no connection: nothing was sent
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, (AzureError, OSError)):  # ServiceResponseError: sent, no answer
-        return StoreUnavailable(message)
-    return exc
+def _status(exc: BaseException) -> int:
+    return getattr(exc, "status_code", None) or 0
+
+
+# What azure-core's errors mean, first match decides. The three conditions
+# the operations act on become the private _Conflict, _Missing and _Exists. A
+# throttled request was not processed; a 5xx or 408 may have been (a 500
+# OperationTimedOut); a request that never connected was not sent.
+ERRORS = ErrorTable(
+    "Azure Storage",
+    [
+        Row(ResourceModifiedError, _Conflict),
+        Row(
+            ResourceNotFoundError,
+            Meaning.ERROR,
+            hint=SETUP_HINT,
+            when=lambda exc: _code(exc) in ("TableNotFound", "ContainerNotFound"),
+        ),
+        Row(ResourceNotFoundError, _Missing),
+        Row(
+            ResourceExistsError,
+            _Exists,
+            when=lambda exc: _code(exc) not in ("TableBeingDeleted", "ContainerBeingDeleted"),
+        ),
+        Row(
+            (ClientAuthenticationError, HttpResponseError),
+            Meaning.ERROR,
+            when=lambda exc: isinstance(exc, ClientAuthenticationError) or _status(exc) == 403,
+            hint=" (check the account key or SAS and its permissions: see the store's docs)",
+        ),
+        Row(
+            HttpResponseError,
+            Meaning.NOT_APPLIED,
+            when=lambda exc: _status(exc) in (429, 503) or _code(exc) == "ServerBusy",
+        ),
+        Row(
+            HttpResponseError,
+            Meaning.MAYBE_APPLIED,
+            when=lambda exc: _status(exc) >= 500 or _status(exc) == 408,
+        ),
+        Row(HttpResponseError, Meaning.ERROR),
+        Row(ServiceRequestError, Meaning.NOT_APPLIED),  # no connection: nothing was sent
+        Row((AzureError, OSError), Meaning.MAYBE_APPLIED),  # ServiceResponseError: no answer
+    ],
+    describe=_briefly,
+)
 
 
 def _where(table: TableClient) -> str:
@@ -448,10 +464,11 @@ class SyncAzureTableStore(SyncStore):
         self._orphan_age = orphan_age
         self._connections = connections
         self._lock = ThreadLock()
-        self._table, self._blobs = self._open()
-        self._where = _where(self._table)
-        self._generation = generation()
-        self._orphans: list[object] = []  # a forked parent's clients: never closed here
+        clients = self._open()  # now, to check the connection string
+        self._where = _where(clients[0])
+        self._clients: PerProcess[tuple[TableClient, ContainerClient]] = PerProcess(
+            self, self._reopened, self._close_clients, first=clients
+        )
         self._known: dict[str, _Record] = {}
         self._known_bytes = 0
         self._waiters: Waiters[str] = Waiters()
@@ -459,10 +476,9 @@ class SyncAzureTableStore(SyncStore):
             "sessionware-azure-purge",
             purge_interval,
             self.purge_expired,
-            lambda: self._closed,
+            lambda: self._clients.closed,
             logger,
         )
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._names[0]!r})"
@@ -478,20 +494,17 @@ class SyncAzureTableStore(SyncStore):
         except ValueError as exc:
             raise ConfigurationError(f"bad Azure Storage connection string: {exc}") from exc
 
-    def _clients(self) -> tuple[TableClient, ContainerClient]:
-        """This process's clients: a forked child (gunicorn --preload) opens
-        its own and never touches its parent's connections."""
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        if self._generation != generation():
-            with self._lock:
-                if self._generation != generation():
-                    self._orphans.append((self._table, self._blobs))
-                    self._table, self._blobs = self._open()
-                    self._known, self._known_bytes = {}, 0
-                    self._waiters.clear()
-                    self._generation = generation()
-        return self._table, self._blobs
+    def _reopened(self) -> tuple[TableClient, ContainerClient]:
+        """The clients of a new process (a forked child): what it saw of the
+        entities and waited for is its parent's."""
+        self._known, self._known_bytes = {}, 0
+        self._waiters.clear()
+        return self._open()
+
+    @staticmethod
+    def _close_clients(clients: tuple[TableClient, ContainerClient]) -> None:
+        for client in clients:
+            client.close()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -500,21 +513,15 @@ class SyncAzureTableStore(SyncStore):
         from several processes at once); with ``create=False``, nothing."""
         if not self._create:
             return
-        table, blobs = self._clients()
+        table, blobs = self._clients.get()
         for create in (table.create_table, blobs.create_container):
             with contextlib.suppress(_Exists):
                 self._call("setup", create)
 
     def close(self) -> None:
         """Close the clients' connections; wake every waiter."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
+        self._clients.close()
         self._waiters.wake_all()
-        if self._generation == generation():
-            self._table.close()
-            self._blobs.close()
 
     # -- operations -----------------------------------------------------------
 
@@ -691,7 +698,7 @@ class SyncAzureTableStore(SyncStore):
 
     def delete(self, lease: Lease) -> None:
         def write(record: _Record, now: int) -> None:
-            table, _ = self._clients()
+            table, _ = self._clients.get()
             self._call(
                 "delete",
                 lambda: table.delete_entity(
@@ -714,7 +721,7 @@ class SyncAzureTableStore(SyncStore):
         conditioned on the ETag read (a 412: it changed meanwhile, read it
         again), then its blob. The holder's fenced operations find no entity
         (a conditional update never inserts one) and raise ``LeaseLost``."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         deadline = self._deadline()
         while True:
             record = self._get("discard", key)
@@ -752,7 +759,7 @@ class SyncAzureTableStore(SyncStore):
         index), one page (at most 1000 entities) per batch, followed by its
         continuation; +1 request per entity whose data is in a blob. Pages
         Azure answers empty (it may, on a large table) are not yielded."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         pages = table.query_entities(
             LIVE,
             parameters={"now": _now()},
@@ -769,7 +776,7 @@ class SyncAzureTableStore(SyncStore):
                 if batch:
                     yield batch
         except (AzureError, OSError) as exc:
-            raise _translate("scan", self._where, exc) from exc
+            raise ERRORS.translate("scan", self._where, exc) from exc
 
     def _scanned(self, entity: Any) -> Record | None:
         """One entity of a scan's page, its blob downloaded; ``None`` when it
@@ -790,7 +797,7 @@ class SyncAzureTableStore(SyncStore):
         than ``orphan_age`` that no entity names; returns how many entities
         this call deleted. Page by page, each delete conditioned on the ETag
         the entity was found with; ``progress`` hears each page's count."""
-        table, blobs = self._clients()
+        table, blobs = self._clients.get()
         purged = 0
         pages = table.query_entities(
             EXPIRED,
@@ -809,7 +816,7 @@ class SyncAzureTableStore(SyncStore):
                     progress(removed)
             self._sweep_orphans(table, blobs)
         except (AzureError, OSError) as exc:
-            raise _translate("purge", self._where, exc) from exc
+            raise ERRORS.translate("purge", self._where, exc) from exc
         return purged
 
     def wait(self, key: str, timeout: float, attempt: int) -> None:
@@ -848,7 +855,7 @@ class SyncAzureTableStore(SyncStore):
                     record = None
                     continue
                 self._forget(lease.key)
-                raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+                raise lease_lost(lease)
             try:
                 done = write(record, now)
             except (_Conflict, _Missing):
@@ -864,7 +871,7 @@ class SyncAzureTableStore(SyncStore):
 
     def _get(self, op: str, key: str) -> _Record | None:
         """The entity, live or expired; ``None`` when there is none."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         try:
             entity = self._call(op, lambda: table.get_entity(key, ROW, **self._io()))
         except _Missing:
@@ -903,7 +910,7 @@ class SyncAzureTableStore(SyncStore):
         conditioned on it, until the ETag moves; a 412 then raises
         ``_Overtaken``: applied, and written over by a writer that held the
         same ETag (see the module docs)."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         entity = {"PartitionKey": key, "RowKey": ROW, **change}
         condition, confirming = etag, False
         deadline = self._deadline()
@@ -942,7 +949,7 @@ class SyncAzureTableStore(SyncStore):
     def _insert(self, key: str, record: _Record) -> bool:
         """Insert the entity, or replace an expired one (with a token larger
         than its last); ``False`` when a live entity has the key."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         deadline = self._deadline()
         while True:
             try:
@@ -978,7 +985,7 @@ class SyncAzureTableStore(SyncStore):
 
     def _purge_one(self, entity: Any) -> bool:
         """Delete one expired entity found by the purge, if unchanged since."""
-        table, _ = self._clients()
+        table, _ = self._clients.get()
         key = entity["PartitionKey"]
         try:
             self._call(
@@ -1003,7 +1010,7 @@ class SyncAzureTableStore(SyncStore):
 
     def _upload(self, key: str, data: bytes) -> str:
         """Write ``data`` to a new blob; its name."""
-        _, blobs = self._clients()
+        _, blobs = self._clients.get()
         name = f"{key}/{secrets.token_hex(8)}"
         self._call("upload", lambda: blobs.upload_blob(name, data, overwrite=False, **self._io()))
         return name
@@ -1013,13 +1020,13 @@ class SyncAzureTableStore(SyncStore):
         the blob was deleted since the entity was read)."""
         if record.data is not None:
             return record.data
-        _, blobs = self._clients()
+        _, blobs = self._clients.get()
         download = self._call(op, lambda: blobs.download_blob(record.blob, **self._io()))
         return bytes(self._call(op, download.readall))
 
     def _drop_blob(self, name: str) -> None:
         """Delete a blob no entity names any more; a failure leaves it to the purge."""
-        _, blobs = self._clients()
+        _, blobs = self._clients.get()
         try:
             self._call("delete blob", lambda: blobs.delete_blob(name, **self._io()))
         except _Missing:
@@ -1051,16 +1058,16 @@ class SyncAzureTableStore(SyncStore):
         deadline = self._deadline()
         attempt = 0
         while True:
-            if self._closed:
+            if self._clients.closed:
                 raise StoreError(f"{self!r} is closed")
             try:
                 return operation()
             except (AzureError, OSError) as exc:
-                error = _translate(op, self._where, exc)
+                error = ERRORS.translate(op, self._where, exc)
                 retry = (
                     isinstance(error, StoreUnavailable)
                     and not error.maybe_applied
-                    and not self._closed
+                    and not self._clients.closed
                 )
                 delay = backoff_delay(attempt, base=0.02, cap=0.5)
                 if not retry or time.monotonic() + delay >= deadline:
@@ -1071,15 +1078,11 @@ class SyncAzureTableStore(SyncStore):
     def _io(self) -> dict[str, Any]:
         """The transport's timeouts for one request: what is left of the
         store call in progress (the sync face), at most ``timeout``."""
-        bound = self._bound()
+        bound = time_budget(self._timeout)
         return {"connection_timeout": bound, "read_timeout": bound}
 
-    def _bound(self) -> float:
-        left = time_left()
-        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
-
     def _deadline(self) -> float:
-        return time.monotonic() + self._bound()
+        return time.monotonic() + time_budget(self._timeout)
 
     def _check(self, deadline: float, op: str) -> None:
         """Give up a loop of re-reads at its deadline (entities changing faster

@@ -122,24 +122,24 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._forks import generation
-from sessionware._sync._primitives import ThreadLock, sleep, time_left
+from sessionware._sync._primitives import ThreadLock, sleep
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
+    PerProcess,
     Record,
     SyncStore,
     backoff_delay,
+    time_budget,
 )
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import (
     ConfigurationError,
-    LeaseLost,
     SessionTooLarge,
     StoreError,
-    StoreUnavailable,
 )
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     from botocore.exceptions import (  # type: ignore[import-untyped]
@@ -289,6 +289,42 @@ _SERVER_FAULTS = frozenset({"InternalServerError", "ServiceUnavailable"})
 _MISCONFIGURED = (NoCredentialsError, PartialCredentialsError, NoRegionError, ParamValidationError)
 
 
+def _code(exc: BaseException) -> str:
+    # botocore's errors may carry response=None (a read timeout, say)
+    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
+
+
+def _status(exc: BaseException) -> int:
+    response = getattr(exc, "response", None) or {}
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status or 0)
+
+
+# What botocore's errors mean, first match decides. A throttled request was
+# refused before it ran; a server fault or a connection lost mid-request may
+# have been applied; a request that never connected was not.
+ERRORS = ErrorTable(
+    "DynamoDB",
+    [
+        Row(ClientError, Meaning.NOT_APPLIED, when=lambda exc: _code(exc) in _THROTTLED),
+        Row(
+            ClientError,
+            Meaning.MAYBE_APPLIED,
+            when=lambda exc: _code(exc) in _SERVER_FAULTS or _status(exc) >= 500,
+        ),
+        Row(
+            ClientError,
+            Meaning.ERROR,
+            hint=SETUP_HINT,
+            when=lambda exc: _code(exc) == "ResourceNotFoundException",
+        ),
+        Row((ClientError, *_MISCONFIGURED), Meaning.ERROR),
+        Row((EndpointConnectionError, ConnectTimeoutError), Meaning.NOT_APPLIED),
+        Row((BotoCoreError, OSError), Meaning.MAYBE_APPLIED),
+    ],
+)
+
+
 def _names(*expressions: str) -> dict[str, str]:
     used = set(re.findall(r"#\w+", " ".join(expressions)))
     return {name: NAMES[name] for name in sorted(used)}
@@ -306,47 +342,6 @@ def _deadline(expires: float) -> dict[str, Any]:
 def _float(item: Item, name: str) -> float | None:
     value = item.get(name)
     return None if value is None else float(value["N"])
-
-
-# -- errors -------------------------------------------------------------------------
-
-
-def _translate(op: str, where: str, exc: Exception) -> Exception:
-    """The sessionware error for a driver error: the only place that decides."""
-    message = f"DynamoDB at {where}, during {op}: {_described(exc)}"
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        if code in _THROTTLED:  # refused before it ran
-            return StoreUnavailable(message, maybe_applied=False)
-        if code in _SERVER_FAULTS or _status(exc) >= 500:
-            return StoreUnavailable(message)
-        if code == "ResourceNotFoundException":
-            message += " (run the store's setup(), or create the table: see its docs)"
-        return StoreError(message)
-    if isinstance(exc, _MISCONFIGURED):
-        return StoreError(message)
-    if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):
-        return StoreUnavailable(message, maybe_applied=False)  # never connected
-    if isinstance(exc, (BotoCoreError, OSError)):
-        # a read timeout, a connection closed mid-request: maybe applied
-        return StoreUnavailable(message)
-    return exc
-
-
-def _code(exc: BaseException) -> str:
-    # botocore's errors may carry response=None (a read timeout, say)
-    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
-
-
-def _status(exc: Exception) -> int:
-    response = getattr(exc, "response", None) or {}
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return int(status or 0)
-
-
-def _described(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 class _Refused(Exception):
@@ -452,10 +447,8 @@ class SyncDynamoDBStore(SyncStore):
         }
         self._create_table = create_table
         self._timeout = timeout
-        self._lock = ThreadLock()
-        self._client: Any = None
-        self._client_home: tuple[int, object] | None = None  # (process generation, loop)
-        self._closed = False
+        # on the async face a client belongs to its event loop too
+        self._client: PerProcess[Any] = PerProcess(self, self._connected, close_client, place=home)
         self._held = _Held()
         self._waiters: Waiters[str] = Waiters()
 
@@ -486,13 +479,8 @@ class SyncDynamoDBStore(SyncStore):
 
     def close(self) -> None:
         """Close this process's client; wake every local waiter."""
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
-            ours = self._client_home is not None and self._client_home[0] == generation()
+        self._client.close()
         self._waiters.wake_all()
-        if client is not None and ours:
-            close_client(client)
 
     def _table_status(self) -> str | None:
         try:
@@ -648,7 +636,7 @@ class SyncDynamoDBStore(SyncStore):
         try:
             self._delete("delete", lease.key, DELETE_CONDITION, {":token": _number(lease.token)})
         except _Refused:
-            raise _lost(lease) from None
+            raise lease_lost(lease) from None
         self._released(lease)
 
     def discard(self, key: str) -> bool:
@@ -810,9 +798,9 @@ class SyncDynamoDBStore(SyncStore):
                 and (_float(old, "expires_at") or 0.0) > now
             )
             if not fenced or absolute is None or absolute >= target:
-                raise _lost(lease) from None
+                raise lease_lost(lease) from None
             if absolute <= now:
-                raise _lost(lease) from None  # its hard deadline passed: gone
+                raise lease_lost(lease) from None  # its hard deadline passed: gone
             self._fenced(op, lease, condition, update, {**values, **_deadline(absolute)})
 
     def _fenced(
@@ -827,7 +815,7 @@ class SyncDynamoDBStore(SyncStore):
                 {":now": _number(time.time()), ":token": _number(lease.token), **values},
             )
         except _Refused:
-            raise _lost(lease) from None
+            raise lease_lost(lease) from None
 
     def _released(self, lease: Lease) -> None:
         self._held.forget(lease)
@@ -862,8 +850,8 @@ class SyncDynamoDBStore(SyncStore):
         """One request, retried while throttled (within the bound); a failed
         condition raises :class:`_Refused`, every other driver error the
         translated one."""
-        client = self._current_client()
-        deadline = time.monotonic() + self._bound()
+        client = self._client.get()
+        deadline = time.monotonic() + time_budget(self._timeout)
         for attempt in range(1_000):
             try:
                 return getattr(client, method)(**params)
@@ -872,41 +860,17 @@ class SyncDynamoDBStore(SyncStore):
                     raise _Refused(exc.response.get("Item")) from None
                 delay = backoff_delay(attempt, base=_THROTTLE_BASE, cap=_THROTTLE_CAP)
                 if _code(exc) not in _THROTTLED or time.monotonic() + delay >= deadline:
-                    raise _translate(op, self._where, exc) from exc
+                    raise ERRORS.translate(op, self._where, exc) from exc
             except (BotoCoreError, OSError) as exc:
-                raise _translate(op, self._where, exc) from exc
+                raise ERRORS.translate(op, self._where, exc) from exc
             sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _bound(self) -> float:
-        """How long an operation's retries may take: ``timeout``, or what is
-        left of the store call in progress if less (the sync face; the async
-        face's calls are cut off by the core)."""
-        left = time_left()
-        return self._timeout if left is None else min(self._timeout, left)
-
-    def _current_client(self) -> Any:
-        """This process's client (and on the async face this loop's), made at
-        first use. A forked child never touches its parent's connections: it
-        leaves the parent's client alone and makes its own."""
-        place = (generation(), home())
-        client = self._client
-        if client is not None and self._client_home == place:
-            return client
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
+    def _connected(self) -> Any:
         try:
-            client = open_client(self._options, self._config)
+            return open_client(self._options, self._config)
         except (BotoCoreError, OSError) as exc:
-            raise _translate("connect", self._where, exc) from exc
-        with self._lock:
-            if self._client is not None and self._client_home == place:
-                other, client = client, self._client  # another thread made one first
-            else:
-                other, self._client, self._client_home = None, client, place
-        if other is not None:
-            close_client(other)
-        return client
+            raise ERRORS.translate("connect", self._where, exc) from exc
 
 
 def _capped_deadline(expires: float, absolute: float | None) -> float:
@@ -938,7 +902,3 @@ def _record(item: Item, now: float) -> Record | None:
         _float(item, "created_at"),
         None if locked_until is None else _float(item, "locked_at"),
     )
-
-
-def _lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")

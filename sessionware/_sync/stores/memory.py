@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from sessionware._sync._primitives import ThreadLock
 from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
 from sessionware._sync.waiters import Waiters
-from sessionware.exceptions import LeaseLost
+from sessionware.stores._errors import lease_lost
 
 __all__ = ["SyncMemoryStore"]
 
@@ -54,10 +54,6 @@ def _answer(key: str, record: _Record, now: float) -> Record:
     )
 
 
-def _lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
-
-
 class SyncMemoryStore(SyncStore):
     """Sessions in a dict of this process. No setup, no dependencies."""
 
@@ -81,7 +77,7 @@ class SyncMemoryStore(SyncStore):
     def _fenced(self, lease: Lease) -> _Record:
         record = self._live(lease.key, time.monotonic())
         if record is None or record.token != lease.token:
-            raise _lost(lease)
+            raise lease_lost(lease)
         return record
 
     @staticmethod
@@ -125,7 +121,7 @@ class SyncMemoryStore(SyncStore):
         with self._lock:
             record = self._fenced(lease)
             if not record.locked_until:  # committed or released: nobody holds it now
-                raise _lost(lease)
+                raise lease_lost(lease)
             record.locked_until = time.monotonic() + lease_ttl
 
     def read(

@@ -119,24 +119,24 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._forks import generation
-from sessionware._sync._primitives import Once, ThreadLock, time_left
+from sessionware._sync._primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
+    PerProcess,
     Record,
     SyncStore,
     backoff_delay,
+    time_budget,
 )
 from sessionware.exceptions import (
     ConfigurationError,
-    LeaseLost,
     SessionTooLarge,
     StoreError,
-    StoreUnavailable,
 )
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 
 try:
     import pymongo
@@ -379,39 +379,55 @@ _UNAVAILABLE_CODES = frozenset(
 _UNAUTHORIZED = 13
 
 
-def _translate(op: str, where: str, exc: PyMongoError) -> StoreError:
-    """The sessionware error for a driver error: the only place that decides."""
-    message = f"MongoDB at {where}, during {op}: {_described(exc)}"
-    if isinstance(exc, ServerSelectionTimeoutError):  # never sent
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, NotPrimaryError):  # the server refused it
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, (NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError)):
-        return StoreUnavailable(message)  # sent, and never answered (or not replicated)
-    if isinstance(exc, ExecutionTimeout):
-        return StoreUnavailable(message, maybe_applied=False)
-    if isinstance(exc, OperationFailure):
-        if exc.code in _UNAVAILABLE_CODES:
-            return StoreUnavailable(message, maybe_applied=False)
-        if exc.has_error_label("RetryableWriteError"):  # transient; the first try unknown
-            return StoreUnavailable(message)
-        if exc.code == _UNAUTHORIZED:
-            return StoreError(
-                message + " (the user needs the actions docs/stores/mongodb.md "
-                "lists on the collection)"
-            )
-        if op == "setup":  # an index on expires_at with other options, most likely
-            return StoreError(
-                message + " (setup() creates the index {expires_at: 1} named "
-                "expires_at_ttl with expireAfterSeconds 0; drop a conflicting "
-                "one, or pass create_indexes=False)"
-            )
-    return StoreError(message)
-
-
-def _described(exc: BaseException) -> str:
+def _briefly(exc: BaseException) -> str:
+    """The class and the message, without the reply document pymongo appends."""
     text = str(exc).split(", full error:")[0].strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _code(exc: BaseException) -> int | None:
+    return getattr(exc, "code", None)
+
+
+# What pymongo's errors mean, first match decides: never sent or refused by
+# the server (not applied); sent and never answered, or not replicated
+# (maybe applied); the rest is a store that cannot serve as configured.
+ERRORS = ErrorTable(
+    "MongoDB",
+    [
+        Row((ServerSelectionTimeoutError, NotPrimaryError), Meaning.NOT_APPLIED),
+        Row(
+            (NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError),
+            Meaning.MAYBE_APPLIED,
+        ),
+        Row(ExecutionTimeout, Meaning.NOT_APPLIED),
+        Row(
+            OperationFailure, Meaning.NOT_APPLIED, when=lambda exc: _code(exc) in _UNAVAILABLE_CODES
+        ),
+        Row(
+            OperationFailure,
+            Meaning.MAYBE_APPLIED,  # transient; the first try unknown
+            when=lambda exc: (
+                isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+            ),
+        ),
+        Row(
+            OperationFailure,
+            Meaning.ERROR,
+            when=lambda exc: _code(exc) == _UNAUTHORIZED,
+            hint=" (the user needs the actions docs/stores/mongodb.md lists on the collection)",
+        ),
+        Row(
+            OperationFailure,
+            Meaning.ERROR,
+            ops=frozenset({"setup"}),  # a conflicting index
+            hint=" (setup() creates the index {expires_at: 1} named expires_at_ttl with "
+            "expireAfterSeconds 0; drop a conflicting one, or pass create_indexes=False)",
+        ),
+        Row(PyMongoError, Meaning.ERROR),
+    ],
+    describe=_briefly,
+)
 
 
 def _where(url: str) -> str:
@@ -421,10 +437,6 @@ def _where(url: str) -> str:
     if match is None:
         raise ConfigurationError("a MongoDB URL starts mongodb:// or mongodb+srv://")
     return match.group(2) or "localhost"
-
-
-def _lost(lease: Lease) -> LeaseLost:
-    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
 
 
 class SyncMongoDBStore(SyncStore):
@@ -475,11 +487,9 @@ class SyncMongoDBStore(SyncStore):
             "connectTimeoutMS": _ms(timeout),
             **(client_options or {}),
         }
-        self._lock = ThreadLock()
-        self._client: MongoClient[Document] | None = None
-        self._client_generation = generation()
-        self._orphans: list[object] = []  # a forked parent's clients: never closed here
-        self._closed = False
+        self._client: PerProcess[MongoClient[Document]] = PerProcess(
+            self, self._connected, lambda client: client.close()
+        )
         self._watcher = _Watcher(self, enabled=watch)
 
     def __repr__(self) -> str:
@@ -500,12 +510,8 @@ class SyncMongoDBStore(SyncStore):
 
     def close(self) -> None:
         """Stop the watcher and close the client's connections."""
-        with self._lock:
-            self._closed = True
-            client, self._client = self._client, None
         self._watcher.close()
-        if client is not None and self._client_generation == generation():
-            client.close()
+        self._client.close()
 
     # -- operations --------------------------------------------------------------
 
@@ -569,7 +575,7 @@ class SyncMongoDBStore(SyncStore):
         with self._bounded("delete"):
             result = collection.delete_one({"_id": lease.key, "token": lease.token, **LIVE})
         if result.deleted_count == 0:
-            raise _lost(lease)
+            raise lease_lost(lease)
         self._watcher.waiters.wake(lease.key)
 
     def discard(self, key: str) -> bool:
@@ -652,38 +658,19 @@ class SyncMongoDBStore(SyncStore):
                 {"_id": lease.key, "token": lease.token, **LIVE, **(condition or {})}, update
             )
         if result.matched_count == 0:
-            raise _lost(lease)
+            raise lease_lost(lease)
         if wakes:
             self._watcher.waiters.wake(lease.key)
 
     def _bounded(self, op: str, *, duplicate: bool = False) -> _Command:
-        return _Command(op, self._where, self._bound(), duplicate=duplicate)
-
-    def _bound(self) -> float:
-        """How long a command may take: ``timeout``, or what is left of the
-        store call in progress if less (the sync face; the async face's calls
-        are cut off by the core)."""
-        left = time_left()
-        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
+        return _Command(op, self._where, time_budget(self._timeout), duplicate=duplicate)
 
     def _collection(self) -> Collection[Document]:
         database, collection = self._names
-        return self._current_client()[database][collection]
+        return (self._client.get())[database][collection]
 
-    def _current_client(self) -> MongoClient[Document]:
-        """This process's client, made at first use (it connects in the
-        background). A forked child (gunicorn --preload) never touches its
-        parent's client, whose sockets and monitor threads are the parent's."""
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self!r} is closed")
-            if self._client_generation != generation():
-                self._orphans.append(self._client)
-                self._client, self._client_generation = None, generation()
-            client = self._client
-            if client is None:
-                client = self._client = MongoClient(self._url, **self._options)
-        return client
+    def _connected(self) -> MongoClient[Document]:
+        return MongoClient(self._url, **self._options)  # it connects in the background
 
 
 def _record(document: Document) -> Record:
@@ -745,7 +732,7 @@ class _Command:
             self.created = False
             return True
         if isinstance(exc, PyMongoError):
-            raise _translate(self._op, self._where, exc) from exc
+            raise ERRORS.translate(self._op, self._where, exc) from exc
         return False
 
 
@@ -759,7 +746,9 @@ class _Watcher(WakeupListener[str]):
     _LOST = (PyMongoError, StoreError)
 
     def __init__(self, store: SyncMongoDBStore, *, enabled: bool) -> None:
-        super().__init__("sessionware-mongodb-watcher", enabled=enabled)
+        super().__init__(
+            "sessionware-mongodb-watcher", f"change stream on {store._where}", enabled=enabled
+        )
         self._store = store
         self._probe = Once()
         self._streams: bool | None = None  # whether the deployment has change streams
@@ -775,7 +764,7 @@ class _Watcher(WakeupListener[str]):
     def _find_streams(self) -> None:
         """Ask ``hello`` once: a replica set member names its set, a mongos
         says ``isdbgrid``; a standalone server has no change streams."""
-        client = self._store._current_client()
+        client = self._store._client.get()
         with self._store._bounded("hello"):
             hello = client.admin.command("hello")
         self._streams = "setName" in hello or hello.get("msg") == "isdbgrid"
@@ -784,17 +773,6 @@ class _Watcher(WakeupListener[str]):
 
     def _polling_delay(self, attempt: int) -> float:
         return backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
-
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        logger.log(
-            level,
-            "session wake-up change stream on %s lost: %s; reopening",
-            self._store._where,
-            _described(exc),
-        )
-
-    def _log_still_starting(self) -> None:
-        logger.debug("the change stream is still opening; it ends after")
 
     def _listen_once(self, run: Run) -> bool:
         collection = self._store._collection()

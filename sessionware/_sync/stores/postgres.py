@@ -161,18 +161,26 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._forks import generation
-from sessionware._sync._primitives import Event, ThreadLock, interruptible, time_left
+from sessionware._sync._primitives import Event, ThreadLock, interruptible
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores._purging import PurgeSchedule
-from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore, report_each
+from sessionware._sync.stores.base import (
+    SCAN_BATCH,
+    Lease,
+    Locked,
+    PerProcess,
+    Record,
+    SyncStore,
+    report_each,
+    time_budget,
+)
 from sessionware.exceptions import (
     ConfigurationError,
-    LeaseLost,
     SessionTooLarge,
     StoreError,
     StoreUnavailable,
 )
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     import psycopg
@@ -413,35 +421,47 @@ _UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "55")
 _UNAVAILABLE_CODES = ("25006",)
 
 
-def _translate(op: str, where: str, exc: Exception) -> Exception:
-    """The sessionware error for a driver error: the only place that decides."""
-    if isinstance(exc, (PoolTimeout, PoolClosed)):
-        return StoreUnavailable(
-            f"PostgreSQL at {where}: no connection for {op}: {exc}", maybe_applied=False
-        )
-    if isinstance(exc, psycopg.Error):
-        sqlstate = exc.sqlstate
-        message = f"PostgreSQL at {where}, during {op}: {_described(exc)}"
-        if sqlstate is None:  # no answer from the server: the connection failed
-            return StoreUnavailable(
-                message, maybe_applied=not isinstance(exc, psycopg.errors.ConnectionTimeout)
-            )
-        if sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES:
-            # the server answered with an error: the statement was rolled back
-            return StoreUnavailable(message, maybe_applied=False)
-        if sqlstate == "42P01":
-            message += " (run the store's setup(), or create the table: see its docs)"
-        elif sqlstate == "42703":
-            message += " (a table of an earlier layout: run the store's setup(), or see its docs)"
-        return StoreError(message)
-    if isinstance(exc, OSError):
-        return StoreUnavailable(f"PostgreSQL at {where}, during {op}: {exc!r}")
-    return exc
+def _sqlstate(exc: BaseException) -> str | None:
+    return getattr(exc, "sqlstate", None)
 
 
-def _described(exc: BaseException) -> str:
-    message = str(exc).strip()
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+def _refused_for_now(exc: BaseException) -> bool:
+    sqlstate = _sqlstate(exc)
+    return sqlstate is not None and (
+        sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES
+    )
+
+
+# What psycopg's errors mean, first match decides. An error without a SQLSTATE
+# is no answer from the server (the connection failed, maybe after the
+# statement ran); an answer with one means the statement was rolled back.
+ERRORS = ErrorTable(
+    "PostgreSQL",
+    [
+        Row((PoolTimeout, PoolClosed), Meaning.NOT_APPLIED),  # no connection: nothing sent
+        Row(
+            psycopg.errors.ConnectionTimeout,
+            Meaning.NOT_APPLIED,
+            when=lambda exc: _sqlstate(exc) is None,
+        ),
+        Row(psycopg.Error, Meaning.MAYBE_APPLIED, when=lambda exc: _sqlstate(exc) is None),
+        Row(psycopg.Error, Meaning.NOT_APPLIED, when=_refused_for_now),
+        Row(
+            psycopg.Error,
+            Meaning.ERROR,
+            when=lambda exc: _sqlstate(exc) == "42P01",
+            hint=SETUP_HINT,
+        ),
+        Row(
+            psycopg.Error,
+            Meaning.ERROR,
+            when=lambda exc: _sqlstate(exc) == "42703",
+            hint=" (a table of an earlier layout: run the store's setup(), or see its docs)",
+        ),
+        Row(psycopg.Error, Meaning.ERROR),
+        Row(OSError, Meaning.MAYBE_APPLIED),
+    ],
+)
 
 
 def _where(dsn: str) -> str:
@@ -578,20 +598,18 @@ class SyncPostgresStore(SyncStore):
                 ("add_columns", ADD_COLUMNS),
             )
         }
-        self._lock = ThreadLock()
         # the async face's pipelined connection for the session operations
         self._lean = LeanPath.for_store(
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout
         )
-        self._lender: _Lender | None = None  # this process's pool, opened at first use
-        self._pool_generation = generation()
-        self._orphans: list[object] = []  # a forked parent's pools: never finalized here
-        self._closed = False
+        self._lender: PerProcess[_Lender] = PerProcess(
+            self, self._opened_lender, lambda lender: lender.close(timeout)
+        )
         self._purging = PurgeSchedule(
             "sessionware-postgres-purge",
             purge_interval,
             self.purge_expired,
-            lambda: self._closed,
+            lambda: self._lender.closed,
             logger,
         )
         # watch_expired's report; until then (None) purges return no keys
@@ -659,14 +677,10 @@ class SyncPostgresStore(SyncStore):
 
     def close(self) -> None:
         """Stop the listener and close the pool's connections."""
-        with self._lock:
-            self._closed = True
-            lender, self._lender = self._lender, None
+        self._lender.close()  # first: no operation starts after it
         self._listener.close()
         if self._lean is not None:
             self._lean.close()
-        if lender is not None and self._pool_generation == generation():
-            lender.close(self._timeout)
 
     # -- operations -----------------------------------------------------------
 
@@ -799,7 +813,7 @@ class SyncPostgresStore(SyncStore):
             op, self._sql[op], {**params, "key": lease.key, "token": lease.token}
         )
         if count == 0:
-            raise LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+            raise lease_lost(lease)
         if wakes:
             self._listener.waiters.wake(lease.key)
 
@@ -816,20 +830,20 @@ class SyncPostgresStore(SyncStore):
         async face), anything else on a pooled connection. Its row count and
         rows; then start a background purge if one is due."""
         if self._lean is not None and op in _LEAN_OPS:
-            if self._closed:
+            if self._lender.closed:
                 raise StoreError(f"{self!r} is closed")
             try:
                 return self._lean.execute(op, params)
             except (psycopg.Error, OSError) as exc:
-                raise _translate(op, self._where, exc) from exc
+                raise ERRORS.translate(op, self._where, exc) from exc
             finally:
                 if purge_due:
                     self._purging.start_if_due()
-        lender = self._current_lender()
+        lender = self._lender.get()
         try:
             connection = lender.borrow()
         except (psycopg.Error, PoolTimeout, OSError) as exc:
-            raise _translate(op, self._where, exc) from exc
+            raise ERRORS.translate(op, self._where, exc) from exc
         try:
             return interruptible(
                 lambda: self._statement(connection, statement, params, prepare),
@@ -837,7 +851,7 @@ class SyncPostgresStore(SyncStore):
                 self._timeout,
             )
         except (psycopg.Error, OSError) as exc:
-            raise _translate(op, self._where, exc) from exc
+            raise ERRORS.translate(op, self._where, exc) from exc
         finally:
             lender.give_back(connection)
             if purge_due:
@@ -854,30 +868,10 @@ class SyncPostgresStore(SyncStore):
         rows = cursor.fetchall() if cursor.description is not None else []
         return cursor.rowcount, rows
 
-    def _bound(self) -> float:
-        """How long a wait may take: ``timeout``, or what is left of the store
-        call in progress if less (the sync face; the async face's calls are
-        cut off by the core)."""
-        left = time_left()
-        return self._timeout if left is None else max(min(self._timeout, left), 0.001)
-
-    def _current_lender(self) -> _Lender:
-        """This process's pool, opened at first use. A forked child (gunicorn
-        --preload) never touches its parent's connections: it keeps the
-        parent's pool object unused, so it is never finalized here, and opens
-        its own."""
-        with self._lock:
-            if self._closed:
-                raise StoreError(f"{self!r} is closed")
-            if self._pool_generation != generation():
-                self._orphans.append(self._lender)
-                self._lender, self._pool_generation = None, generation()
-            lender = self._lender
-            if lender is None:
-                pool = self._new_pool()
-                pool.open(wait=False)  # starts its workers; connects in the background
-                lender = self._lender = _Lender(pool, self._sizes[1], self._bound)
-        return lender
+    def _opened_lender(self) -> _Lender:
+        pool = self._new_pool()
+        pool.open(wait=False)  # starts its workers; connects in the background
+        return _Lender(pool, self._sizes[1], self._timeout)
 
     def _new_pool(self) -> _Pool:
         low, high = self._sizes
@@ -928,10 +922,10 @@ class _Lender:
     closed meanwhile (a restart, a terminated session) are found without a
     round trip and discarded."""
 
-    def __init__(self, pool: _Pool, limit: int, bound: Callable[[], float]) -> None:
+    def __init__(self, pool: _Pool, limit: int, timeout: float) -> None:
         self.pool = pool
         self._limit = limit
-        self._bound = bound  # seconds an operation may wait for a connection
+        self._timeout = timeout  # seconds an operation may wait for a connection
         self._idle: list[psycopg.Connection[Any]] = []
         self._out = 0  # checked out of the pool: idle, lent, or being opened
         self._turns: collections.deque[_Turn] = collections.deque()
@@ -957,7 +951,7 @@ class _Lender:
                     continue  # a place came free: take one from the pool
             elif connection is None:
                 try:
-                    connection = self.pool.getconn(timeout=self._bound())
+                    connection = self.pool.getconn(timeout=time_budget(self._timeout))
                 except BaseException:
                     self._lost()
                     raise
@@ -967,7 +961,7 @@ class _Lender:
 
     def _wait(self, turn: _Turn) -> psycopg.Connection[Any] | None:
         try:
-            turn.event.wait(self._bound())
+            turn.event.wait(time_budget(self._timeout))
         except BaseException:  # cancelled: what was handed to this turn goes on
             if self._withdraw(turn):
                 if turn.connection is not None:
@@ -976,7 +970,7 @@ class _Lender:
                     self._lost(returned=False)
             raise
         if not self._withdraw(turn):
-            raise PoolTimeout(f"no connection came free within {self._bound():.1f}s")
+            raise PoolTimeout(f"no connection came free within {time_budget(self._timeout):.1f}s")
         return turn.connection
 
     def _withdraw(self, turn: _Turn) -> bool:
@@ -1044,22 +1038,10 @@ class _Listener(WakeupListener[str]):
     def __init__(
         self, dsn: str, channel: str, where: str, *, enabled: bool, timeout: float
     ) -> None:
-        super().__init__("sessionware-postgres-listener", enabled=enabled)
+        super().__init__("sessionware-postgres-listener", f"listener on {where}", enabled=enabled)
         self._dsn = dsn
         self._channel = channel
-        self._where = where
         self._timeout = timeout
-
-    def _log_lost(self, exc: Exception, level: int) -> None:
-        logger.log(
-            level,
-            "session wake-up listener on %s lost: %s; reconnecting",
-            self._where,
-            _described(exc),
-        )
-
-    def _log_still_starting(self) -> None:
-        logger.debug("the listener is still connecting; it ends after")
 
     def _listen_once(self, run: Run) -> bool:
         connection = psycopg.Connection.connect(

@@ -1,0 +1,111 @@
+"""What a driver's error means for a session, declared per store as a table
+and applied here, once, for every store and both faces.
+
+A store lists :class:`Row` s, most specific first; :meth:`ErrorTable.translate`
+returns the error of the first row that matches, so that a store raises only
+:class:`~sessionware.StoreError` subclasses (and ``LeaseLost``), each message
+naming the backend, where it is, the operation and the driver's own words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+from sessionware.exceptions import LeaseLost, StoreError, StoreUnavailable
+from sessionware.stores.answers import Lease
+
+__all__ = ["SETUP_HINT", "ErrorTable", "Meaning", "Row", "described", "lease_lost"]
+
+Errors = type[BaseException] | tuple[type[BaseException], ...]
+
+SETUP_HINT = " (run the store's setup(), or create it: see its docs)"
+
+
+class Meaning(enum.Enum):
+    """What a driver error says of the operation it ended."""
+
+    MAYBE_APPLIED = "the store is out of reach, and the operation may have been applied"
+    NOT_APPLIED = "the store is out of reach, and nothing was applied"
+    ERROR = "the store cannot serve this as configured: no retry passes it"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of a store's error table: errors of ``errors`` (for which
+    ``when`` holds, during one of ``ops`` if given) mean ``means``: a
+    :class:`Meaning`, or a store's own exception class for a condition its
+    operations act on (made without arguments). ``hint`` ends the message
+    (made from the error where it depends on more than the row)."""
+
+    errors: Errors
+    means: Meaning | type[Exception]
+    when: Callable[[BaseException], bool] | None = None
+    hint: str | Callable[[BaseException], str] = ""
+    ops: frozenset[str] | None = None
+
+    def matches(self, op: str, exc: BaseException) -> bool:
+        return (isinstance(exc, self.errors) and (self.ops is None or op in self.ops)
+                and (self.when is None or self.when(exc)))
+
+
+def described(exc: BaseException) -> str:
+    """The class and the message (many drivers' ``repr`` has no message)."""
+    message = str(exc).strip()
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+@dataclass(frozen=True)
+class ErrorTable:
+    """A store's driver errors and what each means: the one place that
+    decides. ``backend`` names the store in messages; ``describe`` renders a
+    driver error (:func:`described` unless the driver's text needs trimming);
+    ``reclassify`` first gives an error the class the driver left out."""
+
+    backend: str
+    rows: Sequence[Row]
+    describe: Callable[[BaseException], str] = described
+    reclassify: Callable[[BaseException], BaseException] | None = None
+
+    @functools.cached_property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """Every error class the table translates (for an ``except`` clause)."""
+        return tuple({cls for row in self.rows for cls in _classes(row.errors)})
+
+    def translate(self, op: str, where: str, exc: BaseException) -> BaseException:
+        """The exception to raise from ``exc`` (itself when no row matches)."""
+        error = self.reclassify(exc) if self.reclassify is not None else exc
+        for row in self.rows:
+            if row.matches(op, error):
+                if not isinstance(row.means, Meaning):
+                    return row.means()
+                hint = row.hint if isinstance(row.hint, str) else row.hint(error)
+                message = f"{self.backend} at {where}, during {op}: {self.describe(exc)}"
+                return _raised(row.means, message + hint)
+        return exc
+
+    @contextlib.contextmanager
+    def mapped(self, op: str, where: str) -> Iterator[None]:
+        """:meth:`translate` for a block, the driver error as the cause."""
+        try:
+            yield
+        except self.errors as exc:
+            raise self.translate(op, where, exc) from exc
+
+
+def _classes(errors: Errors) -> tuple[type[BaseException], ...]:
+    return errors if isinstance(errors, tuple) else (errors,)
+
+
+def _raised(means: Meaning, message: str) -> StoreError:
+    if means is Meaning.ERROR:
+        return StoreError(message)
+    return StoreUnavailable(message, maybe_applied=means is Meaning.MAYBE_APPLIED)
+
+
+def lease_lost(lease: Lease) -> LeaseLost:
+    """The error of a fenced operation whose lease is no longer current."""
+    return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
