@@ -14,7 +14,8 @@ store class is wrapped by :func:`benchmarks.counting.counting_store`).
 
 Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
 ``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-azure``, ``sw-mongodb``, ``sw-dynamodb``,
-``sw-redis-lazy``: lock mode ``lazy``, the session loaded only by /inc and /n),
+``sw-redis-lazy``: lock mode ``lazy``, the session loaded only by /inc and /n;
+``sw-redis-driver``, ``sw-postgres-driver``: the store on its driver's own path),
 ``BENCH_REDIS_URL``, ``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_AZURE``,
 ``BENCH_MONGODB_URL``, ``BENCH_DYNAMODB_ENDPOINT``, ``BENCH_DELAY``.
 """
@@ -45,7 +46,8 @@ def _sessionware_path() -> str:
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
-         "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy")
+         "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy", "sw-redis-driver",
+         "sw-postgres-driver")
 
 Loader = Callable[[Request], Awaitable[None]]
 
@@ -112,10 +114,12 @@ def make_app(peer: str | None = None) -> Any:
 
         return Starlette(routes=routes(load), middleware=[
             Middleware(StarSessions, store=store, cookie_https_only=False, lifetime=1200)])
-    if peer in ("sw-sqlite", "sw-redis", "sw-postgres", "sw-azure", "sw-mongodb", "sw-dynamodb"):
+    if peer in ("sw-sqlite", "sw-redis", "sw-postgres", "sw-azure", "sw-mongodb", "sw-dynamodb",
+                "sw-redis-driver", "sw-postgres-driver"):
         from sessionware import Rule, SessionMiddleware
 
-        store = sessionware_store(peer.removeprefix("sw-"))
+        kind = peer.removeprefix("sw-").removesuffix("-driver")
+        store = sessionware_store(kind, lean=not peer.endswith("-driver"))
         modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
         return Starlette(routes=routes(_no_load), middleware=[
             Middleware(SessionMiddleware, store=store, secret_key=SECRET, lock_mode=modes)])

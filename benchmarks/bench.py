@@ -61,6 +61,12 @@ PEERS = [
          sessionware=True, servers=(("uvicorn", 1),)),
     Peer("sw-redis-lazy", "sessionware + RedisStore, lock mode lazy", "asgi", "redis",
          sessionware=True),
+    # the stores on their drivers' own paths (lean=False), side by side with
+    # the lean paths they would replace (run with --only)
+    Peer("sw-redis-driver", "sessionware + RedisStore on redis-py's path", "asgi", "redis",
+         sessionware=True, default=False),
+    Peer("sw-postgres-driver", "sessionware + PostgresStore on psycopg's path", "asgi",
+         "postgres", sessionware=True, default=False),
     Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
          sessionware=True, servers=(("uvicorn", 1),)),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),

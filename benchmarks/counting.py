@@ -21,12 +21,13 @@ OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete", "wai
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
-def sessionware_store(kind: str, *, sync: bool = False) -> Any:
+def sessionware_store(kind: str, *, sync: bool = False, lean: bool = True) -> Any:
     """The store a sessionware benchmark app uses, counted: ``sqlite`` at
     ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL``, ``postgres`` at
     ``$BENCH_POSTGRES_DSN``, ``azure`` at ``$BENCH_AZURE`` (a connection
     string), ``mongodb`` at ``$BENCH_MONGODB_URL`` or ``dynamodb`` at
-    ``$BENCH_DYNAMODB_ENDPOINT``; its sync face (for the WSGI apps) with ``sync``."""
+    ``$BENCH_DYNAMODB_ENDPOINT``; its sync face (for the WSGI apps) with ``sync``;
+    RedisStore and PostgresStore on their drivers' own path with ``lean=False``."""
     from sessionware import stores
 
     name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore",
@@ -40,7 +41,8 @@ def sessionware_store(kind: str, *, sync: bool = False) -> Any:
     where = os.environ[{"sqlite": "BENCH_SQLITE", "redis": "BENCH_REDIS_URL",
                         "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE",
                         "mongodb": "BENCH_MONGODB_URL"}[kind]]
-    return counting_store(cls)(where)
+    options = {} if lean else {"lean": False}
+    return counting_store(cls)(where, **options)
 
 
 def counting_store(cls: type) -> type:
