@@ -30,10 +30,7 @@ several processes at once)::
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
 
-The table name is the ``table`` option. A table of the earlier layout, without
-``created_at`` and ``locked_at``, gets them from ``setup()`` (``ALTER TABLE ...
-ADD COLUMN``, under the write lock, only when missing); its rows written
-before answer ``None`` for them. Every write caps ``expires_at`` by
+The table name is the ``table`` option. Every write caps ``expires_at`` by
 ``absolute_expires_at``, so ``expires_at > now`` alone tells a live record, and
 expired records are absent for every operation at once. Any operation (not only
 ``create``: a site may see no new sessions for days) starts a background sweep
@@ -180,16 +177,6 @@ CREATE TABLE IF NOT EXISTS {table} (
 )"""
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"
 
-# setup(), for a table of the earlier layout: the names of the table's columns
-# (one row each), read without the write lock, and read again under it before
-# ADD_COLUMN, so processes upgrading at once add each column once.
-COLUMNS = "SELECT name FROM pragma_table_info('{table}')"
-# The columns added since the first layout, with their types; nullable, no
-# default: the rows already there answer NULL (None) for them.
-ADDED_COLUMNS = (("created_at", "REAL"), ("locked_at", "REAL"))
-# setup(): {column}, {type}: one of ADDED_COLUMNS.
-ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {column} {type}"
-
 # The idle deadline :ttl from :now, capped by the row's hard deadline (NULL: none).
 _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
 
@@ -242,12 +229,9 @@ DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at
 # affects no row (LeaseLost), and nothing re-creates the row but create().
 DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
 
-# The columns of a Record after its key and data: created_at and locked_at are
-# NULL in rows of the earlier layout, and locked_at is NULL whenever
-# locked_until is, even after a commit by a process still on that layout
-# (which leaves locked_at as it was).
-_RECORD = """expires_at, locked_until, created_at,
-    CASE WHEN locked_until IS NOT NULL THEN locked_at END"""
+# The columns of a Record after its key and data (every write that clears
+# locked_until clears locked_at with it).
+_RECORD = "expires_at, locked_until, created_at, locked_at"
 
 # inspect(): :key, :now. (data, *_RECORD) of the live row, or no row; takes no
 # write lock.
@@ -754,15 +738,6 @@ class SyncSQLiteStore(SyncStore):
         # re-reads the schema and finds nothing to do. So setup passes a held lock.
         db.execute(self._sql(CREATE_TABLE))
         db.execute(self._sql(CREATE_INDEX))
-        if self._missing_columns(db):
-            with self._write(db):  # re-read under the lock: another process may have added them
-                for column, kind in self._missing_columns(db):
-                    db.execute(ADD_COLUMN.format(table=self._table, column=column, type=kind))
-
-    def _missing_columns(self, db: sqlite3.Connection) -> list[tuple[str, str]]:
-        """The columns of ADDED_COLUMNS the table lacks (one of the earlier layout)."""
-        present = {name for (name,) in db.execute(self._sql(COLUMNS)).fetchall()}
-        return [(column, kind) for column, kind in ADDED_COLUMNS if column not in present]
 
     def _close(self) -> None:
         self._closed = True
