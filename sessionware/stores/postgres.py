@@ -38,12 +38,6 @@ processes at once), or by your migrations (then pass ``create_table=False``)::
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
 
-A table of the earlier layout, without ``created_at`` and ``locked_at``, gets
-them from ``setup()`` (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, run only
-when they are missing: it waits for the table's exclusive lock); its rows
-written before answer ``None`` for them. With ``create_table=False``,
-``setup()`` checks that they are there.
-
 The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``);
 the wake-up channel is ``<table>`` too. Every write caps ``expires_at`` by
 ``absolute_expires_at``, so ``expires_at > now()`` alone tells a live row, and
@@ -225,17 +219,8 @@ CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
 
-# The columns added since the first layout: nullable, no default, so adding
-# them rewrites nothing and the rows already there answer NULL (None).
-ADDED_COLUMNS = ("created_at", "locked_at")
-# setup(): :table_name (the quoted name, found as the statements find it, by
-# the search_path). How many of ADDED_COLUMNS the table lacks; a plain catalog
-# read, so a table that has them is never locked to find out.
-MISSING_COLUMNS = """
-SELECT %(expected)s - count(*) FROM pg_attribute
-WHERE attrelid = to_regclass(%(table_name)s) AND attname = ANY(%(columns)s) AND NOT attisdropped"""
-# setup(), when MISSING_COLUMNS found some: no parameters. Two processes at
-# once take turns at the table's exclusive lock, and the second adds nothing.
+# Never run (setup() adds no columns: there is one layout); kept only while
+# __init__ still formats it with the statements above.
 ADD_COLUMNS = """
 ALTER TABLE {table} ADD COLUMN IF NOT EXISTS created_at timestamptz,
                     ADD COLUMN IF NOT EXISTS locked_at timestamptz"""
@@ -324,13 +309,10 @@ DISCARD = f"""
 DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
-# The columns of a Record after its key and data, in epoch seconds: created_at
-# and locked_at are NULL in rows of the first layout, and locked_at is NULL
-# whenever locked_until is, even after a commit by a process still on that
-# layout (which leaves locked_at as it was).
+# The columns of a Record after its key and data, in epoch seconds (every
+# write that clears locked_until clears locked_at with it).
 _RECORD = """extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8,
-       extract(epoch FROM created_at)::float8,
-       extract(epoch FROM CASE WHEN locked_until IS NOT NULL THEN locked_at END)::float8"""
+       extract(epoch FROM created_at)::float8, extract(epoch FROM locked_at)::float8"""
 
 # inspect(): :key. One row (data, *_RECORD) when the row is live, none otherwise.
 INSPECT = f"""
@@ -577,10 +559,9 @@ class PostgresStore(Store):
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Create the sequence, table and index if missing, and add the
-        columns a table of an earlier layout lacks (with
-        ``create_table=False``: check that the table and its columns exist).
-        Idempotent, and safe when several processes set up at the same moment."""
+        """Create the sequence, table and index if missing (with
+        ``create_table=False``: check that the table exists). Idempotent, and
+        safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = await self._execute("setup", TABLE_EXISTS,
                                           {"table_name": _quoted(self._table)},
@@ -588,35 +569,20 @@ class PostgresStore(Store):
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
-            if await self._missing_columns():
-                raise StoreError(f"PostgreSQL at {self._where}: table {self._table!r} lacks "
-                                 f"columns {', '.join(ADDED_COLUMNS)} (add them as the store's "
-                                 "docs say, or create_table=True)")
             return
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
                     await self._execute("setup", self._sql[name], {}, prepare=False,
                                         purge_due=False)
-                if await self._missing_columns():
-                    await self._execute("setup", self._sql["add_columns"], {}, prepare=False,
-                                        purge_due=False)
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
-                # (unique_violation in the catalog, or duplicate_table/object/
-                # column): the next try finds it and does nothing
+                # (unique_violation in the catalog, or duplicate_table/object):
+                # the next try finds it and does nothing
                 sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                if sqlstate not in ("23505", "42P07", "42710", "42701") or attempt == 2:
+                if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
                     raise
-
-    async def _missing_columns(self) -> int:
-        """How many of ADDED_COLUMNS the table lacks (one of an earlier layout)."""
-        params = {"table_name": _quoted(self._table), "columns": list(ADDED_COLUMNS),
-                  "expected": len(ADDED_COLUMNS)}
-        _, rows = await self._execute("setup", MISSING_COLUMNS, params, prepare=False,
-                                      purge_due=False)
-        return int(rows[0][0])
 
     async def aclose(self) -> None:
         """Stop the listener and close the pool's connections."""
