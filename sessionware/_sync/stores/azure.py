@@ -28,12 +28,6 @@ per session::
     Blob               String, the blob holding the data; "": the data is inline
     D00 ... D10        Binary, the data inline, in pieces of at most 64 KiB
 
-``CreatedAt`` and ``LockedAt`` came after the first layout. Table storage
-has no schema, so there is nothing to migrate: an entity written without
-them (or with 0) answers ``None`` for them, and gets ``LockedAt`` at its
-next acquire; each rides in a write the operation makes anyway (acquire's
-merge, commit's replace, release's merge, create's insert).
-
 Data up to ``inline_limit`` bytes (704 KiB at most) lives in the entity, split
 across properties; larger data goes to a blob named ``<key>/<random>``,
 uploaded before the entity that names it is written, so no entity ever names
@@ -243,8 +237,8 @@ class _Record:
     absolute: int
     blob: str
     data: bytes | None
-    created_at: int = 0  # 0: written by the first layout, not known
-    locked_at: int = 0  # 0 whenever locked_until is
+    created_at: int
+    locked_at: int  # 0 whenever locked_until is
     seen: float = 0.0  # time.monotonic() when seen
 
     def live(self, now: int) -> bool:
@@ -259,8 +253,8 @@ class _Record:
             self.data,
             self.expires_at / 1000,
             self.locked_until / 1000 if locked else None,
-            self.created_at / 1000 if self.created_at else None,
-            self.locked_at / 1000 if locked and self.locked_at else None,
+            self.created_at / 1000,
+            self.locked_at / 1000 if locked else None,
         )
 
     def target(self, now: int, ttl: float) -> int:
@@ -677,6 +671,7 @@ class SyncAzureTableStore(SyncStore):
             blob=blob,
             data=data,
             created_at=now,
+            locked_at=0,
         )
         record = dataclasses.replace(record, expires_at=record.target(now, ttl))
         try:
