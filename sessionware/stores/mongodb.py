@@ -30,11 +30,6 @@ One collection (``database.collection``, default ``sessionware.sessions``)::
         waiting:             bool, a refused acquire asked to be woken
     }
 
-``locked_at`` and ``created_at`` came after the first layout; a document
-written without them keeps working and answers ``None`` for them (a missing
-field reads as null), until its next acquire sets ``locked_at``. Each is
-written by a command that runs anyway: no migration, no extra round trip.
-
 Indexes, made by :meth:`MongoDBStore.setup` (idempotent; ``create_indexes=False``
 skips it for deployments provisioned by hand)::
 
@@ -614,12 +609,11 @@ class MongoDBStore(Store):
 
 
 def _record(document: Document) -> Record:
-    """A document as a Record; a time it lacks (the first layout's) is None."""
-    locked_until, created_at = document.get("locked_until"), document.get("created_at")
-    locked_at = None if locked_until is None else document.get("locked_at")
+    """A document (its RECORD_FIELDS) as a Record."""
+    locked_until, locked_at = document["locked_until"], document["locked_at"]
     return Record(document["_id"], bytes(document["data"]), _epoch(document["expires_at"]),
                   None if locked_until is None else _epoch(locked_until),
-                  None if created_at is None else _epoch(created_at),
+                  _epoch(document["created_at"]),
                   None if locked_at is None else _epoch(locked_at))
 
 
