@@ -31,11 +31,6 @@ per session::
     absolute_expires_at  N  hard deadline, epoch seconds; absent: none
     ttl                  N  expires_at rounded up to whole seconds: the table's TTL attribute
 
-``created_at`` and ``locked_at`` came after the first layout: an item written
-by it lacks them until its next create or acquire, and answers ``None`` for
-them meanwhile (DynamoDB has no schema to migrate: :meth:`setup` adds
-nothing).
-
 Every write caps ``expires_at`` by ``absolute_expires_at``, so
 ``expires_at > now`` alone tells a live item, and every operation's condition
 says so: an expired item is absent at once, whenever DynamoDB's TTL deletes
@@ -250,7 +245,7 @@ DISCARD_CONDITION = LIVE
 # inspect() and scan(): the attributes a Record is made of (token, ttl and
 # the hard deadline stay behind: expires_at is already capped by it). A
 # projection trims the answer, not the read units: those count the whole item.
-# An attribute the item lacks (created_at, locked_at of the first layout) is
+# An attribute the item lacks (locked_until and locked_at while unlocked) is
 # left out of the answer, not an error.
 RECORD_PROJECTION = "#key, #data, #expires, #locked, #locked_at, #created"
 
@@ -799,10 +794,9 @@ def _record(item: Item, now: float) -> Record | None:
     expires = _float(item, "expires_at")
     if expires is None or expires <= now:
         return None
-    locked_until = _float(item, "locked_until")
-    return Record(item["key"]["S"], bytes(item["data"]["B"]), expires, locked_until,
-                  _float(item, "created_at"),
-                  None if locked_until is None else _float(item, "locked_at"))
+    return Record(item["key"]["S"], bytes(item["data"]["B"]), expires,
+                  _float(item, "locked_until"), float(item["created_at"]["N"]),
+                  _float(item, "locked_at"))
 
 
 def _lost(lease: Lease) -> LeaseLost:
