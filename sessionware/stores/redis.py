@@ -34,8 +34,7 @@ The braces make ``<key>`` the hash tag, so every key a session may ever use
 lands in one slot and every script runs on Redis Cluster. Fields (see
 :mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` fencing token,
 ``l`` lease deadline, ``e`` idle deadline, ``a`` absolute deadline, ``w``
-waiter flag, ``c`` creation time, ``g`` when the current lease was granted
-(a hash written before ``c`` and ``g`` existed reports both as ``None``).
+waiter flag, ``c`` creation time, ``g`` when the current lease was granted.
 The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so Redis itself
 removes expired sessions. All deadlines are the server's clock (``TIME``
 inside the scripts), never the application's.
@@ -224,18 +223,12 @@ _DRIVER_ERRORS: tuple[type[Exception], ...] = (rexc.RedisError, OSError, Timeout
 
 
 def _record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes,
-            created_ms: bytes | None, granted_ms: bytes | None) -> Record:
-    """A record from its hash fields ``d e l c g``; ``c`` and ``g`` are ``None``
-    in a hash written before they existed."""
+            created_ms: bytes, granted_ms: bytes) -> Record:
+    """A record from its hash fields ``d e l c g`` (server ms; ``l`` and ``g``
+    are 0 when unlocked)."""
     locked = int(locked_ms)
     return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None,
-                  _seconds(created_ms), _seconds(granted_ms) if locked else None)
-
-
-def _seconds(ms: bytes | None) -> float | None:
-    """A stored time in server ms as epoch seconds; ``None`` when absent or 0."""
-    value = int(ms) if ms is not None else 0
-    return value / 1000 if value else None
+                  int(created_ms) / 1000, int(granted_ms) / 1000 if locked else None)
 
 
 def _glob_escaped(text: str) -> str:
