@@ -44,6 +44,7 @@ a 412 makes it read again and decide again.
 Permissions, as a SAS: ``ss=bt&srt=co&sp=racudl`` (table read, add, update,
 delete; blob read, create, delete; container list for the orphan sweep).
 """
+
 from __future__ import annotations
 
 import contextlib

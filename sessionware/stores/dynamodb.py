@@ -40,6 +40,7 @@ Permissions: ``dynamodb:GetItem``, ``PutItem``, ``UpdateItem``,
 ``DescribeTimeToLive``, ``UpdateTimeToLive`` for ``setup()`` with
 ``create_table=True``; ``Scan`` for ``purge_expired()`` and ``scan()``.
 """
+
 from __future__ import annotations
 
 import contextlib

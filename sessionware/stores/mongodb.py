@@ -45,6 +45,7 @@ Operations, each one command on one document, its filter live (:data:`LIVE`):
 Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
 ``createIndex`` (not with ``create_indexes=False``) and ``changeStream``.
 """
+
 from __future__ import annotations
 
 import datetime

@@ -51,6 +51,7 @@ Permissions: ``SELECT, INSERT, UPDATE, DELETE`` on the table and ``USAGE`` on
 the sequence; with ``create_table=True`` also ``CREATE`` on the schema.
 ``LISTEN`` and ``pg_notify`` need no grant.
 """
+
 from __future__ import annotations
 
 import collections

@@ -42,6 +42,7 @@ ACL of a minimal user (on a cluster also ``+cluster|slots +cluster|shards
         +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish +set +scan
         &__keyevent@*__:expired +config|get
 """
+
 from __future__ import annotations
 
 import contextlib

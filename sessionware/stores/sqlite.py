@@ -38,6 +38,7 @@ changes nothing unless the live row carries the lease's token):
 Permissions: read and write on the file and on its directory (WAL creates
 ``<file>-wal`` and ``<file>-shm`` beside it).
 """
+
 from __future__ import annotations
 
 import contextlib
