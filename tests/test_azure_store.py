@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError
-from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 from azure.storage.blob import ContainerClient, generate_account_sas
 
 from sessionware import LeaseLost, StoreError, StoreUnavailable
@@ -423,40 +423,3 @@ async def test_each_documented_permission_is_needed(azurite: Azurite, face: str,
     async with on_face(store, face) as faced:
         with pytest.raises(StoreError, match="SAS"):
             await every_operation(faced)
-
-
-@pytest.mark.parametrize("in_blob", [False, True], ids=["inline", "blob"])
-async def test_an_entity_of_the_first_layout_answers_no_times_and_keeps_working(
-    account: Account, face: str, in_blob: bool
-) -> None:
-    """An entity written as the layout before CreatedAt and LockedAt wrote
-    it (the SDK itself, no store), its data inline or in a blob, reports None
-    for both, and is acquired, committed and scanned as any other; its
-    acquire dates the lease."""
-    key, data = new_key(), secrets.token_bytes(1000)
-    async with on_face(account.store(inline_limit=0 if in_blob else MAX_INLINE), face) as store:
-        entity: dict[str, object] = {
-            "PartitionKey": key, "RowKey": ROW, "Token": EntityProperty(7, EdmType.INT64),
-            "LockedUntil": EntityProperty(0, EdmType.INT64),
-            "ExpiresAt": EntityProperty(int((time.time() + LONG) * 1000), EdmType.INT64),
-            "AbsoluteExpiresAt": EntityProperty(0, EdmType.INT64), "Blob": ""}
-        if in_blob:
-            entity["Blob"] = f"{key}/0123456789abcdef"
-            account.blobs.upload_blob(str(entity["Blob"]), data)
-        else:
-            entity["D00"] = data
-        account.entities.create_entity(entity)
-        old = await store.inspect(key)
-        assert old is not None and old.data == data
-        assert (old.created_at, old.locked_at, old.locked_until) == (None, None, None)
-        before = time.time()
-        lease = await acquire_lease(store, key)
-        assert lease.data == data and lease.token > 7
-        held = await store.inspect(key)
-        assert held is not None and held.created_at is None
-        assert held.locked_at is not None and held.locked_at >= before - 1.0
-        await store.commit(lease, b"v1", ttl=LONG)
-        [[scanned]] = [batch async for batch in store.scan()]
-        assert (scanned.key, scanned.data) == (key, b"v1")
-        assert (scanned.created_at, scanned.locked_at, scanned.locked_until) == (None, None, None)
-        assert await store.read(key) == b"v1"

@@ -275,36 +275,3 @@ async def test_a_waiter_in_the_same_process_is_woken_at_the_release(
             assert time.monotonic() - released < 0.2
             lease = await faced.acquire(key, lease_ttl=LONG)
             assert isinstance(lease, Lease)
-
-
-async def test_an_item_of_the_first_layout_answers_no_times_and_keeps_working(
-    dynamodb_endpoint: str, face: str
-) -> None:
-    """An item put as the layout before created_at and locked_at wrote it
-    (botocore itself, no store) reports None for both, and is acquired,
-    committed and scanned as any other; its acquire dates the lease."""
-    table, key = fresh_table(), new_key()
-    store = DynamoDBStore(table, **store_options(dynamodb_endpoint))
-    async with on_face(store, face) as faced:
-        expires = time.time() + LONG
-        client = botocore.session.get_session().create_client(
-            "dynamodb", **store_options(dynamodb_endpoint))
-        try:
-            client.put_item(TableName=table, Item={
-                "key": {"S": key}, "data": {"B": b"v0"}, "token": {"N": "7"},
-                "expires_at": {"N": f"{expires:.6f}"}, "ttl": {"N": str(int(expires) + 1)}})
-        finally:
-            client.close()
-        old = await faced.inspect(key)
-        assert old is not None and old.data == b"v0"
-        assert (old.created_at, old.locked_at, old.locked_until) == (None, None, None)
-        before = time.time()
-        lease = await faced.acquire(key, lease_ttl=LONG)
-        assert isinstance(lease, Lease) and lease.token == 8
-        held = await faced.inspect(key)
-        assert held is not None and held.created_at is None
-        assert held.locked_at is not None and held.locked_at >= before - 1.0
-        await faced.commit(lease, b"v1", ttl=LONG)
-        [[scanned]] = [batch async for batch in faced.scan()]
-        assert (scanned.key, scanned.data) == (key, b"v1")
-        assert (scanned.created_at, scanned.locked_at, scanned.locked_until) == (None, None, None)

@@ -161,8 +161,8 @@ async def test_purges_racing_each_other_count_every_document_once(
     with raw(mongodb) as client:
         client[database]["sessions"].insert_many([
             {"_id": new_key(), "data": b"v", "token": 1, "locked_until": None,
-             "holder": None, "expires_at": past, "absolute_expires_at": None,
-             "waiting": False} for _ in range(300)])
+             "locked_at": None, "holder": None, "created_at": past, "expires_at": past,
+             "absolute_expires_at": None, "waiting": False} for _ in range(300)])
     stores = [on_face(MongoDBStore(mongodb.url, database=database, create_indexes=False),
                       face) for _ in range(4)]
     opened = [await s.__aenter__() for s in stores]
@@ -497,44 +497,3 @@ async def test_a_change_stream_the_server_refuses_leaves_waiters_polling(
     assert watcher._run is None  # ended by close()
     assert any("change stream" in record.getMessage() and "$changeStream" in
                record.getMessage() for record in caplog.records), caplog.records
-
-
-async def test_a_document_of_the_first_layout_answers_no_times_and_keeps_working(
-    mongodb: MongoTarget, face: str
-) -> None:
-    """A document inserted as the layout before created_at and locked_at
-    wrote it (pymongo itself, no store) reports None for both, and is
-    acquired, committed and scanned as any other; its acquire dates the
-    lease, and a refused acquire of it leaves the holder's date alone (one
-    held by a process of the first layout: not known)."""
-    database, key, held_before = mongodb.database(), new_key(), new_key()
-    now = datetime.datetime.now(datetime.UTC)
-    with raw(mongodb) as client:
-        client[database]["sessions"].insert_many([{
-            "_id": name, "data": b"v0", "token": 7 << 20, "locked_until": until,
-            "holder": holder, "expires_at": now + datetime.timedelta(seconds=LONG),
-            "absolute_expires_at": None, "waiting": False}
-            for name, until, holder in ((key, None, None),
-                                        (held_before, now + datetime.timedelta(seconds=LONG), 1))])
-    async with on_face(MongoDBStore(mongodb.url, database=database), face) as driven:
-        assert isinstance(await driven.acquire(held_before, lease_ttl=LONG), Locked)
-        locked = await driven.inspect(held_before)
-        assert locked is not None and locked.locked_until is not None
-        assert (locked.created_at, locked.locked_at) == (None, None)
-        assert await driven.discard(held_before)
-        old = await driven.inspect(key)
-        assert old is not None and old.data == b"v0"
-        assert (old.created_at, old.locked_at, old.locked_until) == (None, None, None)
-        before = time.time()
-        lease = await acquire_lease(driven, key)
-        assert lease.token > 7 << 20
-        assert isinstance(await driven.acquire(key, lease_ttl=LONG), Locked)
-        held = await driven.inspect(key)
-        assert held is not None and held.created_at is None
-        assert held.locked_at is not None and held.locked_at >= before - 1.0
-        await driven.commit(lease, b"v1", ttl=LONG)
-        [[scanned]] = [batch async for batch in driven.scan()]
-        assert (scanned.key, scanned.data) == (key, b"v1")
-        assert (scanned.created_at, scanned.locked_at, scanned.locked_until) == (None, None, None)
-    with raw(mongodb) as client:
-        client.drop_database(database)

@@ -24,7 +24,6 @@ from tests.contract.store_contract import (
     LONG,
     acquire_lease,
     acquire_waiting,
-    first_layout_rows_work,
     new_key,
 )
 from tests.expired_reports import Reports, watch
@@ -72,58 +71,6 @@ async def test_setup_without_create_table_checks_the_table(postgres_dsn: str, fa
         async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False),
                            face) as store:
             assert await store.create(new_key(), b"v0", ttl=LONG)
-
-
-# The table as the first layout made it, before created_at and locked_at.
-FIRST_LAYOUT = (
-    'CREATE SEQUENCE "{table}_token"',
-    """CREATE TABLE "{table}" (
-        key                 text PRIMARY KEY,
-        data                bytea NOT NULL,
-        token               bigint NOT NULL,
-        locked_until        timestamptz,
-        expires_at          timestamptz NOT NULL,
-        absolute_expires_at timestamptz,
-        waiting             boolean NOT NULL DEFAULT false
-    ) WITH (fillfactor = 80)""",
-    'CREATE INDEX "{table}_expires_at" ON "{table}" (expires_at)',
-)
-
-
-def make_first_layout(dsn: str, table: str, rows: dict[str, float | None]) -> None:
-    """The first layout's table, with a live row for each key of ``rows``,
-    locked for its value in seconds (None: unlocked), written as its store did."""
-    with psycopg.connect(dsn, autocommit=True) as db:
-        for statement in FIRST_LAYOUT:
-            db.execute(statement.format(table=table))
-        for key, lease in rows.items():
-            db.execute(
-                f'INSERT INTO "{table}" (key, data, token, locked_until, expires_at) '
-                f"VALUES (%s, 'v0', nextval('\"{table}_token\"'), "
-                "now() + make_interval(secs => %s), now() + make_interval(secs => %s))",
-                (key, lease, LONG))
-
-
-async def test_a_table_of_the_first_layout_is_upgraded_by_setup(
-    postgres_dsn: str, face: str
-) -> None:
-    """Four stores set up at once add each column once; the old rows answer
-    None for the times they never had, and every operation works on them."""
-    table, old, held = fresh_table(), new_key(), new_key()
-    make_first_layout(postgres_dsn, table, {old: None, held: LONG})
-    with pytest.raises(StoreError, match="lacks columns created_at, locked_at"):
-        async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False), face):
-            pass
-    stores = [on_face(PostgresStore(postgres_dsn, table=table), face) for _ in range(4)]
-    try:
-        store, *_ = await asyncio.gather(*(s.__aenter__() for s in stores))  # setup() at once
-        new = await first_layout_rows_work(store, old, held)
-    finally:
-        for s in stores:
-            await s.__aexit__(None, None, None)
-    async with on_face(PostgresStore(postgres_dsn, table=table, create_table=False),
-                       face) as checked:
-        assert await checked.read(new) == b"n0"
 
 
 def listen(dsn: str, channel: str) -> psycopg.Connection[tuple[object, ...]]:

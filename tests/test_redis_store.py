@@ -315,40 +315,7 @@ async def test_tokens_are_not_reused_by_a_recreated_session(store: RedisStore) -
     assert (await acquire_lease(store, key)).token > old.token
 
 
-# -- layout ------------------------------------------------------------------------------
-
-
-@EACH_SIDE
-async def test_a_hash_written_before_the_creation_and_lock_times_answers_none(
-    side: str, redis_url: str,
-) -> None:
-    """The previous layout (no ``c`` and ``g`` fields) keeps working: its
-    records report neither time until a new lease dates the lock."""
-    store = make(side, redis_url)
-    key = new_key()
-    try:
-        with _raw(port_of(redis_url)) as raw:
-            raw.hset(f"sessionware:{{{key}}}", mapping={
-                "d": b"v0", "t": "1", "l": "0", "e": str(int(time.time() * 1000) + 60_000),
-                "a": "0"})
-            raw.pexpire(f"sessionware:{{{key}}}", 60_000)
-        old = await call(store, "inspect", key)
-        assert old is not None and (old.created_at, old.locked_at) == (None, None)
-        lease = await lease_of(store, key)
-        held = await call(store, "inspect", key)
-        assert held is not None and held.created_at is None and held.locked_at is not None
-        await call(store, "commit", lease, b"v1", ttl=LONG)
-        scanned = [record for batch in await _scanned(store) for record in batch
-                   if record.key == key]
-        assert [(r.data, r.created_at, r.locked_at) for r in scanned] == [(b"v1", None, None)]
-    finally:
-        await close(store)
-
-
-async def _scanned(store: Either) -> list[Any]:
-    if isinstance(store, SyncStore):
-        return await asyncio.to_thread(lambda: list(store.scan()))
-    return [batch async for batch in store.scan()]
+# -- purging -----------------------------------------------------------------------------
 
 
 @EACH_SIDE

@@ -31,10 +31,8 @@ from tests.contract.store_contract import (
     SHORT,
     acquire_lease,
     acquire_waiting,
-    first_layout_rows_work,
     new_key,
 )
-from tests.faces import on_face
 
 SPAWN = multiprocessing.get_context("spawn")
 JOIN_TIMEOUT = 60.0
@@ -83,33 +81,7 @@ def raw(path: str, sql: str) -> list[Any]:
         db.close()
 
 
-# The table as the first layout made it, before created_at and locked_at.
-FIRST_LAYOUT = """
-CREATE TABLE sessionware_sessions (
-    key                 TEXT PRIMARY KEY,
-    data                BLOB NOT NULL,
-    token               INTEGER NOT NULL,
-    locked_until        REAL,
-    expires_at          REAL NOT NULL,
-    absolute_expires_at REAL
-)"""
-FIRST_LAYOUT_COLUMNS = ["key", "data", "token", "locked_until", "expires_at",
-                        "absolute_expires_at"]
 TABLE = "sessionware_sessions"
-
-
-def make_first_layout(path: str, rows: dict[str, float | None]) -> None:
-    """The first layout's table, with a live row for each key of ``rows``,
-    locked until its value (None: unlocked), written as its store did."""
-    db = sqlite3.connect(path)
-    try:
-        with db:
-            db.execute(FIRST_LAYOUT)
-            for token, (key, locked_until) in enumerate(rows.items(), 1):
-                db.execute(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, NULL)",
-                           (key, b"v0", token, locked_until, time.time() + LONG))
-    finally:
-        db.close()
 
 
 # -- children (top level, so that "spawn" can import them) ----------------------
@@ -295,32 +267,20 @@ def test_processes_purging_at_once_report_each_expired_session_once(
     assert sorted(key for keys_heard in heard for key in keys_heard) == keys
 
 
-@pytest.mark.parametrize("layout", ["none", "first"])
 def test_setup_from_several_processes_at_once(
-    db_path: str, processes: list[BaseProcess], layout: str
+    db_path: str, processes: list[BaseProcess]
 ) -> None:
-    """From no table, or from a table of the first layout, which each
-    process upgrades: every added column once."""
-    if layout == "first":
-        make_first_layout(db_path, {})
+    """Each creates the table and index if missing: none fails, and the
+    table comes out as one setup makes it."""
     start = SPAWN.Barrier(4)
     for _ in range(4):
         spawn(processes, setup_in_process, db_path, start)
     join_all(processes)
     assert raw(db_path, "PRAGMA journal_mode") == [("wal",)]
     columns = [name for (name,) in raw(db_path, f"SELECT name FROM pragma_table_info('{TABLE}')")]
-    assert columns == [*FIRST_LAYOUT_COLUMNS, "created_at", "locked_at"]
+    assert columns == ["key", "data", "token", "locked_until", "expires_at",
+                       "absolute_expires_at", "created_at", "locked_at"]
     assert with_store(db_path, lambda s: s.create(new_key(), b"v0", ttl=LONG))
-
-
-async def test_a_table_of_the_first_layout_is_upgraded_by_setup(db_path: str, face: str) -> None:
-    """Its rows answer None for the times they never had, and every
-    operation works on them and on new rows."""
-    now = time.time()
-    old, held = new_key(), new_key()
-    make_first_layout(db_path, {old: None, held: now + LONG})
-    async with on_face(SQLiteStore(db_path), face) as store:
-        await first_layout_rows_work(store, old, held)
 
 
 # -- SQLite specifics, in one process ---------------------------------------------

@@ -21,10 +21,11 @@ to acknowledge a cancel. A connection whose oldest statement has waited past
 ``timeout`` is closed, failing every statement on it; the next one reconnects.
 
 psycopg still opens the connection (conninfo, TLS, authentication), and its
-error classes (by SQLSTATE) are raised, so ``_translate`` in
-:mod:`sessionware.stores.postgres` stays the one place where errors become
-sessionware's. The sync face has no lean path (:mod:`sessionware._sync.stores._pg_lean`):
-its request threads take pooled connections.
+error classes (by SQLSTATE) are raised, so the store's error table
+(``ERRORS`` in :mod:`sessionware.stores.postgres`) stays the one place where
+errors become sessionware's. The sync face has no lean path
+(:mod:`sessionware._sync.stores._pg_lean`): its request threads take pooled
+connections.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ and the server's error replies turned into redis-py's exceptions.
 
 No I/O here: the async lean path (:mod:`sessionware.stores._resp`) and its
 sync counterpart (:mod:`sessionware._sync.stores._resp`) share it, and
-:func:`sessionware.stores.redis._translate` classifies the replies
-redis-py leaves unclassified by the same rule.
+the store's error table (``ERRORS`` in :mod:`sessionware.stores.redis`)
+classifies the replies redis-py leaves unclassified by the same rule.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class RefusedForNow(rexc.ResponseError):
 # by themselves. Every other reply is classified by redis-py's own parser
 # (reply_error), so both paths raise the same class for it, whatever table the
 # installed redis-py keeps. What each class means for a session
-# (StoreUnavailable or StoreError) is decided by _translate in
+# (StoreUnavailable or StoreError) is decided by the ERRORS table of
 # sessionware/stores/redis.py, and only there.
 REFUSED_FOR_NOW: Final[frozenset[str]] = frozenset({
     "BUSY",  # a script runs past its time limit

@@ -17,9 +17,6 @@ Each script is one atomic round trip (EVALSHA). A session is one hash at
     g   when the current lease was granted (ACQUIRE), server time in ms; 0 when
         unlocked (COMMIT and RELEASE clear it with 'l'; RENEW keeps it)
 
-A hash written before 'c' and 'g' existed lacks them: INSPECT answers false
-for a missing field, and the store reports it as None.
-
 Bookkeeping records (data beginning with a NUL byte: the core's tombstones and
 user indexes) also have a marker key, ``KEYS[2]`` = ``<prefix>{<key>}:x``
 (same slot), that outlives the record by ``MARK_MARGIN_MS``: CREATE and COMMIT
@@ -210,8 +207,7 @@ return 1
 
 # INSPECT: the record as operators see it, without the lock and without a slide.
 #   KEYS[1] the session hash. Returns nil when absent; {data, e, l, c, g}
-#   otherwise (in server ms, as stored; l and g are 0 when unlocked; c and g
-#   are false, nil in the reply, in a hash written before they existed).
+#   otherwise (in server ms, as stored; l and g are 0 when unlocked).
 INSPECT = """
 local r = redis.call('HMGET', KEYS[1], 'd', 'e', 'l', 'c', 'g')
 if not r[1] then return nil end

@@ -1,10 +1,19 @@
-"""MemoryStore: the reference store, for one process (tests, development).
+"""MemoryStore: sessions in a dict of this process, for tests and development
+(they die with the process and no other worker sees them).
 
-It is the contract in its plainest form: a dict of records, with waiters woken
-at every release. Sessions die with the process and are not shared between
-worker processes, so production needs another store. Its sync twin,
-``SyncMemoryStore``, is the same dict guarded by a lock for the threads of a
-WSGI process (the async face runs on one loop and needs none).
+Records: ``{key: _Record}``, each with ``data``, ``token`` (one counter for
+every key), ``locked_until`` (0: unlocked), ``locked_at`` (read only while
+locked), ``expires_at``, ``absolute_expires_at`` (inf: none) and
+``created_at``, on the monotonic clock; a :class:`~sessionware.stores.Record`
+answers them on the epoch.
+
+Operations, each one step on the dict (under a thread lock in the sync twin,
+``SyncMemoryStore``; the async face runs on one loop): ``acquire``,
+``commit``, ``release``, ``renew``, ``delete`` check the record's token and
+deadlines; ``read``, ``create``, ``discard``, ``inspect`` look up the key;
+``scan`` takes the keys, then their records batch by batch; ``purge_expired``,
+and a sweep by any operation once per ``_SWEEP_INTERVAL``, drop expired
+records; ``wait`` is woken at a release.
 """
 
 from __future__ import annotations

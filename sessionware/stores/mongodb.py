@@ -1,21 +1,10 @@
 """MongoDBStore: sessions in MongoDB, one document per session, each operation
-one command; waiters woken by a change stream on a replica set.
+one command; waiters woken by a change stream on a replica set. Install with
+``pip install sessionware[mongodb]`` (pymongo >= 4.13). Design, round trips,
+waiting, failures and what it is tested on: docs/stores/mongodb.md.
 
-Install with ``pip install sessionware[mongodb]`` (pymongo >= 4.13).
-
-Two faces, one source
-=====================
-
-``sessionware/stores/mongodb.py`` is the one source of both faces: the async
-one, for ASGI, on pymongo's native asyncio client, and its twin generated
-into ``sessionware/_sync/stores/mongodb.py``, blocking, for WSGI, on pymongo's
-blocking client (the same driver, the same options). The watcher of the
-change stream is a task on one face, a daemon thread on the other.
-
-Documents
-=========
-
-One collection (``database.collection``, default ``sessionware.sessions``)::
+One collection (``database.collection``, default ``sessionware.sessions``),
+times as the server's dates (``$$NOW``)::
 
     {
         _id:                 the store key (a hash of the session id)
@@ -30,82 +19,31 @@ One collection (``database.collection``, default ``sessionware.sessions``)::
         waiting:             bool, a refused acquire asked to be woken
     }
 
-``locked_at`` and ``created_at`` came after the first layout; a document
-written without them keeps working and answers ``None`` for them (a missing
-field reads as null), until its next acquire sets ``locked_at``. Each is
-written by a command that runs anyway: no migration, no extra round trip.
-
-Indexes, made by :meth:`MongoDBStore.setup` (idempotent; ``create_indexes=False``
+Index, made by :meth:`MongoDBStore.setup` (idempotent; ``create_indexes=False``
 skips it for deployments provisioned by hand)::
 
     db.sessions.createIndex({expires_at: 1}, {name: "expires_at_ttl", expireAfterSeconds: 0})
 
-Every write caps ``expires_at`` by ``absolute_expires_at``, so ``expires_at >
-$$NOW`` alone tells a live document, and every command's filter carries it
-(:data:`LIVE`): an expired document is absent for every operation at once,
-whenever MongoDB's TTL monitor (a pass about every 60 s) deletes it.
+Operations, each one command on one document, its filter live (:data:`LIVE`):
 
-Tokens come from the server's clock: a session created gets
-``ms(now) * 2**20`` plus a random 20-bit offset, and every acquire takes the
-larger of ``token + 1`` and ``ms(now) * 2**20``. So tokens grow at every
-acquire, and a session deleted and created again under the same key starts
-above every token its predecessor handed out unless both happen within the
-same millisecond, and then still differs from them with odds of 2**20 to one.
-(PostgreSQL has a sequence for this; MongoDB has no counter a single-document
-command can read.) Fencing compares tokens for equality, so clocks that
-disagree after a failover cannot let a stale holder in: they can only make a
-new token smaller than an old one.
-
-Commands
-========
-
-Each operation is one command on one document, atomic, on the server's clock
-(``$$NOW`` in update pipelines and ``$expr``):
-
-* ``acquire``: ``findAndModify`` with an update pipeline (:func:`acquire_pipeline`)
-  that takes the lease only when it is free or lapsed, and otherwise only flags
-  the document ``waiting``; it returns the document after, so a refused
-  acquire learns the holder (the nonce) and its deadline in the same reply.
+* ``acquire``: ``findAndModify`` with :func:`acquire_pipeline`: takes the lease
+  when free or lapsed, else sets ``waiting``; the nonce after tells which.
 * ``commit``, ``release``: ``update`` with a pipeline, filtered on the token.
-* ``renew``: ``update``, filtered on the token and on the lock still held.
+* ``renew``: ``update``, filtered on the token and on the lease still held.
 * ``delete``: ``delete``, filtered on the token.
 * ``read``: ``find`` (``findAndModify`` when the expiry slides).
 * ``create``: an upserting ``update`` whose pipeline replaces only an
   expired document.
-* ``discard`` (an operator's revocation): ``delete``, filtered on the key
-  and live, not on a token: whatever the lease.
-* ``inspect``: ``find`` of the fields a :class:`~sessionware.stores.Record`
-  needs (:data:`RECORD_FIELDS`).
-* ``scan``: one ``find`` per batch, in ``_id`` order from the last key of the
-  batch before (:func:`scan_filter`): keyset pagination on the ``_id`` index.
+* ``discard``: ``delete`` of the live document, whatever its lease.
+* ``inspect``: ``find`` of :data:`RECORD_FIELDS`; ``scan``: one ``find`` per
+  batch in ``_id`` order (:func:`scan_filter`).
+* ``purge_expired``: ``find`` of a batch of expired ids, then ``delete`` of
+  those still expired (the TTL index deletes them anyway, about once a minute).
+* ``wait``: woken by a release in this process, or by the store's change
+  stream (:data:`WAKE_EVENTS`) on a replica set or sharded cluster; else polls.
 
-Waiting
-=======
-
-Same-process waiters are woken at the release (:class:`~sessionware.waiters.Waiters`).
-Other processes: on a replica set or a sharded cluster (found by ``hello`` at
-the first wait), each store instance watches the collection with one change
-stream (:data:`WAKE_EVENTS`: a commit or release that cleared ``waiting``)
-and wakes its local waiters of that key; a waiter re-checks
-after a jittered backoff of up to ``RECHECK_CAP`` all the same (a lapsed
-lease, a stream that reconnects; the watcher's job, its reconnects and
-``RECHECK_CAP`` are :mod:`sessionware.stores._listener`'s, shared with
-RedisStore and PostgresStore). A standalone server has no change streams:
-waiters poll, with jittered exponential backoff from ``_POLL_BASE`` up to
-``_POLL_CAP``.
-
-Failure behaviour
-=================
-
-Driver errors are translated in one place (:func:`_translate`): no server
-selected in time, a connection that failed or timed out, a primary stepping
-down, a server shutting down, a write conflict or an exceeded time limit raise
-:class:`~sessionware.StoreUnavailable`; other errors (permissions, a
-conflicting index) raise :class:`~sessionware.StoreError`. Every command is
-bounded by ``timeout`` (pymongo's client-side operation timeout), or by what
-is left of the core's ``store_timeout`` on the sync face. pymongo retries a
-read once, and on a replica set retries a write once, exactly once (retryable
-writes), after a network error or a failover.
+Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
+``createIndex`` (not with ``create_indexes=False``) and ``changeStream``.
 """
 
 from __future__ import annotations
@@ -592,12 +530,11 @@ class MongoDBStore(Store):
 
 
 def _record(document: Document) -> Record:
-    """A document as a Record; a time it lacks (the first layout's) is None."""
-    locked_until, created_at = document.get("locked_until"), document.get("created_at")
-    locked_at = None if locked_until is None else document.get("locked_at")
+    """A document (its RECORD_FIELDS) as a Record."""
+    locked_until, locked_at = document["locked_until"], document["locked_at"]
     return Record(document["_id"], bytes(document["data"]), _epoch(document["expires_at"]),
                   None if locked_until is None else _epoch(locked_until),
-                  None if created_at is None else _epoch(created_at),
+                  _epoch(document["created_at"]),
                   None if locked_at is None else _epoch(locked_at))
 
 

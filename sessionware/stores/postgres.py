@@ -1,26 +1,9 @@
-"""PostgresStore: sessions in PostgreSQL, one row per session, waiters woken by
-LISTEN/NOTIFY.
+"""PostgresStore: sessions in PostgreSQL, one row per session, waiters woken
+by LISTEN/NOTIFY. Install with ``pip install sessionware[postgres]`` (psycopg 3
+and psycopg_pool). Design, PgBouncer, sizing and failures:
+docs/stores/postgres.md.
 
-Install with ``pip install sessionware[postgres]`` (psycopg 3 and psycopg_pool).
-
-Two faces, one source
-=====================
-
-``sessionware/stores/postgres.py`` is the one source of both faces: the async
-one, for ASGI, on psycopg's ``AsyncConnection`` and ``AsyncConnectionPool``,
-and its twin generated into ``sessionware/_sync/stores/postgres.py``,
-blocking, for WSGI, on ``Connection`` and ``ConnectionPool``. The WSGI
-middleware builds the twin from the same arguments (the store's ``sync()``).
-What differs between the faces is the listener's background job (a task, or a
-daemon thread), how a stalled statement is cut off (see Failure behaviour),
-and the lean path: on the async face the session statements go over one
-pipelined connection per process (:mod:`sessionware.stores._pg_lean`), on the
-sync face through the pool (its counterpart module has none).
-
-Schema
-======
-
-Created by :meth:`PostgresStore.setup` (idempotent, safe from several
+Schema, created by :meth:`PostgresStore.setup` (idempotent, safe from several
 processes at once), or by your migrations (then pass ``create_table=False``)::
 
     CREATE SEQUENCE IF NOT EXISTS sessionware_sessions_token;
@@ -38,114 +21,35 @@ processes at once), or by your migrations (then pass ``create_table=False``)::
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
 
-A table of the earlier layout, without ``created_at`` and ``locked_at``, gets
-them from ``setup()`` (``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, run only
-when they are missing: it waits for the table's exclusive lock); its rows
-written before answer ``None`` for them. With ``create_table=False``,
-``setup()`` checks that they are there.
+The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``;
+the wake-up channel is ``<table>``). Times are the server's ``now()``;
+``expires_at > now()`` alone tells a live row.
 
-The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``);
-the wake-up channel is ``<table>`` too. Every write caps ``expires_at`` by
-``absolute_expires_at``, so ``expires_at > now()`` alone tells a live row, and
-an expired row is absent for every operation at once, whenever it is purged.
-Fencing tokens come from the sequence, so a token is never issued twice, not
-even to a session deleted and created again under the same key. The
-fillfactor leaves room in each page for the updates that change no indexed
-column (acquire, release, renew), which PostgreSQL then makes HOT: no index
-write.
+Operations, each one statement in autocommit (a fenced one changes nothing
+unless the live row carries the lease's token); on the async face the session
+statements go over one pipelined connection per process
+(:mod:`sessionware.stores._pg_lean`), everything else through the pool:
 
-Statements
-==========
+* ``acquire``: :data:`ACQUIRE` takes the lease when free or lapsed (a token
+  from the sequence), else flags the row ``waiting`` and answers the time left.
+* ``commit``, ``release``, ``delete``: fenced; ``pg_notify`` when the row is
+  flagged ``waiting``.
+* ``renew``: fenced, and only while the lease is held.
+* ``read``: the data and, when due, the slide of the expiry in one statement.
+* ``create``: ``INSERT ... ON CONFLICT`` that replaces only an expired row.
+* ``discard``: ``DELETE`` of the live row (``pg_notify`` as above);
+  ``inspect``: a ``SELECT``; ``scan``: ``SELECT`` batches in key order.
+* ``purge_expired``, and a background purge about once per ``purge_interval``
+  per process: ``DELETE`` batches of expired rows locked ``FOR UPDATE SKIP
+  LOCKED`` (``RETURNING`` their keys once :meth:`PostgresStore.watch_expired`
+  was called).
+* ``wait``: woken by a release in this process or by a NOTIFY to the store's
+  one listening connection (:mod:`sessionware.stores._listener`); re-checks
+  with backoff either way.
 
-Every operation is one statement, one round trip, atomic (autocommit: each
-statement is its own transaction), on the server's clock (``now()``):
-
-* ``acquire``: one statement (:data:`ACQUIRE`) that takes the lease when it is
-  free or lapsed and returns the data with a new token, or, when it is held,
-  flags the row ``waiting`` and returns how long the lease has left.
-* ``commit``, ``release``, ``delete``: conditioned on the token; each calls
-  ``pg_notify`` when the row is flagged ``waiting``.
-* ``renew``: conditioned on the token and on the lease still being held.
-* ``read``: the data, and the throttled slide of the expiry in the same statement.
-* ``create``: an insert that replaces only an expired row.
-
-psycopg prepares each statement on every connection at its first use
-(``prepare=False`` turns that off, for PgBouncer before 1.21).
-
-No advisory locks and no ``SELECT ... FOR UPDATE`` held across a request: the
-lease is a row, so the store pins no connection for the length of a request
-and works through PgBouncer in transaction mode.
-
-Waiting
-=======
-
-Same-process waiters are woken at the release (:class:`~sessionware.waiters.Waiters`).
-Other processes by NOTIFY: each store instance (one per process and event loop)
-keeps one dedicated connection that LISTENs on the channel (a background task;
-a daemon thread on the sync face), started at the first :meth:`~PostgresStore.wait`,
-which wakes the local waiters of each notified key. Notifying is rare: an
-acquire that finds the lease held sets ``waiting`` in the same statement, the
-next acquire that takes the lease clears it, and only a commit, release or
-delete that finds it set notifies. An uncontended session notifies nothing.
-PostgreSQL delivers a NOTIFY at the commit of its transaction, which here is
-the end of the statement.
-
-A waiter also re-checks after a jittered backoff, up to ``RECHECK_CAP`` while
-the listener is connected, the plain polling backoff while it is not (server
-down, restarting, or ``listen=False``): lost notifications, a crashed holder
-whose lease lapses, a listener that reconnects. When the LISTEN is
-(re)established every local waiter is woken to re-check. (The job, its
-reconnects and ``RECHECK_CAP`` are :mod:`sessionware.stores._listener`'s,
-shared with RedisStore and MongoDBStore.)
-
-PgBouncer
-=========
-
-In transaction mode a LISTEN does not stay with the client: give the listener a
-connection of its own with ``listen_dsn`` (straight to PostgreSQL, or to a
-session-mode pool), or pass ``listen=False`` to poll. PgBouncer before 1.21
-does not carry prepared statements across transactions: pass ``prepare=False``.
-
-Purging
-=======
-
-:meth:`~PostgresStore.purge_expired` deletes expired rows in batches of
-``_PURGE_BATCH``, found by the ``expires_at`` index, each batch its own short
-statement that locks only rows nobody else holds (``FOR UPDATE SKIP LOCKED``):
-purges running in several processes at once never wait for each other, never
-deadlock, and never count a row twice. Every store purges by itself, in the
-background, about once per ``purge_interval`` per process (jittered, so
-processes do not purge in step), started by any operation when one is due.
-Once :meth:`~PostgresStore.watch_expired` was called, the purge's statement
-returns the keys of the sessions it deleted (``DELETE ... RETURNING``), which
-are reported after it; before that it returns nothing.
-
-Failure behaviour
-=================
-
-Driver errors are translated in one place (:func:`_translate`): a connection
-that failed, a server shutting down or starting, too many connections, a pool
-that found no connection in time, a cancelled statement, a rolled-back
-serialization or deadlock failure, a read-only server (a standby after
-failover) raise :class:`~sessionware.StoreUnavailable`; other errors (a missing
-table, permissions) raise :class:`~sessionware.StoreError`. An error the server
-answered for our statement means the statement failed and was rolled back
-(``maybe_applied=False``); a connection lost mid-statement leaves it unknown.
-
-Connections come from psycopg_pool, which opens them, reconnects in the
-background and discards the broken ones; between operations the store keeps
-them idle itself and hands each to the next operation waiting
-(:class:`_Lender`), which spares psycopg_pool's checkout and return on every
-statement. Idle connections are checked before use without a round trip (a
-socket that became readable while idle carries an error or the server's
-goodbye), and a broken one is discarded, so a restarted server costs a few
-failed requests, not one per pooled connection. A stalled statement is cut
-off by closing its socket: on the async face when the core's deadline cancels
-the call (psycopg's own reaction to a cancel would ask the stalled server to
-cancel, for up to 10 s), on the sync face when what is left of the core's
-``store_timeout`` runs out; ``timeout`` bounds every statement on both faces.
-Only :meth:`~PostgresStore.read` is retried (once, on a fresh connection),
-because only it is idempotent.
+Permissions: ``SELECT, INSERT, UPDATE, DELETE`` on the table and ``USAGE`` on
+the sequence; with ``create_table=True`` also ``CREATE`` on the schema.
+``LISTEN`` and ``pg_notify`` need no grant.
 """
 
 from __future__ import annotations
@@ -233,21 +137,6 @@ CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
 
-# The columns added since the first layout: nullable, no default, so adding
-# them rewrites nothing and the rows already there answer NULL (None).
-ADDED_COLUMNS = ("created_at", "locked_at")
-# setup(): :table_name (the quoted name, found as the statements find it, by
-# the search_path). How many of ADDED_COLUMNS the table lacks; a plain catalog
-# read, so a table that has them is never locked to find out.
-MISSING_COLUMNS = """
-SELECT %(expected)s - count(*) FROM pg_attribute
-WHERE attrelid = to_regclass(%(table_name)s) AND attname = ANY(%(columns)s) AND NOT attisdropped"""
-# setup(), when MISSING_COLUMNS found some: no parameters. Two processes at
-# once take turns at the table's exclusive lock, and the second adds nothing.
-ADD_COLUMNS = """
-ALTER TABLE {table} ADD COLUMN IF NOT EXISTS created_at timestamptz,
-                    ADD COLUMN IF NOT EXISTS locked_at timestamptz"""
-
 _TTL = "make_interval(secs => %(ttl)s::float8)"
 # The idle deadline ttl from now, capped by the row's hard deadline (NULL: none).
 _TARGET = f"least(now() + {_TTL}, coalesce(absolute_expires_at, 'infinity'))"
@@ -332,13 +221,10 @@ DISCARD = f"""
 DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
 RETURNING {_WAKE}"""
 
-# The columns of a Record after its key and data, in epoch seconds: created_at
-# and locked_at are NULL in rows of the first layout, and locked_at is NULL
-# whenever locked_until is, even after a commit by a process still on that
-# layout (which leaves locked_at as it was).
+# The columns of a Record after its key and data, in epoch seconds (every
+# write that clears locked_until clears locked_at with it).
 _RECORD = """extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8,
-       extract(epoch FROM created_at)::float8,
-       extract(epoch FROM CASE WHEN locked_until IS NOT NULL THEN locked_at END)::float8"""
+       extract(epoch FROM created_at)::float8, extract(epoch FROM locked_at)::float8"""
 
 # inspect(): :key. One row (data, *_RECORD) when the row is live, none otherwise.
 INSPECT = f"""
@@ -437,8 +323,6 @@ ERRORS = ErrorTable("PostgreSQL", [
     Row(psycopg.Error, Meaning.NOT_APPLIED, when=_refused_for_now),
     Row(psycopg.Error, Meaning.ERROR, when=lambda exc: _sqlstate(exc) == "42P01",
         hint=SETUP_HINT),
-    Row(psycopg.Error, Meaning.ERROR, when=lambda exc: _sqlstate(exc) == "42703",
-        hint=" (a table of an earlier layout: run the store's setup(), or see its docs)"),
     Row(psycopg.Error, Meaning.ERROR),
     Row(OSError, Meaning.MAYBE_APPLIED),
 ])
@@ -560,8 +444,7 @@ class PostgresStore(Store):
             ("purge", PURGE), ("purge_reporting", PURGE_REPORTING), ("discard", DISCARD),
             ("inspect", INSPECT), ("scan", SCAN),
             ("create_sequence", CREATE_SEQUENCE),
-            ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX),
-            ("add_columns", ADD_COLUMNS))}
+            ("create_table", CREATE_TABLE), ("create_index", CREATE_INDEX))}
         # the async face's pipelined connection for the session operations
         self._lean = LeanPath.for_store(
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean,
@@ -581,10 +464,9 @@ class PostgresStore(Store):
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Create the sequence, table and index if missing, and add the
-        columns a table of an earlier layout lacks (with
-        ``create_table=False``: check that the table and its columns exist).
-        Idempotent, and safe when several processes set up at the same moment."""
+        """Create the sequence, table and index if missing (with
+        ``create_table=False``: check that the table exists). Idempotent, and
+        safe when several processes set up at the same moment."""
         if not self._create_table:
             _, rows = await self._execute("setup", TABLE_EXISTS,
                                           {"table_name": _quoted(self._table)},
@@ -592,35 +474,20 @@ class PostgresStore(Store):
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
-            if await self._missing_columns():
-                raise StoreError(f"PostgreSQL at {self._where}: table {self._table!r} lacks "
-                                 f"columns {', '.join(ADDED_COLUMNS)} (add them as the store's "
-                                 "docs say, or create_table=True)")
             return
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
                     await self._execute("setup", self._sql[name], {}, prepare=False,
                                         purge_due=False)
-                if await self._missing_columns():
-                    await self._execute("setup", self._sql["add_columns"], {}, prepare=False,
-                                        purge_due=False)
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
-                # (unique_violation in the catalog, or duplicate_table/object/
-                # column): the next try finds it and does nothing
+                # (unique_violation in the catalog, or duplicate_table/object):
+                # the next try finds it and does nothing
                 sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                if sqlstate not in ("23505", "42P07", "42710", "42701") or attempt == 2:
+                if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
                     raise
-
-    async def _missing_columns(self) -> int:
-        """How many of ADDED_COLUMNS the table lacks (one of an earlier layout)."""
-        params = {"table_name": _quoted(self._table), "columns": list(ADDED_COLUMNS),
-                  "expected": len(ADDED_COLUMNS)}
-        _, rows = await self._execute("setup", MISSING_COLUMNS, params, prepare=False,
-                                      purge_due=False)
-        return int(rows[0][0])
 
     async def aclose(self) -> None:
         """Stop the listener and close the pool's connections."""

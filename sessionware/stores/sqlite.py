@@ -1,19 +1,8 @@
-"""SQLiteStore: the embedded default store, one database file shared by every
-worker process of one host.
+"""SQLiteStore: sessions in one SQLite file (WAL mode), shared by the worker
+processes of one host. Design, threads and limits: docs/stores/sqlite.md.
 
-It needs only the standard library's :mod:`sqlite3`, which blocks. The async
-face, ``SQLiteStore``, runs an operation on the event loop's own thread when it
-cannot wait there: in WAL mode, with ``synchronous=NORMAL`` and no busy
-timeout, a statement that finds SQLite's write lock free finishes in
-microseconds, without a disk flush. One that finds it held fails at once and is
-handed to a worker thread owned by the store, which waits for the lock; so does
-the WAL checkpoint (the one step that flushes to disk), which the loop's
-connection leaves to that thread. The sync face, ``SyncSQLiteStore`` (generated), runs each
-call on the request's own thread, with a connection per thread, so the threads
-of a WSGI process do their I/O side by side; its worker thread only sweeps.
-
-Schema, created by :meth:`SQLiteStore.setup` (idempotent, safe to run from
-several processes at once)::
+Schema, created by :meth:`SQLiteStore.setup` (idempotent, safe from several
+processes at once); the table name is the ``table`` option::
 
     CREATE TABLE IF NOT EXISTS sessionware_sessions (
         key                 TEXT PRIMARY KEY,  -- store key (a hash of the id)
@@ -28,45 +17,26 @@ several processes at once)::
     CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
         ON sessionware_sessions (expires_at);
 
-The table name is the ``table`` option. A table of the earlier layout, without
-``created_at`` and ``locked_at``, gets them from ``setup()`` (``ALTER TABLE ...
-ADD COLUMN``, under the write lock, only when missing); its rows written
-before answer ``None`` for them. Every write caps ``expires_at`` by
-``absolute_expires_at``, so ``expires_at > now`` alone tells a live record, and
-expired records are absent for every operation at once. Any operation (not only
-``create``: a site may see no new sessions for days) starts a background sweep
-when one is due, at most once per ``sweep_interval`` per process: batches of
-expired rows deleted on the worker thread, never on the request's path, until
-none are left. :meth:`SQLiteStore.purge_expired` deletes them all on request.
-Once :meth:`SQLiteStore.watch_expired` was called, both delete with
-``RETURNING`` the keys of the sessions they removed and report them, after
-the batch committed (on the async face, the background sweep's batches then
-run from a task of the event loop, which awaits the reports); before that the
-statements return nothing.
+Times are wall-clock seconds (:func:`time.time`, read once a write holds the
+write lock); ``expires_at > now`` alone tells a live row.
 
-Permissions: read and write access to the database file *and to its directory*,
-because WAL mode creates ``<file>-wal`` and ``<file>-shm`` beside it. Keep the
-file on a local disk: WAL needs shared memory, which network file systems do not
-give across hosts.
+Operations (each write one ``BEGIN IMMEDIATE`` transaction; a fenced one
+changes nothing unless the live row carries the lease's token):
 
-Concurrency between processes: WAL journal mode (readers never block the
-writer), a busy timeout for the one-writer lock, and one short transaction per
-operation; read-modify-write steps run under ``BEGIN IMMEDIATE`` and condition
-their updates on the token and the deadlines. ``acquire`` checks a held lock
-with a plain read first, so waiters polling from other processes never take the
-write lock.
+* ``acquire``: a plain read of the lease, then, when it is free or lapsed,
+  :data:`ACQUIRE` (``UPDATE ... RETURNING``; before SQLite 3.35, :data:`LOAD` after it).
+* ``commit``, ``release``, ``renew``, ``delete``: one fenced ``UPDATE`` or ``DELETE``.
+* ``read``: a ``SELECT``, and :data:`TOUCH` when the expiry's slide is due.
+* ``create``: an upsert that replaces only an expired row.
+* ``discard``: ``DELETE`` of the live row; ``inspect``: a ``SELECT``; ``scan``:
+  ``SELECT`` batches in key order.
+* ``purge_expired``, and a background sweep at most once per ``sweep_interval``
+  per process: ``DELETE`` batches by the ``expires_at`` index (``RETURNING``
+  the keys once :meth:`SQLiteStore.watch_expired` was called).
+* ``wait``: woken by a release in this process, else polls with backoff.
 
-Time is the wall clock (:func:`time.time`; writes read it once they hold the
-write lock): the processes sharing the file share the host's clock, and a
-monotonic clock means nothing across processes. A wall clock stepped back by the system lengthens
-leases and expiries by the step; a step forward shortens them.
-
-Waiters in the process that releases are woken at once; waiters in other
-processes poll with the base class's jittered backoff, as reads.
-
-Requires SQLite 3.24 or newer (upsert); ``acquire`` uses ``UPDATE ... RETURNING``
-from SQLite 3.35 on, and an update followed by a select in the same transaction
-before that.
+Permissions: read and write on the file and on its directory (WAL creates
+``<file>-wal`` and ``<file>-shm`` beside it).
 """
 
 from __future__ import annotations
@@ -160,16 +130,6 @@ CREATE TABLE IF NOT EXISTS {table} (
 )"""
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"
 
-# setup(), for a table of the earlier layout: the names of the table's columns
-# (one row each), read without the write lock, and read again under it before
-# ADD_COLUMN, so processes upgrading at once add each column once.
-COLUMNS = "SELECT name FROM pragma_table_info('{table}')"
-# The columns added since the first layout, with their types; nullable, no
-# default: the rows already there answer NULL (None) for them.
-ADDED_COLUMNS = (("created_at", "REAL"), ("locked_at", "REAL"))
-# setup(): {column}, {type}: one of ADDED_COLUMNS.
-ADD_COLUMN = "ALTER TABLE {table} ADD COLUMN {column} {type}"
-
 # The idle deadline :ttl from :now, capped by the row's hard deadline (NULL: none).
 _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
 
@@ -222,12 +182,9 @@ DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at
 # affects no row (LeaseLost), and nothing re-creates the row but create().
 DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
 
-# The columns of a Record after its key and data: created_at and locked_at are
-# NULL in rows of the earlier layout, and locked_at is NULL whenever
-# locked_until is, even after a commit by a process still on that layout
-# (which leaves locked_at as it was).
-_RECORD = """expires_at, locked_until, created_at,
-    CASE WHEN locked_until IS NOT NULL THEN locked_at END"""
+# The columns of a Record after its key and data (every write that clears
+# locked_until clears locked_at with it).
+_RECORD = "expires_at, locked_until, created_at, locked_at"
 
 # inspect(): :key, :now. (data, *_RECORD) of the live row, or no row; takes no
 # write lock.
@@ -720,15 +677,6 @@ class SQLiteStore(Store):
         # re-reads the schema and finds nothing to do. So setup passes a held lock.
         db.execute(self._sql(CREATE_TABLE))
         db.execute(self._sql(CREATE_INDEX))
-        if self._missing_columns(db):
-            with self._write(db):  # re-read under the lock: another process may have added them
-                for column, kind in self._missing_columns(db):
-                    db.execute(ADD_COLUMN.format(table=self._table, column=column, type=kind))
-
-    def _missing_columns(self, db: sqlite3.Connection) -> list[tuple[str, str]]:
-        """The columns of ADDED_COLUMNS the table lacks (one of the earlier layout)."""
-        present = {name for (name,) in db.execute(self._sql(COLUMNS)).fetchall()}
-        return [(column, kind) for column, kind in ADDED_COLUMNS if column not in present]
 
     def _close(self) -> None:
         self._closed = True

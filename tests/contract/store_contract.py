@@ -88,32 +88,6 @@ so at once (the base class's defaults are found, nothing is run); once the
 store implements them, ``operators_pending`` must go."""
 
 
-async def first_layout_rows_work(store: Store, old: str, held: str) -> str:
-    """A table upgraded from the first layout (SQL stores): its rows, ``old``
-    unlocked and ``held`` locked then, answer None for the times they never
-    had, and every operation works on them and on new rows; returns the key
-    of the new row it made."""
-    before = await store.inspect(old)
-    assert before is not None and before.data == b"v0"
-    assert (before.created_at, before.locked_at) == (None, None)
-    undated = await store.inspect(held)
-    assert undated is not None and undated.locked_until is not None
-    assert undated.locked_at is None  # a lease taken under the first layout
-    lease = await acquire_lease(store, old)
-    taken = await store.inspect(old)
-    assert taken is not None and taken.locked_at is not None and taken.created_at is None
-    await store.commit(lease, b"v1", ttl=LONG)
-    assert await store.read(old) == b"v1"
-    new = new_key()
-    assert await store.create(new, b"n0", ttl=LONG)
-    created = await store.inspect(new)
-    assert created is not None and created.created_at is not None
-    scanned = {record.key: record async for batch in store.scan() for record in batch}
-    assert set(scanned) == {old, held, new}
-    assert scanned[old].created_at is None and scanned[new].created_at is not None
-    return new
-
-
 class StoreContract:
     operators_pending: str | None = None
     # a lease or expiry that must lapse, and the slack after it; a store whose

@@ -1,125 +1,50 @@
 # Generated from sessionware/stores/azure.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncAzureTableStore: sessions in Azure Table storage, one entity per session;
-data too large for the entity in Azure Blob storage.
+data too large for the entity in Azure Blob storage. Install with
+``pip install sessionware[azure]`` (azure-data-tables, azure-storage-blob,
+aiohttp). Design, round trips, Azurite's gaps and failures:
+docs/stores/azure.md.
 
-Install with ``pip install sessionware[azure]`` (azure-data-tables,
-azure-storage-blob, aiohttp). The one source of both faces: the async one on
-the SDKs' ``aio`` clients, and its twin generated into
-``sessionware/_sync/stores/azure.py`` on their blocking clients; the clients
-are made per face in :mod:`sessionware._sync.stores._azure_clients` and its
-hand-written counterpart.
-
-Layout
-======
-
-One table (``table``) and one blob container (``container``), created by
-:meth:`SyncAzureTableStore.setup` (or by you: then ``create=False``). One entity
-per session::
+Layout: one table (``table``) and one blob container (``container``), created
+by :meth:`SyncAzureTableStore.setup` (or by you: then ``create=False``). One
+entity per session, times in ms since the epoch by the client's clock::
 
     PartitionKey       the store key (a hash of the session id): one partition each
     RowKey             "session"
     Token              Int64, fencing token: grows at every acquire, never reused
-    LockedUntil        Int64, lease deadline, ms since the epoch; 0: unlocked
-    LockedAt           Int64, when the holder's acquire took the lease, ms; 0 with LockedUntil
-    CreatedAt          Int64, when create() wrote the entity, ms
-    ExpiresAt          Int64, idle deadline, ms; never past AbsoluteExpiresAt
-    AbsoluteExpiresAt  Int64, hard deadline, ms; 0: none
+    LockedUntil        Int64, lease deadline; 0: unlocked
+    LockedAt           Int64, when the holder's acquire took the lease; 0 with LockedUntil
+    CreatedAt          Int64, when create() wrote the entity
+    ExpiresAt          Int64, idle deadline; never past AbsoluteExpiresAt
+    AbsoluteExpiresAt  Int64, hard deadline; 0: none
     Blob               String, the blob holding the data; "": the data is inline
     D00 ... D10        Binary, the data inline, in pieces of at most 64 KiB
 
-``CreatedAt`` and ``LockedAt`` came after the first layout. Table storage
-has no schema, so there is nothing to migrate: an entity written without
-them (or with 0) answers ``None`` for them, and gets ``LockedAt`` at its
-next acquire; each rides in a write the operation makes anyway (acquire's
-merge, commit's replace, release's merge, create's insert).
+Data over ``inline_limit`` bytes goes to a new blob ``<key>/<random>``,
+uploaded before the entity names it and deleted once none does.
 
-Data up to ``inline_limit`` bytes (704 KiB at most) lives in the entity, split
-across properties; larger data goes to a blob named ``<key>/<random>``,
-uploaded before the entity that names it is written, so no entity ever names
-a blob that is not there yet. Blobs are never overwritten: each commit of
-large data writes a new one, and deletes the one the entity named before
-once the entity names the new one. A blob named by no entity (a commit that
-failed after its upload) is deleted by the purge.
+Operations: every change is a write conditioned on the ETag the store last
+saw of the entity, after it checked token, lease and expiry on what it saw;
+a 412 makes it read again and decide again.
 
-Atomicity and fencing
-=====================
+* ``acquire``: a read (skipped while this process's own last change is at
+  most ``reuse_etags`` old), then a conditional merge of the lease.
+* ``commit``: a conditional replace (its blob uploaded before, the old one
+  deleted after); ``release``, ``renew``: a conditional merge.
+* ``delete``: a conditional delete, then its blob.
+* ``read``: a read (and its blob); a conditional merge when the expiry slides.
+* ``create``: an insert; on a 409, a conditional replace of an expired entity.
+* ``discard``: a read, then a conditional delete and its blob; ``inspect``: a
+  read; ``scan``: a query of live entities, page by page.
+* ``purge_expired``, and a background purge about once per ``purge_interval``
+  per process: a query of expired entities, each deleted conditioned on the
+  ETag it was found with, then the blobs no entity names older than
+  ``orphan_age``.
+* ``wait``: woken by a release in this process, else re-checks with backoff.
 
-Table storage has no conditional update on property values, only on the
-entity's ETag: every change is an ``update_entity`` (``delete_entity``) with
-the ETag the store last saw and ``MatchConditions.IfNotModified``, so it
-applies only to the entity as seen. The store checks the token, the lease and
-the expiry on that seen entity; a 412 means the entity changed meanwhile, and
-the store reads it again and decides again (a lost acquire finds it
-``Locked``; a fenced operation finds its token gone, ``LeaseLost``, or still
-there and tries again).
-
-Round trips (one transaction each):
-
-======================  ============================================================
-acquire                 2 (read, conditional write); 1 when this process made the
-                        entity's last change within ``reuse_etags`` seconds (its
-                        ETag is reused), 3 when that ETag was stale; +1 with a blob
-                        whose data this process does not know
-commit, release, renew  1 (the ETag of the lease's acquire is reused); +1 if another
-                        process changed the entity since (a read slid its expiry);
-                        commit of large data +1 (upload) +1 (the old blob's delete)
-delete                  1 (+1 for a blob)
-read                    1 (+1 with a blob, +1 when the expiry slides)
-create                  1 (+1 with a blob; +2 to revive an expired entity)
-discard                 2 (read, conditional delete; +2 per 412) (+1 for a blob)
-inspect                 1 (+1 with a blob)
-scan                    1 per page (+1 per entity whose data is in a blob)
-======================  ============================================================
-
-Azurite's gaps
-==============
-
-An ETag that does not change between two writes (Azurite stamps the write's
-time: older releases to the millisecond, 3.35 to about 100 µs) lets a writer
-holding the first write's ETag overwrite the second. So a conditional write
-whose answer carries the very ETag it was conditioned on is confirmed:
-written again a tick later, conditioned on that ETag, until the ETag moves
-(bounded by ``timeout``). A 412 on a confirming write means another writer
-holding the same ETag got in after it (``_Overtaken``): an acquire reads the
-entity again and decides again; a release stands (the writer took the lock
-after it); a commit stands unless its lease had lapsed (only a takeover
-could have written over it without seeing it: then its outcome is unknown,
-``maybe_applied``). Real Azure never answers so. Batch transactions are not
-used (Azurite ignores their If-Match). ``tests/test_azure_store.py`` runs
-Azurite on a clock slowed a thousandfold to make the ETags repeat.
-
-Time
-====
-
-Table storage reads no clock for an operation, so leases and expiries are
-judged by the client's wall clock (``time.time()``): keep the application
-hosts' clocks in step (NTP: well under 100 ms). A host whose clock runs ahead
-by ``s`` seconds takes over a lease ``s`` seconds early and sees sessions
-expire ``s`` seconds early; fencing by token keeps the earlier holder's writes
-out whatever the clocks say. There is no TTL: every read checks the expiry,
-and :meth:`~SyncAzureTableStore.purge_expired` deletes expired entities and their
-blobs, a page (``_PURGE_BATCH``) at a time, each delete conditioned on the
-ETag it was found with (a session revived meanwhile stays, and each entity is
-counted by one purge). Every process purges by itself about once per
-``purge_interval``.
-
-Waiting
-=======
-
-No notification channel: waiters in this process are woken at the release;
-others re-check with jittered backoff from ``_POLL_BASE`` doubling to
-``_POLL_CAP`` (5 ms, 10, 20, 40, 80, 160, then 250 ms), one read each.
-
-Failures
-========
-
-Driver errors are translated in one place (:func:`_translate`). Throttling
-(503 ServerBusy, 429) and a connection that could not be made are known not
-applied and retried with backoff within ``timeout``; the SDK's own retries
-are off, so ``timeout`` (keep it at or below the middleware's
-``store_timeout``) bounds every operation. A 500, a timeout or a connection
-lost after sending may have applied the change (``maybe_applied``).
+Permissions, as a SAS: ``ss=bt&srt=co&sp=racudl`` (table read, add, update,
+delete; blob read, create, delete; container list for the orphan sweep).
 """
 
 from __future__ import annotations
@@ -245,8 +170,8 @@ class _Record:
     absolute: int
     blob: str
     data: bytes | None
-    created_at: int = 0  # 0: written by the first layout, not known
-    locked_at: int = 0  # 0 whenever locked_until is
+    created_at: int
+    locked_at: int  # 0 whenever locked_until is
     seen: float = 0.0  # time.monotonic() when seen
 
     def live(self, now: int) -> bool:
@@ -261,8 +186,8 @@ class _Record:
             self.data,
             self.expires_at / 1000,
             self.locked_until / 1000 if locked else None,
-            self.created_at / 1000 if self.created_at else None,
-            self.locked_at / 1000 if locked and self.locked_at else None,
+            self.created_at / 1000,
+            self.locked_at / 1000 if locked else None,
         )
 
     def target(self, now: int, ttl: float) -> int:
@@ -684,6 +609,7 @@ class SyncAzureTableStore(SyncStore):
             blob=blob,
             data=data,
             created_at=now,
+            locked_at=0,
         )
         record = dataclasses.replace(record, expires_at=record.target(now, ttl))
         try:
@@ -909,7 +835,7 @@ class SyncAzureTableStore(SyncStore):
         tick of its clock) is confirmed by writing again a tick later,
         conditioned on it, until the ETag moves; a 412 then raises
         ``_Overtaken``: applied, and written over by a writer that held the
-        same ETag (see the module docs)."""
+        same ETag (see "Azurite's gaps" in docs/stores/azure.md)."""
         table, _ = self._clients.get()
         entity = {"PartitionKey": key, "RowKey": ROW, **change}
         condition, confirming = etag, False

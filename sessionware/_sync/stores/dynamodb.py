@@ -1,115 +1,46 @@
 # Generated from sessionware/stores/dynamodb.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncDynamoDBStore: sessions in Amazon DynamoDB, one item per session, waiters
-woken locally and by polling.
+woken locally and by polling. Install with ``pip install sessionware[dynamodb]``
+(aiobotocore and botocore); credentials and region come from the standard AWS
+chain unless given. Design, costs, clock skew and failures:
+docs/stores/dynamodb.md.
 
-Install with ``pip install sessionware[dynamodb]`` (aiobotocore and botocore).
-Credentials and region come from the standard AWS chain (environment, shared
-config and credentials files, instance or task role) unless given.
-
-Two faces, one source
-=====================
-
-This module is the one source of both faces: the async one, for ASGI, on
-aiobotocore, and its twin generated into
-``sessionware/_sync/stores/dynamodb.py``, blocking, for WSGI, on botocore. The
-only difference, how a client is made and closed, lives in
-:mod:`sessionware._sync.stores._dynamodb_client` and its hand-written sync
-counterpart.
-
-Item layout
-===========
-
-One table, partition key ``key`` (string), no sort key, no index. One item
-per session::
+One table, partition key ``key`` (string), no sort key, no index, TTL on
+``ttl``, created by :meth:`SyncDynamoDBStore.setup` (only checked with
+``create_table=False``). One item per session, times in epoch seconds by the
+client's clock (``time.time()``)::
 
     key                  S  store key (a hash of the session id)
     data                 B  the serialized session
     token                N  fencing token: random at create, +1 at every acquire
-    locked_until         N  lease deadline, epoch seconds; absent: unlocked
+    locked_until         N  lease deadline; absent: unlocked
     locked_at            N  when the holder's acquire took the lease; absent with locked_until
-    created_at           N  when create() put the item, epoch seconds
-    expires_at           N  idle deadline, epoch seconds, never past the next
-    absolute_expires_at  N  hard deadline, epoch seconds; absent: none
+    created_at           N  when create() put the item
+    expires_at           N  idle deadline, never past the next
+    absolute_expires_at  N  hard deadline; absent: none
     ttl                  N  expires_at rounded up to whole seconds: the table's TTL attribute
 
-``created_at`` and ``locked_at`` came after the first layout: an item written
-by it lacks them until its next create or acquire, and answers ``None`` for
-them meanwhile (DynamoDB has no schema to migrate: :meth:`setup` adds
-nothing).
+Operations, each one request conditioned on the item (:data:`LIVE`:
+``expires_at > now``):
 
-Every write caps ``expires_at`` by ``absolute_expires_at``, so
-``expires_at > now`` alone tells a live item, and every operation's condition
-says so: an expired item is absent at once, whenever DynamoDB's TTL deletes
-it (lazily: within days).
-
-Requests
-========
-
-Every operation is one request, atomic, conditioned on the item:
-
-* ``acquire``: ``UpdateItem`` (:data:`ACQUIRE`) that takes the lease when it
-  is free or lapsed and answers the item (``ALL_NEW``); when the condition
-  fails, DynamoDB answers the item as it was (``ALL_OLD`` on the failure), so
-  a held lease tells its deadline, and an absent or expired item shows as
-  such, without a second read.
-* ``commit``, ``release``, ``renew``, ``delete``: conditioned on the token
-  (``renew`` also on the lease still being held); a failed condition raises
-  :class:`~sessionware.LeaseLost`.
+* ``acquire``: ``UpdateItem`` (:data:`ACQUIRE_CONDITION`); a refusal answers
+  the item as it was (``ALL_OLD``): the holder's deadline, or no session.
+* ``commit``, ``release``, ``renew``, ``delete``: ``UpdateItem`` (``DeleteItem``)
+  conditioned on the token (:data:`FENCED`; ``renew`` also on the lease held).
 * ``read``: a strongly consistent ``GetItem``; a due slide of the expiry is
-  a second request (``UpdateItem``), at most once per ``refresh_after``.
+  a second request (``UpdateItem``).
 * ``create``: ``PutItem`` that replaces only an absent or expired item.
-* ``discard`` (operators): ``DeleteItem`` conditioned on a live item, not on
-  a token; ``inspect``: a strongly consistent ``GetItem``; ``scan``: a
-  strongly consistent ``Scan``, page by page, which reads the whole table
-  (a read unit per 4 KB scanned, expired items included).
+* ``discard``: ``DeleteItem`` of the live item, whatever its token;
+  ``inspect``: ``GetItem``; ``scan``: a strongly consistent ``Scan``, page by page.
+* ``purge_expired``: a ``Scan`` and a conditional ``DeleteItem`` per expired
+  item (DynamoDB's TTL deletes them anyway, lazily; no background purge).
+* ``wait``: woken by a release in this process, else polls with backoff.
 
-Clock
-=====
-
-DynamoDB has no server clock an expression can read: deadlines are the
-client's wall clock (``time.time()``), sent with each request. Fencing is by
-token, so skew never lets a stale write through; it moves deadlines. A
-process whose clock runs ``s`` seconds ahead sees leases lapse ``s`` seconds
-early and may take a session over while its holder still works (the holder's
-commit is then refused: :class:`~sessionware.LeaseLost`, never a lost
-update); one ``s`` behind takes over a crashed holder's session ``s`` late.
-Keep skew well under ``lease_ttl`` (NTP keeps it within milliseconds).
-
-Waiting
-=======
-
-DynamoDB has no notification channel. Same-process waiters are woken at the
-release (:class:`~sessionware._sync.waiters.Waiters`); the core queues a process's
-requests for one session so only one of them waits on the store, and it
-re-checks after a jittered backoff from ``_POLL_BASE`` doubling to
-``_POLL_CAP`` (each delay drawn between half of it and all of it): 4 to 6
-requests in its first second of waiting, then 2 to 4 a second (about 2.7 on
-average) per waiting process and session.
-
-Purging
-=======
-
-DynamoDB's TTL (enabled by :meth:`~SyncDynamoDBStore.setup` on ``ttl``) deletes
-expired items without cost, so the store runs no background purge.
-:meth:`~SyncDynamoDBStore.purge_expired` removes them at once for operations that
-want it: a ``Scan`` of the table (it reads every item: it costs a read unit
-per 4 KB scanned) and a conditional ``DeleteItem`` of each expired one (a
-write unit each), safe from several processes (each item counted by the one
-whose delete removed it).
-
-Failure behaviour
-=================
-
-botocore's own retries are off; the store retries throttled requests itself
-(known not applied) with jittered backoff, within ``timeout`` and within what
-is left of the core's ``store_timeout``. A stalled request ends at
-``store_timeout``: cancelled by the core on the async face, by a read timeout
-of what is left on the sync face (the client counterpart's). Errors are translated in one place
-(:func:`_translate`): throttling, server errors, refused connections and
-timeouts raise :class:`~sessionware.StoreUnavailable` (``maybe_applied``
-says whether the request may have been applied); other errors (a missing
-table, access denied) raise :class:`~sessionware.StoreError`.
+Permissions: ``dynamodb:GetItem``, ``PutItem``, ``UpdateItem``,
+``DeleteItem``, ``DescribeTable`` on the table; ``CreateTable``,
+``DescribeTimeToLive``, ``UpdateTimeToLive`` for ``setup()`` with
+``create_table=True``; ``Scan`` for ``purge_expired()`` and ``scan()``.
 """
 
 from __future__ import annotations
@@ -266,7 +197,7 @@ DISCARD_CONDITION = LIVE
 # inspect() and scan(): the attributes a Record is made of (token, ttl and
 # the hard deadline stay behind: expires_at is already capped by it). A
 # projection trims the answer, not the read units: those count the whole item.
-# An attribute the item lacks (created_at, locked_at of the first layout) is
+# An attribute the item lacks (locked_until and locked_at while unlocked) is
 # left out of the answer, not an error.
 RECORD_PROJECTION = "#key, #data, #expires, #locked, #locked_at, #created"
 
@@ -893,12 +824,11 @@ def _record(item: Item, now: float) -> Record | None:
     expires = _float(item, "expires_at")
     if expires is None or expires <= now:
         return None
-    locked_until = _float(item, "locked_until")
     return Record(
         item["key"]["S"],
         bytes(item["data"]["B"]),
         expires,
-        locked_until,
-        _float(item, "created_at"),
-        None if locked_until is None else _float(item, "locked_at"),
+        _float(item, "locked_until"),
+        float(item["created_at"]["N"]),
+        _float(item, "locked_at"),
     )

@@ -1,146 +1,48 @@
 # Generated from sessionware/stores/redis.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncRedisStore: sessions in Redis or Valkey, single server or Redis Cluster.
-
 Install with ``pip install sessionware[redis]`` (redis-py with hiredis).
+Design, the lean path, wake-ups, expiry events and failures:
+docs/stores/redis.md.
 
-Two faces, one source
-=====================
-
-``sessionware/stores/redis.py`` is the one source of both faces of the store:
-the async one, for ASGI, on redis-py's asyncio client, and its twin generated
-into ``sessionware/_sync/stores/redis.py``, blocking, for WSGI, on redis-py's
-sync client. The WSGI middleware builds the twin from the same arguments
-(the store's ``sync()``). What differs between the faces is the lean path's
-connections (``_resp.py``, hand-written for each face), the subscriber's
-background job (a task, or a daemon thread) and a few lines of cluster set-up
-(``IS_SYNC``).
-
-The lean path
-=============
-
-With a plain ``redis://`` URL (a single server over TCP, optional user,
-password and db) and hiredis installed, the session operations skip redis-py's
-general client: the async face sends them over one shared auto-pipelined
-connection per process, the sync face over a blocking connection per thread
-(:class:`~sessionware._sync.stores._resp.LeanPath`). Set-up and the subscriber use
-redis-py's client either way, and so does everything with ``lean=False``,
-``cluster=True``, ``client=``, TLS, unix sockets or other URL options. Both
-paths send the same commands.
-
-Key layout
-==========
-
-One hash per session, at ``<prefix>{<key>}`` (default prefix ``sessionware:``).
-The braces make ``<key>`` the hash tag, so every key a session may ever use
-lands in one slot and every script runs on Redis Cluster. Fields (see
-:mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` fencing token,
-``l`` lease deadline, ``e`` idle deadline, ``a`` absolute deadline, ``w``
-waiter flag, ``c`` creation time, ``g`` when the current lease was granted
-(a hash written before ``c`` and ``g`` existed reports both as ``None``).
-The key carries ``PEXPIREAT e`` (``e`` never passes ``a``), so Redis itself
-removes expired sessions. All deadlines are the server's clock (``TIME``
-inside the scripts), never the application's.
-
-Bookkeeping records (data beginning with NUL: tombstones, user indexes) also
-have a marker, ``<prefix>{<key>}:x``, which outlives the record and keeps
+Keys: one hash per session at ``<prefix>{<key>}`` (default prefix
+``sessionware:``; ``<key>``, a hash of the session id, is the hash tag, so a
+session's keys share one cluster slot). Fields (see
+:mod:`sessionware.stores._redis_scripts`), times in the server's ms:
+``d`` data, ``t`` fencing token, ``l`` lease deadline (0: unlocked), ``e``
+idle deadline (the key's ``PEXPIREAT``), ``a`` absolute deadline (0: none),
+``w`` a waiter asked to be woken, ``c`` creation time, ``g`` when the current
+lease was granted (0: unlocked). A bookkeeping record (data beginning with
+NUL) also has a marker, ``<prefix>{<key>}:x``, which outlives it and keeps
 expiry watchers silent; a watcher's claim on an expired session is the same
-key (see :mod:`sessionware.stores._redis_scripts`). Wake-ups go on one pub/sub
-channel, ``<prefix>wake``; the message is the session's Redis key. Nothing
-else is created.
+key. Wake-ups go on one pub/sub channel, ``<prefix>wake``.
 
-Commands and ACL
-================
+Operations, each one ``EVALSHA`` of a script of
+:mod:`sessionware.stores._redis_scripts` (over the lean path,
+:mod:`sessionware._sync.stores._resp`, with a plain ``redis://`` URL; through
+redis-py's client otherwise):
 
-Every operation is one ``EVALSHA`` of a script from ``_redis_scripts`` (with
-``SCRIPT LOAD`` at :meth:`~SyncRedisStore.setup` and after a ``NOSCRIPT``). Inside
-the scripts: ``TIME HGET HMGET HSET HDEL EXISTS DEL PEXPIREAT PUBLISH SET``.
-The waiters' subscriber uses ``SUBSCRIBE``; :meth:`~SyncRedisStore.scan` (the ops
-statistics) ``SCAN`` and ``HMGET``; :meth:`~SyncRedisStore.watch_expired` also
-``CONFIG GET`` (optional) and the channel ``__keyevent@<db>__:expired``. A
-minimal ACL user::
+* ``acquire``: ACQUIRE takes the lease, or sets ``w`` and answers the time left.
+* ``commit``, ``release``, ``renew``, ``delete``: the fenced script of that
+  name (COMMIT, RELEASE and DELETE publish on the channel when ``w`` is set).
+* ``read``: READ, which slides the expiry when due.
+* ``create``: CREATE, unless the key exists.
+* ``discard``: DISCARD; ``inspect``: INSPECT.
+* ``scan``: ``SCAN`` of the prefix (on every primary of a cluster), one
+  pipelined ``HMGET`` per batch.
+* ``purge_expired``: nothing to do (Redis removes expired keys itself): 0.
+* ``wait``: woken by a release in this process, or by a message on the
+  channel to the store's one subscriber (:mod:`sessionware._sync.stores._listener`).
+* ``watch_expired``: the same subscriber on ``__keyevent@<db>__:expired``;
+  CLAIM on the marker lets one process report each expiry.
+
+ACL of a minimal user (on a cluster also ``+cluster|slots +cluster|shards
++command``)::
 
     ACL SETUSER sessions on >secret ~sessionware:* &sessionware:wake
         +evalsha +script|load +subscribe +ping +client|setinfo
         +time +hget +hmget +hset +hdel +exists +del +pexpireat +publish +set +scan
         &__keyevent@*__:expired +config|get
-
-(on a cluster also ``+cluster|slots +cluster|shards +command``, which
-redis-py's cluster client calls to learn the topology).
-
-Pub/sub design
-==============
-
-Each store instance (one per process and event loop) keeps at most one
-subscriber connection and one background job reading it (a task; in the sync
-face a daemon thread), started lazily at the first :meth:`~SyncRedisStore.wait`
-and shared by every local waiter: a message wakes the waiters of its key
-(:class:`~sessionware._sync.waiters.Waiters`). The job, its reconnects,
-``LISTEN_TICK`` and ``RECHECK_CAP`` are :mod:`sessionware._sync.stores._listener`'s,
-shared with SyncPostgresStore and SyncMongoDBStore. The job reads in ticks of
-``LISTEN_TICK``, so :meth:`~SyncRedisStore.close` stops it within one tick
-(and waits for that); a forked child starts its own and never reads the
-parent's connection. Publishing is cheap because it is rare: a waiter that
-finds the lock taken sets the ``w`` flag in the same ACQUIRE script, and only
-a COMMIT, RELEASE or DELETE that finds the flag publishes (and clears it). An
-uncontended session publishes nothing.
-
-A waiter also re-checks after a jittered backoff (:func:`backoff_delay`, up
-to ``RECHECK_CAP`` while the subscriber is healthy, the plain polling
-backoff while it is not), which covers lost messages, a subscriber that is
-reconnecting, and crashed holders (whose lease lapses; the caller's timeout is
-the lease's ``retry_after``). When the subscription is (re)established every
-local waiter is woken to re-check, so nothing sleeps through the gap.
-
-On Redis Cluster the channel is classic pub/sub, one channel for all
-sessions, subscribed on any one node: a cluster broadcasts every ``PUBLISH``
-over its bus to all nodes, so one connection per process hears every
-session's wake-ups. The cost: each contended release is sent to every node and
-to every subscribed process, which filter by key (work grows with nodes x
-processes x contended releases; uncontended releases cost nothing). Sharded
-pub/sub (``SPUBLISH`` to ``<prefix>{<key>}`` channels) would keep messages in
-one shard, but needs an ``SSUBSCRIBE`` round trip per waited session and one
-subscriber connection per shard, and redis-py's asyncio cluster client only
-gained pub/sub (``ClusterPubSub``) in recent releases, while this extra
-supports redis-py >= 5. Contention on one session is rare, so the broadcast
-channel wins on latency (no subscribe per wait) and simplicity.
-
-Expired sessions
-================
-
-:meth:`~SyncRedisStore.watch_expired` adds the server's expiry notifications
-(``__keyevent@<db>__:expired``; the server must have ``notify-keyspace-events``
-with ``E`` and ``x``, which the store checks and never sets) to the same
-subscriber, which then starts at once rather than at the first wait. On a
-cluster, where notifications are node-local, it holds one connection per
-primary (the wake-up channel on one of them) and reads them in turn within
-each tick, and it reconnects when the primaries change (checked every
-``_TOPOLOGY_CHECK``). A key under the prefix is reported once across
-processes: each watcher runs CLAIM, and only the one that set the marker
-reports. Best effort: what is sent while no process listens is lost.
-
-Failure behaviour
-=================
-
-Driver errors are translated in one place (:func:`_translate`): a server
-that is down, loading, read-only after a failover, busy, out of memory, or a
-cluster that is redirecting or down raises
-:class:`~sessionware.StoreUnavailable`; other Redis errors (a wrong type,
-credentials, ACL) raise :class:`~sessionware.StoreError`. The lean path turns
-the server's error replies into exceptions by redis-py's own parser
-(:func:`~sessionware.stores._redis_protocol.reply_error`), so both paths
-raise the same class whatever the installed redis-py's table holds. A
-script is atomic, so a failed operation wrote everything or nothing. Only
-:meth:`~SyncRedisStore.read` is retried (once), because only it is idempotent: a
-retried ACQUIRE whose first attempt ran would leave a lock nobody holds. For
-the same reason the clients this store builds have redis-py's own retries
-turned off; a client passed in with ``client=`` keeps its own retry policy
-(turn it off there too).
-
-The sync face cannot be cancelled: on the lean path each call bounds its own
-wait by what is left of the core's ``store_timeout`` and by
-``socket_timeout``; on redis-py's path (``lean=False``, cluster, TLS) by
-``socket_timeout`` alone.
 """
 
 from __future__ import annotations
@@ -274,30 +176,19 @@ def _where(client: Client) -> str:
 
 
 def _record(
-    key: str,
-    data: bytes,
-    expires_ms: bytes,
-    locked_ms: bytes,
-    created_ms: bytes | None,
-    granted_ms: bytes | None,
+    key: str, data: bytes, expires_ms: bytes, locked_ms: bytes, created_ms: bytes, granted_ms: bytes
 ) -> Record:
-    """A record from its hash fields ``d e l c g``; ``c`` and ``g`` are ``None``
-    in a hash written before they existed."""
+    """A record from its hash fields ``d e l c g`` (server ms; ``l`` and ``g``
+    are 0 when unlocked)."""
     locked = int(locked_ms)
     return Record(
         key,
         bytes(data),
         int(expires_ms) / 1000,
         locked / 1000 if locked else None,
-        _seconds(created_ms),
-        _seconds(granted_ms) if locked else None,
+        int(created_ms) / 1000,
+        int(granted_ms) / 1000 if locked else None,
     )
-
-
-def _seconds(ms: bytes | None) -> float | None:
-    """A stored time in server ms as epoch seconds; ``None`` when absent or 0."""
-    value = int(ms) if ms is not None else 0
-    return value / 1000 if value else None
 
 
 def _glob_escaped(text: str) -> str:
@@ -371,11 +262,11 @@ class SyncRedisStore(SyncStore):
         ``socket_timeout``) rather than failing, so a burst is slowed down, not
         refused. On the lean path the pool serves only set-up and the wake-up
         subscriber.
-    :param lean: send the session operations over the lean path (see the
-        module's documentation) where the URL allows it: the default. ``False``
-        sends everything through redis-py's client (the same commands, more
-        CPU per request): for a driver-level feature the lean path lacks, or to
-        rule it out when chasing a problem.
+    :param lean: send the session operations over the lean path (see "The
+        lean command path" in the store's docs) where the URL allows it: the
+        default. ``False`` sends everything through redis-py's client (the
+        same commands, more CPU per request): for a driver-level feature the
+        lean path lacks, or to rule it out when chasing a problem.
     """
 
     def __init__(
