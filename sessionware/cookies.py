@@ -22,7 +22,8 @@ from itsdangerous import BadSignature, Signer
 
 from sessionware.exceptions import ConfigurationError
 
-__all__ = ["CookieOptions", "CookieSigner", "new_session_id", "read_cookie", "store_key"]
+__all__ = ["CookieOptions", "CookieSigner", "is_cookie_value", "new_session_id", "read_cookie",
+           "store_key"]
 
 _ID_BYTES = 32
 # <id>.<HMAC-SHA256>, each 32 bytes in unpadded URL-safe base64. itsdangerous
@@ -46,6 +47,13 @@ def new_session_id() -> str:
 def store_key(session_id: str) -> str:
     """The key a store files the session under: never the id itself."""
     return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def is_cookie_value(value: str) -> bool:
+    """Whether ``value`` is spelt as the session cookie values sessionware
+    issues (``<id>.<signature>``); the signature is not checked. The one
+    parser of that format: the signer and the admin tools both use it."""
+    return _COOKIE_PATTERN.fullmatch(value) is not None
 
 
 class _CachedKeySigner(Signer):
@@ -84,7 +92,7 @@ class CookieSigner:
 
     def unsign(self, cookie_value: str) -> str | None:
         """The session id, or ``None`` for a tampered, malformed or foreign value."""
-        if not _COOKIE_PATTERN.fullmatch(cookie_value):
+        if not is_cookie_value(cookie_value):
             return None
         try:
             return self._signer.unsign(cookie_value).decode()
