@@ -62,10 +62,6 @@ class SessionConfig:
             raise ConfigurationError(
                 f"cookie must be a sessionware.CookieOptions, not {self.cookie!r}")
 
-    @property
-    def refresh_interval(self) -> float:
-        return self.idle_timeout / 10 if self.refresh_after is None else self.refresh_after
-
 
 def _check_number(name: str, value: object, *, minimum: float, exclusive: bool = False,
                   integer: bool = False, none_ok: bool = False) -> None:

@@ -7,7 +7,14 @@ from typing import Any
 
 import pytest
 
-from sessionware import ConfigurationError, CookieOptions, LockMode, Rule, SessionMiddleware
+from sessionware import (
+    ConfigurationError,
+    CookieOptions,
+    LockMode,
+    Rule,
+    SessionConfig,
+    SessionMiddleware,
+)
 from sessionware.cookies import CookieSigner
 from sessionware.modes import mode_selector
 from sessionware.stores import MemoryStore
@@ -189,3 +196,11 @@ def test_a_bad_option_value_names_the_option(option: str, value: object) -> None
 def test_a_store_that_is_not_a_store_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="store must be a sessionware Store"):
         SessionMiddleware(_app, store="sqlite:///x.db", secret_key=KEY)  # type: ignore[arg-type]
+
+
+def test_refresh_after_is_the_one_name_of_the_slide_throttle() -> None:
+    """None means a tenth of ``idle_timeout``, resolved by the core under the
+    option's own name (it was ``refresh_interval`` there)."""
+    assert _middleware(idle_timeout=600).core.refresh_after == 60
+    assert _middleware(idle_timeout=600, refresh_after=0).core.refresh_after == 0
+    assert not hasattr(SessionConfig(), "refresh_interval")

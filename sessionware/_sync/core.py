@@ -96,6 +96,12 @@ class SyncSessionCore:
             raise ConfigurationError(f"store must be a sessionware SyncStore, not {store!r}")
         self.store = store
         self.config = config or SessionConfig()
+        # The option's None means "a tenth of idle_timeout": resolved once, here.
+        self.refresh_after = (
+            self.config.idle_timeout / 10
+            if self.config.refresh_after is None
+            else self.config.refresh_after
+        )
         self.signer = CookieSigner(secret_key)
         self.serializer = serializer or JSONSerializer()
         self.session_class = session_class  # a subclass for frameworks (Flask's SessionMixin)
@@ -414,10 +420,7 @@ class SyncSessionTransaction:
     def load_snapshot(self, key: str) -> None:
         core = self._core
         raw = core.guard(
-            core.store.read,
-            key,
-            ttl=core.config.idle_timeout,
-            refresh_after=core.config.refresh_interval,
+            core.store.read, key, ttl=core.config.idle_timeout, refresh_after=core.refresh_after
         )
         self._loaded_id = raw is not None
         if raw == RETIRED:
@@ -521,14 +524,12 @@ class SyncSessionTransaction:
         return data
 
     def _save(self, lease: Lease, data: bytes) -> None:
-        store, config = self._core.store, self._core.config
+        core = self._core
+        store, config = core.store, core.config
         if data == lease.data:
             self._finish(
                 functools.partial(
-                    store.release,
-                    lease,
-                    ttl=config.idle_timeout,
-                    refresh_after=config.refresh_interval,
+                    store.release, lease, ttl=config.idle_timeout, refresh_after=core.refresh_after
                 )
             )
         else:
