@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessionware.admin import SessionAdmin
 from sessionware.asgi import SessionMiddleware
-from sessionware.config import SessionConfig
+from sessionware.config import SessionConfig, SessionOptions
 from sessionware.cookies import CookieOptions
 from sessionware.exceptions import (
     ConfigurationError,
@@ -56,6 +56,7 @@ __all__ = [
     "SessionConfig",
     "SessionMiddleware",
     "SessionNotLoaded",
+    "SessionOptions",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",

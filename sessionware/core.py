@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sessionware._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
-from sessionware.config import SessionConfig, SessionOptions, config_from_options
+from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
     ConfigurationError,
@@ -107,18 +107,6 @@ class SessionCore:
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
-
-    @classmethod
-    def from_options(cls, store: Store, secret_key: str | Sequence[str],
-                     serializer: Serializer | None,
-                     options: SessionOptions,
-                     session_class: type[Session] = Session, *,
-                     on_event: EventHook | None = None,
-                     meter_provider: Any = None) -> SessionCore:
-        """The core the middlewares build from their keyword arguments."""
-        return cls(store, secret_key, config=config_from_options(options),
-                   serializer=serializer, session_class=session_class, on_event=on_event,
-                   meter_provider=meter_provider)
 
     async def guard(self, operation: Callable[..., Awaitable[T]], *args: Any,
                     **kwargs: Any) -> T:

@@ -62,7 +62,6 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 try:
@@ -75,16 +74,13 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
 
 from sessionware._sync.stores.base import SyncStore
-from sessionware.config import SessionOptions
+from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import CookieOptions
 from sessionware.exceptions import ConfigurationError, SessionwareError
 from sessionware.loading import NotLoadedSession
-from sessionware.modes import LockMode, ModeRule
-from sessionware.responses import ErrorHandler, default_error_response
-from sessionware.serializers import Serializer
+from sessionware.modes import LockMode
 from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.telemetry import EventHook
 from sessionware.urls import ENV_VAR, store_from_url
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
@@ -186,29 +182,18 @@ def commit_session() -> None:
     _commit_environ(request.environ)
 
 
-@dataclass(frozen=True)
-class _Settings:
-    store: Store | SyncStore | None = None
-    secret_key: str | bytes | Sequence[str | bytes] | None = None
-    lock_mode: ModeRule | None = None
-    on_error: ErrorHandler | None = None
-    serializer: Serializer | None = None
-    check_store: bool | None = None
-    on_event: EventHook | None = None
-    meter_provider: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
+class _FlaskMiddleware(WSGISessionMiddleware):
+    """The WSGI middleware handing Flask its own session classes."""
 
-    def over(self, defaults: _Settings) -> _Settings:
-        """These settings, falling back to ``defaults`` where unset."""
-        return replace(
-            defaults, **{k: v for k, v in vars(self).items() if v is not None and k != "options"},
-            options={**defaults.options, **self.options})
+    session_class = FlaskSession
+    not_loaded_class = FlaskNotLoadedSession
 
 
 class Sessionware:
     """Locked sessions for a Flask app: ``Sessionware(app, store=...)``, or
     ``Sessionware(store=...)`` and later ``init_app(app)``.
 
+    :param app: the Flask app, or ``None`` to call :meth:`init_app` later.
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``
         (default: the store the ``SESSIONWARE_STORE_URL`` config key names):
         the same classes as for ASGI; the middleware takes the store's sync
@@ -216,57 +201,43 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param on_error: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param serializer: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param check_store: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
-        the store check runs in :meth:`init_app`: a store that cannot serve
-        fails the app's creation with its reason.
-    :param on_event: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param meter_provider: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param options: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
-        without ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config.
+    :param options: the :class:`~sessionware.SessionOptions`, as for
+        :class:`~sessionware.wsgi.WSGISessionMiddleware`, checked here; without
+        ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config. The
+        store check (``check_store``) runs in :meth:`init_app`: a store that
+        cannot serve fails the app's creation with its reason.
     """
 
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
-                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None, check_store: bool | None = None,
-                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
-        self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                                   check_store, on_event, meter_provider, dict(options))
+        settings_from(options)  # a mistake fails here, not at init_app
+        self._store = store
+        self._secret_key = secret_key
+        self._options = options
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
-                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None, check_store: bool | None = None,
-                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
         """Install the middleware and session interface on ``app``; arguments
         given here win over the constructor's. Returns the middleware (also in
         ``app.extensions["sessionware"]``)."""
-        settings = _Settings(store, secret_key, lock_mode, on_error, serializer, check_store,
-                             on_event, meter_provider, dict(options)).over(self._settings)
-        store = settings.store
+        merged = SessionOptions(**self._options)
+        merged.update(options)
+        merged.setdefault("cookie", _cookie_options(app.config))
+        if store is None:
+            store = self._store
         if store is None:
             if not app.config.get(ENV_VAR):
                 raise ConfigurationError(
                     "Sessionware needs a store: pass store=SQLiteStore('sessions.db'), or set "
                     f"app.config['{ENV_VAR}'] (e.g. 'sqlite:///sessions.db')")
             store = store_from_url(app.config[ENV_VAR])
-        config_options = {"cookie": _cookie_options(app.config), **settings.options}
-        middleware = WSGISessionMiddleware(
-            app.wsgi_app, store=store,
-            secret_key=_secret_keys(settings.secret_key, app.config),
-            lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
-            on_error=settings.on_error or default_error_response,
-            serializer=settings.serializer, session_class=FlaskSession,
-            not_loaded=FlaskNotLoadedSession,
-            check_store=settings.check_store is not False, on_event=settings.on_event,
-            meter_provider=settings.meter_provider, **config_options)
+        given_key = secret_key if secret_key is not None else self._secret_key
+        middleware = _FlaskMiddleware(app.wsgi_app, store=store,
+                                      secret_key=_secret_keys(given_key, app.config), **merged)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
         got_request_exception.connect(_discard, app, weak=False)

@@ -64,8 +64,6 @@ class NotLoadedSession(dict[str, Any]):
         return "NotLoadedSession()"
 
 
-NOT_LOADED = NotLoadedSession()
-
 
 def transaction_of(scope: MutableMapping[str, Any]) -> SessionTransaction:
     """The session transaction the middleware started for ``scope``'s request."""

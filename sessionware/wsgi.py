@@ -29,21 +29,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, ClassVar, Unpack
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
 from sessionware._sync.stores.base import SyncStore
-from sessionware.config import SessionOptions
+from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
 from sessionware.exceptions import SessionClosed, SessionNotLoaded, SessionwareError
 from sessionware.loading import NotLoadedSession
-from sessionware.modes import LockMode, ModeRule, mode_selector
-from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
-from sessionware.serializers import Serializer
+from sessionware.modes import LockMode
+from sessionware.responses import ErrorHandler, ErrorResponse, respond_to
 from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.telemetry import EventHook
 from sessionware.urls import store_from_env
 
 __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
@@ -61,8 +59,6 @@ Write = Callable[[bytes], object]
 class WSGISessionMiddleware:
     """Server-side sessions for a WSGI app, locked per request.
 
-    Takes the same arguments as :class:`~sessionware.SessionMiddleware`:
-
     :param app: the WSGI application.
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
         the same store classes as for ASGI. The middleware uses the store's
@@ -71,62 +67,42 @@ class WSGISessionMiddleware:
         ``SESSIONWARE_STORE_URL`` environment variable names.
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
-    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
-        only where the app calls :func:`load_session`), ``"none"``, a
-        callable, or a list of :class:`~sessionware.Rule`. Rules and callables
-        see a scope-like dict: ``type`` (``"http"``), ``method``, ``path``
-        (``PATH_INFO``), ``root_path`` (``SCRIPT_NAME``), ``scheme``,
-        ``query_string`` (bytes), ``headers`` (list of lower-case byte pairs)
-        and ``environ``.
-    :param on_error: maps a session failure to the response sent instead
-        (default: 503 with Retry-After, or 500 for unsaveable sessions).
-    :param serializer: default JSON.
-    :param session_class: the class of the sessions handed to the app, a
-        :class:`~sessionware.Session` subclass (Flask's integration uses one).
-    :param on_event: called with a :class:`~sessionware.telemetry.SessionEvent`
-        when a session is created, regenerated or invalidated, once the store
-        confirmed it and the lock is released; an exception in it is logged.
-    :param meter_provider: the OpenTelemetry meter provider for sessionware's
-        metrics (:mod:`sessionware.telemetry`); default: the global one. No
-        metrics without the ``opentelemetry-api`` package.
-    :param check_store: set the store up and read from it once, here: a
-        store that cannot serve (a wrong URL or path, no server, no permission)
-        raises its :class:`~sessionware.StoreError` at app creation, instead of
-        every request answering 503. ``False`` leaves it to the first request.
-    :param not_loaded: the class of what the session is under lock mode
-        ``lazy`` until the app calls :func:`load_session` (Flask's
-        integration gives its own).
-    :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
-        ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
-        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
-        ``commit_on_5xx``.
+    :param options: the :class:`~sessionware.SessionOptions`, as for
+        :class:`~sessionware.SessionMiddleware`: ``lock_mode``, ``on_error``,
+        ``idle_timeout``, ``cookie``, ... The store check (``check_store``)
+        runs here: a store that cannot serve raises its
+        :class:`~sessionware.StoreError` at app creation.
 
     The session is ``environ["sessionware.session"]``, absent in lock mode
     ``none``. Works under threaded and forking servers alike: request threads
     do their own store I/O, one thread per process renews the leases of long
     requests, and a forked child opens its own connections.
+
+    Integrations (Flask's :class:`~sessionware.flask.Sessionware`) set the
+    class attributes in a subclass: :attr:`session_class`,
+    :attr:`not_loaded_class`.
     """
+
+    session_class: ClassVar[type[Session]] = Session
+    """The class of the sessions handed to the app: a :class:`~sessionware.Session`."""
+
+    not_loaded_class: ClassVar[type[NotLoadedSession]] = NotLoadedSession
+    """The class of the session under lock mode ``lazy`` until the app loads it."""
 
     def __init__(self, app: WSGIApplication, *, store: Store | SyncStore | None = None,
                  secret_key: str | Sequence[str],
-                 lock_mode: ModeRule = LockMode.EXCLUSIVE,
-                 on_error: ErrorHandler = default_error_response,
-                 serializer: Serializer | None = None,
-                 session_class: type[Session] = Session,
-                 not_loaded: type[NotLoadedSession] = NotLoadedSession,
-                 check_store: bool = True,
-                 on_event: EventHook | None = None,
-                 meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
+        settings = settings_from(options)
         self.app = app
-        self.not_loaded = not_loaded
-        self.core = SyncSessionCore.from_options(
-            _blocking(store if store is not None else store_from_env()), secret_key, serializer,
-            options, session_class, on_event=on_event, meter_provider=meter_provider)
-        self.select_mode = mode_selector(lock_mode)
-        self.on_error = on_error
+        self.core = SyncSessionCore(
+            _blocking(store if store is not None else store_from_env()), secret_key,
+            config=settings.config, serializer=settings.serializer,
+            session_class=self.session_class, on_event=settings.on_event,
+            meter_provider=settings.meter_provider)
+        self.select_mode = settings.lock_mode
+        self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
-        if check_store:
+        if settings.check_store:
             self.core.check()
 
     def __call__(self, environ: WSGIEnvironment,
@@ -138,7 +114,7 @@ class WSGISessionMiddleware:
         https = environ.get("wsgi.url_scheme") == "https"
         if mode is LockMode.LAZY:
             tx = self.core.begin(cookie, https=https)
-            environ[SESSION_KEY] = self.not_loaded()
+            environ[SESSION_KEY] = self.not_loaded_class()
         else:
             try:
                 tx = self.core.open(cookie, mode, https=https)

@@ -212,3 +212,9 @@ def test_missing_flask_names_the_extra_to_install() -> None:
 def test_permanent_session_lifetime_is_not_the_idle_timeout(make_app: AppFactory) -> None:
     app = make_app(config={"PERMANENT_SESSION_LIFETIME": timedelta(seconds=5)})
     assert app.extensions["sessionware"].core.config.idle_timeout == 20 * 60
+
+
+def test_options_are_checked_when_sessionware_is_made() -> None:
+    """Not at init_app: an app factory learns of a misspelt option at import."""
+    with pytest.raises(ConfigurationError, match="did you mean 'idle_timeout'"):
+        Sessionware(store=MemoryStore(), idle_timout=60)  # type: ignore[call-arg]

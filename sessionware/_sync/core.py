@@ -30,7 +30,7 @@ from sessionware._sync.leases import HeldLease, LeaseKeeper
 from sessionware._sync.queue import SessionQueues
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
 from sessionware._sync.users import UserIndex
-from sessionware.config import SessionConfig, SessionOptions, config_from_options
+from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
     ConfigurationError,
@@ -117,29 +117,6 @@ class SyncSessionCore:
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
-
-    @classmethod
-    def from_options(
-        cls,
-        store: SyncStore,
-        secret_key: str | Sequence[str],
-        serializer: Serializer | None,
-        options: SessionOptions,
-        session_class: type[Session] = Session,
-        *,
-        on_event: EventHook | None = None,
-        meter_provider: Any = None,
-    ) -> SyncSessionCore:
-        """The core the middlewares build from their keyword arguments."""
-        return cls(
-            store,
-            secret_key,
-            config=config_from_options(options),
-            serializer=serializer,
-            session_class=session_class,
-            on_event=on_event,
-            meter_provider=meter_provider,
-        )
 
     def guard(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store operation, ``operation(*args, **kwargs)``, within
