@@ -15,7 +15,7 @@ from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
 from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionwareError
-from sessionware.loading import TRANSACTION_KEY, NotLoadedSession
+from sessionware.loading import STATE_KEY, NotLoadedSession
 from sessionware.modes import LockMode
 from sessionware.responses import respond_to
 from sessionware.session import Session
@@ -92,7 +92,7 @@ class SessionMiddleware:
                 await self._refuse(kind, send, exc)
                 return
             scope["session"] = tx.session
-        scope[TRANSACTION_KEY] = tx
+        scope[STATE_KEY] = tx
         exchange = _Exchange(self, kind, send, tx)
         try:
             await self.app(scope, receive, exchange.send)

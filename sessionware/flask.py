@@ -76,7 +76,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import CookieOptions
-from sessionware.exceptions import ConfigurationError, SessionwareError
+from sessionware.exceptions import ConfigurationError, SessionNotLoaded, SessionwareError
 from sessionware.loading import NotLoadedSession
 from sessionware.modes import LockMode
 from sessionware.session import Session
@@ -102,14 +102,18 @@ class FlaskNotLoadedSession(NotLoadedSession, SessionMixin):
     """``flask.session`` under lock mode ``lazy`` until the view loads it."""
 
     accessed = False  # nothing was read: no Vary: Cookie
+    how_to_load = ("declare the view with @uses_session() (sessionware.flask), or call "
+                   "sessionware.flask.load_session() first")
 
 
 class UnavailableSession(NullSession):
     """What ``flask.session`` is in a request without a sessionware session:
-    readable and empty; changes raise with the reason."""
+    readable and empty, as Flask's own ``NullSession``; changes raise
+    :class:`~sessionware.SessionNotLoaded` (a ``RuntimeError``, as Flask's
+    would be) with the reason."""
 
     def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise RuntimeError(
+        raise SessionNotLoaded(
             "no session in this request: its lock mode is 'none', or it did not "
             "pass through the sessionware middleware (Flask's session_transaction() "
             "and test_request_context() do not)")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
@@ -36,43 +36,55 @@ from sessionware.exceptions import SessionNotLoaded
 from sessionware.modes import LockMode
 from sessionware.session import Session
 
-__all__ = ["TRANSACTION_KEY", "NotLoadedSession", "load_session", "uses_session"]
+__all__ = ["STATE_KEY", "NotLoadedSession", "load_session", "request_state", "uses_session"]
 
-TRANSACTION_KEY = "sessionware.transaction"
-"""The scope (ASGI) or environ (WSGI) key of the request's session transaction."""
+STATE_KEY = "sessionware.state"
+"""The scope (ASGI) or environ (WSGI) key under which the middleware keeps its
+state of the request: the ASGI driver its session transaction, the WSGI
+driver its per-request record. One key for both drivers."""
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class NotLoadedSession(dict[str, Any]):
     """What ``scope["session"]`` is under lock mode ``lazy`` until the request
-    loads it: reading or changing it raises :class:`~sessionware.SessionNotLoaded`."""
+    loads it: reading or changing it raises :class:`~sessionware.SessionNotLoaded`
+    with :attr:`how_to_load`, which each driver words with its own names."""
 
     __slots__ = ()
 
+    how_to_load: ClassVar[str] = (
+        "declare the route with @uses_session() or a sessionware.fastapi dependency, or "
+        "call `await load_session(request)` first")
+
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise SessionNotLoaded(
-            "the session is not loaded in this request (lock mode 'lazy'): declare the route "
-            "with @uses_session() (Starlette, Flask) or a sessionware.fastapi dependency, or "
-            "call `await load_session(request)` first")
+            f"the session is not loaded in this request (lock mode 'lazy'): {self.how_to_load}")
 
     __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = _refuse
     get = keys = values = items = pop = popitem = setdefault = update = clear = _refuse
     copy = __or__ = __ior__ = _refuse
 
     def __repr__(self) -> str:
-        return "NotLoadedSession()"
+        return f"{type(self).__name__}()"
 
+
+def request_state(mapping: MutableMapping[str, Any], kind: type[T], middleware: str) -> T:
+    """The state ``middleware`` keeps of the request whose scope or environ is
+    ``mapping``; :class:`~sessionware.SessionNotLoaded` when there is none:
+    every driver says "no session in this request" with this one error."""
+    state = mapping.get(STATE_KEY)
+    if not isinstance(state, kind):
+        raise SessionNotLoaded(
+            f"no sessionware session in this request: {middleware} is not installed in front "
+            "of it, or its lock mode for this request is 'none'")
+    return state
 
 
 def transaction_of(scope: MutableMapping[str, Any]) -> SessionTransaction:
     """The session transaction the middleware started for ``scope``'s request."""
-    tx = scope.get(TRANSACTION_KEY)
-    if not isinstance(tx, SessionTransaction):
-        raise SessionNotLoaded(
-            "no sessionware session in this request: SessionMiddleware is not installed "
-            "in front of this route, or its lock mode for the route is 'none'")
-    return tx
+    return request_state(scope, SessionTransaction, "SessionMiddleware")
 
 
 async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:

@@ -36,8 +36,8 @@ from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
-from sessionware.exceptions import SessionClosed, SessionNotLoaded, SessionwareError
-from sessionware.loading import NotLoadedSession
+from sessionware.exceptions import SessionwareError
+from sessionware.loading import STATE_KEY, NotLoadedSession, request_state
 from sessionware.modes import LockMode
 from sessionware.responses import ErrorHandler, ErrorResponse, respond_to
 from sessionware.session import Session
@@ -50,10 +50,18 @@ __all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_se
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
 
-_REQUEST_KEY = "sessionware.request"  # the driver's per-request state
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 Write = Callable[[bytes], object]
+
+
+class WSGINotLoadedSession(NotLoadedSession):
+    """``environ["sessionware.session"]`` under lock mode ``lazy`` until the
+    app loads it."""
+
+    __slots__ = ()
+
+    how_to_load = "call sessionware.wsgi.load_session(environ) first"
 
 
 class WSGISessionMiddleware:
@@ -86,7 +94,7 @@ class WSGISessionMiddleware:
     session_class: ClassVar[type[Session]] = Session
     """The class of the sessions handed to the app: a :class:`~sessionware.Session`."""
 
-    not_loaded_class: ClassVar[type[NotLoadedSession]] = NotLoadedSession
+    not_loaded_class: ClassVar[type[NotLoadedSession]] = WSGINotLoadedSession
     """The class of the session under lock mode ``lazy`` until the app loads it."""
 
     def __init__(self, app: WSGIApplication, *, store: Store | SyncStore | None = None,
@@ -122,7 +130,7 @@ class WSGISessionMiddleware:
                 return _send_error(start_response, respond_to(exc, self.on_error))
             environ[SESSION_KEY] = tx.session
         request = _Request(tx, start_response, self.on_error)
-        environ[_REQUEST_KEY] = request
+        environ[STATE_KEY] = request
         try:
             body = self.app(environ, request.start_response)
         except SessionwareError as exc:
@@ -160,11 +168,7 @@ def error_response(environ: WSGIEnvironment, exc: SessionwareError) -> ErrorResp
 
 
 def _request_of(environ: WSGIEnvironment) -> _Request:
-    request = environ.get(_REQUEST_KEY)
-    if not isinstance(request, _Request):
-        raise SessionNotLoaded("no sessionware session in this request "
-                               "(lock mode 'none', or no WSGISessionMiddleware)")
-    return request
+    return request_state(environ, _Request, "WSGISessionMiddleware")
 
 
 def commit_session(environ: WSGIEnvironment) -> None:
@@ -175,11 +179,7 @@ def commit_session(environ: WSGIEnvironment) -> None:
     response headers. Later changes raise :class:`~sessionware.SessionClosed`;
     a store failure raises here, as the async form does.
     """
-    request = environ.get(_REQUEST_KEY)
-    if not isinstance(request, _Request):
-        raise SessionClosed("no sessionware session in this request "
-                            "(lock mode 'none', or no WSGISessionMiddleware)")
-    request.commit_early()
+    _request_of(environ).commit_early()
 
 
 def discard_session(environ: WSGIEnvironment) -> None:
@@ -189,7 +189,7 @@ def discard_session(environ: WSGIEnvironment) -> None:
     their own error page: the middleware cannot tell that page from a success.
     A session already committed stays committed. No-op without a session.
     """
-    request = environ.get(_REQUEST_KEY)
+    request = environ.get(STATE_KEY)
     if isinstance(request, _Request):
         request.discard()
 

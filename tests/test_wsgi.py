@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
-from sessionware import ConfigurationError, Rule, SessionClosed
+from sessionware import ConfigurationError, Rule, SessionNotLoaded
 from sessionware.stores import MemoryStore, SQLiteStore, Store, SyncMemoryStore
 from sessionware.wsgi import WSGISessionMiddleware, commit_session, discard_session
 from tests.apps.wsgi_counter import MODES, SECRET, CounterApp
@@ -186,7 +186,7 @@ def test_framework_error_pages_change_nothing(make: Factory, path: str) -> None:
 
 
 def test_commit_session_needs_a_session() -> None:
-    with pytest.raises(SessionClosed):
+    with pytest.raises(SessionNotLoaded):
         commit_session({})
 
 
