@@ -65,7 +65,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 try:
-    from flask import Flask, Request, Response, abort, request
+    from flask import Flask, Request, Response, abort
+    from flask import request as current_request
     from flask.globals import request_ctx
     from flask.sessions import NullSession, SessionInterface, SessionMixin
     from flask.signals import got_request_exception
@@ -77,7 +78,7 @@ from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import CookieOptions
 from sessionware.exceptions import ConfigurationError, SessionNotLoaded, SessionwareError
-from sessionware.loading import NotLoadedSession
+from sessionware.loading import NotLoadedSession, load_mode
 from sessionware.modes import LockMode
 from sessionware.session import Session
 from sessionware.stores.base import Store
@@ -103,7 +104,7 @@ class FlaskNotLoadedSession(NotLoadedSession, SessionMixin):
 
     accessed = False  # nothing was read: no Vary: Cookie
     how_to_load = ("declare the view with @uses_session() (sessionware.flask), or call "
-                   "sessionware.flask.load_session() first")
+                   "sessionware.flask.load_session(request) first")
 
 
 class UnavailableSession(NullSession):
@@ -135,15 +136,19 @@ class SessionwareInterface(SessionInterface):
             response.vary.add("Cookie")
 
 
-def load_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> FlaskSession:
-    """Load the current request's session (lock mode ``lazy``) and make it
+def load_session(request: Request, mode: LockMode | str = LockMode.EXCLUSIVE) -> FlaskSession:
+    """Load the request's session (lock mode ``lazy``) and make it
     ``flask.session``: ``exclusive`` locks it until the response starts,
-    ``read`` takes the last committed snapshot. A store failure aborts the
-    request with the middleware's ``on_error`` response (503 by default)."""
+    ``read`` takes the last committed snapshot. ``request`` is Flask's
+    ``request``. A store failure aborts the request with the middleware's
+    ``on_error`` response (503 by default); a request without a session
+    raises :class:`~sessionware.SessionNotLoaded`."""
     try:
-        session = _load_environ(request.environ, mode)
+        session = _load_environ(request, mode)
+    except SessionNotLoaded:
+        raise  # the app's mistake, not the store's: no on_error response for it
     except SessionwareError as exc:
-        answer = error_response(request.environ, exc)
+        answer = error_response(request, exc)
         abort(Response(answer.body, answer.status, answer.all_headers()))
     _hand_to_flask(session)
     return cast(FlaskSession, session)
@@ -160,30 +165,32 @@ def _hand_to_flask(session: Session) -> None:
 def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[[View], View]:
     """Decorate a view so that its session is loaded in ``mode`` before it runs
     (place it below ``@app.route``)."""
-    chosen = LockMode(mode)
+    chosen = load_mode(mode)
 
     def decorate(view: View) -> View:
         if inspect.iscoroutinefunction(view):
             @functools.wraps(view)
             async def with_session_async(*args: Any, **kwargs: Any) -> Any:
-                load_session(chosen)
+                load_session(current_request, chosen)
                 return await view(*args, **kwargs)
             return cast(View, with_session_async)
 
         @functools.wraps(view)
         def with_session(*args: Any, **kwargs: Any) -> Any:
-            load_session(chosen)
+            load_session(current_request, chosen)
             return view(*args, **kwargs)
         return cast(View, with_session)
 
     return decorate
 
 
-def commit_session() -> None:
-    """Commit the current request's session now and release its lock, before a
-    long response (``stream_with_context``, downloads). Later changes raise
-    :class:`~sessionware.SessionClosed`."""
-    _commit_environ(request.environ)
+def commit_session(request: Request) -> None:
+    """Commit the request's session now and release its lock, before a long
+    response (``stream_with_context``, downloads). ``request`` is Flask's
+    ``request``. Later changes raise :class:`~sessionware.SessionClosed`; a
+    request without a loaded session raises
+    :class:`~sessionware.SessionNotLoaded`."""
+    _commit_environ(request)
 
 
 class _FlaskMiddleware(WSGISessionMiddleware):
@@ -251,7 +258,7 @@ class Sessionware:
 
 def _discard(sender: Flask, **extra: Any) -> None:
     """A view raised: Flask answers with its error page, which must save nothing."""
-    discard_session(request.environ)
+    discard_session(current_request.environ)
 
 
 def _cookie_options(config: dict[str, Any]) -> CookieOptions:

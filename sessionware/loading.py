@@ -32,11 +32,12 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 from starlette.concurrency import run_in_threadpool
 
 from sessionware.core import SessionTransaction
-from sessionware.exceptions import SessionNotLoaded
+from sessionware.exceptions import ConfigurationError, SessionNotLoaded
 from sessionware.modes import LockMode
 from sessionware.session import Session
 
-__all__ = ["STATE_KEY", "NotLoadedSession", "load_session", "request_state", "uses_session"]
+__all__ = ["STATE_KEY", "NotLoadedSession", "commit_session", "load_mode", "load_session",
+           "request_state", "uses_session"]
 
 STATE_KEY = "sessionware.state"
 """The scope (ASGI) or environ (WSGI) key under which the middleware keeps its
@@ -87,6 +88,15 @@ def transaction_of(scope: MutableMapping[str, Any]) -> SessionTransaction:
     return request_state(scope, SessionTransaction, "SessionMiddleware")
 
 
+def load_mode(mode: LockMode | str) -> LockMode:
+    """``mode`` as a mode to load a session in, ``exclusive`` or ``read``; a
+    :class:`~sessionware.ConfigurationError` for any other, at once (when a
+    route is declared, not at its first request)."""
+    if mode in (LockMode.EXCLUSIVE, LockMode.READ):
+        return LockMode(mode)
+    raise ConfigurationError(f"a session is loaded 'exclusive' or 'read', not {mode!r}")
+
+
 async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
     """Load the request's session and return it (also as ``request.session``):
     ``exclusive`` locks it until the response starts, ``read`` takes the last
@@ -96,19 +106,35 @@ async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) 
     Loading twice returns the same session. Failures raise as the middleware
     would answer them (:class:`~sessionware.LockTimeout`,
     :class:`~sessionware.StoreUnavailable`, ...); left unhandled, the middleware
-    answers them with its ``on_error`` response.
+    answers them with its ``on_error`` response. A request without a session
+    raises :class:`~sessionware.SessionNotLoaded`.
     """
     scope = getattr(request, "scope", request)
-    session = await transaction_of(scope).load(LockMode(mode))
+    session = await transaction_of(scope).load(load_mode(mode))
     scope["session"] = session
     return session
+
+
+async def commit_session(request: Any) -> None:
+    """Commit the request's session now and release its lock, before a long
+    (streamed) response: ``await request.session.commit()``, named as the
+    WSGI and Flask forms are.
+
+    ``request`` is a Starlette ``Request``/``WebSocket`` or an ASGI scope.
+    Set-Cookie, if any, still goes out with the response headers, so call it
+    before the response starts. Later changes raise
+    :class:`~sessionware.SessionClosed`; a store failure raises here. A
+    request without a loaded session raises
+    :class:`~sessionware.SessionNotLoaded`.
+    """
+    await transaction_of(getattr(request, "scope", request)).commit_early()
 
 
 def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[
         [Callable[..., Any]], Callable[..., Awaitable[Any]]]:
     """Decorate a Starlette endpoint (``async def`` or ``def`` taking the
     request) so that its session is loaded in ``mode`` before it runs."""
-    chosen = LockMode(mode)
+    chosen = load_mode(mode)
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         is_async = inspect.iscoroutinefunction(endpoint)

@@ -144,7 +144,7 @@ class Session(dict[str, Any]):
             raise SessionClosed(
                 "this session has no async commit: it is not managed by the ASGI middleware "
                 "(under WSGI call sessionware.wsgi.commit_session(environ); in Flask, "
-                "sessionware.flask.commit_session())")
+                "sessionware.flask.commit_session(request))")
         await self._commit_early()
 
     def _check_commit(self) -> None:

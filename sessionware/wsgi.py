@@ -26,10 +26,11 @@ commit and unlock now, before a long streamed response.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, ClassVar, Unpack
+from typing import Any, ClassVar, Protocol, TypeVar, Unpack, cast
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
@@ -37,15 +38,15 @@ from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
 from sessionware.exceptions import SessionwareError
-from sessionware.loading import STATE_KEY, NotLoadedSession, request_state
+from sessionware.loading import STATE_KEY, NotLoadedSession, load_mode, request_state
 from sessionware.modes import LockMode
 from sessionware.responses import ErrorHandler, ErrorResponse, respond_to
 from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.urls import store_from_env
 
-__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
-           "error_response", "load_session"]
+__all__ = ["SESSION_KEY", "HasEnviron", "WSGIRequest", "WSGISessionMiddleware", "commit_session",
+           "discard_session", "error_response", "load_session", "uses_session"]
 
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
@@ -53,6 +54,7 @@ SESSION_KEY = "sessionware.session"
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 Write = Callable[[bytes], object]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 class WSGINotLoadedSession(NotLoadedSession):
@@ -61,7 +63,8 @@ class WSGINotLoadedSession(NotLoadedSession):
 
     __slots__ = ()
 
-    how_to_load = "call sessionware.wsgi.load_session(environ) first"
+    how_to_load = ("declare the handler with @uses_session() (sessionware.wsgi), or call "
+                   "sessionware.wsgi.load_session(environ) first")
 
 
 class WSGISessionMiddleware:
@@ -150,36 +153,72 @@ class WSGISessionMiddleware:
         self.core.close()
 
 
-def load_session(environ: WSGIEnvironment, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
+class HasEnviron(Protocol):
+    """A framework's request object over a WSGI environ (werkzeug's, WebOb's, ...)."""
+
+    @property
+    def environ(self) -> WSGIEnvironment: ...
+
+
+WSGIRequest = WSGIEnvironment | HasEnviron
+"""What the functions of this module take as ``request``: the environ, or a
+framework's request object that has it as ``.environ``."""
+
+
+def load_session(request: WSGIRequest, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
     """Load the request's session (lock mode ``lazy``) and return it, also as
     ``environ["sessionware.session"]``: ``exclusive`` locks it until the
     response starts, ``read`` takes the last committed snapshot. Loading twice
     returns the same session. A failure raises; left unhandled, the middleware
-    answers it with its ``on_error`` response."""
-    session = _request_of(environ).tx.load(LockMode(mode))
+    answers it with its ``on_error`` response. A request without a session
+    raises :class:`~sessionware.SessionNotLoaded`."""
+    environ = _environ(request)
+    session = _request_of(environ).tx.load(load_mode(mode))
     environ[SESSION_KEY] = session
     return session
 
 
-def error_response(environ: WSGIEnvironment, exc: SessionwareError) -> ErrorResponse:
-    """The response the middleware's ``on_error`` gives for ``exc``, for
-    frameworks that answer a failed :func:`load_session` themselves."""
-    return respond_to(exc, _request_of(environ).on_error)
-
-
-def _request_of(environ: WSGIEnvironment) -> _Request:
-    return request_state(environ, _Request, "WSGISessionMiddleware")
-
-
-def commit_session(environ: WSGIEnvironment) -> None:
+def commit_session(request: WSGIRequest) -> None:
     """Commit the request's session now and release its lock: the synchronous
     form of ``await session.commit()``, for long (streamed) responses.
 
     Call it before the response starts: Set-Cookie, if any, goes out with the
     response headers. Later changes raise :class:`~sessionware.SessionClosed`;
-    a store failure raises here, as the async form does.
+    a store failure raises here, as the async form does. A request without a
+    loaded session raises :class:`~sessionware.SessionNotLoaded`.
     """
-    _request_of(environ).commit_early()
+    _request_of(_environ(request)).commit_early()
+
+
+def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[[Handler], Handler]:
+    """Decorate a handler whose first argument is the request (the environ,
+    as a WSGI app's is, or a request object with ``.environ``) so that its
+    session is loaded in ``mode`` before it runs."""
+    chosen = load_mode(mode)
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def with_session(request: WSGIRequest, *args: Any, **kwargs: Any) -> Any:
+            load_session(request, chosen)
+            return handler(request, *args, **kwargs)
+
+        return cast(Handler, with_session)
+
+    return decorate
+
+
+def error_response(request: WSGIRequest, exc: SessionwareError) -> ErrorResponse:
+    """The response the middleware's ``on_error`` gives for ``exc``, for
+    frameworks that answer a failed :func:`load_session` themselves."""
+    return respond_to(exc, _request_of(_environ(request)).on_error)
+
+
+def _environ(request: WSGIRequest) -> WSGIEnvironment:
+    return request if isinstance(request, dict) else request.environ
+
+
+def _request_of(environ: WSGIEnvironment) -> _Request:
+    return request_state(environ, _Request, "WSGISessionMiddleware")
 
 
 def discard_session(environ: WSGIEnvironment) -> None:

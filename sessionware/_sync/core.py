@@ -40,6 +40,7 @@ from sessionware.exceptions import (
     QueueFull,
     SerializationError,
     SessionClosed,
+    SessionNotLoaded,
     SessionTooLarge,
     SessionwareError,
     StoreError,
@@ -428,12 +429,17 @@ class SyncSessionTransaction:
 
     def _open_session(self, data: dict[str, object] | None) -> Session:
         session = self._core.session_class(data)
-        if not IS_SYNC:  # ``session.commit()``; WSGI has commit_session()
+        if not IS_SYNC:  # ``session.commit()``; WSGI has commit_session(request)
             session._commit_early = self.commit_early
         return session
 
     def commit_early(self) -> None:
         """The app commits before the response starts (``session.commit()``)."""
+        if self._mode is None:
+            raise SessionNotLoaded(
+                "the session is not loaded in this request (lock mode "
+                "'lazy'): load it before committing it"
+            )
         self.session._check_commit()  # read-only, twice, invalidated...
         self.commit()
 

@@ -74,7 +74,7 @@ def build_app(store: Store, **options: Any) -> Flask:
     @app.get("/early")
     def early() -> Response:
         session["n"] = session.get("n", 0) + 1
-        commit_session()
+        commit_session(request)
         try:
             session["n"] = -1
         except SessionClosed:
