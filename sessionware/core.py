@@ -285,7 +285,7 @@ async def _taken_or_created(create: Callable[[], Awaitable[bool]]) -> bool:
 
 class SessionTransaction:
     """One request's session. The session behaves as a transaction: committed
-    as the response starts, discarded on every other way out."""
+    as the response starts, abandoned (released unsaved) on every other way out."""
 
     __slots__ = ("_cookie", "_core", "_event", "_had_cookie", "_headers", "_held", "_https",
                  "_key", "_lease", "_loaded_id", "_mode", "_saved", "_user", "load_failure",

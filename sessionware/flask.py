@@ -83,7 +83,7 @@ from sessionware.modes import LockMode
 from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.urls import ENV_VAR, store_from_url
-from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
+from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, abandon_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
 from sessionware.wsgi import load_session as _load_environ
 
@@ -251,14 +251,14 @@ class Sessionware:
                                       secret_key=_secret_keys(given_key, app.config), **merged)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
-        got_request_exception.connect(_discard, app, weak=False)
+        got_request_exception.connect(_abandon, app, weak=False)
         app.extensions["sessionware"] = middleware
         return middleware
 
 
-def _discard(sender: Flask, **extra: Any) -> None:
+def _abandon(sender: Flask, **extra: Any) -> None:
     """A view raised: Flask answers with its error page, which must save nothing."""
-    discard_session(current_request.environ)
+    abandon_session(current_request)
 
 
 def _cookie_options(config: dict[str, Any]) -> CookieOptions:

@@ -15,13 +15,16 @@ store::
 
 A request the app fails saves nothing: the app raises, answers with a 5xx
 status, calls ``start_response`` with ``exc_info``, or a framework that turns
-exceptions into its own error page says so with :func:`discard_session`
+exceptions into its own error page says so with :func:`abandon_session`
 (:mod:`sessionware.flask` does, for Flask). A commit that fails replaces the
 app's response with the error response of
 :func:`~sessionware.responses.respond_to`; the app's iterable is closed unread.
 
-:func:`commit_session` is the synchronous form of ``await session.commit()``:
-commit and unlock now, before a long streamed response.
+The app uses the session through the names every driver has, over the
+environ (or a request object with ``.environ``): :func:`uses_session` and
+:func:`load_session` (lock mode ``lazy``), and :func:`commit_session`, the
+synchronous form of ``await session.commit()``: commit and unlock now, before
+a long streamed response.
 """
 
 from __future__ import annotations
@@ -45,8 +48,8 @@ from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.urls import store_from_env
 
-__all__ = ["SESSION_KEY", "HasEnviron", "WSGIRequest", "WSGISessionMiddleware", "commit_session",
-           "discard_session", "error_response", "load_session", "uses_session"]
+__all__ = ["SESSION_KEY", "HasEnviron", "WSGIRequest", "WSGISessionMiddleware", "abandon_session",
+           "commit_session", "error_response", "load_session", "uses_session"]
 
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
@@ -221,22 +224,24 @@ def _request_of(environ: WSGIEnvironment) -> _Request:
     return request_state(environ, _Request, "WSGISessionMiddleware")
 
 
-def discard_session(environ: WSGIEnvironment) -> None:
-    """End the request's session without saving it, and release its lock now.
+def abandon_session(request: WSGIRequest) -> None:
+    """Abandon the request's session: nothing of it is saved, and its lock is
+    released now (the store's record stays as it was).
 
     For frameworks that catch a failed request's exception and answer with
     their own error page: the middleware cannot tell that page from a success.
-    A session already committed stays committed. No-op without a session.
+    A session already committed stays committed. No-op without a session, so
+    an error hook may call it for every request.
     """
-    request = environ.get(STATE_KEY)
-    if isinstance(request, _Request):
-        request.discard()
+    state = _environ(request).get(STATE_KEY)
+    if isinstance(state, _Request):
+        state.abandon()
 
 
 class _Request:
     """The driver's state for one request: when to commit, and what to send."""
 
-    __slots__ = ("_closed", "_start", "cookies", "discarded", "on_error", "refusal", "started",
+    __slots__ = ("_closed", "_start", "abandoned", "cookies", "on_error", "refusal", "started",
                  "tx")
 
     def __init__(self, tx: SyncSessionTransaction, start_response: StartResponse,
@@ -246,7 +251,7 @@ class _Request:
         self.on_error = on_error
         self.started = False
         self.cookies: list[str] | None = None  # the Set-Cookie values, once committed
-        self.discarded = False
+        self.abandoned = False
         self.refusal: ErrorResponse | None = None  # sent instead of the app's response
         self._closed = False
 
@@ -256,8 +261,8 @@ class _Request:
             return _ignore  # the app's response was replaced already
         self.started = True
         if exc_info is not None:
-            self.discard()  # the app reports an error: its request saves nothing
-        if not self.discarded:
+            self.abandon()  # the app reports an error: its request saves nothing
+        if not self.abandoned:
             try:
                 self.cookies = self.tx.commit(_status_code(status))
             except SessionwareError as exc:
@@ -272,9 +277,9 @@ class _Request:
         self.tx.commit_early()
         self.cookies = self.tx.commit()  # idempotent: that commit's Set-Cookie values
 
-    def discard(self) -> None:
+    def abandon(self) -> None:
         if self.cookies is None:
-            self.discarded = True
+            self.abandoned = True
             self.close()
 
     def close(self) -> None:

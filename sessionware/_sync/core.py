@@ -302,7 +302,7 @@ def _taken_or_created(create: Callable[[], bool]) -> bool:
 
 class SyncSessionTransaction:
     """One request's session. The session behaves as a transaction: committed
-    as the response starts, discarded on every other way out."""
+    as the response starts, abandoned (released unsaved) on every other way out."""
 
     __slots__ = (
         "_cookie",
