@@ -76,7 +76,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
-from sessionware.cookies import CookieOptions
+from sessionware.cookies import CookieOptions, check_secret_keys
 from sessionware.exceptions import ConfigurationError, SessionNotLoaded, SessionwareError
 from sessionware.loading import NotLoadedSession, load_mode
 from sessionware.modes import LockMode
@@ -280,11 +280,21 @@ def _cookie_options(config: dict[str, Any]) -> CookieOptions:
 
 def _secret_keys(given: str | bytes | Sequence[str | bytes] | None,
                  config: dict[str, Any]) -> list[str]:
+    """The signing keys, checked under the names the app set them by: a short
+    key from the config is ``app.config['SECRET_KEY']`` in the error, not
+    the ``secret_key[0]`` it becomes in the middleware."""
     if given is None:
         if not config.get("SECRET_KEY"):
             raise ConfigurationError("Sessionware needs a secret key: set "
                                      "app.config['SECRET_KEY'] or pass secret_key=")
-        given = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]
+        keys = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]
+        names = ["app.config['SECRET_KEY']",
+                 *(f"app.config['SECRET_KEY_FALLBACKS'][{i}]" for i in range(len(keys) - 1))]
     elif isinstance(given, (str, bytes)):
-        given = [given]
-    return [key.decode("latin-1") if isinstance(key, bytes) else key for key in given]
+        keys, names = [given], ["secret_key"]
+    else:
+        keys = list(given)
+        names = [f"secret_key[{i}]" for i in range(len(keys))]
+    text = [key.decode("latin-1") if isinstance(key, bytes) else key for key in keys]
+    check_secret_keys(text, names)
+    return text

@@ -218,3 +218,23 @@ def test_options_are_checked_when_sessionware_is_made() -> None:
     """Not at init_app: an app factory learns of a misspelt option at import."""
     with pytest.raises(ConfigurationError, match="did you mean 'idle_timeout'"):
         Sessionware(store=MemoryStore(), idle_timout=60)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("config", "given", "named"), [
+    ({"SECRET_KEY": "sh0rt"}, None, "app.config['SECRET_KEY']"),
+    ({"SECRET_KEY": SECRET, "SECRET_KEY_FALLBACKS": [SECRET, b"sh0rt"]}, None,
+     "app.config['SECRET_KEY_FALLBACKS'][1]"),
+    ({"SECRET_KEY": SECRET}, "sh0rt", "secret_key"),
+    ({}, [SECRET, "sh0rt"], "secret_key[1]"),
+])
+def test_a_short_key_is_named_as_the_app_set_it(
+        config: dict[str, Any], given: Any, named: str) -> None:
+    """Flask's keys come from its config: the error names the config key,
+    not the secret_key[0] they become in the middleware (issue 29)."""
+    app = Flask(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError) as info:
+        Sessionware(app, store=MemoryStore(), secret_key=given)
+    message = str(info.value)
+    assert message.startswith(f"{named} is 5 bytes long"), message
+    assert "sh0rt" not in message
