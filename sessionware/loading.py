@@ -15,11 +15,14 @@ route locks it::
         session = await load_session(request)   # or load it where it is needed
         ...
 
-FastAPI has dependencies for the same (:mod:`sessionware.fastapi`), Flask a
-view decorator (:func:`sessionware.flask.uses_session`). Touching a session
-that was not loaded raises :class:`~sessionware.SessionNotLoaded` saying how to
-load it. In the other lock modes the session is loaded before the app runs and
-these calls return it.
+:func:`commit_session` commits it early, before a long response. Every
+driver has these three names with these shapes, over its own request:
+:mod:`sessionware.fastapi` (where ``uses_session`` is a dependency),
+``sessionware.wsgi`` and ``sessionware.flask``. Touching a session that
+was not loaded raises :class:`~sessionware.SessionNotLoaded` saying how to
+load it, as does each of these calls in a request without a session. In the
+other lock modes the session is loaded before the app runs and these calls
+return it.
 """
 
 from __future__ import annotations
