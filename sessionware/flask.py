@@ -38,13 +38,14 @@ Configuration read from ``app.config`` when :meth:`Sessionware.init_app` runs:
   says otherwise. Pass ``idle_timeout=app.permanent_session_lifetime.total_seconds()``
   to keep Flask's number.
 
-Early release for streamed responses: call :func:`commit_session` in the view
-before returning the streaming response.
+Early release for streamed responses: call :func:`commit_session` (with
+Flask's ``request``) in the view before returning the streaming response.
 
 Lock only what uses the session: with ``lock_mode="lazy"`` a request loads no
 session until its view asks, by the :func:`uses_session` decorator or a call to
-:func:`load_session`; every other view costs no store trip and never waits
-behind the user's other requests::
+:func:`load_session` (``load_session(request, "read")``); every other view
+costs no store trip and never waits behind the user's other requests. These
+are the names and shapes of every driver's (:mod:`sessionware.loading`)::
 
     Sessionware(app, store=..., lock_mode="lazy")
 

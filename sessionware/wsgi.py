@@ -48,8 +48,9 @@ from sessionware.session import Session
 from sessionware.stores.base import Store
 from sessionware.urls import store_from_env
 
-__all__ = ["SESSION_KEY", "HasEnviron", "WSGIRequest", "WSGISessionMiddleware", "abandon_session",
-           "commit_session", "error_response", "load_session", "uses_session"]
+__all__ = ["SESSION_KEY", "HasEnviron", "WSGINotLoadedSession", "WSGIRequest",
+           "WSGISessionMiddleware", "abandon_session", "commit_session", "error_response",
+           "load_session", "uses_session"]
 
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
