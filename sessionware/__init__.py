@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from sessionware.admin import SessionAdmin
 from sessionware.asgi import SessionMiddleware
-from sessionware.config import SessionConfig
+from sessionware.config import SessionConfig, SessionOptions
 from sessionware.cookies import CookieOptions
 from sessionware.exceptions import (
     ConfigurationError,
@@ -23,7 +23,7 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.loading import load_session, uses_session
+from sessionware.loading import commit_session, load_session, uses_session
 from sessionware.modes import LockMode, Rule
 from sessionware.responses import ErrorResponse, default_error_response
 from sessionware.serializers import JSONSerializer, Serializer
@@ -56,6 +56,7 @@ __all__ = [
     "SessionConfig",
     "SessionMiddleware",
     "SessionNotLoaded",
+    "SessionOptions",
     "SessionTooLarge",
     "SessionwareError",
     "StoreError",
@@ -63,6 +64,7 @@ __all__ = [
     "SyncSessionAdmin",
     "WSGISessionMiddleware",
     "__version__",
+    "commit_session",
     "default_error_response",
     "load_session",
     "store_from_env",

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from sessionware.config import SessionConfig
-from sessionware.cookies import CookieSigner, store_key
+from sessionware.cookies import CookieSigner, is_cookie_value, store_key
 from sessionware.core import RETIRED, SessionCore
 from sessionware.exceptions import SerializationError
 from sessionware.reports import SessionInfo, StoreStats, UserSession
@@ -39,7 +39,6 @@ from sessionware.users import NOT_A_SESSION, decode_index, is_index
 __all__ = ["SessionAdmin", "session_reference"]
 
 _STORE_KEY = re.compile(r"[0-9a-f]{64}")
-_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
 
 
 def session_reference(reference: str, signer: CookieSigner | None) -> str:
@@ -50,7 +49,7 @@ def session_reference(reference: str, signer: CookieSigner | None) -> str:
     reference = reference.strip()
     if _STORE_KEY.fullmatch(reference):
         return reference
-    if _COOKIE_VALUE.fullmatch(reference):
+    if is_cookie_value(reference):
         if signer is None:
             raise ValueError("this is a session cookie's value: give the app's secret key "
                              "(--secret or SESSIONWARE_SECRET) to read it, or the store key")

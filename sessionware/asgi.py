@@ -9,18 +9,17 @@ a 5xx response commits nothing) and closes it on every way out.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, Unpack
+from typing import Any, ClassVar, Unpack
 
-from sessionware.config import SessionOptions
+from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
 from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionwareError
-from sessionware.loading import NOT_LOADED, TRANSACTION_KEY
-from sessionware.modes import LockMode, ModeRule, mode_selector
-from sessionware.responses import ErrorHandler, default_error_response, respond_to
-from sessionware.serializers import Serializer
+from sessionware.loading import STATE_KEY, NotLoadedSession
+from sessionware.modes import LockMode
+from sessionware.responses import respond_to
+from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.telemetry import EventHook
 from sessionware.urls import store_from_env
 
 __all__ = ["SessionMiddleware"]
@@ -35,52 +34,41 @@ _START = {"http": "http.response.start", "websocket": "websocket.accept"}
 
 
 class SessionMiddleware:
-    """Server-side sessions, locked per request.
+    """Server-side sessions for an ASGI app, locked per request.
 
+    :param app: the ASGI application.
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``;
         default: the store the ``SESSIONWARE_STORE_URL`` environment variable
         names (:func:`~sessionware.store_from_env`).
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
-    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
-        only in the routes that ask: :mod:`sessionware.loading`), ``"none"``,
-        a callable over the scope, or a list of :class:`~sessionware.Rule`.
-    :param on_error: maps a session failure to the response sent instead
-        (default: 503 with Retry-After, or 500 for unsaveable sessions).
-    :param serializer: default JSON.
-    :param on_event: called with a :class:`~sessionware.telemetry.SessionEvent`
-        when a session is created, regenerated or invalidated, once the store
-        confirmed it and the lock is released; an exception in it is logged.
-    :param meter_provider: the OpenTelemetry meter provider for sessionware's
-        metrics (:mod:`sessionware.telemetry`); default: the global one. No
-        metrics without the ``opentelemetry-api`` package.
-    :param check_store: at the ASGI lifespan's startup, set the store up and
-        read from it once: a store that cannot serve (a wrong URL or path, no
-        server, no permission) fails the startup with its reason, instead of
-        every request answering 503. ``False`` starts without it (the first
-        request sets the store up).
-    :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
-        ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
-        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
-        ``commit_on_5xx``.
+    :param options: the :class:`~sessionware.SessionOptions`, documented
+        there: ``lock_mode``, ``on_error``, ``idle_timeout``, ``cookie``, ...
+
+    Integrations set the class attributes in a subclass:
+    :attr:`session_class`, :attr:`not_loaded_class`.
     """
+
+    session_class: ClassVar[type[Session]] = Session
+    """The class of the sessions handed to the app: a :class:`~sessionware.Session`."""
+
+    not_loaded_class: ClassVar[type[NotLoadedSession]] = NotLoadedSession
+    """The class of ``scope["session"]`` under lock mode ``lazy`` until the
+    request loads it."""
 
     def __init__(self, app: ASGIApp, *, store: Store | None = None,
                  secret_key: str | Sequence[str],
-                 lock_mode: ModeRule = LockMode.EXCLUSIVE,
-                 on_error: ErrorHandler = default_error_response,
-                 serializer: Serializer | None = None,
-                 check_store: bool = True,
-                 on_event: EventHook | None = None,
-                 meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
+        settings = settings_from(options)
         self.app = app
-        self.check_store = check_store
-        self.core = SessionCore.from_options(
-            store if store is not None else store_from_env(), secret_key, serializer, options,
-            on_event=on_event, meter_provider=meter_provider)
-        self.select_mode = mode_selector(lock_mode)
-        self.on_error = on_error
+        self.check_store = settings.check_store
+        self.core = SessionCore(
+            store if store is not None else store_from_env(), secret_key,
+            config=settings.config, serializer=settings.serializer,
+            session_class=self.session_class, on_event=settings.on_event,
+            meter_provider=settings.meter_provider)
+        self.select_mode = settings.lock_mode
+        self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -96,7 +84,7 @@ class SessionMiddleware:
         cookie = self._cookie(scope)
         if mode is LockMode.LAZY:
             tx = self.core.begin(cookie, https=https)
-            scope["session"] = NOT_LOADED
+            scope["session"] = self.not_loaded_class()
         else:
             try:
                 tx = await self.core.open(cookie, mode, https=https)
@@ -104,7 +92,7 @@ class SessionMiddleware:
                 await self._refuse(kind, send, exc)
                 return
             scope["session"] = tx.session
-        scope[TRANSACTION_KEY] = tx
+        scope[STATE_KEY] = tx
         exchange = _Exchange(self, kind, send, tx)
         try:
             await self.app(scope, receive, exchange.send)

@@ -22,7 +22,8 @@ from itsdangerous import BadSignature, Signer
 
 from sessionware.exceptions import ConfigurationError
 
-__all__ = ["CookieOptions", "CookieSigner", "new_session_id", "read_cookie", "store_key"]
+__all__ = ["CookieOptions", "CookieSigner", "check_secret_keys", "is_cookie_value",
+           "new_session_id", "read_cookie", "store_key"]
 
 _ID_BYTES = 32
 # <id>.<HMAC-SHA256>, each 32 bytes in unpadded URL-safe base64. itsdangerous
@@ -35,7 +36,8 @@ _SALT = "sessionware.session-id"
 # An HMAC key needs as much entropy as the digest: 256 bits.
 _MIN_KEY_BYTES = 32
 _MAKE_KEY = ('make one with: python -c "import secrets; print(secrets.token_urlsafe(32))" '
-             "and keep it out of the source (e.g. secret_key=os.environ[\"SESSION_SECRET\"])")
+             "and keep it out of the source (read it from the environment, e.g. "
+             "os.environ[\"SESSION_SECRET\"])")
 
 
 def new_session_id() -> str:
@@ -46,6 +48,13 @@ def new_session_id() -> str:
 def store_key(session_id: str) -> str:
     """The key a store files the session under: never the id itself."""
     return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+def is_cookie_value(value: str) -> bool:
+    """Whether ``value`` is spelt as the session cookie values sessionware
+    issues (``<id>.<signature>``); the signature is not checked. The one
+    parser of that format: the signer and the admin tools both use it."""
+    return _COOKIE_PATTERN.fullmatch(value) is not None
 
 
 class _CachedKeySigner(Signer):
@@ -84,7 +93,7 @@ class CookieSigner:
 
     def unsign(self, cookie_value: str) -> str | None:
         """The session id, or ``None`` for a tampered, malformed or foreign value."""
-        if not _COOKIE_PATTERN.fullmatch(cookie_value):
+        if not is_cookie_value(cookie_value):
             return None
         try:
             return self._signer.unsign(cookie_value).decode()
@@ -104,9 +113,17 @@ def _checked_keys(secret_keys: object) -> list[str]:
                                  f"not {type(secret_keys).__name__}")
     if not secret_keys:
         raise ConfigurationError(f"secret_key is an empty list: give at least one key; {_MAKE_KEY}")
-    for position, key in enumerate(secret_keys):
-        _check_key(key, f"secret_key[{position}]")
+    check_secret_keys(secret_keys, [f"secret_key[{i}]" for i in range(len(secret_keys))])
     return list(secret_keys)
+
+
+def check_secret_keys(keys: Sequence[object], names: Sequence[str]) -> None:
+    """Check that each of ``keys`` is a string of enough bytes for HMAC-SHA256,
+    naming a key that is not by its name in ``names`` (where the app set it:
+    Flask's are ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``). The message never
+    shows the key."""
+    for key, name in zip(keys, names, strict=True):
+        _check_key(key, name)
 
 
 def _check_key(key: object, label: str) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from sessionware._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
-from sessionware.config import SessionConfig, SessionOptions, config_from_options
+from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
     ConfigurationError,
@@ -34,6 +34,7 @@ from sessionware.exceptions import (
     QueueFull,
     SerializationError,
     SessionClosed,
+    SessionNotLoaded,
     SessionTooLarge,
     SessionwareError,
     StoreError,
@@ -89,6 +90,9 @@ class SessionCore:
             raise ConfigurationError(f"store must be a sessionware Store, not {store!r}")
         self.store = store
         self.config = config or SessionConfig()
+        # The option's None means "a tenth of idle_timeout": resolved once, here.
+        self.refresh_after = (self.config.idle_timeout / 10 if self.config.refresh_after is None
+                              else self.config.refresh_after)
         self.signer = CookieSigner(secret_key)
         self.serializer = serializer or JSONSerializer()
         self.session_class = session_class  # a subclass for frameworks (Flask's SessionMixin)
@@ -104,18 +108,6 @@ class SessionCore:
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
-
-    @classmethod
-    def from_options(cls, store: Store, secret_key: str | Sequence[str],
-                     serializer: Serializer | None,
-                     options: SessionOptions,
-                     session_class: type[Session] = Session, *,
-                     on_event: EventHook | None = None,
-                     meter_provider: Any = None) -> SessionCore:
-        """The core the middlewares build from their keyword arguments."""
-        return cls(store, secret_key, config=config_from_options(options),
-                   serializer=serializer, session_class=session_class, on_event=on_event,
-                   meter_provider=meter_provider)
 
     async def guard(self, operation: Callable[..., Awaitable[T]], *args: Any,
                     **kwargs: Any) -> T:
@@ -293,7 +285,7 @@ async def _taken_or_created(create: Callable[[], Awaitable[bool]]) -> bool:
 
 class SessionTransaction:
     """One request's session. The session behaves as a transaction: committed
-    as the response starts, discarded on every other way out."""
+    as the response starts, abandoned (released unsaved) on every other way out."""
 
     __slots__ = ("_cookie", "_core", "_event", "_had_cookie", "_headers", "_held", "_https",
                  "_key", "_lease", "_loaded_id", "_mode", "_saved", "_user", "load_failure",
@@ -373,7 +365,7 @@ class SessionTransaction:
     async def load_snapshot(self, key: str) -> None:
         core = self._core
         raw = await core.guard(core.store.read, key, ttl=core.config.idle_timeout,
-                               refresh_after=core.config.refresh_interval)
+                               refresh_after=core.refresh_after)
         self._loaded_id = raw is not None
         if raw == RETIRED:
             self.session = core.session_class(state=SessionState.RETIRED)
@@ -403,12 +395,15 @@ class SessionTransaction:
 
     def _open_session(self, data: dict[str, object] | None) -> Session:
         session = self._core.session_class(data)
-        if not IS_SYNC:  # ``await session.commit()``; WSGI has commit_session()
+        if not IS_SYNC:  # ``await session.commit()``; WSGI has commit_session(request)
             session._commit_early = self.commit_early
         return session
 
     async def commit_early(self) -> None:
         """The app commits before the response starts (``session.commit()``)."""
+        if self._mode is None:
+            raise SessionNotLoaded("the session is not loaded in this request (lock mode "
+                                   "'lazy'): load it before committing it")
         self.session._check_commit()  # read-only, twice, invalidated...
         await self.commit()
 
@@ -476,11 +471,11 @@ class SessionTransaction:
         return data
 
     async def _save(self, lease: Lease, data: bytes) -> None:
-        store, config = self._core.store, self._core.config
+        core = self._core
+        store, config = core.store, core.config
         if data == lease.data:
             await self._finish(functools.partial(
-                store.release, lease, ttl=config.idle_timeout,
-                refresh_after=config.refresh_interval))
+                store.release, lease, ttl=config.idle_timeout, refresh_after=core.refresh_after))
         else:
             await self._finish(functools.partial(
                 store.commit, lease, data, ttl=config.idle_timeout))

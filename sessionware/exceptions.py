@@ -8,7 +8,8 @@
      |    +-- SessionTooLarge      the serialized session exceeds ``max_size``
      +-- SessionClosed             the session was changed after it was committed
      |                             (or changed in read mode, where nothing is saved)
-     +-- SessionNotLoaded          used before loading it (lock mode ``lazy``)
+     +-- SessionNotLoaded          no session in this request: not loaded yet (lock
+     |                             mode ``lazy``), or none (mode ``none``, no middleware)
      +-- LockError
      |    +-- LockTimeout          the lock was not granted within ``lock_timeout``
      |    +-- QueueFull            too many requests already wait for this session
@@ -73,9 +74,12 @@ class SessionClosed(SessionwareError, RuntimeError):
 
 
 class SessionNotLoaded(SessionwareError, RuntimeError):
-    """The session was used before it was loaded: lock mode ``lazy`` loads it
-    only when the route asks (``await load_session(request)``,
-    ``@uses_session()``, a :mod:`sessionware.fastapi` dependency)."""
+    """There is no session in this request to use: lock mode ``lazy`` has not
+    loaded it yet (a route loads it with ``load_session`` or declares it with
+    ``uses_session``, each driver's own), or the request has none (lock mode
+    ``none``, or no sessionware middleware in front of it). Every driver
+    raises this one error for it; it is a ``RuntimeError`` too, as the
+    errors of Flask's own ``NullSession`` are."""
 
 
 class LockError(SessionwareError):

@@ -25,11 +25,16 @@
 With ``lock_mode="lazy"`` an endpoint that declares neither costs no store trip
 and never waits behind the user's other requests. The dependencies work in the
 other lock modes too: they return the session the middleware loaded.
+
+The names are the other drivers': :func:`uses_session` declares the session
+(here a dependency, ``dependencies=[uses_session()]``), and
+:func:`load_session` and :func:`commit_session` (those of
+:mod:`sessionware.loading`) load and commit it by request.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 try:
     from fastapi import Depends
@@ -37,11 +42,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("sessionware.fastapi needs FastAPI: pip install fastapi") from exc
 from starlette.requests import HTTPConnection
 
-from sessionware.loading import load_session
+from sessionware.loading import commit_session, load_mode, load_session
 from sessionware.modes import LockMode
 from sessionware.session import Session
 
-__all__ = ["LockedSession", "ReadSession", "locked_session", "read_session"]
+__all__ = ["LockedSession", "ReadSession", "commit_session", "load_session", "locked_session",
+           "read_session", "uses_session"]
 
 
 async def locked_session(connection: HTTPConnection) -> Session:
@@ -54,8 +60,18 @@ async def read_session(connection: HTTPConnection) -> Session:
     return await load_session(connection, LockMode.READ)
 
 
-LockedSession = Annotated[Session, Depends(locked_session)]
+def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Any:
+    """Declare the session, FastAPI's way: a dependency that loads it in
+    ``mode`` before the endpoint runs. On a route or router,
+    ``dependencies=[uses_session()]``; as a parameter that receives it,
+    ``session: Annotated[Session, uses_session("read")]`` (what
+    :data:`LockedSession` and :data:`ReadSession` are)."""
+    chosen = load_mode(mode)
+    return Depends(locked_session if chosen is LockMode.EXCLUSIVE else read_session)
+
+
+LockedSession = Annotated[Session, uses_session(LockMode.EXCLUSIVE)]
 """An endpoint parameter ``session: LockedSession`` locks and loads the session."""
 
-ReadSession = Annotated[Session, Depends(read_session)]
+ReadSession = Annotated[Session, uses_session(LockMode.READ)]
 """An endpoint parameter ``session: ReadSession`` loads a read-only snapshot."""

@@ -38,13 +38,14 @@ Configuration read from ``app.config`` when :meth:`Sessionware.init_app` runs:
   says otherwise. Pass ``idle_timeout=app.permanent_session_lifetime.total_seconds()``
   to keep Flask's number.
 
-Early release for streamed responses: call :func:`commit_session` in the view
-before returning the streaming response.
+Early release for streamed responses: call :func:`commit_session` (with
+Flask's ``request``) in the view before returning the streaming response.
 
 Lock only what uses the session: with ``lock_mode="lazy"`` a request loads no
 session until its view asks, by the :func:`uses_session` decorator or a call to
-:func:`load_session`; every other view costs no store trip and never waits
-behind the user's other requests::
+:func:`load_session` (``load_session(request, "read")``); every other view
+costs no store trip and never waits behind the user's other requests. These
+are the names and shapes of every driver's (:mod:`sessionware.loading`)::
 
     Sessionware(app, store=..., lock_mode="lazy")
 
@@ -62,11 +63,11 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
 from typing import Any, NoReturn, TypeVar, Unpack, cast
 
 try:
-    from flask import Flask, Request, Response, abort, request
+    from flask import Flask, Request, Response, abort
+    from flask import request as current_request
     from flask.globals import request_ctx
     from flask.sessions import NullSession, SessionInterface, SessionMixin
     from flask.signals import got_request_exception
@@ -75,18 +76,15 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
 
 from sessionware._sync.stores.base import SyncStore
-from sessionware.config import SessionOptions
-from sessionware.cookies import CookieOptions
-from sessionware.exceptions import ConfigurationError, SessionwareError
-from sessionware.loading import NotLoadedSession
-from sessionware.modes import LockMode, ModeRule
-from sessionware.responses import ErrorHandler, default_error_response
-from sessionware.serializers import Serializer
+from sessionware.config import SessionOptions, settings_from
+from sessionware.cookies import CookieOptions, check_secret_keys
+from sessionware.exceptions import ConfigurationError, SessionNotLoaded, SessionwareError
+from sessionware.loading import NotLoadedSession, load_mode
+from sessionware.modes import LockMode
 from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.telemetry import EventHook
 from sessionware.urls import ENV_VAR, store_from_url
-from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, discard_session, error_response
+from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, abandon_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ
 from sessionware.wsgi import load_session as _load_environ
 
@@ -106,14 +104,18 @@ class FlaskNotLoadedSession(NotLoadedSession, SessionMixin):
     """``flask.session`` under lock mode ``lazy`` until the view loads it."""
 
     accessed = False  # nothing was read: no Vary: Cookie
+    how_to_load = ("declare the view with @uses_session() (sessionware.flask), or call "
+                   "sessionware.flask.load_session(request) first")
 
 
 class UnavailableSession(NullSession):
     """What ``flask.session`` is in a request without a sessionware session:
-    readable and empty; changes raise with the reason."""
+    readable and empty, as Flask's own ``NullSession``; changes raise
+    :class:`~sessionware.SessionNotLoaded` (a ``RuntimeError``, as Flask's
+    would be) with the reason."""
 
     def _fail(self, *args: Any, **kwargs: Any) -> NoReturn:
-        raise RuntimeError(
+        raise SessionNotLoaded(
             "no session in this request: its lock mode is 'none', or it did not "
             "pass through the sessionware middleware (Flask's session_transaction() "
             "and test_request_context() do not)")
@@ -135,15 +137,19 @@ class SessionwareInterface(SessionInterface):
             response.vary.add("Cookie")
 
 
-def load_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> FlaskSession:
-    """Load the current request's session (lock mode ``lazy``) and make it
+def load_session(request: Request, mode: LockMode | str = LockMode.EXCLUSIVE) -> FlaskSession:
+    """Load the request's session (lock mode ``lazy``) and make it
     ``flask.session``: ``exclusive`` locks it until the response starts,
-    ``read`` takes the last committed snapshot. A store failure aborts the
-    request with the middleware's ``on_error`` response (503 by default)."""
+    ``read`` takes the last committed snapshot. ``request`` is Flask's
+    ``request``. A store failure aborts the request with the middleware's
+    ``on_error`` response (503 by default); a request without a session
+    raises :class:`~sessionware.SessionNotLoaded`."""
     try:
-        session = _load_environ(request.environ, mode)
+        session = _load_environ(request, mode)
+    except SessionNotLoaded:
+        raise  # the app's mistake, not the store's: no on_error response for it
     except SessionwareError as exc:
-        answer = error_response(request.environ, exc)
+        answer = error_response(request, exc)
         abort(Response(answer.body, answer.status, answer.all_headers()))
     _hand_to_flask(session)
     return cast(FlaskSession, session)
@@ -160,55 +166,46 @@ def _hand_to_flask(session: Session) -> None:
 def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[[View], View]:
     """Decorate a view so that its session is loaded in ``mode`` before it runs
     (place it below ``@app.route``)."""
-    chosen = LockMode(mode)
+    chosen = load_mode(mode)
 
     def decorate(view: View) -> View:
         if inspect.iscoroutinefunction(view):
             @functools.wraps(view)
             async def with_session_async(*args: Any, **kwargs: Any) -> Any:
-                load_session(chosen)
+                load_session(current_request, chosen)
                 return await view(*args, **kwargs)
             return cast(View, with_session_async)
 
         @functools.wraps(view)
         def with_session(*args: Any, **kwargs: Any) -> Any:
-            load_session(chosen)
+            load_session(current_request, chosen)
             return view(*args, **kwargs)
         return cast(View, with_session)
 
     return decorate
 
 
-def commit_session() -> None:
-    """Commit the current request's session now and release its lock, before a
-    long response (``stream_with_context``, downloads). Later changes raise
-    :class:`~sessionware.SessionClosed`."""
-    _commit_environ(request.environ)
+def commit_session(request: Request) -> None:
+    """Commit the request's session now and release its lock, before a long
+    response (``stream_with_context``, downloads). ``request`` is Flask's
+    ``request``. Later changes raise :class:`~sessionware.SessionClosed`; a
+    request without a loaded session raises
+    :class:`~sessionware.SessionNotLoaded`."""
+    _commit_environ(request)
 
 
-@dataclass(frozen=True)
-class _Settings:
-    store: Store | SyncStore | None = None
-    secret_key: str | bytes | Sequence[str | bytes] | None = None
-    lock_mode: ModeRule | None = None
-    on_error: ErrorHandler | None = None
-    serializer: Serializer | None = None
-    check_store: bool | None = None
-    on_event: EventHook | None = None
-    meter_provider: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
+class _FlaskMiddleware(WSGISessionMiddleware):
+    """The WSGI middleware handing Flask its own session classes."""
 
-    def over(self, defaults: _Settings) -> _Settings:
-        """These settings, falling back to ``defaults`` where unset."""
-        return replace(
-            defaults, **{k: v for k, v in vars(self).items() if v is not None and k != "options"},
-            options={**defaults.options, **self.options})
+    session_class = FlaskSession
+    not_loaded_class = FlaskNotLoadedSession
 
 
 class Sessionware:
     """Locked sessions for a Flask app: ``Sessionware(app, store=...)``, or
     ``Sessionware(store=...)`` and later ``init_app(app)``.
 
+    :param app: the Flask app, or ``None`` to call :meth:`init_app` later.
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``
         (default: the store the ``SESSIONWARE_STORE_URL`` config key names):
         the same classes as for ASGI; the middleware takes the store's sync
@@ -216,67 +213,53 @@ class Sessionware:
     :param secret_key: signs the cookie (a list rotates keys: the first signs,
         all verify); default: ``SECRET_KEY`` then ``SECRET_KEY_FALLBACKS``.
         Bytes keys are accepted.
-    :param lock_mode: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param on_error: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param serializer: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param check_store: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
-        the store check runs in :meth:`init_app`: a store that cannot serve
-        fails the app's creation with its reason.
-    :param on_event: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param meter_provider: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`.
-    :param options: as for :class:`~sessionware.wsgi.WSGISessionMiddleware`;
-        without ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config.
+    :param options: the :class:`~sessionware.SessionOptions`, as for
+        :class:`~sessionware.wsgi.WSGISessionMiddleware`, checked here; without
+        ``cookie``, the cookie follows the ``SESSION_COOKIE_*`` config. The
+        store check (``check_store``) runs in :meth:`init_app`: a store that
+        cannot serve fails the app's creation with its reason.
     """
 
     def __init__(self, app: Flask | None = None, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
-                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None, check_store: bool | None = None,
-                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
-        self._settings = _Settings(store, secret_key, lock_mode, on_error, serializer,
-                                   check_store, on_event, meter_provider, dict(options))
+        settings_from(options)  # a mistake fails here, not at init_app
+        self._store = store
+        self._secret_key = secret_key
+        self._options = options
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, store: Store | SyncStore | None = None,
                  secret_key: str | bytes | Sequence[str | bytes] | None = None,
-                 lock_mode: ModeRule | None = None, on_error: ErrorHandler | None = None,
-                 serializer: Serializer | None = None, check_store: bool | None = None,
-                 on_event: EventHook | None = None, meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> WSGISessionMiddleware:
         """Install the middleware and session interface on ``app``; arguments
         given here win over the constructor's. Returns the middleware (also in
         ``app.extensions["sessionware"]``)."""
-        settings = _Settings(store, secret_key, lock_mode, on_error, serializer, check_store,
-                             on_event, meter_provider, dict(options)).over(self._settings)
-        store = settings.store
+        merged = SessionOptions(**self._options)
+        merged.update(options)
+        merged.setdefault("cookie", _cookie_options(app.config))
+        if store is None:
+            store = self._store
         if store is None:
             if not app.config.get(ENV_VAR):
                 raise ConfigurationError(
                     "Sessionware needs a store: pass store=SQLiteStore('sessions.db'), or set "
                     f"app.config['{ENV_VAR}'] (e.g. 'sqlite:///sessions.db')")
             store = store_from_url(app.config[ENV_VAR])
-        config_options = {"cookie": _cookie_options(app.config), **settings.options}
-        middleware = WSGISessionMiddleware(
-            app.wsgi_app, store=store,
-            secret_key=_secret_keys(settings.secret_key, app.config),
-            lock_mode=LockMode.EXCLUSIVE if settings.lock_mode is None else settings.lock_mode,
-            on_error=settings.on_error or default_error_response,
-            serializer=settings.serializer, session_class=FlaskSession,
-            not_loaded=FlaskNotLoadedSession,
-            check_store=settings.check_store is not False, on_event=settings.on_event,
-            meter_provider=settings.meter_provider, **config_options)
+        given_key = secret_key if secret_key is not None else self._secret_key
+        middleware = _FlaskMiddleware(app.wsgi_app, store=store,
+                                      secret_key=_secret_keys(given_key, app.config), **merged)
         app.wsgi_app = middleware  # type: ignore[method-assign]
         app.session_interface = SessionwareInterface()
-        got_request_exception.connect(_discard, app, weak=False)
+        got_request_exception.connect(_abandon, app, weak=False)
         app.extensions["sessionware"] = middleware
         return middleware
 
 
-def _discard(sender: Flask, **extra: Any) -> None:
+def _abandon(sender: Flask, **extra: Any) -> None:
     """A view raised: Flask answers with its error page, which must save nothing."""
-    discard_session(request.environ)
+    abandon_session(current_request)
 
 
 def _cookie_options(config: dict[str, Any]) -> CookieOptions:
@@ -298,11 +281,21 @@ def _cookie_options(config: dict[str, Any]) -> CookieOptions:
 
 def _secret_keys(given: str | bytes | Sequence[str | bytes] | None,
                  config: dict[str, Any]) -> list[str]:
+    """The signing keys, checked under the names the app set them by: a short
+    key from the config is ``app.config['SECRET_KEY']`` in the error, not
+    the ``secret_key[0]`` it becomes in the middleware."""
     if given is None:
         if not config.get("SECRET_KEY"):
             raise ConfigurationError("Sessionware needs a secret key: set "
                                      "app.config['SECRET_KEY'] or pass secret_key=")
-        given = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]
+        keys = [config["SECRET_KEY"], *(config.get("SECRET_KEY_FALLBACKS") or ())]
+        names = ["app.config['SECRET_KEY']",
+                 *(f"app.config['SECRET_KEY_FALLBACKS'][{i}]" for i in range(len(keys) - 1))]
     elif isinstance(given, (str, bytes)):
-        given = [given]
-    return [key.decode("latin-1") if isinstance(key, bytes) else key for key in given]
+        keys, names = [given], ["secret_key"]
+    else:
+        keys = list(given)
+        names = [f"secret_key[{i}]" for i in range(len(keys))]
+    text = [key.decode("latin-1") if isinstance(key, bytes) else key for key in keys]
+    check_secret_keys(text, names)
+    return text

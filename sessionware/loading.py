@@ -15,11 +15,14 @@ route locks it::
         session = await load_session(request)   # or load it where it is needed
         ...
 
-FastAPI has dependencies for the same (:mod:`sessionware.fastapi`), Flask a
-view decorator (:func:`sessionware.flask.uses_session`). Touching a session
-that was not loaded raises :class:`~sessionware.SessionNotLoaded` saying how to
-load it. In the other lock modes the session is loaded before the app runs and
-these calls return it.
+:func:`commit_session` commits it early, before a long response. Every
+driver has these three names with these shapes, over its own request:
+:mod:`sessionware.fastapi` (where ``uses_session`` is a dependency),
+``sessionware.wsgi`` and ``sessionware.flask``. Touching a session that
+was not loaded raises :class:`~sessionware.SessionNotLoaded` saying how to
+load it, as does each of these calls in a request without a session. In the
+other lock modes the session is loaded before the app runs and these calls
+return it.
 """
 
 from __future__ import annotations
@@ -27,54 +30,74 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NoReturn, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
 from sessionware.core import SessionTransaction
-from sessionware.exceptions import SessionNotLoaded
+from sessionware.exceptions import ConfigurationError, SessionNotLoaded
 from sessionware.modes import LockMode
 from sessionware.session import Session
 
-__all__ = ["TRANSACTION_KEY", "NotLoadedSession", "load_session", "uses_session"]
+__all__ = ["STATE_KEY", "NotLoadedSession", "commit_session", "load_mode", "load_session",
+           "request_state", "uses_session"]
 
-TRANSACTION_KEY = "sessionware.transaction"
-"""The scope (ASGI) or environ (WSGI) key of the request's session transaction."""
+STATE_KEY = "sessionware.state"
+"""The scope (ASGI) or environ (WSGI) key under which the middleware keeps its
+state of the request: the ASGI driver its session transaction, the WSGI
+driver its per-request record. One key for both drivers."""
 
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class NotLoadedSession(dict[str, Any]):
     """What ``scope["session"]`` is under lock mode ``lazy`` until the request
-    loads it: reading or changing it raises :class:`~sessionware.SessionNotLoaded`."""
+    loads it: reading or changing it raises :class:`~sessionware.SessionNotLoaded`
+    with :attr:`how_to_load`, which each driver words with its own names."""
 
     __slots__ = ()
 
+    how_to_load: ClassVar[str] = (
+        "declare the route with @uses_session() or a sessionware.fastapi dependency, or "
+        "call `await load_session(request)` first")
+
     def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise SessionNotLoaded(
-            "the session is not loaded in this request (lock mode 'lazy'): declare the route "
-            "with @uses_session() (Starlette, Flask) or a sessionware.fastapi dependency, or "
-            "call `await load_session(request)` first")
+            f"the session is not loaded in this request (lock mode 'lazy'): {self.how_to_load}")
 
     __getitem__ = __setitem__ = __delitem__ = __contains__ = __iter__ = __len__ = _refuse
     get = keys = values = items = pop = popitem = setdefault = update = clear = _refuse
     copy = __or__ = __ior__ = _refuse
 
     def __repr__(self) -> str:
-        return "NotLoadedSession()"
+        return f"{type(self).__name__}()"
 
 
-NOT_LOADED = NotLoadedSession()
+def request_state(mapping: MutableMapping[str, Any], kind: type[T], middleware: str) -> T:
+    """The state ``middleware`` keeps of the request whose scope or environ is
+    ``mapping``; :class:`~sessionware.SessionNotLoaded` when there is none:
+    every driver says "no session in this request" with this one error."""
+    state = mapping.get(STATE_KEY)
+    if not isinstance(state, kind):
+        raise SessionNotLoaded(
+            f"no sessionware session in this request: {middleware} is not installed in front "
+            "of it, or its lock mode for this request is 'none'")
+    return state
 
 
 def transaction_of(scope: MutableMapping[str, Any]) -> SessionTransaction:
     """The session transaction the middleware started for ``scope``'s request."""
-    tx = scope.get(TRANSACTION_KEY)
-    if not isinstance(tx, SessionTransaction):
-        raise SessionNotLoaded(
-            "no sessionware session in this request: SessionMiddleware is not installed "
-            "in front of this route, or its lock mode for the route is 'none'")
-    return tx
+    return request_state(scope, SessionTransaction, "SessionMiddleware")
+
+
+def load_mode(mode: LockMode | str) -> LockMode:
+    """``mode`` as a mode to load a session in, ``exclusive`` or ``read``; a
+    :class:`~sessionware.ConfigurationError` for any other, at once (when a
+    route is declared, not at its first request)."""
+    if mode in (LockMode.EXCLUSIVE, LockMode.READ):
+        return LockMode(mode)
+    raise ConfigurationError(f"a session is loaded 'exclusive' or 'read', not {mode!r}")
 
 
 async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
@@ -86,19 +109,35 @@ async def load_session(request: Any, mode: LockMode | str = LockMode.EXCLUSIVE) 
     Loading twice returns the same session. Failures raise as the middleware
     would answer them (:class:`~sessionware.LockTimeout`,
     :class:`~sessionware.StoreUnavailable`, ...); left unhandled, the middleware
-    answers them with its ``on_error`` response.
+    answers them with its ``on_error`` response. A request without a session
+    raises :class:`~sessionware.SessionNotLoaded`.
     """
     scope = getattr(request, "scope", request)
-    session = await transaction_of(scope).load(LockMode(mode))
+    session = await transaction_of(scope).load(load_mode(mode))
     scope["session"] = session
     return session
+
+
+async def commit_session(request: Any) -> None:
+    """Commit the request's session now and release its lock, before a long
+    (streamed) response: ``await request.session.commit()``, named as the
+    WSGI and Flask forms are.
+
+    ``request`` is a Starlette ``Request``/``WebSocket`` or an ASGI scope.
+    Set-Cookie, if any, still goes out with the response headers, so call it
+    before the response starts. Later changes raise
+    :class:`~sessionware.SessionClosed`; a store failure raises here. A
+    request without a loaded session raises
+    :class:`~sessionware.SessionNotLoaded`.
+    """
+    await transaction_of(getattr(request, "scope", request)).commit_early()
 
 
 def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[
         [Callable[..., Any]], Callable[..., Awaitable[Any]]]:
     """Decorate a Starlette endpoint (``async def`` or ``def`` taking the
     request) so that its session is loaded in ``mode`` before it runs."""
-    chosen = LockMode(mode)
+    chosen = load_mode(mode)
 
     def decorate(endpoint: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         is_async = inspect.iscoroutinefunction(endpoint)

@@ -21,7 +21,7 @@ class UserSession:
     :ivar bound_at: when the session was bound to the user (the login).
     :ivar last_seen: the session's expiry minus ``idle_timeout``: when a
         request last wrote it or slid its expiry. Slides are throttled by
-        ``refresh_interval``, so it may be that much older than the last
+        ``refresh_after``, so it may be that much older than the last
         request; once the absolute lifetime caps the expiry it reads earlier
         still.
     :ivar expires_at: when it expires unless used again.

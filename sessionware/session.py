@@ -30,14 +30,14 @@ keeps each user's index of sessions (:mod:`sessionware.users`) from it."""
 class SessionState(enum.Enum):
     OPEN = "open"  # changes will be committed
     READ_ONLY = "read-only"  # a snapshot: read mode, nothing is saved
-    COMMITTED = "committed"  # committed (early) or discarded; nothing more is saved
+    COMMITTED = "committed"  # committed (early) or abandoned; nothing more is saved
     RETIRED = "retired"  # its id was retired by a regeneration; nothing is saved
 
 
 _REFUSALS = {
     SessionState.READ_ONLY: "the session is read-only in this request (lock mode 'read'): "
                             "changes would not be saved",
-    SessionState.COMMITTED: "the session was already committed (or discarded with a 5xx "
+    SessionState.COMMITTED: "the session was already committed (or abandoned with a 5xx "
                             "response): changes would not be saved",
     SessionState.RETIRED: "this request carries a session id that a concurrent request "
                           "retired with regenerate() (a login): its changes would not be "
@@ -144,7 +144,7 @@ class Session(dict[str, Any]):
             raise SessionClosed(
                 "this session has no async commit: it is not managed by the ASGI middleware "
                 "(under WSGI call sessionware.wsgi.commit_session(environ); in Flask, "
-                "sessionware.flask.commit_session())")
+                "sessionware.flask.commit_session(request))")
         await self._commit_early()
 
     def _check_commit(self) -> None:

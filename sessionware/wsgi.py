@@ -15,53 +15,64 @@ store::
 
 A request the app fails saves nothing: the app raises, answers with a 5xx
 status, calls ``start_response`` with ``exc_info``, or a framework that turns
-exceptions into its own error page says so with :func:`discard_session`
+exceptions into its own error page says so with :func:`abandon_session`
 (:mod:`sessionware.flask` does, for Flask). A commit that fails replaces the
 app's response with the error response of
 :func:`~sessionware.responses.respond_to`; the app's iterable is closed unread.
 
-:func:`commit_session` is the synchronous form of ``await session.commit()``:
-commit and unlock now, before a long streamed response.
+The app uses the session through the names every driver has, over the
+environ (or a request object with ``.environ``): :func:`uses_session` and
+:func:`load_session` (lock mode ``lazy``), and :func:`commit_session`, the
+synchronous form of ``await session.commit()``: commit and unlock now, before
+a long streamed response.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, ClassVar, Protocol, TypeVar, Unpack, cast
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
 from sessionware._sync.stores.base import SyncStore
-from sessionware.config import SessionOptions
+from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
-from sessionware.exceptions import SessionClosed, SessionNotLoaded, SessionwareError
-from sessionware.loading import NotLoadedSession
-from sessionware.modes import LockMode, ModeRule, mode_selector
-from sessionware.responses import ErrorHandler, ErrorResponse, default_error_response, respond_to
-from sessionware.serializers import Serializer
+from sessionware.exceptions import SessionwareError
+from sessionware.loading import STATE_KEY, NotLoadedSession, load_mode, request_state
+from sessionware.modes import LockMode
+from sessionware.responses import ErrorHandler, ErrorResponse, respond_to
 from sessionware.session import Session
 from sessionware.stores.base import Store
-from sessionware.telemetry import EventHook
 from sessionware.urls import store_from_env
 
-__all__ = ["SESSION_KEY", "WSGISessionMiddleware", "commit_session", "discard_session",
-           "error_response", "load_session"]
+__all__ = ["SESSION_KEY", "HasEnviron", "WSGINotLoadedSession", "WSGIRequest",
+           "WSGISessionMiddleware", "abandon_session", "commit_session", "error_response",
+           "load_session", "uses_session"]
 
 SESSION_KEY = "sessionware.session"
 """The environ key of the request's :class:`~sessionware.Session`."""
 
-_REQUEST_KEY = "sessionware.request"  # the driver's per-request state
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 Write = Callable[[bytes], object]
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+class WSGINotLoadedSession(NotLoadedSession):
+    """``environ["sessionware.session"]`` under lock mode ``lazy`` until the
+    app loads it."""
+
+    __slots__ = ()
+
+    how_to_load = ("declare the handler with @uses_session() (sessionware.wsgi), or call "
+                   "sessionware.wsgi.load_session(environ) first")
 
 
 class WSGISessionMiddleware:
     """Server-side sessions for a WSGI app, locked per request.
-
-    Takes the same arguments as :class:`~sessionware.SessionMiddleware`:
 
     :param app: the WSGI application.
     :param store: where sessions live, e.g. ``SQLiteStore("sessions.db")``:
@@ -71,62 +82,42 @@ class WSGISessionMiddleware:
         ``SESSIONWARE_STORE_URL`` environment variable names.
     :param secret_key: signs the cookie; a list rotates keys (the first signs,
         all verify).
-    :param lock_mode: ``"exclusive"`` (default), ``"read"``, ``"lazy"`` (load
-        only where the app calls :func:`load_session`), ``"none"``, a
-        callable, or a list of :class:`~sessionware.Rule`. Rules and callables
-        see a scope-like dict: ``type`` (``"http"``), ``method``, ``path``
-        (``PATH_INFO``), ``root_path`` (``SCRIPT_NAME``), ``scheme``,
-        ``query_string`` (bytes), ``headers`` (list of lower-case byte pairs)
-        and ``environ``.
-    :param on_error: maps a session failure to the response sent instead
-        (default: 503 with Retry-After, or 500 for unsaveable sessions).
-    :param serializer: default JSON.
-    :param session_class: the class of the sessions handed to the app, a
-        :class:`~sessionware.Session` subclass (Flask's integration uses one).
-    :param on_event: called with a :class:`~sessionware.telemetry.SessionEvent`
-        when a session is created, regenerated or invalidated, once the store
-        confirmed it and the lock is released; an exception in it is logged.
-    :param meter_provider: the OpenTelemetry meter provider for sessionware's
-        metrics (:mod:`sessionware.telemetry`); default: the global one. No
-        metrics without the ``opentelemetry-api`` package.
-    :param check_store: set the store up and read from it once, here: a
-        store that cannot serve (a wrong URL or path, no server, no permission)
-        raises its :class:`~sessionware.StoreError` at app creation, instead of
-        every request answering 503. ``False`` leaves it to the first request.
-    :param not_loaded: the class of what the session is under lock mode
-        ``lazy`` until the app calls :func:`load_session` (Flask's
-        integration gives its own).
-    :param options: :class:`~sessionware.SessionConfig` fields: ``cookie``,
-        ``idle_timeout``, ``absolute_lifetime``, ``lock_timeout``, ``lease_ttl``,
-        ``max_waiting``, ``max_size``, ``store_timeout``, ``refresh_after``,
-        ``commit_on_5xx``.
+    :param options: the :class:`~sessionware.SessionOptions`, as for
+        :class:`~sessionware.SessionMiddleware`: ``lock_mode``, ``on_error``,
+        ``idle_timeout``, ``cookie``, ... The store check (``check_store``)
+        runs here: a store that cannot serve raises its
+        :class:`~sessionware.StoreError` at app creation.
 
     The session is ``environ["sessionware.session"]``, absent in lock mode
     ``none``. Works under threaded and forking servers alike: request threads
     do their own store I/O, one thread per process renews the leases of long
     requests, and a forked child opens its own connections.
+
+    Integrations (Flask's :class:`~sessionware.flask.Sessionware`) set the
+    class attributes in a subclass: :attr:`session_class`,
+    :attr:`not_loaded_class`.
     """
+
+    session_class: ClassVar[type[Session]] = Session
+    """The class of the sessions handed to the app: a :class:`~sessionware.Session`."""
+
+    not_loaded_class: ClassVar[type[NotLoadedSession]] = WSGINotLoadedSession
+    """The class of the session under lock mode ``lazy`` until the app loads it."""
 
     def __init__(self, app: WSGIApplication, *, store: Store | SyncStore | None = None,
                  secret_key: str | Sequence[str],
-                 lock_mode: ModeRule = LockMode.EXCLUSIVE,
-                 on_error: ErrorHandler = default_error_response,
-                 serializer: Serializer | None = None,
-                 session_class: type[Session] = Session,
-                 not_loaded: type[NotLoadedSession] = NotLoadedSession,
-                 check_store: bool = True,
-                 on_event: EventHook | None = None,
-                 meter_provider: Any = None,
                  **options: Unpack[SessionOptions]) -> None:
+        settings = settings_from(options)
         self.app = app
-        self.not_loaded = not_loaded
-        self.core = SyncSessionCore.from_options(
-            _blocking(store if store is not None else store_from_env()), secret_key, serializer,
-            options, session_class, on_event=on_event, meter_provider=meter_provider)
-        self.select_mode = mode_selector(lock_mode)
-        self.on_error = on_error
+        self.core = SyncSessionCore(
+            _blocking(store if store is not None else store_from_env()), secret_key,
+            config=settings.config, serializer=settings.serializer,
+            session_class=self.session_class, on_event=settings.on_event,
+            meter_provider=settings.meter_provider)
+        self.select_mode = settings.lock_mode
+        self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
-        if check_store:
+        if settings.check_store:
             self.core.check()
 
     def __call__(self, environ: WSGIEnvironment,
@@ -138,7 +129,7 @@ class WSGISessionMiddleware:
         https = environ.get("wsgi.url_scheme") == "https"
         if mode is LockMode.LAZY:
             tx = self.core.begin(cookie, https=https)
-            environ[SESSION_KEY] = self.not_loaded()
+            environ[SESSION_KEY] = self.not_loaded_class()
         else:
             try:
                 tx = self.core.open(cookie, mode, https=https)
@@ -146,7 +137,7 @@ class WSGISessionMiddleware:
                 return _send_error(start_response, respond_to(exc, self.on_error))
             environ[SESSION_KEY] = tx.session
         request = _Request(tx, start_response, self.on_error)
-        environ[_REQUEST_KEY] = request
+        environ[STATE_KEY] = request
         try:
             body = self.app(environ, request.start_response)
         except SessionwareError as exc:
@@ -166,62 +157,92 @@ class WSGISessionMiddleware:
         self.core.close()
 
 
-def load_session(environ: WSGIEnvironment, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
+class HasEnviron(Protocol):
+    """A framework's request object over a WSGI environ (werkzeug's, WebOb's, ...)."""
+
+    @property
+    def environ(self) -> WSGIEnvironment: ...
+
+
+WSGIRequest = WSGIEnvironment | HasEnviron
+"""What the functions of this module take as ``request``: the environ, or a
+framework's request object that has it as ``.environ``."""
+
+
+def load_session(request: WSGIRequest, mode: LockMode | str = LockMode.EXCLUSIVE) -> Session:
     """Load the request's session (lock mode ``lazy``) and return it, also as
     ``environ["sessionware.session"]``: ``exclusive`` locks it until the
     response starts, ``read`` takes the last committed snapshot. Loading twice
     returns the same session. A failure raises; left unhandled, the middleware
-    answers it with its ``on_error`` response."""
-    session = _request_of(environ).tx.load(LockMode(mode))
+    answers it with its ``on_error`` response. A request without a session
+    raises :class:`~sessionware.SessionNotLoaded`."""
+    environ = _environ(request)
+    session = _request_of(environ).tx.load(load_mode(mode))
     environ[SESSION_KEY] = session
     return session
 
 
-def error_response(environ: WSGIEnvironment, exc: SessionwareError) -> ErrorResponse:
-    """The response the middleware's ``on_error`` gives for ``exc``, for
-    frameworks that answer a failed :func:`load_session` themselves."""
-    return respond_to(exc, _request_of(environ).on_error)
-
-
-def _request_of(environ: WSGIEnvironment) -> _Request:
-    request = environ.get(_REQUEST_KEY)
-    if not isinstance(request, _Request):
-        raise SessionNotLoaded("no sessionware session in this request "
-                               "(lock mode 'none', or no WSGISessionMiddleware)")
-    return request
-
-
-def commit_session(environ: WSGIEnvironment) -> None:
+def commit_session(request: WSGIRequest) -> None:
     """Commit the request's session now and release its lock: the synchronous
     form of ``await session.commit()``, for long (streamed) responses.
 
     Call it before the response starts: Set-Cookie, if any, goes out with the
     response headers. Later changes raise :class:`~sessionware.SessionClosed`;
-    a store failure raises here, as the async form does.
+    a store failure raises here, as the async form does. A request without a
+    loaded session raises :class:`~sessionware.SessionNotLoaded`.
     """
-    request = environ.get(_REQUEST_KEY)
-    if not isinstance(request, _Request):
-        raise SessionClosed("no sessionware session in this request "
-                            "(lock mode 'none', or no WSGISessionMiddleware)")
-    request.commit_early()
+    _request_of(_environ(request)).commit_early()
 
 
-def discard_session(environ: WSGIEnvironment) -> None:
-    """End the request's session without saving it, and release its lock now.
+def uses_session(mode: LockMode | str = LockMode.EXCLUSIVE) -> Callable[[Handler], Handler]:
+    """Decorate a handler whose first argument is the request (the environ,
+    as a WSGI app's is, or a request object with ``.environ``) so that its
+    session is loaded in ``mode`` before it runs."""
+    chosen = load_mode(mode)
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def with_session(request: WSGIRequest, *args: Any, **kwargs: Any) -> Any:
+            load_session(request, chosen)
+            return handler(request, *args, **kwargs)
+
+        return cast(Handler, with_session)
+
+    return decorate
+
+
+def error_response(request: WSGIRequest, exc: SessionwareError) -> ErrorResponse:
+    """The response the middleware's ``on_error`` gives for ``exc``, for
+    frameworks that answer a failed :func:`load_session` themselves."""
+    return respond_to(exc, _request_of(_environ(request)).on_error)
+
+
+def _environ(request: WSGIRequest) -> WSGIEnvironment:
+    return request if isinstance(request, dict) else request.environ
+
+
+def _request_of(environ: WSGIEnvironment) -> _Request:
+    return request_state(environ, _Request, "WSGISessionMiddleware")
+
+
+def abandon_session(request: WSGIRequest) -> None:
+    """Abandon the request's session: nothing of it is saved, and its lock is
+    released now (the store's record stays as it was).
 
     For frameworks that catch a failed request's exception and answer with
     their own error page: the middleware cannot tell that page from a success.
-    A session already committed stays committed. No-op without a session.
+    A session already committed stays committed. No-op without a session, so
+    an error hook may call it for every request.
     """
-    request = environ.get(_REQUEST_KEY)
-    if isinstance(request, _Request):
-        request.discard()
+    state = _environ(request).get(STATE_KEY)
+    if isinstance(state, _Request):
+        state.abandon()
 
 
 class _Request:
     """The driver's state for one request: when to commit, and what to send."""
 
-    __slots__ = ("_closed", "_start", "cookies", "discarded", "on_error", "refusal", "started",
+    __slots__ = ("_closed", "_start", "abandoned", "cookies", "on_error", "refusal", "started",
                  "tx")
 
     def __init__(self, tx: SyncSessionTransaction, start_response: StartResponse,
@@ -231,7 +252,7 @@ class _Request:
         self.on_error = on_error
         self.started = False
         self.cookies: list[str] | None = None  # the Set-Cookie values, once committed
-        self.discarded = False
+        self.abandoned = False
         self.refusal: ErrorResponse | None = None  # sent instead of the app's response
         self._closed = False
 
@@ -241,8 +262,8 @@ class _Request:
             return _ignore  # the app's response was replaced already
         self.started = True
         if exc_info is not None:
-            self.discard()  # the app reports an error: its request saves nothing
-        if not self.discarded:
+            self.abandon()  # the app reports an error: its request saves nothing
+        if not self.abandoned:
             try:
                 self.cookies = self.tx.commit(_status_code(status))
             except SessionwareError as exc:
@@ -257,9 +278,9 @@ class _Request:
         self.tx.commit_early()
         self.cookies = self.tx.commit()  # idempotent: that commit's Set-Cookie values
 
-    def discard(self) -> None:
+    def abandon(self) -> None:
         if self.cookies is None:
-            self.discarded = True
+            self.abandoned = True
             self.close()
 
     def close(self) -> None:

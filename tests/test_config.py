@@ -3,11 +3,22 @@ message that names the option and what it accepts, not at the first request."""
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sessionware import ConfigurationError, CookieOptions, LockMode, Rule, SessionMiddleware
+from sessionware import (
+    ConfigurationError,
+    CookieOptions,
+    LockMode,
+    Rule,
+    SessionConfig,
+    SessionMiddleware,
+    SessionOptions,
+)
+from sessionware.config import DriverSettings
 from sessionware.cookies import CookieSigner
 from sessionware.modes import mode_selector
 from sessionware.stores import MemoryStore
@@ -171,15 +182,35 @@ def test_an_unknown_option_names_itself_and_lists_the_options() -> None:
     with pytest.raises(ConfigurationError) as caught:
         SessionMiddleware(_app, store=MemoryStore(), secret_key=KEY, lock_timout=5)
     message = str(caught.value)
-    assert "'lock_timout'" in message and "lock_timeout" in message
+    assert "'lock_timout' (did you mean 'lock_timeout'?)" in message
+    for option in ("store", "secret_key", "lock_mode", "on_error", "idle_timeout", "cookie"):
+        assert option in message
     assert "SessionConfig" not in message  # no internal class names
+
+
+def test_the_options_are_declared_once_and_every_one_is_used() -> None:
+    """SessionOptions is the declaration; the checked, completed forms
+    (SessionConfig for the core, DriverSettings for the drivers) hold each
+    option once, and none other."""
+    config = {f.name for f in fields(SessionConfig)}
+    driver = {f.name for f in fields(DriverSettings)} - {"config"}
+    assert not config & driver
+    assert config | driver == SessionOptions.__optional_keys__
+    assert not SessionOptions.__required_keys__
+
+
+def test_the_configuration_page_documents_every_option() -> None:
+    page = (Path(__file__).parent.parent / "docs" / "configuration.md").read_text()
+    for option in sorted(SessionOptions.__optional_keys__ | {"store", "secret_key"}):
+        assert f"| `{option}` |" in page, option
 
 
 @pytest.mark.parametrize(("option", "value"), [
     ("lock_timeout", 0), ("lock_timeout", "5"), ("lease_ttl", -1.0), ("idle_timeout", None),
     ("store_timeout", True), ("absolute_lifetime", 0), ("refresh_after", -1),
     ("max_waiting", 0), ("max_waiting", 2.5), ("max_size", "big"), ("commit_on_5xx", "yes"),
-    ("cookie", {"name": "s"}),
+    ("cookie", {"name": "s"}), ("on_error", None), ("on_error", "default"),
+    ("on_event", 42), ("serializer", object()), ("check_store", "yes"),
 ])
 def test_a_bad_option_value_names_the_option(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=option):
@@ -189,3 +220,11 @@ def test_a_bad_option_value_names_the_option(option: str, value: object) -> None
 def test_a_store_that_is_not_a_store_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="store must be a sessionware Store"):
         SessionMiddleware(_app, store="sqlite:///x.db", secret_key=KEY)  # type: ignore[arg-type]
+
+
+def test_refresh_after_is_the_one_name_of_the_slide_throttle() -> None:
+    """None means a tenth of ``idle_timeout``, resolved by the core under the
+    option's own name (it was ``refresh_interval`` there)."""
+    assert _middleware(idle_timeout=600).core.refresh_after == 60
+    assert _middleware(idle_timeout=600, refresh_after=0).core.refresh_after == 0
+    assert not hasattr(SessionConfig(), "refresh_interval")

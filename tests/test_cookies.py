@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from sessionware import ConfigurationError, CookieOptions
-from sessionware.cookies import CookieSigner, new_session_id, read_cookie, store_key
+from sessionware.admin import session_reference
+from sessionware.cookies import (
+    CookieSigner,
+    is_cookie_value,
+    new_session_id,
+    read_cookie,
+    store_key,
+)
 
 OLD, NEW, OTHER, KEY = ("old-" * 8, "new-" * 8, "other-" * 6, "k" * 32)  # 32 bytes or more
 
@@ -125,3 +132,20 @@ def test_only_the_issued_spelling_of_a_cookie_verifies() -> None:
     for spelling in spellings:
         if spelling != value:
             assert signer.unsign(spelling) is None, spelling
+
+
+def test_the_admin_tools_read_cookie_values_as_the_signer_does() -> None:
+    """One parser of ``<id>.<signature>``: a spelling the signer never issues
+    is no cookie value for the admin tools either (not a bad signature)."""
+    signer = CookieSigner(KEY)
+    session_id = new_session_id()
+    value = signer.sign(session_id)
+    assert is_cookie_value(value)
+    assert session_reference(value, signer) == store_key(session_id)
+    digits = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unissued = value[:-1] + digits[digits.index(value[-1]) + 1]  # a low bit set
+    assert not is_cookie_value(unissued)
+    with pytest.raises(ValueError, match="not a session"):
+        session_reference(unissued, signer)
+    with pytest.raises(ValueError, match="does not verify"):
+        session_reference(CookieSigner(NEW).sign(session_id), signer)

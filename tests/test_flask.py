@@ -212,3 +212,29 @@ def test_missing_flask_names_the_extra_to_install() -> None:
 def test_permanent_session_lifetime_is_not_the_idle_timeout(make_app: AppFactory) -> None:
     app = make_app(config={"PERMANENT_SESSION_LIFETIME": timedelta(seconds=5)})
     assert app.extensions["sessionware"].core.config.idle_timeout == 20 * 60
+
+
+def test_options_are_checked_when_sessionware_is_made() -> None:
+    """Not at init_app: an app factory learns of a misspelt option at import."""
+    with pytest.raises(ConfigurationError, match="did you mean 'idle_timeout'"):
+        Sessionware(store=MemoryStore(), idle_timout=60)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(("config", "given", "named"), [
+    ({"SECRET_KEY": "sh0rt"}, None, "app.config['SECRET_KEY']"),
+    ({"SECRET_KEY": SECRET, "SECRET_KEY_FALLBACKS": [SECRET, b"sh0rt"]}, None,
+     "app.config['SECRET_KEY_FALLBACKS'][1]"),
+    ({"SECRET_KEY": SECRET}, "sh0rt", "secret_key"),
+    ({}, [SECRET, "sh0rt"], "secret_key[1]"),
+])
+def test_a_short_key_is_named_as_the_app_set_it(
+        config: dict[str, Any], given: Any, named: str) -> None:
+    """Flask's keys come from its config: the error names the config key,
+    not the secret_key[0] they become in the middleware (issue 29)."""
+    app = Flask(__name__)
+    app.config.update(config)
+    with pytest.raises(ConfigurationError) as info:
+        Sessionware(app, store=MemoryStore(), secret_key=given)
+    message = str(info.value)
+    assert message.startswith(f"{named} is 5 bytes long"), message
+    assert "sh0rt" not in message

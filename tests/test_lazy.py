@@ -16,6 +16,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from flask import Flask
+from flask import request as flask_request
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
@@ -319,7 +320,7 @@ def flask_app(store: SyncCountingStore, **options: Any) -> Flask:
 
     @app.get("/hold")
     def hold() -> str:
-        flask_load_session()["held"] = True
+        flask_load_session(flask_request)["held"] = True
         store_gate["entered"].set()
         store_gate["release"].wait(30)
         return "held"

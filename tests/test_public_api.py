@@ -5,15 +5,27 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
-from typing import Any
+import textwrap
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Unpack
 
 import pytest
+from mypy import api as mypy_api
 
 import sessionware
 import sessionware.stores
-from sessionware import LockTimeout, SessionConfig
+from sessionware import (
+    LockTimeout,
+    SessionConfig,
+    SessionMiddleware,
+    SessionOptions,
+    WSGISessionMiddleware,
+)
 from sessionware._sync.core import SyncSessionCore
 from sessionware.cookies import new_session_id, store_key
+from sessionware.flask import Sessionware
 from sessionware.stores import Lease, Locked, SyncMemoryStore
 
 
@@ -38,6 +50,71 @@ def test_optional_drivers_are_not_imported_by_the_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+# -- one set of options, visible in every middleware's signature ---------------------
+
+MIDDLEWARES: list[Callable[..., Any]] = [
+    SessionMiddleware.__init__, WSGISessionMiddleware.__init__, Sessionware.__init__,
+    Sessionware.init_app,
+]
+
+
+@pytest.mark.parametrize("init", MIDDLEWARES, ids=lambda f: f.__qualname__)
+def test_every_middleware_takes_the_options_typed_in_its_signature(
+        init: Callable[..., Any]) -> None:
+    """``**options: Unpack[SessionOptions]`` after ``store`` and ``secret_key``:
+    what an editor completes and a type checker checks."""
+    parameters = inspect.signature(init).parameters
+    assert list(parameters) == ["self", "app", "store", "secret_key", "options"]
+    assert parameters["store"].kind is parameters["secret_key"].kind is (
+        inspect.Parameter.KEYWORD_ONLY)
+    assert parameters["options"].kind is inspect.Parameter.VAR_KEYWORD
+    assert typing.get_type_hints(init)["options"] == Unpack[SessionOptions]
+
+
+TYPED_CALLS = """
+    from typing import Any
+
+    from fastapi import FastAPI
+    from flask import Flask
+
+    from sessionware import SessionMiddleware, WSGISessionMiddleware, default_error_response
+    from sessionware.flask import Sessionware
+    from sessionware.stores import MemoryStore
+
+
+    async def asgi(scope: Any, receive: Any, send: Any) -> None: ...
+
+
+    def wsgi(environ: Any, start_response: Any) -> list[bytes]:
+        return []
+
+
+    KEY = "k" * 32
+    SessionMiddleware(asgi, store=MemoryStore(), secret_key=KEY, lock_timout=5)  # line 19
+    WSGISessionMiddleware(wsgi, store=MemoryStore(), secret_key=KEY, idle_timeout="20m")
+    Sessionware(Flask(__name__), store=MemoryStore(), lock_mode=42)
+    Sessionware().init_app(Flask(__name__), max_waiting=2.5)
+    FastAPI().add_middleware(SessionMiddleware, store=MemoryStore(), secret_key=KEY, max_size=1.5)
+    SessionMiddleware(asgi, store=MemoryStore(), secret_key=KEY, idle_timeout=60,
+                      lock_mode="lazy", refresh_after=None, on_error=default_error_response)
+"""
+
+
+def test_a_type_checker_checks_each_middlewares_options(
+        tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A misspelt option, or one of the wrong type, is a type error in every
+    middleware (Starlette's add_middleware passes the signature on)."""
+    source = tmp_path / "typed.py"
+    source.write_text(textwrap.dedent(TYPED_CALLS).lstrip())
+    cache = request.config.cache.mkdir("mypy") if request.config.cache else tmp_path
+    out, _, _ = mypy_api.run(["--strict", "--cache-dir", str(cache), "--no-error-summary",
+                              "--hide-error-context", str(source)])
+    errors = [line for line in out.splitlines() if ": error:" in line]
+    assert [int(line.split(":")[1]) for line in errors] == [19, 20, 21, 22, 23], out
+    assert 'Unexpected keyword argument "lock_timout"' in errors[0]
+    assert all('Argument "' in line for line in errors[1:]), out
 
 
 # -- one store API, two faces ---------------------------------------------------------

@@ -1,6 +1,6 @@
 """What only the WSGI driver has, with a plain WSGI app (no framework), on
 MemoryStore and SQLiteStore: when ``start_response`` comes, bodies closed
-unread, ``commit_session`` and ``discard_session``, the environ.
+unread, ``commit_session`` and ``abandon_session``, the environ.
 
 Requests go through werkzeug's test client or are made by hand, as a server
 makes them. The middleware's behaviour shared with ASGI (cookies, lock modes,
@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from werkzeug.test import Client, EnvironBuilder, TestResponse
 
-from sessionware import ConfigurationError, Rule, SessionClosed
+from sessionware import ConfigurationError, Rule, SessionNotLoaded
 from sessionware.stores import MemoryStore, SQLiteStore, Store, SyncMemoryStore
-from sessionware.wsgi import WSGISessionMiddleware, commit_session, discard_session
+from sessionware.wsgi import WSGISessionMiddleware, abandon_session, commit_session
 from tests.apps.wsgi_counter import MODES, SECRET, CounterApp
 from tests.faces import sync_face
 from tests.helpers import CountingStore, SyncCountingStore
@@ -173,9 +173,9 @@ def test_closing_the_body_unread_releases_the_lock(make: Factory) -> None:
     assert time.monotonic() - started < 1.0
 
 
-@pytest.mark.parametrize("path", ["/handled-failure", "/discarded"])
+@pytest.mark.parametrize("path", ["/handled-failure", "/abandoned"])
 def test_framework_error_pages_change_nothing(make: Factory, path: str) -> None:
-    """start_response with exc_info, or discard_session: the app says it failed."""
+    """start_response with exc_info, or abandon_session: the app says it failed."""
     middleware = make()
     client = Client(middleware)
     client.get("/inc")
@@ -186,12 +186,12 @@ def test_framework_error_pages_change_nothing(make: Factory, path: str) -> None:
 
 
 def test_commit_session_needs_a_session() -> None:
-    with pytest.raises(SessionClosed):
+    with pytest.raises(SessionNotLoaded):
         commit_session({})
 
 
-def test_discard_session_without_a_session_does_nothing() -> None:
-    discard_session({})
+def test_abandon_session_without_a_session_does_nothing() -> None:
+    abandon_session({})
 
 
 # -- the environ ------------------------------------------------------------------------

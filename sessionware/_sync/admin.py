@@ -31,7 +31,7 @@ from sessionware._sync.core import RETIRED, SyncSessionCore
 from sessionware._sync.stores.base import Record, SyncStore
 from sessionware._sync.users import NOT_A_SESSION, decode_index, is_index
 from sessionware.config import SessionConfig
-from sessionware.cookies import CookieSigner, store_key
+from sessionware.cookies import CookieSigner, is_cookie_value, store_key
 from sessionware.exceptions import SerializationError
 from sessionware.reports import SessionInfo, StoreStats, UserSession
 from sessionware.serializers import Serializer
@@ -41,7 +41,6 @@ from sessionware.telemetry import EventHook, SessionEvent
 __all__ = ["SyncSessionAdmin", "session_reference"]
 
 _STORE_KEY = re.compile(r"[0-9a-f]{64}")
-_COOKIE_VALUE = re.compile(r"[A-Za-z0-9_-]{43}\.[A-Za-z0-9_-]{43}")
 
 
 def session_reference(reference: str, signer: CookieSigner | None) -> str:
@@ -52,7 +51,7 @@ def session_reference(reference: str, signer: CookieSigner | None) -> str:
     reference = reference.strip()
     if _STORE_KEY.fullmatch(reference):
         return reference
-    if _COOKIE_VALUE.fullmatch(reference):
+    if is_cookie_value(reference):
         if signer is None:
             raise ValueError(
                 "this is a session cookie's value: give the app's secret key "

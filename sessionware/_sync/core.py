@@ -30,7 +30,7 @@ from sessionware._sync.leases import HeldLease, LeaseKeeper
 from sessionware._sync.queue import SessionQueues
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay
 from sessionware._sync.users import UserIndex
-from sessionware.config import SessionConfig, SessionOptions, config_from_options
+from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
     ConfigurationError,
@@ -40,6 +40,7 @@ from sessionware.exceptions import (
     QueueFull,
     SerializationError,
     SessionClosed,
+    SessionNotLoaded,
     SessionTooLarge,
     SessionwareError,
     StoreError,
@@ -96,6 +97,12 @@ class SyncSessionCore:
             raise ConfigurationError(f"store must be a sessionware SyncStore, not {store!r}")
         self.store = store
         self.config = config or SessionConfig()
+        # The option's None means "a tenth of idle_timeout": resolved once, here.
+        self.refresh_after = (
+            self.config.idle_timeout / 10
+            if self.config.refresh_after is None
+            else self.config.refresh_after
+        )
         self.signer = CookieSigner(secret_key)
         self.serializer = serializer or JSONSerializer()
         self.session_class = session_class  # a subclass for frameworks (Flask's SessionMixin)
@@ -111,29 +118,6 @@ class SyncSessionCore:
         metrics = Metrics(type(store).__name__, meter_provider)
         self.metrics = metrics if metrics.enabled else None
         self.users = UserIndex(self)
-
-    @classmethod
-    def from_options(
-        cls,
-        store: SyncStore,
-        secret_key: str | Sequence[str],
-        serializer: Serializer | None,
-        options: SessionOptions,
-        session_class: type[Session] = Session,
-        *,
-        on_event: EventHook | None = None,
-        meter_provider: Any = None,
-    ) -> SyncSessionCore:
-        """The core the middlewares build from their keyword arguments."""
-        return cls(
-            store,
-            secret_key,
-            config=config_from_options(options),
-            serializer=serializer,
-            session_class=session_class,
-            on_event=on_event,
-            meter_provider=meter_provider,
-        )
 
     def guard(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run one store operation, ``operation(*args, **kwargs)``, within
@@ -318,7 +302,7 @@ def _taken_or_created(create: Callable[[], bool]) -> bool:
 
 class SyncSessionTransaction:
     """One request's session. The session behaves as a transaction: committed
-    as the response starts, discarded on every other way out."""
+    as the response starts, abandoned (released unsaved) on every other way out."""
 
     __slots__ = (
         "_cookie",
@@ -414,10 +398,7 @@ class SyncSessionTransaction:
     def load_snapshot(self, key: str) -> None:
         core = self._core
         raw = core.guard(
-            core.store.read,
-            key,
-            ttl=core.config.idle_timeout,
-            refresh_after=core.config.refresh_interval,
+            core.store.read, key, ttl=core.config.idle_timeout, refresh_after=core.refresh_after
         )
         self._loaded_id = raw is not None
         if raw == RETIRED:
@@ -448,12 +429,17 @@ class SyncSessionTransaction:
 
     def _open_session(self, data: dict[str, object] | None) -> Session:
         session = self._core.session_class(data)
-        if not IS_SYNC:  # ``session.commit()``; WSGI has commit_session()
+        if not IS_SYNC:  # ``session.commit()``; WSGI has commit_session(request)
             session._commit_early = self.commit_early
         return session
 
     def commit_early(self) -> None:
         """The app commits before the response starts (``session.commit()``)."""
+        if self._mode is None:
+            raise SessionNotLoaded(
+                "the session is not loaded in this request (lock mode "
+                "'lazy'): load it before committing it"
+            )
         self.session._check_commit()  # read-only, twice, invalidated...
         self.commit()
 
@@ -521,14 +507,12 @@ class SyncSessionTransaction:
         return data
 
     def _save(self, lease: Lease, data: bytes) -> None:
-        store, config = self._core.store, self._core.config
+        core = self._core
+        store, config = core.store, core.config
         if data == lease.data:
             self._finish(
                 functools.partial(
-                    store.release,
-                    lease,
-                    ttl=config.idle_timeout,
-                    refresh_after=config.refresh_interval,
+                    store.release, lease, ttl=config.idle_timeout, refresh_after=core.refresh_after
                 )
             )
         else:

@@ -16,7 +16,7 @@ from typing import Any
 
 from flask import Flask, Response, abort, request, session, stream_with_context
 
-from sessionware import SessionClosed
+from sessionware import SessionClosed, SessionNotLoaded
 from sessionware.flask import Sessionware, commit_session
 from sessionware.stores import Store
 
@@ -74,7 +74,7 @@ def build_app(store: Store, **options: Any) -> Flask:
     @app.get("/early")
     def early() -> Response:
         session["n"] = session.get("n", 0) + 1
-        commit_session()
+        commit_session(request)
         try:
             session["n"] = -1
         except SessionClosed:
@@ -99,7 +99,7 @@ def build_app(store: Store, **options: Any) -> Flask:
     def static_x() -> str:
         try:
             session["n"] = 1
-        except RuntimeError as exc:
+        except SessionNotLoaded as exc:
             return f"refused: {exc}"
         return "changed"  # pragma: no cover
 

@@ -23,7 +23,7 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from sessionware import Rule, SessionClosed
 from sessionware.stores import Store, SyncStore
-from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, commit_session, discard_session
+from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, abandon_session, commit_session
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 MODES = [Rule("read", paths=["/n", "/snapshot"]), Rule("none", paths=["/static"])]
@@ -245,11 +245,11 @@ class CounterApp:
 
     # -- WSGI's own ways ---------------------------------------------------------
 
-    def route_discarded(self, session: Any, _: Query, start: StartResponse,
+    def route_abandoned(self, session: Any, _: Query, start: StartResponse,
                         environ: WSGIEnvironment) -> list[bytes]:
         """A framework that catches the exception itself and says so."""
         session["n"] = 999
-        discard_session(environ)
+        abandon_session(environ)
         return text(start, "oops", 500)
 
     def route_lazy(self, session: Any, query: Query, start: StartResponse, _: Any
