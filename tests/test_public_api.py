@@ -108,7 +108,9 @@ def test_a_type_checker_checks_each_middlewares_options(
     middleware (Starlette's add_middleware passes the signature on)."""
     source = tmp_path / "typed.py"
     source.write_text(textwrap.dedent(TYPED_CALLS).lstrip())
-    cache = request.config.cache.mkdir("mypy") if request.config.cache else tmp_path
+    # pytest's cache, when its plugin is on (-p no:cacheprovider has no .cache)
+    cached = getattr(request.config, "cache", None)
+    cache = cached.mkdir("mypy") if cached is not None else tmp_path
     out, _, _ = mypy_api.run(["--strict", "--cache-dir", str(cache), "--no-error-summary",
                               "--hide-error-context", str(source)])
     errors = [line for line in out.splitlines() if ": error:" in line]
