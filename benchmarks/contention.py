@@ -24,9 +24,9 @@ import sys
 import time
 from typing import Any
 
+from sessionware._async.core import SessionCore
+from sessionware._async.stores.base import Lease, Locked, Store
 from sessionware.cookies import store_key
-from sessionware.core import SessionCore
-from sessionware.stores.base import Lease, Locked, Store
 
 
 def make_store(spec: str) -> Store:

@@ -3,17 +3,19 @@
     python scripts/unasync.py           write sessionware/_sync/
     python scripts/unasync.py --check   fail if sessionware/_sync/ is stale
 
-Each module in TWINS is written once, async; its twin is made by the token
-replacements in SUBSTITUTIONS (as httpcore's and pymongo's generators do),
-then ruff removes the imports the sync face no longer uses and re-sorts the
-rest. What truly differs between the faces is not generated: it lives in
-``sessionware/_primitives.py`` (async) and ``sessionware/_sync/_primitives.py``
-(sync), which define the same names.
+By rule, as httpcore's and pymongo's generators do: every module under
+``sessionware/_async/`` is written once, async, and its twin is the module at
+the same place under ``sessionware/_sync/``, made by the token replacements in
+SUBSTITUTIONS; then ruff removes the imports the sync face no longer uses and
+re-sorts the rest. The one exception is ``io/``: what truly differs between
+the faces (primitives, driver connections) is written by hand on both sides,
+``sessionware/_async/io/`` and ``sessionware/_sync/io/``, with the same names.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import difflib
 import re
 import subprocess
@@ -21,43 +23,30 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCE = ROOT / "sessionware" / "_async"
+TWIN = ROOT / "sessionware" / "_sync"
+HANDWRITTEN = SOURCE / "io"
 
-# module of the one source -> module of its generated twin
-TWINS = {
-    "sessionware.core": "sessionware._sync.core",
-    "sessionware.users": "sessionware._sync.users",
-    "sessionware.admin": "sessionware._sync.admin",
-    "sessionware.queue": "sessionware._sync.queue",
-    "sessionware.leases": "sessionware._sync.leases",
-    "sessionware.waiters": "sessionware._sync.waiters",
-    "sessionware.stores.base": "sessionware._sync.stores.base",
-    "sessionware.stores._listener": "sessionware._sync.stores._listener",
-    "sessionware.stores.memory": "sessionware._sync.stores.memory",
-    "sessionware.stores.sqlite": "sessionware._sync.stores.sqlite",
-    "sessionware.stores.redis": "sessionware._sync.stores.redis",
-    "sessionware.stores.postgres": "sessionware._sync.stores.postgres",
-    "sessionware.stores.azure": "sessionware._sync.stores.azure",
-    "sessionware.stores.mongodb": "sessionware._sync.stores.mongodb",
-    "sessionware.stores.dynamodb": "sessionware._sync.stores.dynamodb",
-    "sessionware.stores._purging": "sessionware._sync.stores._purging",
-}
-# modules imported by the one source whose sync counterpart is hand-written
-COUNTERPARTS = {
-    "sessionware._primitives": "sessionware._sync._primitives",
-    "sessionware.stores._resp": "sessionware._sync.stores._resp",
-    "sessionware.stores._pg_lean": "sessionware._sync.stores._pg_lean",
-    "sessionware.stores._azure_clients": "sessionware._sync.stores._azure_clients",
-    "sessionware.stores._dynamodb_client": "sessionware._sync.stores._dynamodb_client",
-}
 
-# classes of the one source whose twins carry another name (public ones: both
-# faces are importable side by side)
-RENAMED = ["SessionCore", "SessionTransaction", "SessionAdmin", "Store", "MemoryStore",
-           "SQLiteStore", "RedisStore", "PostgresStore", "AzureTableStore", "MongoDBStore",
-           "DynamoDBStore"]
+
+def registered_stores() -> list[str]:
+    """The store classes named in the registry (``STORES`` in
+    sessionware/stores/__init__.py), read without importing the package."""
+    tree = ast.parse((ROOT / "sessionware" / "stores" / "__init__.py").read_text())
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "STORES"
+                and isinstance(node.value, ast.Dict)):
+            return [ast.literal_eval(key) for key in node.value.keys if key is not None]
+    raise LookupError("no STORES registry in sessionware/stores/__init__.py")
+
+
+# classes of the one source whose twins carry another name, "Sync" before it
+# (public ones: both faces are importable side by side): the core's, and every
+# registered store's
+RENAMED = ["SessionCore", "SessionTransaction", "SessionAdmin", *registered_stores()]
 
 SUBSTITUTIONS: list[tuple[str, str]] = [
-    *((rf"\b{re.escape(a)}\b", b) for a, b in {**TWINS, **COUNTERPARTS}.items()),
+    (r"\bsessionware\._async\b", "sessionware._sync"),
     *((rf"\b{name}\b", f"Sync{name}") for name in RENAMED),
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
@@ -85,10 +74,6 @@ HEADER = ("# Generated from {source} by scripts/unasync.py: do not edit.\n"
           "# Change the async source and run `python scripts/unasync.py`.\n")
 
 
-def path_of(module: str) -> Path:
-    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
-
-
 def unasync(text: str) -> str:
     for pattern, replacement in SUBSTITUTIONS:
         text = re.sub(pattern, replacement, text)
@@ -112,10 +97,12 @@ def _ruff(command: list[str], code: str, target: Path) -> str:
 def generated() -> dict[Path, str]:
     """Every twin's path and the text it must have."""
     files = {}
-    for source, twin in TWINS.items():
-        source_path, twin_path = path_of(source), path_of(twin)
-        header = HEADER.format(source=source_path.relative_to(ROOT).as_posix())
-        files[twin_path] = tidy(header + unasync(source_path.read_text()), twin_path)
+    for source in sorted(SOURCE.rglob("*.py")):
+        if source.is_relative_to(HANDWRITTEN):
+            continue
+        twin = TWIN / source.relative_to(SOURCE)
+        header = HEADER.format(source=source.relative_to(ROOT).as_posix())
+        files[twin] = tidy(header + unasync(source.read_text()), twin)
     return files
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sessionware.admin import SessionAdmin
+from sessionware._async.admin import SessionAdmin
 from sessionware.asgi import SessionMiddleware
 from sessionware.config import SessionConfig, SessionOptions
 from sessionware.cookies import CookieOptions

@@ -1,6 +1,6 @@
 """SessionMiddleware: locked sessions for ASGI apps (Starlette, FastAPI, ...).
 
-A thin driver over :class:`~sessionware.core.SessionCore`: it opens the session
+A thin driver over :class:`~sessionware._async.core.SessionCore`: it opens the session
 when a request arrives, puts it in ``scope["session"]``, commits it when the app
 sends ``http.response.start`` (adding Set-Cookie before the headers leave;
 a 5xx response commits nothing) and closes it on every way out.
@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, ClassVar, Unpack
 
+from sessionware._async.core import SessionCore, SessionTransaction
+from sessionware._async.stores.base import Store
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
-from sessionware.core import SessionCore, SessionTransaction
 from sessionware.exceptions import SessionwareError
 from sessionware.loading import STATE_KEY, NotLoadedSession
 from sessionware.modes import LockMode
 from sessionware.responses import respond_to
 from sessionware.session import Session
-from sessionware.stores.base import Store
 from sessionware.urls import store_from_env
 
 __all__ = ["SessionMiddleware"]

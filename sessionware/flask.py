@@ -75,6 +75,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "sessionware.flask needs Flask: pip install sessionware[flask]") from exc
 
+from sessionware._async.stores.base import Store
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import CookieOptions, check_secret_keys
@@ -82,7 +83,6 @@ from sessionware.exceptions import ConfigurationError, SessionNotLoaded, Session
 from sessionware.loading import NotLoadedSession, load_mode
 from sessionware.modes import LockMode
 from sessionware.session import Session
-from sessionware.stores.base import Store
 from sessionware.urls import ENV_VAR, store_from_url
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware, abandon_session, error_response
 from sessionware.wsgi import commit_session as _commit_environ

@@ -34,7 +34,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 
-from sessionware.core import SessionTransaction
+from sessionware._async.core import SessionTransaction
 from sessionware.exceptions import ConfigurationError, SessionNotLoaded
 from sessionware.modes import LockMode
 from sessionware.session import Session

@@ -24,7 +24,7 @@ __all__ = ["USER_KEY", "Session", "SessionState"]
 USER_KEY = "sessionware.user"
 """The key of the session's data that holds the user id :meth:`Session.bind_user`
 bound it to (reserved: an app writes it only through ``bind_user``). The core
-keeps each user's index of sessions (:mod:`sessionware.users`) from it."""
+keeps each user's index of sessions (:mod:`sessionware._async.users`) from it."""
 
 
 class SessionState(enum.Enum):

@@ -27,15 +27,14 @@ password or an account key.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from sessionware._async.stores.base import Store
 from sessionware.exceptions import ConfigurationError
-from sessionware.stores.base import Store
 
 __all__ = ["ENV_VAR", "store_from_env", "store_from_url"]
 
@@ -85,7 +84,7 @@ def _memory(scheme: str, url: str) -> Store:
     if parts.netloc or parts.path.strip("/"):
         raise ConfigurationError(
             f"store URL {url!r}: memory:// takes no host or path (it is one process's memory)")
-    cls = _store_class("memory", "MemoryStore", scheme)
+    cls = _store_class("MemoryStore")
     return cls(**_options(cls, scheme, _query(parts.query, scheme)))
 
 
@@ -104,12 +103,12 @@ def _sqlite(scheme: str, url: str) -> Store:
         raise ConfigurationError(
             f"store URL {url!r}: SQLiteStore needs a file that every thread and process "
             "opens; for sessions in this process's memory use memory://")
-    cls = _store_class("sqlite", "SQLiteStore", scheme)
+    cls = _store_class("SQLiteStore")
     return cls(path, **_options(cls, scheme, _query(parts.query, scheme)))
 
 
 def _redis(scheme: str, url: str) -> Store:
-    cls = _store_class("redis", "RedisStore", scheme)
+    cls = _store_class("RedisStore")
     cluster = scheme.endswith("+cluster")
     if cluster:
         url = scheme.removesuffix("+cluster") + url[len(scheme):]
@@ -121,7 +120,7 @@ def _redis(scheme: str, url: str) -> Store:
 
 
 def _postgres(scheme: str, url: str) -> Store:
-    cls = _store_class("postgres", "PostgresStore", scheme)
+    cls = _store_class("PostgresStore")
     parts = urlsplit(url)
     ours, driver = _split(cls, scheme, _query(parts.query, scheme), None)
     dsn = urlunsplit(parts._replace(query=urlencode(driver)))
@@ -136,7 +135,7 @@ def _postgres(scheme: str, url: str) -> Store:
 
 
 def _dynamodb(scheme: str, url: str) -> Store:
-    cls = _store_class("dynamodb", "DynamoDBStore", scheme)
+    cls = _store_class("DynamoDBStore")
     parts = urlsplit(url)
     table = unquote(parts.netloc)
     if not table or parts.path.strip("/"):
@@ -152,7 +151,7 @@ def _dynamodb(scheme: str, url: str) -> Store:
 
 
 def _azure(scheme: str, url: str) -> Store:
-    cls = _store_class("azure", "AzureTableStore", scheme)
+    cls = _store_class("AzureTableStore")
     # A connection string holds '=', ';', '/' and '+' (the account key is
     # base64), so it is taken verbatim up to the first '?', not parsed as a URL.
     connection_string, _, query = url[len(scheme) + 3:].partition("?")
@@ -165,7 +164,7 @@ def _azure(scheme: str, url: str) -> Store:
 
 
 def _mongodb(scheme: str, url: str) -> Store:
-    cls = _store_class("mongodb", "MongoDBStore", scheme)
+    cls = _store_class("MongoDBStore")
     parts = urlsplit(url)
     # The driver validates its own URI options; ours are taken out first.
     ours, driver = _split(cls, scheme, _query(parts.query, scheme), None)
@@ -188,19 +187,14 @@ _BUILDERS: dict[str, Callable[[str, str], Store]] = {
 }
 
 
-def _store_class(module: str, name: str, scheme: str) -> Callable[..., Store]:
-    """The store class, imported on first use: a missing driver raises the
-    store's own ImportError, which names the extra to install."""
-    path = f"sessionware.stores.{module}"
-    try:
-        cls: Callable[..., Store] = getattr(importlib.import_module(path), name)
-        return cls
-    except ModuleNotFoundError as exc:
-        if exc.name != path:
-            raise
-    raise ConfigurationError(
-        f"{scheme}:// names {name}, which this version of sessionware does not have; "
-        "upgrade sessionware")
+def _store_class(name: str) -> Callable[..., Store]:
+    """The store class, from the registry in :mod:`sessionware.stores`, imported
+    on first use: a missing driver raises the store's own ImportError, which
+    names the extra to install."""
+    from sessionware import stores
+
+    cls: Callable[..., Store] = getattr(stores, name)
+    return cls
 
 
 def _query(query: str, scheme: str) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 The WSGI twin of :mod:`sessionware.asgi`: a thin driver over the sync face of
 the core (:class:`~sessionware._sync.core.SyncSessionCore`, generated from
-:mod:`sessionware.core`), with the sync face of the store. No event loop: each
+:mod:`sessionware._async.core`), with the sync face of the store. No event loop: each
 request thread does its own store I/O, at the three moments that touch the
 store::
 
@@ -36,6 +36,7 @@ from types import TracebackType
 from typing import Any, ClassVar, Protocol, TypeVar, Unpack, cast
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
+from sessionware._async.stores.base import Store
 from sessionware._sync.core import SyncSessionCore, SyncSessionTransaction
 from sessionware._sync.stores.base import SyncStore
 from sessionware.config import SessionOptions, settings_from
@@ -45,7 +46,6 @@ from sessionware.loading import STATE_KEY, NotLoadedSession, load_mode, request_
 from sessionware.modes import LockMode
 from sessionware.responses import ErrorHandler, ErrorResponse, respond_to
 from sessionware.session import Session
-from sessionware.stores.base import Store
 from sessionware.urls import store_from_env
 
 __all__ = ["SESSION_KEY", "HasEnviron", "WSGINotLoadedSession", "WSGIRequest",

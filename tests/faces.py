@@ -21,8 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sessionware._async.stores.base import SCAN_BATCH
 from sessionware.stores import Lease, Locked, Record, Store, SyncStore
-from sessionware.stores.base import SCAN_BATCH
 
 FACES = ("async", "sync")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sessionware import ConfigurationError, CookieOptions
-from sessionware.admin import session_reference
+from sessionware._async.admin import session_reference
 from sessionware.cookies import (
     CookieSigner,
     is_cookie_value,

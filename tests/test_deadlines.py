@@ -1,5 +1,5 @@
-"""Store-call timeouts, on both faces (sessionware/_primitives.py and
-sessionware/_sync/_primitives.py): the async face cuts a hung call off by one
+"""Store-call timeouts, on both faces (sessionware/_async/io/primitives.py and
+sessionware/_sync/io/primitives.py): the async face cuts a hung call off by one
 watchdog; the sync face cannot cut a blocking call off, so it tells the call
 how long it has left (``time_left``) and the store bounds its own wait."""
 
@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import pytest
 
-from sessionware._primitives import Deadlines
-from sessionware._primitives import time_left as async_time_left
-from sessionware._sync._primitives import Deadlines as SyncDeadlines
-from sessionware._sync._primitives import time_left
+from sessionware._async.io.primitives import Deadlines
+from sessionware._async.io.primitives import time_left as async_time_left
+from sessionware._sync.io.primitives import Deadlines as SyncDeadlines
+from sessionware._sync.io.primitives import time_left
 
 T = TypeVar("T")
 

@@ -20,8 +20,8 @@ from botocore.exceptions import (
 )
 
 from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
+from sessionware._async.stores.dynamodb import ERRORS, MAX_DATA
 from sessionware.stores import DynamoDBStore, Lease, Locked, Store
-from sessionware.stores.dynamodb import ERRORS, MAX_DATA
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
 from tests.servers.dynamodb import DynamoDBServer, RequestCounter, store_options

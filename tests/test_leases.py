@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sessionware.leases import LeaseKeeper
+from sessionware._async.leases import LeaseKeeper
 from sessionware.stores import Lease, Locked, MemoryStore
 from tests.contract.store_contract import LONG, acquire_lease, new_key
 

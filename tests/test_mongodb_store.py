@@ -22,10 +22,10 @@ import pymongo.monitoring
 import pytest
 
 from sessionware import ConfigurationError, SessionTooLarge, StoreError, StoreUnavailable
+from sessionware._async.stores import _listener as listener_module
+from sessionware._async.stores import mongodb as mongodb_module
 from sessionware._sync.stores import mongodb as sync_mongodb_module
 from sessionware.stores import Lease, Locked, MongoDBStore
-from sessionware.stores import _listener as listener_module
-from sessionware.stores import mongodb as mongodb_module
 from tests.contract.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 from tests.faces import ThreadedStore, on_face, sync_face
 from tests.mongo_wire import CommandCounter

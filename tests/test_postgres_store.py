@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
-import sessionware.stores.postgres as postgres_module
+import sessionware._async.stores.postgres as postgres_module
 from sessionware import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import Lease, Locked, PostgresStore, SyncPostgresStore
 from tests.contract.store_contract import (

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+import sessionware._async.stores.sqlite as sqlite_module
 import sessionware._sync.stores.sqlite as sync_sqlite_module
-import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore, Store, SyncSQLiteStore
 from tests.contract.store_contract import LONG, MARGIN, SHORT, new_key
 from tests.expired_reports import Reports, watch

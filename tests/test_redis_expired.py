@@ -16,10 +16,10 @@ from typing import IO, Any
 
 import pytest
 
-from sessionware.core import RETIRED
+from sessionware._async.core import RETIRED
+from sessionware._async.stores.redis import _sends_expiries
+from sessionware._async.users import INDEX_MARK
 from sessionware.stores import SyncRedisStore, SyncStore
-from sessionware.stores.redis import _sends_expiries
-from sessionware.users import INDEX_MARK
 from tests.contract.store_contract import LONG, new_key
 from tests.servers.processes import ROOT
 from tests.servers.redis import HOST, RedisServer, start_cluster

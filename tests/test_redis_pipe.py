@@ -1,7 +1,7 @@
 """RedisStore's lean path, on both faces: the async face's one shared,
-auto-pipelined connection (``sessionware/stores/_resp.py``), whose replies must
+auto-pipelined connection (``sessionware/_async/io/redis_pipe.py``), whose replies must
 never reach the wrong caller; the sync face's blocking connection per thread
-(``sessionware/_sync/stores/_resp.py``), closed when its thread ends and bounded
+(``sessionware/_sync/io/redis_pipe.py``), closed when its thread ends and bounded
 by the store call's deadline; and the error table both share
 (``sessionware/stores/_redis_protocol.py``), checked against a real server's
 replies and against what redis-py's own client raises for them."""
@@ -24,11 +24,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sessionware import StoreError, StoreUnavailable
-from sessionware._sync._primitives import Deadlines
-from sessionware._sync.stores._resp import LeanPath as SyncLeanPath
+from sessionware._async.stores.redis import ERRORS
+from sessionware._sync.io.primitives import Deadlines
+from sessionware._sync.io.redis_pipe import LeanPath as SyncLeanPath
 from sessionware.stores import RedisStore, SyncRedisStore
 from sessionware.stores._redis_protocol import REFUSED_FOR_NOW, RefusedForNow, pack, reply_error
-from sessionware.stores.redis import ERRORS
 from tests.contract.store_contract import LONG, new_key
 from tests.servers.redis import HOST, RedisServer, free_port
 from tests.test_redis_store import _busy, until

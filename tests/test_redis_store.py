@@ -21,7 +21,7 @@ import redis
 import redis.asyncio as aioredis
 
 from sessionware import ConfigurationError, StoreError, StoreUnavailable
-from sessionware._sync.stores._resp import LeanPath as SyncLeanPath
+from sessionware._sync.io.redis_pipe import LeanPath as SyncLeanPath
 from sessionware.stores import Lease, Locked, RedisStore, SyncRedisStore, SyncStore
 from sessionware.stores._redis_protocol import pack
 from tests.contract.store_contract import LONG, acquire_lease, new_key

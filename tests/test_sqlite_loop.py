@@ -13,8 +13,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from sessionware._async.stores.sqlite import _CHECKPOINT_EVERY
 from sessionware.stores import Lease, SQLiteStore
-from sessionware.stores.sqlite import _CHECKPOINT_EVERY
 
 
 async def test_operations_that_need_no_wait_do_not_need_the_worker_thread(

@@ -22,13 +22,13 @@ import httpx
 import pytest
 
 from sessionware import SessionAdmin, SyncSessionAdmin
+from sessionware._async.core import RETIRED
+from sessionware._async.stores.base import SCAN_BATCH
+from sessionware._async.users import decode_index, is_index, user_index_key
 from sessionware.cookies import CookieSigner, store_key
-from sessionware.core import RETIRED
 from sessionware.session import USER_KEY
 from sessionware.stores import Lease, Locked, MemoryStore, Record, Store
-from sessionware.stores.base import SCAN_BATCH
 from sessionware.telemetry import SessionEvent
-from sessionware.users import decode_index, is_index, user_index_key
 from tests.apps.counter import SECRET
 from tests.apps.served import Served, serving
 from tests.faces import sync_face

@@ -1,4 +1,4 @@
-# Generated from sessionware/admin.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/admin.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncSessionAdmin: look into a session store and act on it, from an app (an
 admin page, a password change) or from the ``sessionware`` command.

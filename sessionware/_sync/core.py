@@ -1,4 +1,4 @@
-# Generated from sessionware/core.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/core.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """The request lifecycle: open, commit, close. Every policy decision lives here;
 the ASGI and WSGI drivers only map their protocol's events onto these calls.
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sessionware._sync._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
+from sessionware._sync.io.primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
 from sessionware._sync.leases import HeldLease, LeaseKeeper
 from sessionware._sync.queue import SessionQueues
 from sessionware._sync.stores.base import Lease, Locked, SyncStore, backoff_delay

@@ -1,4 +1,4 @@
-# Generated from sessionware/leases.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/leases.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """Keeping the leases of running requests alive.
 
@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from sessionware._sync._primitives import Background, ThreadLock, sleep
+from sessionware._sync.io.primitives import Background, ThreadLock, sleep
 from sessionware._sync.stores.base import Lease, SyncStore
 from sessionware.exceptions import LeaseLost, StoreError
 

@@ -1,4 +1,4 @@
-# Generated from sessionware/queue.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/queue.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """Per-session waiting lines inside one process.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from sessionware._sync._primitives import Event, ThreadLock
+from sessionware._sync.io.primitives import Event, ThreadLock
 from sessionware.exceptions import LockTimeout, QueueFull
 
 __all__ = ["SessionQueues"]

@@ -1,4 +1,4 @@
-# Generated from sessionware/users.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/users.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """The index from a user to their sessions, kept through the store contract
 itself, so every store has it without code of its own.
@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sessionware._sync._primitives import shield
+from sessionware._sync.io.primitives import shield
 from sessionware._sync.stores.base import Lease, Record
 from sessionware.cookies import store_key
 from sessionware.exceptions import LeaseLost, StoreError

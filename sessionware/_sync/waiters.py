@@ -1,4 +1,4 @@
-# Generated from sessionware/waiters.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/waiters.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """Requests of this process waiting for a session's release, by key.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from sessionware._sync._primitives import Event, ThreadLock
+from sessionware._sync.io.primitives import Event, ThreadLock
 
 __all__ = ["Waiters"]
 

@@ -12,24 +12,25 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from sessionware._sync.stores.base import SyncStore
-from sessionware._sync.stores.memory import SyncMemoryStore
-from sessionware.stores.base import Lease, Locked, Record, Store
-from sessionware.stores.memory import MemoryStore
+from sessionware.stores.answers import Lease, Locked, Record
 
 if TYPE_CHECKING:
+    from sessionware._async.stores.azure import AzureTableStore
+    from sessionware._async.stores.base import Store
+    from sessionware._async.stores.dynamodb import DynamoDBStore
+    from sessionware._async.stores.memory import MemoryStore
+    from sessionware._async.stores.mongodb import MongoDBStore
+    from sessionware._async.stores.postgres import PostgresStore
+    from sessionware._async.stores.redis import RedisStore
+    from sessionware._async.stores.sqlite import SQLiteStore
     from sessionware._sync.stores.azure import SyncAzureTableStore
+    from sessionware._sync.stores.base import SyncStore
     from sessionware._sync.stores.dynamodb import SyncDynamoDBStore
+    from sessionware._sync.stores.memory import SyncMemoryStore
     from sessionware._sync.stores.mongodb import SyncMongoDBStore
     from sessionware._sync.stores.postgres import SyncPostgresStore
     from sessionware._sync.stores.redis import SyncRedisStore
     from sessionware._sync.stores.sqlite import SyncSQLiteStore
-    from sessionware.stores.azure import AzureTableStore
-    from sessionware.stores.dynamodb import DynamoDBStore
-    from sessionware.stores.mongodb import MongoDBStore
-    from sessionware.stores.postgres import PostgresStore
-    from sessionware.stores.redis import RedisStore
-    from sessionware.stores.sqlite import SQLiteStore
     from sessionware.urls import store_from_url
 
 __all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore", "MongoDBStore",
@@ -37,25 +38,33 @@ __all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore",
            "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
            "SyncRedisStore", "SyncSQLiteStore", "SyncStore", "store_from_url"]
 
-_LAZY = {
-    "AzureTableStore": "sessionware.stores.azure",
-    "SyncAzureTableStore": "sessionware._sync.stores.azure",
-    "DynamoDBStore": "sessionware.stores.dynamodb",
-    "SyncDynamoDBStore": "sessionware._sync.stores.dynamodb",
-    "MongoDBStore": "sessionware.stores.mongodb",
-    "SyncMongoDBStore": "sessionware._sync.stores.mongodb",
-    "PostgresStore": "sessionware.stores.postgres",
-    "SyncPostgresStore": "sessionware._sync.stores.postgres",
-    "RedisStore": "sessionware.stores.redis",
-    "SQLiteStore": "sessionware.stores.sqlite",
-    "SyncRedisStore": "sessionware._sync.stores.redis",
-    "SyncSQLiteStore": "sessionware._sync.stores.sqlite",
-    "store_from_url": "sessionware.urls",
+# The registry: each store's class and its module (the same name in
+# sessionware/_async/stores/ and, with "Sync" before it, sessionware/_sync/stores/).
+# Imported at first use, so that a store whose extra is missing fails only
+# where it is used, with the name of the extra to install, and so that the
+# stores' modules may import this package's face-independent parts.
+STORES = {
+    "Store": "base",
+    "MemoryStore": "memory",
+    "SQLiteStore": "sqlite",
+    "RedisStore": "redis",
+    "PostgresStore": "postgres",
+    "AzureTableStore": "azure",
+    "MongoDBStore": "mongodb",
+    "DynamoDBStore": "dynamodb",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
+    if name == "store_from_url":
+        from sessionware.urls import store_from_url
+
+        return store_from_url
+    sync = name.startswith("Sync") and name.removeprefix("Sync") in STORES
+    module = STORES.get(name.removeprefix("Sync") if sync else name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    face = "_sync" if sync else "_async"
+    value = getattr(importlib.import_module(f"sessionware.{face}.stores.{module}"), name)
+    globals()[name] = value  # once: later lookups find it here
+    return value

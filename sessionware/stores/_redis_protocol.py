@@ -1,9 +1,9 @@
 """RESP2 as RedisStore's lean path speaks it: commands packed, the handshake,
 and the server's error replies turned into redis-py's exceptions.
 
-No I/O here: the async lean path (:mod:`sessionware.stores._resp`) and its
-sync counterpart (:mod:`sessionware._sync.stores._resp`) share it, and
-the store's error table (``ERRORS`` in :mod:`sessionware.stores.redis`)
+No I/O here: the async lean path (:mod:`sessionware._async.io.redis_pipe`) and its
+sync counterpart (:mod:`sessionware._sync.io.redis_pipe`) share it, and
+the store's error table (``ERRORS`` in :mod:`sessionware._async.stores.redis`)
 classifies the replies redis-py leaves unclassified by the same rule.
 """
 
@@ -65,7 +65,7 @@ class RefusedForNow(rexc.ResponseError):
 # (reply_error), so both paths raise the same class for it, whatever table the
 # installed redis-py keeps. What each class means for a session
 # (StoreUnavailable or StoreError) is decided by the ERRORS table of
-# sessionware/stores/redis.py, and only there.
+# sessionware/_async/stores/redis.py, and only there.
 REFUSED_FOR_NOW: Final[frozenset[str]] = frozenset({
     "BUSY",  # a script runs past its time limit
     "MISCONF",  # the server cannot persist and takes no writes until it can

@@ -1,4 +1,4 @@
-"""The Lua scripts of :class:`~sessionware.stores.redis.RedisStore`: one per store operation.
+"""The Lua scripts of :class:`~sessionware._async.stores.redis.RedisStore`: one per store operation.
 
 Each script is one atomic round trip (EVALSHA). A session is one hash at
 ``KEYS[1]`` (``<prefix>{<key>}``) with the fields::

@@ -1,4 +1,4 @@
-"""The store contract, written once (see ``sessionware/stores/base.py``), run on
+"""The store contract, written once (see ``sessionware/_async/stores/base.py``), run on
 both faces of every store.
 
 A store joins by subclassing :class:`StoreContract` in a ``test_*.py`` module and

@@ -4,8 +4,8 @@ import asyncio
 
 import pytest
 
+import sessionware._async.stores.memory as memory_module
 import sessionware._sync.stores.memory as sync_memory_module
-import sessionware.stores.memory as memory_module
 from sessionware.stores import MemoryStore, Store
 from tests.contract.store_contract import (
     LONG,

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import sessionware._async.stores.sqlite as sqlite_module
 import sessionware._sync.stores.sqlite as sync_sqlite_module
-import sessionware.stores.sqlite as sqlite_module
 from sessionware.stores import SQLiteStore, Store
 from tests.contract.store_contract import (
     ExactPurgeContract,

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/_listener.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/_listener.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """A store's listener: local waiters, and the one connection that wakes them
 for releases in other processes.
@@ -21,7 +21,7 @@ from collections.abc import Hashable
 from typing import ClassVar, Generic, TypeVar
 
 from sessionware._forks import generation
-from sessionware._sync._primitives import Background, Event, ThreadLock
+from sessionware._sync.io.primitives import Background, Event, ThreadLock
 from sessionware._sync.waiters import Waiters
 from sessionware.stores._errors import described
 from sessionware.stores.answers import backoff_delay

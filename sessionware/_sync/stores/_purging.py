@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/_purging.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/_purging.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """A store's background purge: at most one per interval per process.
 
@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Callable
 
-from sessionware._sync._primitives import Background, ThreadLock
+from sessionware._sync.io.primitives import Background, ThreadLock
 from sessionware.exceptions import StoreError
 
 __all__ = ["PurgeSchedule"]

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/azure.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/azure.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncAzureTableStore: sessions in Azure Table storage, one entity per session;
 data too large for the entity in Azure Blob storage. Install with
@@ -60,8 +60,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from sessionware._sync._primitives import ThreadLock, sleep
-from sessionware._sync.stores._azure_clients import ContainerClient, TableClient, open_clients
+from sessionware._sync.io.azure_clients import ContainerClient, TableClient, open_clients
+from sessionware._sync.io.primitives import ThreadLock, sleep
 from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.base import (
     SCAN_BATCH,

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/base.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/base.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """The store contract: what every session store does, and nothing about HTTP.
 
@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from sessionware._forks import generation
-from sessionware._sync._primitives import IS_SYNC, ThreadLock, sleep, time_left
+from sessionware._sync.io.primitives import IS_SYNC, ThreadLock, sleep, time_left
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
@@ -110,10 +110,8 @@ class SyncStore(abc.ABC):
         cls = type(self)
         module = cls.__module__
         twin = None
-        if module.startswith("sessionware."):
-            twin_module = importlib.import_module(
-                "sessionware._sync." + module.removeprefix("sessionware.")
-            )
+        if module.startswith("sessionware._sync."):  # its twin: the same place in _sync
+            twin_module = importlib.import_module(module.replace("._async.", "._sync.", 1))
             twin = getattr(twin_module, "Sync" + cls.__name__, None)
         if twin is None:
             raise ConfigurationError(

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/dynamodb.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/dynamodb.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncDynamoDBStore: sessions in Amazon DynamoDB, one item per session, waiters
 woken locally and by polling. Install with ``pip install sessionware[dynamodb]``
@@ -53,7 +53,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._sync._primitives import ThreadLock, sleep
+from sessionware._sync.io.primitives import ThreadLock, sleep
 from sessionware._sync.stores.base import (
     SCAN_BATCH,
     Lease,
@@ -84,7 +84,7 @@ try:
         PartialCredentialsError,
     )
 
-    from sessionware._sync.stores._dynamodb_client import close_client, home, open_client
+    from sessionware._sync.io.dynamodb_client import close_client, home, open_client
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncDynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/memory.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/memory.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncMemoryStore: sessions in a dict of this process, for tests and development
 (they die with the process and no other worker sees them).
@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from sessionware._sync._primitives import ThreadLock
+from sessionware._sync.io.primitives import ThreadLock
 from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
 from sessionware._sync.waiters import Waiters
 from sessionware.stores._errors import lease_lost

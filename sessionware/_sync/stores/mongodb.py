@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/mongodb.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/mongodb.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncMongoDBStore: sessions in MongoDB, one document per session, each operation
 one command; waiters woken by a change stream on a replica set. Install with
@@ -57,7 +57,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._sync._primitives import Once
+from sessionware._sync.io.primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores.base import (
     SCAN_BATCH,

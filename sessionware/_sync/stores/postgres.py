@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/postgres.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/postgres.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncPostgresStore: sessions in PostgreSQL, one row per session, waiters woken
 by LISTEN/NOTIFY. Install with ``pip install sessionware[postgres]`` (psycopg 3
@@ -30,7 +30,7 @@ the wake-up channel is ``<table>``). Times are the server's ``now()``;
 Operations, each one statement in autocommit (a fenced one changes nothing
 unless the live row carries the lease's token); on the async face the session
 statements go over one pipelined connection per process
-(:mod:`sessionware._sync.stores._pg_lean`), everything else through the pool:
+(:mod:`sessionware._sync.io.postgres_pipeline`), everything else through the pool:
 
 * ``acquire``: :data:`ACQUIRE` takes the lease when free or lapsed (a token
   from the sequence), else flags the row ``waiting`` and answers the time left.
@@ -65,7 +65,7 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._sync._primitives import Event, ThreadLock, interruptible
+from sessionware._sync.io.primitives import Event, ThreadLock, interruptible
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.base import (
@@ -92,7 +92,7 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-    from sessionware._sync.stores._pg_lean import LeanPath  # needs psycopg too
+    from sessionware._sync.io.postgres_pipeline import LeanPath  # needs psycopg too
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
@@ -417,7 +417,7 @@ class SyncPostgresStore(SyncStore):
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
     :param lean: on the async face, send the session operations over one
-        pipelined connection per process (:mod:`sessionware._sync.stores._pg_lean`;
+        pipelined connection per process (:mod:`sessionware._sync.io.postgres_pipeline`;
         needs ``prepare``); ``False`` sends them through the pool, as the sync
         face does, and as set-up and purges always go.
     """

@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/redis.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/redis.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncRedisStore: sessions in Redis or Valkey, single server or Redis Cluster.
 Install with ``pip install sessionware[redis]`` (redis-py with hiredis).
@@ -19,7 +19,7 @@ key. Wake-ups go on one pub/sub channel, ``<prefix>wake``.
 
 Operations, each one ``EVALSHA`` of a script of
 :mod:`sessionware.stores._redis_scripts` (over the lean path,
-:mod:`sessionware._sync.stores._resp`, with a plain ``redis://`` URL; through
+:mod:`sessionware._sync.io.redis_pipe`, with a plain ``redis://`` URL; through
 redis-py's client otherwise):
 
 * ``acquire``: ACQUIRE takes the lease, or sets ``w`` and answers the time left.
@@ -56,7 +56,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Union
 
-from sessionware._sync._primitives import IS_SYNC
+from sessionware._sync.io.primitives import IS_SYNC
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
@@ -86,7 +86,7 @@ except ImportError:  # pragma: no cover - older redis-py
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 try:  # the lean path needs hiredis's parser (the [redis] extra brings it)
-    from sessionware._sync.stores._resp import LeanPath
+    from sessionware._sync.io.redis_pipe import LeanPath
 except ImportError:  # pragma: no cover - redis-py without hiredis
     LeanPath = None  # type: ignore[assignment,misc]
 

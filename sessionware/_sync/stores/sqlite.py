@@ -1,4 +1,4 @@
-# Generated from sessionware/stores/sqlite.py by scripts/unasync.py: do not edit.
+# Generated from sessionware/_async/stores/sqlite.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
 """SyncSQLiteStore: sessions in one SQLite file (WAL mode), shared by the worker
 processes of one host. Design, threads and limits: docs/stores/sqlite.md.
@@ -57,7 +57,7 @@ from typing import Any, TypeVar, cast
 
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
-from sessionware._sync._primitives import (
+from sessionware._sync.io.primitives import (
     IS_SYNC,
     Background,
     run_blocking,

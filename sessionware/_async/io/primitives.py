@@ -2,7 +2,7 @@
 
 Every module written once (the core, the queue, the lease keeper, the stores)
 imports these names from here; its generated sync twin imports the same names
-from :mod:`sessionware._sync._primitives`, which does the same with threads.
+from :mod:`sessionware._sync.io.primitives`, which does the same with threads.
 Nothing else in the one source may touch asyncio, so that a token replacement
 (``scripts/unasync.py``) is all the sync twin needs.
 

@@ -22,9 +22,9 @@ to acknowledge a cancel. A connection whose oldest statement has waited past
 
 psycopg still opens the connection (conninfo, TLS, authentication), and its
 error classes (by SQLSTATE) are raised, so the store's error table
-(``ERRORS`` in :mod:`sessionware.stores.postgres`) stays the one place where
+(``ERRORS`` in :mod:`sessionware._async.stores.postgres`) stays the one place where
 errors become sessionware's. The sync face has no lean path
-(:mod:`sessionware._sync.stores._pg_lean`): its request threads take pooled
+(:mod:`sessionware._sync.io.postgres_pipeline`): its request threads take pooled
 connections.
 """
 

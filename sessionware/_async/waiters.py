@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
-from sessionware._primitives import Event, ThreadLock
+from sessionware._async.io.primitives import Event, ThreadLock
 
 __all__ = ["Waiters"]
 

@@ -14,11 +14,11 @@ callers' futures (hiredis parses them). A caller that is cancelled or times
 out just abandons its future; its reply is read and dropped, so the stream
 stays in step.
 
-The sync face's lean path (:mod:`sessionware._sync.stores._resp`, hand-written)
+The sync face's lean path (:mod:`sessionware._sync.io.redis_pipe`, hand-written)
 has the same :class:`LeanPath` with a blocking connection per thread instead.
 Both raise the exceptions redis-py's own parser makes of an error reply
 (:func:`~sessionware.stores._redis_protocol.reply_error`), so the store's error
-table (``ERRORS`` in :mod:`sessionware.stores.redis`) stays the one place where
+table (``ERRORS`` in :mod:`sessionware._async.stores.redis`) stays the one place where
 Redis errors become sessionware's. RedisStore uses this path only where it is equivalent to
 redis-py: a single server over TCP, with hiredis installed.
 """

@@ -25,16 +25,16 @@ import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from sessionware._async.core import RETIRED, SessionCore
+from sessionware._async.stores.base import Record, Store
+from sessionware._async.users import NOT_A_SESSION, decode_index, is_index
 from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, is_cookie_value, store_key
-from sessionware.core import RETIRED, SessionCore
 from sessionware.exceptions import SerializationError
 from sessionware.reports import SessionInfo, StoreStats, UserSession
 from sessionware.serializers import Serializer
 from sessionware.session import USER_KEY
-from sessionware.stores.base import Record, Store
 from sessionware.telemetry import EventHook, SessionEvent
-from sessionware.users import NOT_A_SESSION, decode_index, is_index
 
 __all__ = ["SessionAdmin", "session_reference"]
 

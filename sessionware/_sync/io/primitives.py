@@ -1,4 +1,4 @@
-"""The sync face's primitives: the same names as :mod:`sessionware._primitives`,
+"""The sync face's primitives: the same names as :mod:`sessionware._async.io.primitives`,
 done with threads. Hand-written, not generated: this module and its async
 counterpart are where the two faces differ.
 

@@ -17,7 +17,7 @@ key. Wake-ups go on one pub/sub channel, ``<prefix>wake``.
 
 Operations, each one ``EVALSHA`` of a script of
 :mod:`sessionware.stores._redis_scripts` (over the lean path,
-:mod:`sessionware.stores._resp`, with a plain ``redis://`` URL; through
+:mod:`sessionware._async.io.redis_pipe`, with a plain ``redis://`` URL; through
 redis-py's client otherwise):
 
 * ``acquire``: ACQUIRE takes the lease, or sets ``w`` and answers the time left.
@@ -30,7 +30,7 @@ redis-py's client otherwise):
   pipelined ``HMGET`` per batch.
 * ``purge_expired``: nothing to do (Redis removes expired keys itself): 0.
 * ``wait``: woken by a release in this process, or by a message on the
-  channel to the store's one subscriber (:mod:`sessionware.stores._listener`).
+  channel to the store's one subscriber (:mod:`sessionware._async.stores._listener`).
 * ``watch_expired``: the same subscriber on ``__keyevent@<db>__:expired``;
   CLAIM on the marker lets one process report each expiry.
 
@@ -54,12 +54,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Union
 
-from sessionware._primitives import IS_SYNC
+from sessionware._async.io.primitives import IS_SYNC
+from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware._async.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
 from sessionware.stores._errors import ErrorTable, Meaning, Row, described, lease_lost
-from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
 
 try:
     import redis.asyncio as driver
@@ -86,7 +86,7 @@ except ImportError:  # pragma: no cover - older redis-py
     MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 try:  # the lean path needs hiredis's parser (the [redis] extra brings it)
-    from sessionware.stores._resp import LeanPath
+    from sessionware._async.io.redis_pipe import LeanPath
 except ImportError:  # pragma: no cover - redis-py without hiredis
     LeanPath = None  # type: ignore[assignment,misc]
 

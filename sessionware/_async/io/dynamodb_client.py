@@ -1,6 +1,6 @@
 """DynamoDBStore's client, async face: aiobotocore's, one per event loop.
 
-Hand-written, the counterpart of :mod:`sessionware._sync.stores._dynamodb_client`
+Hand-written, the counterpart of :mod:`sessionware._sync.io.dynamodb_client`
 (botocore's): the two drivers make and close their clients differently, and
 an aiobotocore client belongs to the event loop it was opened on. Everything
 else (the requests, their answers and errors) is botocore's on both faces, so

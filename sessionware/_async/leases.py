@@ -14,9 +14,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from sessionware._primitives import Background, ThreadLock, sleep
+from sessionware._async.io.primitives import Background, ThreadLock, sleep
+from sessionware._async.stores.base import Lease, Store
 from sessionware.exceptions import LeaseLost, StoreError
-from sessionware.stores.base import Lease, Store
 
 __all__ = ["HeldLease", "LeaseKeeper"]
 

@@ -1,6 +1,6 @@
 """RedisStore's lean path, sync face: a blocking connection per thread.
 
-Hand-written, not generated: the counterpart of :mod:`sessionware.stores._resp`
+Hand-written, not generated: the counterpart of :mod:`sessionware._async.io.redis_pipe`
 (which shares one auto-pipelined asyncio connection), with the same
 :class:`LeanPath`, so the one source of the store needs no branch for it.
 
@@ -15,7 +15,7 @@ be left unread: out of step), and at :meth:`LeanPath.close`. A forked child
 opens its own.
 
 Nothing can cut a blocking call off, so each call bounds its own wait: by what
-is left of the store call (:func:`~sessionware._sync._primitives.time_left`,
+is left of the store call (:func:`~sessionware._sync.io.primitives.time_left`,
 the core's ``store_timeout``) and by the store's socket timeout, whichever is
 sooner.
 """
@@ -31,7 +31,7 @@ import hiredis
 from redis import exceptions as rexc
 
 from sessionware._perthread import PerThread
-from sessionware._sync._primitives import time_left
+from sessionware._sync.io.primitives import time_left
 from sessionware.stores._redis_protocol import handshake, reply_error
 
 __all__ = ["LeanPath"]

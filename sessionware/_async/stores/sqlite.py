@@ -53,12 +53,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar, cast
 
-from sessionware._forks import ForkGate, generation
-from sessionware._perthread import PerThread
-from sessionware._primitives import IS_SYNC, Background, run_blocking, run_on_thread, time_left
-from sessionware.exceptions import ConfigurationError, StoreError
-from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
-from sessionware.stores.base import (
+from sessionware._async.io.primitives import (
+    IS_SYNC,
+    Background,
+    run_blocking,
+    run_on_thread,
+    time_left,
+)
+from sessionware._async.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
@@ -68,7 +70,11 @@ from sessionware.stores.base import (
     report_each,
     time_budget,
 )
-from sessionware.waiters import Waiters
+from sessionware._async.waiters import Waiters
+from sessionware._forks import ForkGate, generation
+from sessionware._perthread import PerThread
+from sessionware.exceptions import ConfigurationError, StoreError
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 
 __all__ = ["SQLiteStore"]
 

@@ -58,18 +58,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from sessionware._primitives import ThreadLock, sleep
-from sessionware.exceptions import (
-    ConfigurationError,
-    LeaseLost,
-    SessionTooLarge,
-    StoreError,
-    StoreUnavailable,
-)
-from sessionware.stores._azure_clients import ContainerClient, TableClient, open_clients
-from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
-from sessionware.stores._purging import PurgeSchedule
-from sessionware.stores.base import (
+from sessionware._async.io.azure_clients import ContainerClient, TableClient, open_clients
+from sessionware._async.io.primitives import ThreadLock, sleep
+from sessionware._async.stores._purging import PurgeSchedule
+from sessionware._async.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
@@ -79,7 +71,15 @@ from sessionware.stores.base import (
     backoff_delay,
     time_budget,
 )
-from sessionware.waiters import Waiters
+from sessionware._async.waiters import Waiters
+from sessionware.exceptions import (
+    ConfigurationError,
+    LeaseLost,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     from azure.core import MatchConditions

@@ -37,16 +37,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sessionware._primitives import shield
+from sessionware._async.io.primitives import shield
+from sessionware._async.stores.base import Lease, Record
 from sessionware.cookies import store_key
 from sessionware.exceptions import LeaseLost, StoreError
 from sessionware.reports import UserSession
 from sessionware.session import USER_KEY
-from sessionware.stores.base import Lease, Record
 from sessionware.telemetry import SessionEvent
 
 if TYPE_CHECKING:
-    from sessionware.core import SessionCore
+    from sessionware._async.core import SessionCore
 
 __all__ = ["INDEX_MARK", "USER_KEY", "IndexEntries", "UserIndex", "decode_index",
            "is_index", "user_index_key"]

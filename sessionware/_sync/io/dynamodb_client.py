@@ -1,10 +1,10 @@
 """DynamoDBStore's client, sync face: botocore's, one per process, shared by
 its threads (botocore clients are thread-safe).
 
-Hand-written, the counterpart of :mod:`sessionware.stores._dynamodb_client`
+Hand-written, the counterpart of :mod:`sessionware._async.io.dynamodb_client`
 (aiobotocore's). A blocking request cannot be cancelled as the async face's
 is: instead each request's read timeout is what is left of the core's store
-call (:func:`~sessionware._sync._primitives.time_left`), when that is less
+call (:func:`~sessionware._sync.io.primitives.time_left`), when that is less
 than the client's, through botocore's per-request ``read_timeout`` (botocore
 releases without it ignore it, and the client's read timeout bounds the
 request alone).
@@ -18,7 +18,7 @@ from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.session import get_session  # type: ignore[import-untyped]
 
 from sessionware._forks import generation
-from sessionware._sync._primitives import ThreadLock, time_left
+from sessionware._sync.io.primitives import ThreadLock, time_left
 
 __all__ = ["close_client", "home", "open_client"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from sessionware._primitives import Event, ThreadLock
+from sessionware._async.io.primitives import Event, ThreadLock
 from sessionware.exceptions import LockTimeout, QueueFull
 
 __all__ = ["SessionQueues"]

@@ -23,7 +23,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from sessionware._primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
+from sessionware._async.io.primitives import IS_SYNC, Deadlines, Once, call_hook, shield, sleep
+from sessionware._async.leases import HeldLease, LeaseKeeper
+from sessionware._async.queue import SessionQueues
+from sessionware._async.stores.base import Lease, Locked, Store, backoff_delay
+from sessionware._async.users import UserIndex
 from sessionware.config import SessionConfig
 from sessionware.cookies import CookieSigner, new_session_id, store_key
 from sessionware.exceptions import (
@@ -40,14 +44,10 @@ from sessionware.exceptions import (
     StoreError,
     StoreUnavailable,
 )
-from sessionware.leases import HeldLease, LeaseKeeper
 from sessionware.modes import LockMode
-from sessionware.queue import SessionQueues
 from sessionware.serializers import JSONSerializer, Serializer
 from sessionware.session import Session, SessionState
-from sessionware.stores.base import Lease, Locked, Store, backoff_delay
 from sessionware.telemetry import EventHook, Metrics, SessionEvent
-from sessionware.users import UserIndex
 
 __all__ = ["RETIRED", "RETIRED_IN_FLIGHT", "SessionCore", "SessionTransaction"]
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from sessionware._primitives import ThreadLock
+from sessionware._async.io.primitives import ThreadLock
+from sessionware._async.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
+from sessionware._async.waiters import Waiters
 from sessionware.stores._errors import lease_lost
-from sessionware.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
-from sessionware.waiters import Waiters
 
 __all__ = ["MemoryStore"]
 

@@ -4,7 +4,7 @@ for releases in other processes.
 A store that hears of releases elsewhere (Redis's SUBSCRIBE, PostgreSQL's
 LISTEN, MongoDB's change stream) keeps one :class:`WakeupListener` per instance
 (one per process and event loop). It holds what those stores share: the
-local :class:`~sessionware.waiters.Waiters`, one background job (a task; a
+local :class:`~sessionware._async.waiters.Waiters`, one background job (a task; a
 daemon thread on the sync face) started at the first wait and stopped at
 close, the job's reconnect loop with backoff, the flag that says whether
 notifications arrive now (it decides how waiters pace their re-checks), and
@@ -18,11 +18,11 @@ import logging
 from collections.abc import Hashable
 from typing import ClassVar, Generic, TypeVar
 
+from sessionware._async.io.primitives import Background, Event, ThreadLock
+from sessionware._async.waiters import Waiters
 from sessionware._forks import generation
-from sessionware._primitives import Background, Event, ThreadLock
 from sessionware.stores._errors import described
 from sessionware.stores.answers import backoff_delay
-from sessionware.waiters import Waiters
 
 __all__ = ["LISTEN_TICK", "RECHECK_BASE", "RECHECK_CAP", "STOP_TIMEOUT", "Run", "WakeupListener"]
 

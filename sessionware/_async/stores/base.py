@@ -43,8 +43,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
+from sessionware._async.io.primitives import IS_SYNC, ThreadLock, sleep, time_left
 from sessionware._forks import generation
-from sessionware._primitives import IS_SYNC, ThreadLock, sleep, time_left
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
@@ -99,9 +99,8 @@ class Store(abc.ABC):
         cls = type(self)
         module = cls.__module__
         twin = None
-        if module.startswith("sessionware."):
-            twin_module = importlib.import_module(
-                "sessionware._sync." + module.removeprefix("sessionware."))
+        if module.startswith("sessionware._async."):  # its twin: the same place in _sync
+            twin_module = importlib.import_module(module.replace("._async.", "._sync.", 1))
             twin = getattr(twin_module, "Sync" + cls.__name__, None)
         if twin is None:
             raise ConfigurationError(

@@ -51,14 +51,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sessionware._primitives import ThreadLock, sleep
-from sessionware.exceptions import (
-    ConfigurationError,
-    SessionTooLarge,
-    StoreError,
-)
-from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
-from sessionware.stores.base import (
+from sessionware._async.io.primitives import ThreadLock, sleep
+from sessionware._async.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
@@ -68,7 +62,13 @@ from sessionware.stores.base import (
     backoff_delay,
     time_budget,
 )
-from sessionware.waiters import Waiters
+from sessionware._async.waiters import Waiters
+from sessionware.exceptions import (
+    ConfigurationError,
+    SessionTooLarge,
+    StoreError,
+)
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     from botocore.exceptions import (  # type: ignore[import-untyped]
@@ -82,7 +82,7 @@ try:
         PartialCredentialsError,
     )
 
-    from sessionware.stores._dynamodb_client import close_client, home, open_client
+    from sessionware._async.io.dynamodb_client import close_client, home, open_client
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "DynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"

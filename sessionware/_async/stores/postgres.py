@@ -28,7 +28,7 @@ the wake-up channel is ``<table>``). Times are the server's ``now()``;
 Operations, each one statement in autocommit (a fenced one changes nothing
 unless the live row carries the lease's token); on the async face the session
 statements go over one pipelined connection per process
-(:mod:`sessionware.stores._pg_lean`), everything else through the pool:
+(:mod:`sessionware._async.io.postgres_pipeline`), everything else through the pool:
 
 * ``acquire``: :data:`ACQUIRE` takes the lease when free or lapsed (a token
   from the sequence), else flags the row ``waiting`` and answers the time left.
@@ -44,7 +44,7 @@ statements go over one pipelined connection per process
   LOCKED`` (``RETURNING`` their keys once :meth:`PostgresStore.watch_expired`
   was called).
 * ``wait``: woken by a release in this process or by a NOTIFY to the store's
-  one listening connection (:mod:`sessionware.stores._listener`); re-checks
+  one listening connection (:mod:`sessionware._async.stores._listener`); re-checks
   with backoff either way.
 
 Permissions: ``SELECT, INSERT, UPDATE, DELETE`` on the table and ``USAGE`` on
@@ -63,17 +63,10 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
-from sessionware._primitives import Event, ThreadLock, interruptible
-from sessionware.exceptions import (
-    ConfigurationError,
-    SessionTooLarge,
-    StoreError,
-    StoreUnavailable,
-)
-from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
-from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware.stores._purging import PurgeSchedule
-from sessionware.stores.base import (
+from sessionware._async.io.primitives import Event, ThreadLock, interruptible
+from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware._async.stores._purging import PurgeSchedule
+from sessionware._async.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
@@ -83,6 +76,13 @@ from sessionware.stores.base import (
     report_each,
     time_budget,
 )
+from sessionware.exceptions import (
+    ConfigurationError,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 
 try:
     import psycopg
@@ -90,7 +90,7 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-    from sessionware.stores._pg_lean import LeanPath  # needs psycopg too
+    from sessionware._async.io.postgres_pipeline import LeanPath  # needs psycopg too
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
@@ -401,7 +401,7 @@ class PostgresStore(Store):
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
     :param lean: on the async face, send the session operations over one
-        pipelined connection per process (:mod:`sessionware.stores._pg_lean`;
+        pipelined connection per process (:mod:`sessionware._async.io.postgres_pipeline`;
         needs ``prepare``); ``False`` sends them through the pool, as the sync
         face does, and as set-up and purges always go.
     """

@@ -2,7 +2,7 @@
 blocks on its own statement anyway, so pipelining the statements of a
 process's threads over one connection would make them wait for each other;
 each takes a pooled connection instead (:class:`sessionware._sync.stores.postgres._Lender`).
-Hand-written, the counterpart of :mod:`sessionware.stores._pg_lean`.
+Hand-written, the counterpart of :mod:`sessionware._async.io.postgres_pipeline`.
 """
 
 from __future__ import annotations

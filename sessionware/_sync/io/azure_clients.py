@@ -1,7 +1,7 @@
 """AzureTableStore's clients, sync face: azure-data-tables' and
 azure-storage-blob's blocking clients (over requests), shared by a process's
 request threads. Hand-written, the counterpart of
-:mod:`sessionware.stores._azure_clients`.
+:mod:`sessionware._async.io.azure_clients`.
 
 requests keeps 10 connections per host unless told otherwise; a gthread worker
 with more threads would open and drop connections past that at every burst,

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from sessionware._primitives import Background, ThreadLock
+from sessionware._async.io.primitives import Background, ThreadLock
 from sessionware.exceptions import StoreError
 
 __all__ = ["PurgeSchedule"]

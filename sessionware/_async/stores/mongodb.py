@@ -55,15 +55,9 @@ import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sessionware._primitives import Once
-from sessionware.exceptions import (
-    ConfigurationError,
-    SessionTooLarge,
-    StoreError,
-)
-from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
-from sessionware.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware.stores.base import (
+from sessionware._async.io.primitives import Once
+from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
+from sessionware._async.stores.base import (
     SCAN_BATCH,
     Lease,
     Locked,
@@ -73,6 +67,12 @@ from sessionware.stores.base import (
     backoff_delay,
     time_budget,
 )
+from sessionware.exceptions import (
+    ConfigurationError,
+    SessionTooLarge,
+    StoreError,
+)
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 
 try:
     import pymongo

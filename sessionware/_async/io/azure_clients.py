@@ -1,6 +1,6 @@
 """AzureTableStore's clients, async face: azure-data-tables' and
 azure-storage-blob's ``aio`` clients (over aiohttp). Hand-written, with its
-counterpart :mod:`sessionware._sync.stores._azure_clients` (the blocking
+counterpart :mod:`sessionware._sync.io.azure_clients` (the blocking
 clients, over requests); the store's one source imports these names only.
 
 Both faces turn the SDK's own retries off (``retry_total=0``): the store
