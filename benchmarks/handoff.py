@@ -33,9 +33,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sessionware.stores import Lease, RedisStore, Store
-from tests.contract.store_contract import acquire_waiting, new_key
-from tests.servers.redis import RedisServer
-from tests.test_redis_store import CountingProxy
+from tests.stores.redis.test_store import CountingProxy
+from tests.support.servers.redis import RedisServer
+from tests.support.store_contract import acquire_waiting, new_key
 
 try:
     from sessionware.stores import SQLiteStore

@@ -242,10 +242,10 @@ class Mongoeco:
 class DynamoDB:
     """DynamoDB Local in a network namespace of its own, bridged to a free
     127.0.0.1 port (it has no bind-address option): the tests' launcher,
-    tests/servers/dynamodb.py, which says what the bridge costs."""
+    tests/support/servers/dynamodb.py, which says what the bridge costs."""
 
     def __init__(self, workdir: str) -> None:
-        from tests.servers.dynamodb import DynamoDBServer
+        from tests.support.servers.dynamodb import DynamoDBServer
 
         self.server = DynamoDBServer()
         self.server.start()

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.faces import FACES
+from tests.support.faces import FACES
 
-pytest_plugins = ["tests.servers.redis", "tests.servers.postgres", "tests.servers.azurite",
-                  "tests.servers.mongodb", "tests.servers.dynamodb"]
+pytest_plugins = ["tests.support.servers.redis", "tests.support.servers.postgres",
+                  "tests.support.servers.azurite", "tests.support.servers.mongodb",
+                  "tests.support.servers.dynamodb"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -16,7 +17,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """Every test that asks for ``face``, itself or through its fixtures, runs
-    once per face (see tests/faces.py)."""
+    once per face (see tests/support/faces.py)."""
     if "face" not in metafunc.fixturenames:
         return
     marker = metafunc.definition.get_closest_marker("faces")

@@ -26,11 +26,11 @@ import pytest
 
 from sessionware.cookies import CookieSigner, store_key
 from sessionware.urls import store_from_url
-from tests.apps.counter import SECRET
-from tests.apps.served import Served, serving
-from tests.helpers import cookie_header, session_cookie
-from tests.servers.processes import free_port
-from tests.servers.redis import RedisServer
+from tests.support.apps.counter import SECRET
+from tests.support.apps.served import Served, serving
+from tests.support.helpers import cookie_header, session_cookie
+from tests.support.servers.processes import free_port
+from tests.support.servers.redis import RedisServer
 
 STORES = ["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"]
 

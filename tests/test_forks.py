@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sessionware.stores import Lease, SQLiteStore, Store, SyncStore
-from tests.faces import sync_face
+from tests.support.faces import sync_face
 
 RUN_LIMIT = 60.0
 

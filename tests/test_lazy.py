@@ -37,8 +37,8 @@ from sessionware.flask import uses_session as flask_uses_session
 from sessionware.stores import SQLiteStore
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware
 from sessionware.wsgi import load_session as wsgi_load_session
-from tests.helpers import CountingStore, SyncCountingStore, session_cookie
-from tests.middleware_suite import _websocket_session
+from tests.support.helpers import CountingStore, SyncCountingStore, session_cookie
+from tests.support.middleware_suite import _websocket_session
 
 SECRET = "k" * 32
 

@@ -12,7 +12,7 @@ import pytest
 
 from sessionware._async.leases import LeaseKeeper
 from sessionware.stores import Lease, Locked, MemoryStore
-from tests.contract.store_contract import LONG, acquire_lease, new_key
+from tests.support.store_contract import LONG, acquire_lease, new_key
 
 KEEPER_TTL = 0.3  # the keeper renews a lease a third of this after tracking it
 WAIT = 5.0  # bound on every wait for the keeper: a failing test ends, never hangs

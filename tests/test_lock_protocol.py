@@ -24,7 +24,7 @@ from hypothesis.stateful import (
 
 from sessionware import LeaseLost
 from sessionware.stores import Lease, Locked, MemoryStore, SQLiteStore, Store
-from tests.faces import ThreadedStore, sync_face
+from tests.support.faces import ThreadedStore, sync_face
 
 T = TypeVar("T")
 CLIENTS = st.integers(0, 2)

@@ -21,7 +21,7 @@ from sessionware import SessionMiddleware, StoreUnavailable
 from sessionware.flask import Sessionware
 from sessionware.stores import RedisStore, SQLiteStore, Store
 from sessionware.wsgi import WSGISessionMiddleware
-from tests.servers.processes import free_port
+from tests.support.servers.processes import free_port
 
 SECRET = "k" * 32
 ROOT = Path(__file__).resolve().parent.parent

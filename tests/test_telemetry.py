@@ -24,8 +24,8 @@ from sessionware import SessionAdmin, SessionMiddleware
 from sessionware.stores import RedisStore, SQLiteStore
 from sessionware.telemetry import SessionEvent
 from sessionware.wsgi import SESSION_KEY, WSGISessionMiddleware
-from tests.servers.redis import RedisServer
-from tests.test_redis_expired import subscribed
+from tests.stores.redis.test_expired import subscribed
+from tests.support.servers.redis import RedisServer
 
 SECRET = "k" * 32
 

@@ -1,5 +1,5 @@
 """Sessions bound to users, and SessionAdmin, on every store and both faces:
-the real middleware and app in process (tests/apps/served.py), the admin
+the real middleware and app in process (tests/support/apps/served.py), the admin
 beside it on the same store, as an app's admin page would be.
 
 The index must list every live session of its user at every moment: on the
@@ -29,10 +29,10 @@ from sessionware.cookies import CookieSigner, store_key
 from sessionware.session import USER_KEY
 from sessionware.stores import Lease, Locked, MemoryStore, Record, Store
 from sessionware.telemetry import SessionEvent
-from tests.apps.counter import SECRET
-from tests.apps.served import Served, serving
-from tests.faces import sync_face
-from tests.helpers import cookie_header, session_cookie
+from tests.support.apps.counter import SECRET
+from tests.support.apps.served import Served, serving
+from tests.support.faces import sync_face
+from tests.support.helpers import cookie_header, session_cookie
 
 STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb", "mongodb"]
 USERS = ["alice", "bob", "carol"]
@@ -55,7 +55,7 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
                                table=f"users{suffix}", container=f"users-{suffix}")
     if kind == "dynamodb":
         from sessionware.stores import DynamoDBStore
-        from tests.servers.dynamodb import store_options
+        from tests.support.servers.dynamodb import store_options
 
         return DynamoDBStore(f"user_sessions_{secrets.token_hex(4)}",
                              **store_options(request.getfixturevalue("dynamodb_endpoint")))

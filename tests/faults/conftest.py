@@ -15,11 +15,11 @@ from tests.faults.targets import (
     SQLiteTarget,
     Target,
 )
-from tests.servers.azurite import Azurite
-from tests.servers.dynamodb import DynamoDBServer
-from tests.servers.mongodb import MongoecoServer
-from tests.servers.postgres import PostgresServer
-from tests.servers.redis import RedisServer
+from tests.support.servers.azurite import Azurite
+from tests.support.servers.dynamodb import DynamoDBServer
+from tests.support.servers.mongodb import MongoecoServer
+from tests.support.servers.postgres import PostgresServer
+from tests.support.servers.redis import RedisServer
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"])

@@ -2,7 +2,7 @@
 where the store has a server, one to restart.
 
 Each target gives a store for the in-process app, a spec for apps started in
-other processes (``tests/apps/stores.py``), and faults done to real processes:
+other processes (``tests/support/apps/stores.py``), and faults done to real processes:
 
 * ``stalled()``: the store stops answering without closing anything, as a
   server does under SIGSTOP, and answers again at the end of the block.
@@ -46,11 +46,11 @@ from sessionware.stores import (
     SQLiteStore,
     Store,
 )
-from tests.servers.azurite import Azurite
-from tests.servers.dynamodb import DynamoDBServer, store_options
-from tests.servers.mongodb import MongoecoServer
-from tests.servers.postgres import PostgresServer
-from tests.servers.redis import RedisServer
+from tests.support.servers.azurite import Azurite
+from tests.support.servers.dynamodb import DynamoDBServer, store_options
+from tests.support.servers.mongodb import MongoecoServer
+from tests.support.servers.postgres import PostgresServer
+from tests.support.servers.redis import RedisServer
 
 # A writer that takes the database's write lock, says so, and keeps it until
 # its standard input closes: then it rolls back and exits.

@@ -2,7 +2,7 @@
 whatever the store's process does meanwhile. Every store with a process of
 its own joins by a target in ``targets.py``, and every test runs on both faces
 (``face``): the ASGI app over the store's async face, and the WSGI app over its
-sync face, in this process (tests/apps/served.py) or as servers of their own
+sync face, in this process (tests/support/apps/served.py) or as servers of their own
 (uvicorn; gunicorn with gthread workers).
 
 Each request of the traffic appends its own id to a list in the session
@@ -27,11 +27,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.served import Served, build
-from tests.faces import sync_face
 from tests.faults.targets import RedisTarget, Target
-from tests.helpers import CountingStore, SyncCountingStore, cookie_header, session_cookie
-from tests.servers.processes import gunicorn, serve, uvicorn
+from tests.support.apps.served import Served, build
+from tests.support.faces import sync_face
+from tests.support.helpers import CountingStore, SyncCountingStore, cookie_header, session_cookie
+from tests.support.servers.processes import gunicorn, serve, uvicorn
 
 Counting = CountingStore | SyncCountingStore
 
@@ -49,8 +49,9 @@ async def until(predicate: Callable[[], bool], timeout: float) -> None:
 def server(face: str) -> list[str]:
     """The command of a server process of the counter app on ``face``."""
     if face == "async":
-        return uvicorn("tests.apps.counter:app_from_env")
-    return gunicorn("tests.apps.wsgi_counter:app_from_env()", "-k", "gthread", "--threads", "4")
+        return uvicorn("tests.support.apps.counter:app_from_env")
+    return gunicorn("tests.support.apps.wsgi_counter:app_from_env()",
+                    "-k", "gthread", "--threads", "4")
 
 
 @asynccontextmanager

@@ -13,7 +13,7 @@ A store keeps one record per session::
     expires_at           idle deadline; sliding, capped by absolute_expires_at
     absolute_expires_at  hard deadline fixed at creation, or none
 
-Rules every implementation keeps (``tests/contract`` checks each of them):
+Rules every implementation keeps (``tests/support/store_contract.py`` checks each of them):
 
 * Time is the store's own clock (the server's where there is a server), so leases
   do not depend on the clocks of the application processes.

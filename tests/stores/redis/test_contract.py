@@ -1,0 +1,20 @@
+"""The store contract on a real single server and on a real 3-node Redis Cluster."""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionware.stores import RedisStore, Store
+from tests.support.store_contract import StoreContract
+
+
+class TestRedisStore(StoreContract):
+    @pytest.fixture
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url)
+
+
+class TestRedisClusterStore(StoreContract):
+    @pytest.fixture
+    def fresh_store(self, redis_cluster_url: str) -> Store:
+        return RedisStore(redis_cluster_url, cluster=True)
