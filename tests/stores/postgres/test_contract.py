@@ -1,5 +1,6 @@
-"""The store contract on a real PostgreSQL server, straight and through
-PgBouncer in transaction mode (the session's servers: tests/support/servers/postgres.py).
+"""The store contract on a real PostgreSQL server, straight (on the pipeline
+and on psycopg's own path) and through PgBouncer in transaction mode (the
+session's servers: tests/support/servers/postgres.py).
 Without the listener (polling), see tests/stores/postgres/test_store.py."""
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ class TestPostgresStore(StoreContract, ExactPurgeContract, ExactScanContract):
     @pytest.fixture
     def fresh_store(self, postgres_dsn: str) -> Store:
         return PostgresStore(postgres_dsn, table=fresh_table())
+
+
+class TestPostgresStoreOnPsycopg(StoreContract, ExactPurgeContract, ExactScanContract):
+    """Every statement through psycopg's own connections (``lean=False``), as
+    the sync face always runs them."""
+
+    @pytest.fixture
+    def fresh_store(self, postgres_dsn: str) -> Store:
+        return PostgresStore(postgres_dsn, table=fresh_table(), lean=False)
 
 
 class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract, ExactScanContract):

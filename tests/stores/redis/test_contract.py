@@ -1,4 +1,5 @@
-"""The store contract on a real single server and on a real 3-node Redis Cluster."""
+"""The store contract on a real single server, on its lean path and on
+redis-py's own (``lean=False``), and on a real 3-node Redis Cluster."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ class TestRedisStore(StoreContract):
     @pytest.fixture
     def fresh_store(self, redis_url: str) -> Store:
         return RedisStore(redis_url)
+
+
+class TestRedisStoreOnRedisPy(StoreContract):
+    @pytest.fixture
+    def fresh_store(self, redis_url: str) -> Store:
+        return RedisStore(redis_url, lean=False)
 
 
 class TestRedisClusterStore(StoreContract):
