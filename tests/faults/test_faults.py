@@ -57,9 +57,18 @@ def server(face: str) -> list[str]:
 @asynccontextmanager
 async def in_process(target: Target, face: str, **options: object
                      ) -> AsyncIterator[tuple[Served, httpx.AsyncClient, Counting, str]]:
-    """The app in this process over the target's store on ``face``; a session exists."""
+    """The app in this process over the target's store on ``face``, the store
+    set up and connected first (as the startup check does in a server), so that
+    a short ``store_timeout`` bounds the operations under test and not the
+    making of a driver's client; a session exists."""
     store = target.store()
-    counting = CountingStore(store) if face == "async" else SyncCountingStore(sync_face(store))
+    if face == "async":
+        await store.setup()
+        counting: Counting = CountingStore(store)
+    else:
+        faced = sync_face(store)
+        await asyncio.to_thread(faced.setup)
+        counting = SyncCountingStore(faced)
     app = build(counting, **options)
     try:
         async with app.client(base_url="http://t", timeout=60) as client:
