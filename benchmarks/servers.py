@@ -212,7 +212,7 @@ class Mongoeco:
         self.port = free_port()
         self.log = open(os.path.join(workdir, f"mongoeco-{self.port}.log"), "w")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [str(python), str(ROOT / "tests" / "servers" / "mongoeco_server.py"),
+            [str(python), str(ROOT / "tests" / "support" / "mongoeco_server.py"),
              str(self.port)], stdout=self.log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 30

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.support.faces import FACES
 
-pytest_plugins = ["tests.support.servers.redis", "tests.support.servers.postgres",
-                  "tests.support.servers.azurite", "tests.support.servers.mongodb",
-                  "tests.support.servers.dynamodb"]
+# every module of tests/support/servers/ is a plugin: a store's server
+# fixture is found by where it lives, with no list to keep
+pytest_plugins = [f"tests.support.servers.{module.stem}"
+                  for module in sorted((Path(__file__).parent / "support" / "servers").glob("*.py"))
+                  if module.stem not in ("__init__", "processes")]
 
 
 def pytest_configure(config: pytest.Config) -> None:

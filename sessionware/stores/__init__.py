@@ -55,6 +55,16 @@ STORES = {
 }
 
 
+def twin_of(cls: type) -> type[SyncStore] | None:
+    """The generated blocking twin of a registered store class (``SyncRedisStore``
+    for ``RedisStore``), or ``None`` for a class the registry does not hold."""
+    module = STORES.get(cls.__name__)
+    if module is None or cls.__module__ != f"sessionware._async.stores.{module}":
+        return None
+    twin: type[SyncStore] = __getattr__("Sync" + cls.__name__)
+    return twin
+
+
 def __getattr__(name: str) -> Any:
     if name == "store_from_url":
         from sessionware.urls import store_from_url

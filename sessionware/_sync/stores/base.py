@@ -39,7 +39,6 @@ Rules every implementation keeps (``tests/support/store_contract.py`` checks eac
 from __future__ import annotations
 
 import abc
-import importlib
 import logging
 from collections.abc import Callable, Hashable, Iterator
 from types import TracebackType
@@ -107,19 +106,16 @@ class SyncStore(abc.ABC):
         return made
 
     def _make_twin(self) -> sync_base.SyncStore:
-        cls = type(self)
-        module = cls.__module__
-        twin = None
-        if module.startswith("sessionware._sync."):  # its twin: the same place in _sync
-            twin_module = importlib.import_module(module.replace("._async.", "._sync.", 1))
-            twin = getattr(twin_module, "Sync" + cls.__name__, None)
+        from sessionware.stores import twin_of  # the registry, which imports the stores
+
+        twin = twin_of(type(self))
         if twin is None:
             raise ConfigurationError(
-                f"{cls.__name__} has no blocking face: the WSGI middleware needs a store "
+                f"{type(self).__name__} has no blocking face: the WSGI middleware needs a store "
                 "whose methods block (a SyncStore subclass)"
             )
         args, kwargs = self._arguments
-        return twin(*args, **kwargs)  # type: ignore[no-any-return,unused-ignore]
+        return twin(*args, **kwargs)
 
     def __enter__(self) -> SyncStore:
         try:

@@ -52,7 +52,7 @@ import pytest
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = ROOT / ".tools" / "mongoeco-venv" / "bin" / "python"
-LAUNCHER = Path(__file__).with_name("mongoeco_server.py")
+LAUNCHER = Path(__file__).parent.parent / "mongoeco_server.py"
 START_TIMEOUT = 30.0
 
 EXPIRED_VANISH = "mongoeco deletes a document at its TTL date at once (mongod: within ~60 s)"
