@@ -20,11 +20,16 @@ from redis.connection import DefaultParser, parse_url
 
 from sessionware.stores.answers import Record
 
+try:  # redis-py >= 7
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # pragma: no cover - older redis-py
+    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
+
 __all__ = ["MARKER_SUFFIX", "NOTIFY_FIX", "NOTIFY_SETTING", "REFUSED_FOR_NOW", "UNAVAILABLE",
            "Arg", "RefusedForNow", "connection_refused", "evalsha_command", "glob_escaped",
-           "handshake", "lean_address", "ms", "ms_or_empty", "notify_flags", "pack",
-           "primaries", "reclassified", "record", "refused_by_server", "reply_error",
-           "sends_expiries", "store_key"]
+           "handshake", "lean_address", "ms", "ms_or_empty", "nodes", "notify_flags", "pack",
+           "pool_options", "primaries", "reclassified", "record", "records", "refused_by_server",
+           "reply_error", "sends_expiries", "store_key", "where"]
 
 Arg = bytes | str | int
 
@@ -131,6 +136,16 @@ def refused_by_server(error: BaseException) -> bool:
     return isinstance(error, (rexc.ResponseError, rexc.BusyLoadingError))
 
 
+def pool_options() -> dict[str, Any]:
+    """The options of the store's own pool to a single server. redis-py 8.1 skips
+    its stale-connection check at checkout while maintenance notifications are
+    "auto", so after a server restart every pooled connection would fail once
+    (RESP2 has no maintenance notifications anyway)."""
+    if MaintNotificationsConfig is None:
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def lean_address(url: str) -> dict[str, Any] | None:
     """The lean path's ``host``, ``port``, ``db``, ``username`` and ``password``
     for a plain ``redis://`` URL (TCP, optional user, password and db);
@@ -161,6 +176,13 @@ def record(key: str, data: bytes, expires_ms: bytes, locked_ms: bytes,
     locked = int(locked_ms)
     return Record(key, bytes(data), int(expires_ms) / 1000, locked / 1000 if locked else None,
                   int(created_ms) / 1000, int(granted_ms) / 1000 if locked else None)
+
+
+def records(prefix: str, rkeys: Sequence[bytes], replies: Sequence[Any]) -> list[Record]:
+    """The records of ``HMGET <prefix>{<key>} d e l c g`` replies; none for a key gone."""
+    start = len(prefix) + 1
+    return [record(rkey.decode()[start:-1], *fields)
+            for rkey, fields in zip(rkeys, replies, strict=True) if fields[0] is not None]
 
 
 MARKER_SUFFIX = ":x"  # <prefix>{<key>}:x, a record's marker (see _redis_scripts)
@@ -206,3 +228,19 @@ def notify_flags(reply: Mapping[Any, Any]) -> str:
     """The value in a ``CONFIG GET notify-keyspace-events`` reply (bytes keys
     and values: the store's clients do not decode)."""
     return _as_text(reply.get(NOTIFY_SETTING.encode(), reply.get(NOTIFY_SETTING, b"")))
+
+
+def where(client: Any) -> str:
+    """The server (or a cluster's first nodes) a client of either face talks to,
+    for messages (never a password)."""
+    if hasattr(client, "nodes_manager"):
+        return ",".join(client.nodes_manager.startup_nodes) or "a cluster"
+    options = client.connection_pool.connection_kwargs
+    if "path" in options:
+        return str(options["path"])
+    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}/{options.get('db', 0)}"
+
+
+def nodes(cluster: Any, every_primary: bool) -> list[Any]:
+    """A cluster client's primaries, or any one node, as its topology last read."""
+    return list(cluster.get_primaries()) if every_primary else [cluster.get_random_node()]

@@ -1,25 +1,19 @@
-"""RedisStore: sessions in Redis or Valkey, single server or Redis Cluster.
-Install with ``pip install sessionware[redis]``; design, the lean path,
-wake-ups, expiry events and failures: docs/stores/redis.md.
+"""RedisStore: sessions in Redis or Valkey, single server or Redis Cluster
+(``pip install sessionware[redis]``). Design and failures: docs/stores/redis.md.
 
-Keys: one hash per session at ``<prefix>{<key>}`` (the hash tag keeps a
-session's keys in one cluster slot), fields in server ms (see
-:mod:`sessionware.stores._redis_scripts`): ``d`` data, ``t`` token, ``l``
-lease deadline, ``e`` idle deadline (the key's ``PEXPIREAT``), ``a``
-absolute deadline, ``w`` a waiter's flag, ``c`` created, ``g`` granted. A
-bookkeeping record's marker (or a watcher's claim) at ``<prefix>{<key>}:x``;
-wake-ups on the pub/sub channel ``<prefix>wake``.
+Keys: one hash per session at ``<prefix>{<key>}`` (the hash tag: one cluster slot), fields
+``d`` data, ``t`` token, ``l`` lease deadline, ``e`` idle deadline (the key's ``PEXPIREAT``),
+``a`` absolute deadline, ``w`` a waiter's flag, ``c`` created, ``g`` granted (server ms);
+``<prefix>{<key>}:x``, a bookkeeping record's marker or a watcher's claim; the pub/sub
+channel ``<prefix>wake``.
 
-Operations: each one ``EVALSHA`` of the script of its name (over the lean
-path, :mod:`sessionware._async.io.redis_pipe`, for a plain ``redis://`` URL;
-through redis-py otherwise). ``scan``: ``SCAN`` of the prefix (on every
-primary) and pipelined ``HMGET`` s; ``purge_expired``: 0, Redis expires keys
-itself; ``wait``: one subscriber per store, on the channel;
-``watch_expired``: the same subscriber on ``__keyevent@<db>__:expired``, and
-CLAIM on the marker, so that one process reports each expiry.
+Operations: one ``EVALSHA`` each, of the script of its name in
+:mod:`sessionware.stores._redis_scripts` (over the lean path for a plain ``redis://`` URL);
+``scan``: ``SCAN`` and pipelined ``HMGET``; ``purge_expired``: 0, Redis expires keys;
+``wait``: a subscriber on the channel, which ``watch_expired`` also subscribes to
+``__keyevent@<db>__:expired`` (then CLAIM on the marker: one process reports each expiry).
 
-ACL of a minimal user (on a cluster also ``+cluster|slots +cluster|shards
-+command``)::
+ACL (on a cluster also ``+cluster|slots +cluster|shards +command``)::
 
     ACL SETUSER sessions on >secret ~sessionware:* &sessionware:wake
         +evalsha +script|load +subscribe +ping +client|setinfo
@@ -39,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from sessionware._async.io.primitives import IS_SYNC
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware._async.stores.base import SCAN_BATCH, Lease, Locked, Record, Store
+from sessionware._async.stores.base import SCAN_BATCH, Lease, Locked, Record, Store, report_each
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
 from sessionware.stores._errors import ErrorTable, Meaning, Row, described, lease_lost
@@ -55,11 +49,6 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from sessionware.stores import _redis_protocol as proto
 from sessionware.stores._redis_protocol import MARKER_SUFFIX, evalsha_command, ms, ms_or_empty
-
-try:  # redis-py >= 7
-    from redis.maint_notifications import MaintNotificationsConfig
-except ImportError:  # pragma: no cover - older redis-py
-    MaintNotificationsConfig = None  # type: ignore[assignment,misc]
 
 try:  # the lean path needs hiredis's parser (the [redis] extra brings it)
     from sessionware._async.io.redis_pipe import LeanPath
@@ -81,8 +70,7 @@ DEFAULT_PREFIX = "sessionware:"
 
 _TOPOLOGY_CHECK = 30.0  # how often a cluster's expiry watcher looks for new primaries
 
-# What redis-py's errors mean, first match decides. Wrong credentials are a
-# connection error that no retry passes.
+# What redis-py's errors mean, first match decides (wrong credentials: no retry passes).
 ERRORS = ErrorTable("Redis", [
     Row(rexc.AuthenticationError, Meaning.ERROR),
     Row(proto.UNAVAILABLE, Meaning.NOT_APPLIED, when=proto.connection_refused,
@@ -93,30 +81,14 @@ ERRORS = ErrorTable("Redis", [
 ], reclassify=proto.reclassified)
 
 
-def _where(client: Client) -> str:
-    """The server (or a cluster's first nodes) a client talks to, for
-    messages (never a password)."""
-    if isinstance(client, RedisCluster):
-        return ",".join(client.nodes_manager.startup_nodes) or "a cluster"
-    options = client.connection_pool.connection_kwargs
-    if "path" in options:
-        return str(options["path"])
-    return f"{options.get('host', 'localhost')}:{options.get('port', 6379)}/{options.get('db', 0)}"
-
-
 def _checked_client(store: str, client: object) -> Client:
     """``client``, if this face of the store can use it."""
     if not isinstance(client, (driver.Redis, RedisCluster)):
         face = driver.__name__  # redis.asyncio here, redis in the sync twin
         kind = f"{type(client).__module__}.{type(client).__qualname__}"
-        raise ConfigurationError(
-            f"{store} needs a {face}.Redis or RedisCluster client, not a {kind}: "
-            f"pass {store}(client={face}.Redis(...))")
-    if isinstance(client, RedisCluster):
-        decodes = client.get_encoder().decode_responses  # type: ignore[no-untyped-call,unused-ignore]
-    else:
-        decodes = client.connection_pool.connection_kwargs.get("decode_responses", False)
-    if decodes:
+        raise ConfigurationError(f"{store} needs a {face}.Redis or RedisCluster client, not a "
+                                 f"{kind}: pass {store}(client={face}.Redis(...))")
+    if client.get_encoder().decode_responses:  # type: ignore[no-untyped-call,unused-ignore]
         raise ConfigurationError(f"{store} needs a client with decode_responses=False")
     return client
 
@@ -128,74 +100,52 @@ def _connect(url: str, cluster: bool, socket_timeout: float | None,
     try:
         if cluster:
             return RedisCluster.from_url(url, **options)
-        if MaintNotificationsConfig is not None:  # see "Known redis-py 8.1 quirk" in the docs
-            options["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
         # a blocking pool queues what passes max_connections; the default one raises
         pool = driver.BlockingConnectionPool.from_url(
-            url, max_connections=max_connections, timeout=socket_timeout, **options)
+            url, max_connections=max_connections, timeout=socket_timeout, **options,
+            **proto.pool_options())
         return driver.Redis.from_pool(pool)
     except ValueError as exc:
         raise ConfigurationError(f"bad Redis URL {url!r}: {exc}") from exc
 
 
-def _nodes(client: RedisCluster, every_primary: bool) -> list[Any]:
-    """The cluster's primaries, or any one node, as its topology last read."""
-    if every_primary:
-        return list(client.get_primaries())  # type: ignore[no-untyped-call,unused-ignore]
-    return [client.get_random_node()]  # type: ignore[no-untyped-call,unused-ignore]
-
-
 class RedisStore(Store):
     """Sessions in Redis (or Valkey), single server or cluster.
 
-    :param url: a ``redis://`` or ``rediss://`` URL, used when no ``client``
-        is given.
-    :param client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``
-        created with ``decode_responses=False``; the store does not close it.
-        (For WSGI, the blocking face takes a ``redis.Redis`` or
-        ``redis.RedisCluster``: pass that store a client of its own.)
-    :param cluster: with ``url``, connect with ``RedisCluster`` (the URL names
-        any one node).
-    :param prefix: prepended to every key and to the wake-up channel; must not
-        contain braces (the session key is the hash tag).
+    :param url: a ``redis://`` or ``rediss://`` URL, used when no ``client`` is given.
+    :param client: a ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster`` created with
+        ``decode_responses=False``; the store does not close it. (For WSGI, the blocking face
+        takes a ``redis.Redis`` or ``redis.RedisCluster``: pass that store a client of its own.)
+    :param cluster: with ``url``, connect with ``RedisCluster`` (the URL names any one node).
+    :param prefix: prepended to every key and to the wake-up channel; must not contain braces
+        (the session key is the hash tag).
     :param socket_timeout: seconds before a stalled command raises
         :class:`~sessionware.StoreUnavailable` (clients built from ``url``).
-    :param max_connections: connections per process in redis-py's pool to a
-        single server; when all are busy an operation waits for one (up to
-        ``socket_timeout``) rather than failing, so a burst is slowed down, not
-        refused. On the lean path the pool serves only set-up and the wake-up
+    :param max_connections: connections per process in redis-py's pool to a single server;
+        when all are busy an operation waits for one (up to ``socket_timeout``): a burst is
+        slowed down, not refused. On the lean path the pool serves only set-up and the
         subscriber.
-    :param lean: send the session operations over the lean path (see "The
-        lean command path" in the store's docs) where the URL allows it: the
-        default. ``False`` sends everything through redis-py's client (the
-        same commands, more CPU per request): for a driver-level feature the
-        lean path lacks, or to rule it out when chasing a problem.
+    :param lean: send the session operations over the lean path (see "The lean command
+        path" in the store's docs) where the URL allows it: the default. ``False`` sends
+        everything through redis-py's client (more CPU per request): for a driver feature
+        the lean path lacks, or to rule it out when chasing a problem.
     """
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        *,
-        client: Client | None = None,
-        cluster: bool = False,
-        prefix: str = DEFAULT_PREFIX,
-        socket_timeout: float | None = 5.0,
-        max_connections: int = 100,
-        lean: bool = True,
-    ) -> None:
+    def __init__(self, url: str = DEFAULT_URL, *, client: Client | None = None,
+                 cluster: bool = False, prefix: str = DEFAULT_PREFIX,
+                 socket_timeout: float | None = 5.0, max_connections: int = 100,
+                 lean: bool = True) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
         self._owns_client = client is None
-        self._lean: LeanPath | None = None
-        if client is None:
-            client = _connect(url, cluster, socket_timeout, max_connections)
-            address = proto.lean_address(url) if lean and not cluster else None
-            if address is not None and LeanPath is not None:
-                self._lean = LeanPath(**address, timeout=socket_timeout)
-        else:
-            client = _checked_client(type(self).__name__, client)
+        client = (_connect(url, cluster, socket_timeout, max_connections) if client is None
+                  else _checked_client(type(self).__name__, client))
         self._client: Client = client
-        self._where = _where(client)
+        address = proto.lean_address(url) if lean and self._owns_client and not cluster else None
+        self._lean: LeanPath | None = None
+        if address is not None and LeanPath is not None:
+            self._lean = LeanPath(**address, timeout=socket_timeout)
+        self._where = proto.where(client)
         self._prefix = prefix
         self._channel = f"{prefix}wake"
         self._scripts = [client.register_script(source) for source in (
@@ -208,8 +158,7 @@ class RedisStore(Store):
     async def _run(self, op: str, script: AsyncScript, key: str,
                    args: Sequence[str | int | bytes], *, idempotent: bool = False,
                    marked: bool = False) -> Any:
-        """Run one script, translating errors; retry once only if ``idempotent``.
-        ``marked``: the script takes the record's marker as KEYS[2]."""
+        """Run one script (``marked``: KEYS[2] is the marker); retry once if ``idempotent``."""
         rkey = f"{self._prefix}{{{key}}}"
         keys = [rkey, rkey + MARKER_SUFFIX] if marked else [rkey]
         try:
@@ -224,9 +173,7 @@ class RedisStore(Store):
 
     async def _eval(self, script: AsyncScript, keys: list[str],
                     args: Sequence[str | int | bytes]) -> Any:
-        """EVALSHA, on the lean path if there is one. After a NOSCRIPT there (a
-        flushed or restarted server) load the script and run it again, as
-        redis-py's Script does on its own path."""
+        """EVALSHA, on the lean path if any (after a NOSCRIPT there: SCRIPT LOAD, again)."""
         lean = self._lean
         if lean is None:
             return await script(keys=keys, args=args)
@@ -243,8 +190,6 @@ class RedisStore(Store):
         if not await self._run(op, script, lease.key, [str(lease.token), *args], marked=marked):
             raise lease_lost(lease)
 
-    # -- lifecycle ------------------------------------------------------------
-
     async def setup(self) -> None:
         """Load the scripts (on every primary of a cluster). Idempotent."""
         for script in self._scripts:
@@ -252,16 +197,14 @@ class RedisStore(Store):
                 script.sha = await self._client.script_load(script.script)
 
     async def aclose(self) -> None:
-        """Stop the subscriber (wake-ups and expiry watching) and close the
-        connections the store opened (not a client passed in)."""
+        """Stop the subscriber and close the connections the store opened (not a client
+        passed in)."""
         await self._wakeups.aclose()
         if self._lean is not None:
             self._lean.close()
         if self._owns_client:
             with contextlib.suppress(*ERRORS.errors):
                 await self._client.aclose()
-
-    # -- operations -----------------------------------------------------------
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
         reply = await self._run("acquire", self._acquire, key, [ms(lease_ttl)])
@@ -305,10 +248,9 @@ class RedisStore(Store):
         return None if reply is None else proto.record(key, *reply)
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
-        """SCAN for the store's keys (on every primary of a cluster), then one
-        pipelined HMGET per batch. SCAN may return a key twice (while Redis
-        resizes its table), so a record may come twice; HMGET of a key that
-        expired meanwhile answers nothing and the record is left out."""
+        """SCAN for the store's keys (on every primary of a cluster), then one pipelined
+        HMGET per batch. SCAN may return a key twice (while Redis resizes its table), so
+        a record may come twice; a key that expired meanwhile is left out."""
         pattern = proto.glob_escaped(self._prefix) + "{*}"
         rkeys: list[bytes] = []
         with ERRORS.mapped("scan", self._where):
@@ -325,36 +267,22 @@ class RedisStore(Store):
         async with self._client.pipeline(transaction=False) as pipe:
             for rkey in rkeys:
                 pipe.hmget(rkey, "d", "e", "l", "c", "g")
-            replies = await pipe.execute()
-        start = len(self._prefix) + 1  # <prefix>{<key>}
-        return [proto.record(rkey.decode()[start:-1], *fields)
-                for rkey, fields in zip(rkeys, replies, strict=True) if fields[0] is not None]
+            return proto.records(self._prefix, rkeys, await pipe.execute())
 
     async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Always 0, and ``progress`` is never called: nothing is left to
-        purge. Every script that sets a session's idle deadline sets its key's
-        ``PEXPIREAT`` too, so Redis deletes expired sessions itself (when
-        touched, and by its active expiry cycle), and a purge here would only
-        SCAN every node's keyspace to find what Redis removes anyway."""
+        """Always 0, and ``progress`` is never called: every script that sets a
+        session's idle deadline sets its key's ``PEXPIREAT`` too, so Redis deletes
+        expired sessions itself; a purge would only SCAN for what Redis removes."""
         return 0
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
         await self._wakeups.wait(f"{self._prefix}{{{key}}}".encode(), timeout, attempt)
 
-    # -- expired sessions -------------------------------------------------------
-
     async def watch_expired(self, report: Callable[[str], Awaitable[object]]) -> bool:
         """Report expired sessions from the server's keyspace notifications
-        (``__keyevent@<db>__:expired``, on every primary of a cluster), heard
-        by the store's subscriber; ``False``, with a warning, when the server
-        does not send them (``notify-keyspace-events`` needs ``E`` and ``x``
-        or ``A``: ``CONFIG SET notify-keyspace-events Ex``).
-
-        Once across processes: a watcher reports an expiry only when its CLAIM
-        of the record's marker succeeds (see :mod:`~sessionware.stores._redis_scripts`),
-        and bookkeeping records carry their marker from the start. Best
-        effort: a notification sent while no process listens (or while the
-        subscriber reconnects) is lost, and so is one whose claim fails."""
+        (``__keyevent@<db>__:expired``, on every primary of a cluster), heard by the store's
+        subscriber; ``False``, with a warning, when the server does not send them (``CONFIG
+        SET notify-keyspace-events Ex``). Once across processes, best effort: see the docs."""
         if not await self._notifications_on():
             return False
         db = 0 if isinstance(self._client, RedisCluster) else int(
@@ -364,32 +292,30 @@ class RedisStore(Store):
         return True
 
     async def _notifications_on(self) -> bool:
-        """Whether every primary sends expiry events; ``True`` (and an INFO)
-        when the server refuses CONFIG, as managed services may."""
-        try:
-            async with self._node_clients(every_primary=True) as clients:
-                flags = [proto.notify_flags(await client.config_get(proto.NOTIFY_SETTING))
-                         for client in clients]
-        except rexc.ResponseError as exc:  # NOPERM, or CONFIG renamed away
-            logger.info("cannot read %s (%s): watching for expired sessions anyway; the "
-                        "server must send expiry events (%s)", proto.NOTIFY_SETTING,
-                        described(exc), proto.NOTIFY_FIX)
-            return True
-        except ERRORS.errors as exc:
-            raise ERRORS.translate("watch_expired", self._where, exc) from exc
+        """Whether every primary sends expiry events; ``True`` (and an INFO) when
+        the server refuses CONFIG, as managed services may."""
+        with ERRORS.mapped("watch_expired", self._where):
+            try:
+                async with self._node_clients(every_primary=True) as clients:
+                    flags = [proto.notify_flags(await client.config_get(proto.NOTIFY_SETTING))
+                             for client in clients]
+            except rexc.ResponseError as exc:  # NOPERM, or CONFIG renamed away
+                logger.info("cannot read %s (%s): watching for expired sessions anyway; the "
+                            "server must send expiry events (%s)", proto.NOTIFY_SETTING,
+                            described(exc), proto.NOTIFY_FIX)
+                return True
         if all(proto.sends_expiries(flag) for flag in flags):
             return True
         logger.warning("expired sessions are not reported: the Redis server does not send "
-                       "keyspace notifications for expiries (%s is %r); enable them with "
-                       "`CONFIG SET notify-keyspace-events Ex` (on a managed service, its "
+                       "keyspace notifications for expiries (%s is %r); enable them with `CONFIG "
+                       "SET notify-keyspace-events Ex` (on a managed service, its "
                        "notify-keyspace-events parameter) on every primary",
                        proto.NOTIFY_SETTING, ", ".join(flags))
         return False
 
     async def _expired(self, report: Callable[[str], Awaitable[object]], rkey: bytes) -> None:
-        """One expiry notification: report it if it is one of this store's
-        records and this process claims it first. Nothing raises from here:
-        the subscriber goes on."""
+        """Report an expired key if it is one of this store's records and this
+        process claims it first; nothing raises from here."""
         key = proto.store_key(self._prefix, rkey)
         if key is None:
             return
@@ -398,20 +324,13 @@ class RedisStore(Store):
         except StoreError as exc:
             logger.warning("the expiry of session %s… is not reported: %s", key[:12], exc)
             return
-        if not claimed:
-            return  # bookkeeping, or another process reported it
-        try:
-            await report(key)
-        except Exception:
-            logger.exception("reporting the expiry of session %s… failed", key[:12])
-
-    # -- the subscriber ---------------------------------------------------------
+        if claimed:  # else bookkeeping, or another process reported it
+            await report_each(report, [key])
 
     @contextlib.asynccontextmanager
     async def _subscription(self, every_primary: bool) -> AsyncIterator[_Subscription]:
-        """The subscriber's pub/sub connections: one, from the client's pool
-        or to any one cluster node; with ``every_primary`` one per primary of
-        a cluster (expiry events are node-local)."""
+        """The subscriber's pub/sub connections: one, or with ``every_primary``
+        one per primary of a cluster (expiry events are node-local)."""
         async with self._node_clients(every_primary=every_primary) as clients:
             pubsubs: list[PubSub] = []
             try:
@@ -424,15 +343,12 @@ class RedisStore(Store):
 
     def _topology_check(self, node: driver.Redis,
                         every_primary: bool) -> Callable[[], Awaitable[bool]] | None:
-        """For connections to every primary of a cluster: a check whether the
-        primaries are still the same ones (after a failover or a new shard
-        the subscriber reconnects). It asks ``node`` (CLUSTER SLOTS) rather
-        than refresh the cluster client, whose refresh recycles every pooled
-        connection."""
+        """For every primary of a cluster: whether the primaries are the same still, asked
+        of ``node`` (refreshing the cluster client would recycle every pooled connection)."""
         client = self._client
         if not every_primary or not isinstance(client, RedisCluster):
             return None
-        before = {primary.name for primary in _nodes(client, every_primary=True)}
+        before = {primary.name for primary in proto.nodes(client, every_primary=True)}
 
         async def unchanged() -> bool:
             slots = await node.execute_command("CLUSTER SLOTS")  # type: ignore[no-untyped-call,unused-ignore]
@@ -442,9 +358,8 @@ class RedisStore(Store):
 
     @contextlib.asynccontextmanager
     async def _node_clients(self, *, every_primary: bool) -> AsyncIterator[list[driver.Redis]]:
-        """Clients of single nodes: the store's own for a single server; for a
-        cluster one of any one node (every node hears every PUBLISH), or, with
-        ``every_primary``, one per primary, from freshly read topology."""
+        """The store's client for a single server; for a cluster, one of any one node
+        (every node hears every PUBLISH) or one per primary, from fresh topology."""
         client = self._client
         if not isinstance(client, RedisCluster):
             yield [client]
@@ -452,14 +367,14 @@ class RedisStore(Store):
         if IS_SYNC:  # the sync cluster client keeps a client per node
             if every_primary:
                 client.nodes_manager.initialize()
-            yield [client.get_redis_connection(node) for node in _nodes(client, every_primary)]
+            yield [client.get_redis_connection(node) for node in proto.nodes(client, every_primary)]
             return
         await client.initialize()
         if every_primary:
             await client.nodes_manager.initialize()
         owned: list[driver.Redis] = []
         try:
-            for node in _nodes(client, every_primary):
+            for node in proto.nodes(client, every_primary):
                 pool = driver.ConnectionPool(connection_class=node.connection_class,
                                              **node.connection_kwargs)
                 owned.append(driver.Redis.from_pool(pool))
@@ -470,9 +385,8 @@ class RedisStore(Store):
 
 
 class _Subscription(NamedTuple):
-    """The subscriber's connections for one run of :meth:`_Wakeups._listen_once`:
-    the wake-up channel goes on the first, expiry events on each; ``unchanged``
-    (cluster expiry watching only) says whether they still reach every primary."""
+    """The subscriber's connections: the wake-up channel on the first, expiry events
+    on each; ``unchanged``: whether they still reach every primary."""
 
     pubsubs: list[PubSub]
     unchanged: Callable[[], Awaitable[bool]] | None
@@ -486,10 +400,8 @@ class _Watch(NamedTuple):
 
 
 class _Wakeups(WakeupListener[bytes]):
-    """The subscriber of a store's waiters: it reads the wake-up channel and
-    wakes the waiters of each message's key, and, once :meth:`watch` was
-    called, hands each expired key to the watch's handler (and then starts
-    at once rather than at the first wait)."""
+    """The store's subscriber: wakes the waiters of each key on the wake-up
+    channel; after :meth:`watch` (which starts it) hands on each expired key."""
 
     def __init__(self, subscription: Callable[[bool], AbstractAsyncContextManager[_Subscription]],
                  channel: str) -> None:
@@ -499,24 +411,19 @@ class _Wakeups(WakeupListener[bytes]):
         self._watch: _Watch | None = None
 
     def watch(self, channel: bytes, handle: Callable[[bytes], Awaitable[None]]) -> None:
-        """Hand every key heard on ``channel`` to ``handle``, from now until
-        close (a running subscriber reconnects to subscribe it)."""
+        """Hand every key heard on ``channel`` to ``handle`` until close."""
         self._after_fork()
         with self._lock:
             self._watch = _Watch(channel, handle)
             self._start()
 
     def _forked(self) -> None:
-        """A forked child does not watch expiries either: the parent that
-        asked goes on watching, and reporting each once needs only one
-        watcher. (The parent's connection stays the parent's; redis-py's pool
-        opens new ones.)"""
+        """A forked child does not watch expiries: its parent goes on watching."""
         super()._forked()
         self._watch = None
 
     async def _listen_once(self, run: Run) -> bool:
-        """Subscribe and read until stopped; return (to be called again at
-        once) when a watch began or a cluster's primaries changed."""
+        """Subscribe and read until stopped, a watch began or the primaries changed."""
         watch = self._watch
         try:
             async with self._subscription(watch is not None) as subscription:
