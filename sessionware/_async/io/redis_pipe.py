@@ -1,26 +1,11 @@
 """RedisStore's lean path, async face: one auto-pipelined connection per process.
 
-Every locked request runs two scripts (acquire, commit), so the cost of one
-command is paid twice per request. Two costs dominate with redis-py's general
-client: its Python per command (pool checkout with its own timeouts, argument
-encoding, observability hooks, retry wrappers: about 70 µs here), and one
-``send`` system call per command, each waking the server on its own.
-
-The lean path removes both. All commands of one process share one connection:
-each is appended to a write buffer that is flushed once per event-loop turn
-(commands issued by concurrent requests in the same turn leave in one system
-call), and the protocol's ``data_received`` hands replies, in order, to the
-callers' futures (hiredis parses them). A caller that is cancelled or times
-out just abandons its future; its reply is read and dropped, so the stream
-stays in step.
-
-The sync face's lean path (:mod:`sessionware._sync.io.redis_pipe`, hand-written)
-has the same :class:`LeanPath` with a blocking connection per thread instead.
-Both raise the exceptions redis-py's own parser makes of an error reply
-(:func:`~sessionware.stores._redis_protocol.reply_error`), so the store's error
-table (``ERRORS`` in :mod:`sessionware._async.stores.redis`) stays the one place where
-Redis errors become sessionware's. RedisStore uses this path only where it is equivalent to
-redis-py: a single server over TCP, with hiredis installed.
+Commands issued in one event-loop turn leave in one write; ``data_received``
+hands the replies, parsed by hiredis, to the callers' futures in order. A caller
+that is cancelled or times out only abandons its future: its reply is read and
+dropped, so the stream stays in step. Error replies raise what redis-py's own
+parser makes of them (:func:`~sessionware.stores._redis_protocol.reply_error`).
+Why, and what it saves: "The lean command path" in docs/stores/redis.md.
 """
 
 from __future__ import annotations
@@ -39,12 +24,9 @@ __all__ = ["LeanPath"]
 
 
 class _Connection(asyncio.Protocol):
-    """One connection of the lean path. Replies resolve the pending futures, in
-    the order the commands went out, straight from ``data_received``: no reader
-    task, no extra loop turn. Commands gather in a buffer flushed once per loop
-    turn: under load the commands of many requests leave in one system call
-    (writing at once when idle was measured too: more system calls under load,
-    for one loop turn less latency)."""
+    """One connection of the lean path. Replies resolve the pending futures
+    straight from ``data_received`` (no reader task, no extra loop turn);
+    commands gather in a buffer flushed once per loop turn."""
 
     def __init__(self, timeout: float | None) -> None:
         self.loop = asyncio.get_running_loop()

@@ -1,23 +1,12 @@
 """RedisStore's lean path, sync face: a blocking connection per thread.
 
-Hand-written, not generated: the counterpart of :mod:`sessionware._async.io.redis_pipe`
-(which shares one auto-pipelined asyncio connection), with the same
-:class:`LeanPath`, so the one source of the store needs no branch for it.
-
-A WSGI request thread waits for each reply anyway, so it sends its commands
-over a plain blocking socket of its own: one ``sendall``, one ``recv``, no
-loop, no other thread woken. A gunicorn ``gthread`` worker therefore holds one
-connection per request thread (plus the lease keeper's and the wake-up
-subscriber's). Connections are opened on a thread's first command and closed
-when the thread ends (:class:`~sessionware._perthread.PerThread`: servers that
-start a thread per request leave none behind), after any error (a reply may
-be left unread: out of step), and at :meth:`LeanPath.close`. A forked child
-opens its own.
-
-Nothing can cut a blocking call off, so each call bounds its own wait: by what
-is left of the store call (:func:`~sessionware._sync.io.primitives.time_left`,
-the core's ``store_timeout``) and by the store's socket timeout, whichever is
-sooner.
+Hand-written, not generated: the counterpart of :mod:`sessionware._async.io.redis_pipe`,
+with the same :class:`LeanPath`, so the one source of the store needs no branch for it.
+A thread's connection opens at its first command and closes when the thread ends
+(:class:`~sessionware._perthread.PerThread`), after any error and at :meth:`LeanPath.close`;
+each call bounds its wait by what is left of the store call
+(:func:`~sessionware._sync.io.primitives.time_left`) and by the socket timeout, whichever
+is sooner. Why: "The lean command path" in docs/stores/redis.md.
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ from typing import IO, Any
 import pytest
 
 from sessionware._async.core import RETIRED
-from sessionware._async.stores.redis import _sends_expiries
 from sessionware._async.users import INDEX_MARK
 from sessionware.stores import SyncRedisStore, SyncStore
+from sessionware.stores._redis_protocol import sends_expiries, store_key
 from tests.stores.redis.test_store import Either, _raw, call, close, lease_of, make, until
 from tests.support.servers.processes import ROOT
 from tests.support.servers.redis import HOST, RedisServer, start_cluster
@@ -70,7 +70,7 @@ def spy(store: Either, handled: Heard) -> None:
     original = store._expired
 
     def record(rkey: bytes) -> None:
-        key = store._store_key(rkey)
+        key = store_key(store._prefix, rkey)
         if key is not None:
             handled.add(key)
 
@@ -286,7 +286,7 @@ async def test_with_notifications_off_it_warns_and_watches_nothing(
     ("Ex", True), ("xE", True), ("AE", True), ("KEA", True), ("Egx$", True),
 ])
 def test_which_settings_send_expiries(flags: str, sent: bool) -> None:
-    assert _sends_expiries(flags) is sent
+    assert sends_expiries(flags) is sent
 
 
 @EACH_SIDE
