@@ -44,7 +44,7 @@ try:
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-    from sessionware._async.io.postgres_pipeline import LeanPath  # needs psycopg too
+    from sessionware._async.io.postgres_pipeline import LeanPath, Rows  # needs psycopg too
     from sessionware._async.io.postgres_pool import Lender
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -59,14 +59,10 @@ DEFAULT_TABLE = "sessionware_sessions"
 _PURGE_BATCH = 500
 _MAX_DATA = (1 << 30) - 1  # bytes: PostgreSQL's limit for one bytea value
 _LEAN_OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete")
-
 Params = Mapping[str, Any]
-Rows = tuple[int, list[tuple[Any, ...]]]
-
 # -- SQL ------------------------------------------------------------------------
-# Every statement names its objects as {table}, {sequence}, {index} (quoted
-# identifiers); parameters are named. Each runs alone, in autocommit, so now()
-# is the time of that statement. Durations are seconds (float8).
+# Objects are named {table}, {sequence}, {index} (quoted identifiers), parameters
+# by name. Each statement runs alone, in autocommit: now() is its own time.
 
 # setup(): no-ops when the objects exist; two processes creating them at the
 # same moment may still collide in the catalog, and setup() runs them again.
@@ -77,33 +73,34 @@ CREATE_TABLE = _sql.create_table(
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
 
+_LIVE = "key = %(key)s AND expires_at > now()"
+# The fenced statements affect no row unless the live row carries :token.
+_FENCED = f"WHERE {_LIVE} AND token = %(token)s"
 _TTL = "make_interval(secs => %(ttl)s::float8)"
-# The idle deadline ttl from now, capped by the row's hard deadline (NULL: none).
+# The idle deadline :ttl from now, capped by the row's hard deadline (NULL: none).
 _TARGET = f"least(now() + {_TTL}, coalesce(absolute_expires_at, 'infinity'))"
-# Notify the channel of the row's key if a waiter flagged it; NULL otherwise.
-_WAKE = "CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
+# Whether sliding the idle deadline moves it by :refresh_after or more (:ttl NULL: no).
+_SLIDE_DUE = (f"%(ttl)s::float8 IS NOT NULL AND {_TARGET} - expires_at"
+              " >= make_interval(secs => %(refresh_after)s::float8)")
+# Notify :channel of the row's key if a waiter flagged it; NULL otherwise.
+_WAKE = "RETURNING CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
 
 # acquire(): :key, :lease_ttl. One row (token, data, NULL) when the live row was
-# unlocked or its lease lapsed: a new token from the sequence, the lease dated
-# now, the waiting flag cleared (its waiters were notified by the release that
-# freed it). One row (NULL, NULL, seconds left) when the lease is held: the row
-# is flagged waiting. No row when the session is absent or expired. A second
-# acquire at once waits for the first's row lock, then finds the lease held;
-# its "seconds left" is from its own snapshot and may be 0 or less.
-ACQUIRE = """
-WITH live AS (
-    SELECT locked_until FROM {table} WHERE key = %(key)s AND expires_at > now()
-), taken AS (
-    UPDATE {table} SET token = nextval('{sequence_name}'),
+# unlocked or its lease lapsed: a token from the sequence, the lease dated now,
+# the waiting flag cleared (its waiters were woken by the release that freed it).
+# One row (NULL, NULL, seconds left) when the lease is held: the row is flagged
+# waiting. No row when absent or expired. A second acquire at once waits for the
+# first's row lock and finds the lease held; its seconds left may be 0 or less.
+ACQUIRE = f"""WITH live AS (SELECT locked_until FROM {{table}} WHERE {_LIVE}),
+taken AS (
+    UPDATE {{table}} SET token = nextval('{{sequence}}'),
         locked_until = now() + make_interval(secs => %(lease_ttl)s::float8),
         locked_at = now(), waiting = false
-    WHERE key = %(key)s AND expires_at > now()
-      AND (locked_until IS NULL OR locked_until <= now())
+    WHERE {_LIVE} AND (locked_until IS NULL OR locked_until <= now())
     RETURNING token, data
 ), flagged AS (
-    UPDATE {table} SET waiting = true
-    WHERE key = %(key)s AND expires_at > now() AND locked_until > now() AND NOT waiting
-      AND NOT EXISTS (SELECT FROM taken)
+    UPDATE {{table}} SET waiting = true
+    WHERE {_LIVE} AND locked_until > now() AND NOT waiting AND NOT EXISTS (SELECT FROM taken)
     RETURNING locked_until
 )
 SELECT token, data, NULL::float8 FROM taken
@@ -112,76 +109,42 @@ SELECT NULL, NULL, extract(epoch FROM
            coalesce((SELECT locked_until FROM flagged), live.locked_until, now()) - now())::float8
 FROM live WHERE NOT EXISTS (SELECT FROM taken)"""
 
-# The fenced statements affect no row unless the live row carries :token;
-# those that end a lease notify a flagged waiter (:channel).
-
 # commit(): :key, :token, :data, :ttl, :channel. Writes, slides, unlocks.
-COMMIT = f"""
-UPDATE {{table}} SET data = %(data)s, locked_until = NULL, locked_at = NULL,
-    expires_at = {_TARGET}
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
-
-# release(): :key, :token, :ttl (NULL: keep the deadline), :refresh_after,
-# :channel. Unlocks; slides when that moves the deadline by refresh_after or more.
-RELEASE = f"""
-UPDATE {{table}} SET locked_until = NULL, locked_at = NULL, expires_at = CASE
-    WHEN %(ttl)s::float8 IS NOT NULL
-         AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
-    THEN {_TARGET} ELSE expires_at END
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
-
+COMMIT = f"""UPDATE {{table}} SET data = %(data)s, locked_until = NULL, locked_at = NULL,
+    expires_at = {_TARGET} {_FENCED} {_WAKE}"""
+# release(): :key, :token, :ttl, :refresh_after, :channel. Unlocks; slides if due.
+RELEASE = f"""UPDATE {{table}} SET locked_until = NULL, locked_at = NULL,
+    expires_at = CASE WHEN {_SLIDE_DUE} THEN {_TARGET} ELSE expires_at END {_FENCED} {_WAKE}"""
 # renew(): :key, :token, :lease_ttl. Only while locked: a lapsed lease is still
 # held (no newer one took it); a NULL one was ended by commit or release.
-RENEW = """
-UPDATE {table} SET locked_until = now() + make_interval(secs => %(lease_ttl)s::float8)
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-  AND locked_until IS NOT NULL"""
-
+RENEW = f"""UPDATE {{table}} SET locked_until = now() + make_interval(secs => %(lease_ttl)s::float8)
+{_FENCED} AND locked_until IS NOT NULL"""
 # delete(): :key, :token, :channel.
-DELETE = f"""
-DELETE FROM {{table}} WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
-
-# discard(): :key, :channel. Removes the live row whatever its lock and token;
-# the row count says whether there was one.
-DISCARD = f"""
-DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
-RETURNING {_WAKE}"""
+DELETE = f"DELETE FROM {{table}} {_FENCED} {_WAKE}"
+# discard(): :key, :channel. The live row whatever its lock; the count says if any.
+DISCARD = f"DELETE FROM {{table}} WHERE {_LIVE} {_WAKE}"
 
 _RECORD = ", ".join(f"extract(epoch FROM {column})::float8" for column in _sql.RECORD_TIMES)
-
 # inspect(): :key. (data, *_RECORD) of the live row, or no row.
-INSPECT = f"SELECT data, {_RECORD} FROM {{table}} WHERE key = %(key)s AND expires_at > now()"
-
+INSPECT = f"SELECT data, {_RECORD} FROM {{table}} WHERE {_LIVE}"
 # scan(), one batch: :after, :limit. Up to :limit live rows (key, data,
 # *_RECORD) with keys past :after, in key order; one short read under MVCC.
-SCAN = f"""
-SELECT key, data, {_RECORD}
-FROM {{table}} WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
+SCAN = f"""SELECT key, data, {_RECORD} FROM {{table}}
+WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
 
-# read(): :key, :ttl (NULL: no slide), :refresh_after. (data) of the live row,
-# or no row; slides the idle deadline as release() does, in the same statement.
-READ = f"""
-WITH slid AS (
-    UPDATE {{table}} SET expires_at = {_TARGET}
-    WHERE key = %(key)s AND expires_at > now() AND %(ttl)s::float8 IS NOT NULL
-      AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
-    RETURNING data
-)
+# read(): :key, :ttl, :refresh_after. (data) of the live row, or no row; slides
+# the idle deadline if due, in the same statement.
+READ = f"""WITH slid AS (
+    UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE} RETURNING data)
 SELECT data FROM slid
-UNION ALL
-SELECT data FROM {{table}}
-WHERE key = %(key)s AND expires_at > now() AND NOT EXISTS (SELECT FROM slid)"""
+UNION ALL SELECT data FROM {{table}} WHERE {_LIVE} AND NOT EXISTS (SELECT FROM slid)"""
 
 # create(): :key, :data, :ttl, :absolute_ttl (NULL: none). Inserts an unlocked
 # row, or replaces an expired one (a new token: a lease on the old session never
 # matches); affects no row when a live row has the key.
-CREATE = f"""
-INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at, absolute_expires_at,
-                          created_at, locked_at)
-SELECT %(key)s, %(data)s, nextval('{{sequence_name}}'), NULL,
+CREATE = f"""INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at,
+                          absolute_expires_at, created_at, locked_at)
+SELECT %(key)s, %(data)s, nextval('{{sequence}}'), NULL,
        least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute, now(), NULL
 FROM (SELECT now() + make_interval(secs => %(absolute_ttl)s::float8) AS absolute) AS deadline
 ON CONFLICT (key) DO UPDATE SET
@@ -193,12 +156,9 @@ WHERE s.expires_at <= now()"""
 # purge_expired() and the background purge: :limit. Deletes up to :limit
 # expired rows, oldest first, skipping rows another statement holds (another
 # purge, a create() reviving the row): each row counted by the one that deleted it.
-PURGE = """
-DELETE FROM {table} WHERE key IN (
+PURGE = """DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= now()
-    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  AND expires_at <= now()"""
-
+    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AND expires_at <= now()"""
 # PURGE once watch_expired was called: also one row per deleted row, its key,
 # or NULL for the core's records whose data begins with a NUL byte (never
 # reported). get_byte() fails on empty data, hence the CASE's order.
@@ -211,7 +171,7 @@ STATEMENTS = {"acquire": ACQUIRE, "commit": COMMIT, "release": RELEASE, "renew":
               "scan": SCAN, "create_sequence": CREATE_SEQUENCE, "create_table": CREATE_TABLE,
               "create_index": _sql.CREATE_INDEX}
 
-# -- errors -------------------------------------------------------------------------
+# -- errors ---------------------------------------------------------------------
 
 # SQLSTATE classes and codes that mean "out of reach for now": connection,
 # resources, operator intervention, transaction rollback, lock not available,
@@ -257,6 +217,12 @@ def _where(dsn: str) -> str:
 
 def _quoted(name: str) -> str:
     return f'"{name}"'
+
+
+def _fitting(data: bytes) -> bytes:
+    if len(data) > _MAX_DATA:
+        raise SessionTooLarge(len(data), _MAX_DATA)
+    return data
 
 
 def _sever(connection: psycopg.AsyncConnection[Any]) -> None:
@@ -311,9 +277,9 @@ class PostgresStore(Store):
         self._dsn, self._where = dsn, _where(dsn)
         self._create_table, self._timeout, self._prepare = create_table, timeout, prepare
         self._sizes = (min_connections, max_connections)
-        sequence = _quoted(f"{table}_token")
-        self._sql = _sql.statements(STATEMENTS, table=_quoted(table), sequence=sequence,
-                                    sequence_name=sequence, index=_quoted(f"{table}_expires_at"))
+        self._sql = _sql.statements(STATEMENTS, table=_quoted(table),
+                                    sequence=_quoted(f"{table}_token"),
+                                    index=_quoted(f"{table}_expires_at"))
         self._lean = LeanPath.for_store(  # the async face's pipelined connection
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean,
             timeout=timeout)
@@ -334,9 +300,7 @@ class PostgresStore(Store):
         ``create_table=False``: check that the table exists). Idempotent, and
         safe when several processes set up at the same moment."""
         if not self._create_table:
-            _, rows = await self._execute("setup", TABLE_EXISTS,
-                                          {"table_name": _quoted(self._table)},
-                                          prepare=False, purge_due=False)
+            _, rows = await self._setup(TABLE_EXISTS, {"table_name": _quoted(self._table)})
             if rows[0][0] is None:
                 raise StoreError(f"PostgreSQL at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
@@ -344,8 +308,7 @@ class PostgresStore(Store):
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
-                    await self._execute("setup", self._sql[name], {}, prepare=False,
-                                        purge_due=False)
+                    await self._setup(self._sql[name], {})
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
@@ -353,6 +316,9 @@ class PostgresStore(Store):
                 sqlstate = getattr(exc.__cause__, "sqlstate", None)
                 if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
                     raise
+
+    async def _setup(self, statement: str, params: Params) -> Rows:
+        return await self._execute("setup", statement, params, prepare=False, purge_due=False)
 
     async def aclose(self) -> None:
         """Stop the listener and close the pool's connections."""
@@ -372,9 +338,7 @@ class PostgresStore(Store):
         return Lease(key, token, bytes(data))
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        if len(data) > _MAX_DATA:
-            raise SessionTooLarge(len(data), _MAX_DATA)
-        await self._fenced("commit", lease, {"data": data, "ttl": ttl})
+        await self._fenced("commit", lease, {"data": _fitting(data), "ttl": ttl})
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
@@ -397,10 +361,8 @@ class PostgresStore(Store):
 
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
-        if len(data) > _MAX_DATA:
-            raise SessionTooLarge(len(data), _MAX_DATA)
         count, _ = await self._execute("create", self._sql["create"], {
-            "key": key, "data": data, "ttl": ttl, "absolute_ttl": absolute_ttl})
+            "key": key, "data": _fitting(data), "ttl": ttl, "absolute_ttl": absolute_ttl})
         return count == 1
 
     async def delete(self, lease: Lease) -> None:
@@ -491,27 +453,21 @@ class PostgresStore(Store):
     async def _pooled(self, statement: str, params: Params, prepare: bool | None) -> Rows:
         lender = await self._lender.get()
         connection = await lender.borrow()
+
+        async def run() -> Rows:
+            cursor = await connection.execute(statement, params, prepare=prepare, binary=True)
+            return cursor.rowcount, await cursor.fetchall() if cursor.description else []
         try:
-            return await interruptible(
-                lambda: self._statement(connection, statement, params, prepare),
-                lambda: _sever(connection), self._timeout)
+            return await interruptible(run, lambda: _sever(connection), self._timeout)
         finally:
             await lender.give_back(connection)
 
-    @staticmethod
-    async def _statement(connection: psycopg.AsyncConnection[Any], statement: str,
-                         params: Params, prepare: bool | None) -> Rows:
-        cursor = await connection.execute(statement, params, prepare=prepare, binary=True)
-        rows = await cursor.fetchall() if cursor.description is not None else []
-        return cursor.rowcount, rows
-
     async def _opened_lender(self) -> Lender:
         low, high = self._sizes
+        # reconnect_timeout: a pool that failed to reconnect for so long stops (its
+        # backoff has no cap), and the next operation finds a server back at once
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             self._dsn, open=False, min_size=low, max_size=high, timeout=self._timeout,
-            # a pool that failed to reconnect for reconnect_timeout stops
-            # trying (psycopg_pool's backoff doubles without a cap) and the
-            # next operation starts a fresh attempt: a server back is found at once
             name="sessionware", reconnect_timeout=max(5.0, self._timeout),
             kwargs={"autocommit": True, "prepare_threshold": 0 if self._prepare else None,
                     "connect_timeout": max(1, round(self._timeout))})
@@ -527,9 +483,7 @@ class _Listener(WakeupListener[str]):
                  timeout: float) -> None:
         super().__init__("sessionware-postgres-listener", f"listener on {where}",
                          enabled=enabled)
-        self._dsn = dsn
-        self._channel = channel
-        self._timeout = timeout
+        self._dsn, self._channel, self._timeout = dsn, channel, timeout
 
     async def _listen_once(self, run: Run) -> bool:
         connection = await psycopg.AsyncConnection.connect(
