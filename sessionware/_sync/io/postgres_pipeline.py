@@ -1,7 +1,7 @@
 """PostgresStore's lean path, sync face: there is none. A request thread
 blocks on its own statement anyway, so pipelining the statements of a
 process's threads over one connection would make them wait for each other;
-each takes a pooled connection instead (:class:`sessionware._sync.stores.postgres._Lender`).
+each takes a pooled connection instead (:mod:`sessionware._sync.io.postgres_pool`).
 Hand-written, the counterpart of :mod:`sessionware._async.io.postgres_pipeline`.
 """
 

@@ -2,97 +2,52 @@
 # Change the async source and run `python scripts/unasync.py`.
 """SyncPostgresStore: sessions in PostgreSQL, one row per session, waiters woken
 by LISTEN/NOTIFY. Install with ``pip install sessionware[postgres]`` (psycopg 3
-and psycopg_pool). Design, PgBouncer, sizing and failures:
-docs/stores/postgres.md.
+and psycopg_pool). Design, PgBouncer, sizing and failures: docs/stores/postgres.md.
 
-Schema, created by :meth:`SyncPostgresStore.setup` (idempotent, safe from several
-processes at once), or by your migrations (then pass ``create_table=False``)::
+Schema (:meth:`SyncPostgresStore.setup`, or your migrations with ``create_table=False``):
+the sequence ``<table>_token``; the table ``<table>``, one row per session (key
+text, data bytea, token bigint from the sequence; ``locked_until``,
+``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at``
+timestamptz, NULL for none; ``waiting``: a waiter asked for a NOTIFY); the index
+``<table>_expires_at``. Times are the server's ``now()``; ``expires_at > now()``
+alone tells a live row.
 
-    CREATE SEQUENCE IF NOT EXISTS sessionware_sessions_token;
-    CREATE TABLE IF NOT EXISTS sessionware_sessions (
-        key                 text PRIMARY KEY,      -- store key (a hash of the id)
-        data                bytea NOT NULL,        -- the serialized session
-        token               bigint NOT NULL,       -- fencing token (the sequence)
-        locked_until        timestamptz,           -- lease deadline; NULL: unlocked
-        expires_at          timestamptz NOT NULL,  -- idle deadline, never past the next
-        absolute_expires_at timestamptz,           -- hard deadline; NULL: none
-        waiting             boolean NOT NULL DEFAULT false, -- a waiter asked for a NOTIFY
-        created_at          timestamptz,           -- when create() wrote the row
-        locked_at           timestamptz            -- when the lease was taken; NULL: unlocked
-    ) WITH (fillfactor = 80);
-    CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
-        ON sessionware_sessions (expires_at);
-
-The names follow the ``table`` option (``<table>_token``, ``<table>_expires_at``;
-the wake-up channel is ``<table>``). Times are the server's ``now()``;
-``expires_at > now()`` alone tells a live row.
-
-Operations, each one statement in autocommit (a fenced one changes nothing
-unless the live row carries the lease's token); on the async face the session
-statements go over one pipelined connection per process
-(:mod:`sessionware._sync.io.postgres_pipeline`), everything else through the pool:
-
-* ``acquire``: :data:`ACQUIRE` takes the lease when free or lapsed (a token
-  from the sequence), else flags the row ``waiting`` and answers the time left.
-* ``commit``, ``release``, ``delete``: fenced; ``pg_notify`` when the row is
-  flagged ``waiting``.
-* ``renew``: fenced, and only while the lease is held.
-* ``read``: the data and, when due, the slide of the expiry in one statement.
-* ``create``: ``INSERT ... ON CONFLICT`` that replaces only an expired row.
-* ``discard``: ``DELETE`` of the live row (``pg_notify`` as above);
-  ``inspect``: a ``SELECT``; ``scan``: ``SELECT`` batches in key order.
-* ``purge_expired``, and a background purge about once per ``purge_interval``
-  per process: ``DELETE`` batches of expired rows locked ``FOR UPDATE SKIP
-  LOCKED`` (``RETURNING`` their keys once :meth:`SyncPostgresStore.watch_expired`
-  was called).
-* ``wait``: woken by a release in this process or by a NOTIFY to the store's
-  one listening connection (:mod:`sessionware._sync.stores._listener`); re-checks
-  with backoff either way.
+Each operation is one statement below, in autocommit (a fenced one changes
+nothing unless the live row carries the lease's token); on the async face the
+session statements go over one pipelined connection per process
+(:mod:`sessionware._sync.io.postgres_pipeline`), the rest through the pool
+(:mod:`sessionware._sync.io.postgres_pool`). Expired rows go by purges, about
+once per ``purge_interval`` per process. ``wait`` is woken by a release here or
+a NOTIFY to the store's one LISTEN connection, and re-checks with backoff.
 
 Permissions: ``SELECT, INSERT, UPDATE, DELETE`` on the table and ``USAGE`` on
 the sequence; with ``create_table=True`` also ``CREATE`` on the schema.
-``LISTEN`` and ``pg_notify`` need no grant.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import re
-import select
 import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sessionware._sync.io.primitives import Event, ThreadLock, interruptible
+from sessionware._sync.io.primitives import interruptible
+from sessionware._sync.stores import _sql
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores._purging import PurgeSchedule
-from sessionware._sync.stores.base import (
-    SCAN_BATCH,
-    Lease,
-    Locked,
-    PerProcess,
-    Record,
-    SyncStore,
-    report_each,
-    time_budget,
-)
-from sessionware.exceptions import (
-    ConfigurationError,
-    SessionTooLarge,
-    StoreError,
-    StoreUnavailable,
-)
+from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, report_each
+from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores.answers import Lease, Locked, Record
 
 try:
     import psycopg
-    from psycopg import pq
     from psycopg.conninfo import conninfo_to_dict
     from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
-    from sessionware._sync.io.postgres_pipeline import LeanPath  # needs psycopg too
+    from sessionware._sync.io.postgres_pipeline import LeanPath, Rows  # needs psycopg too
+    from sessionware._sync.io.postgres_pool import Lender
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
@@ -103,73 +58,58 @@ __all__ = ["SyncPostgresStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_TABLE = "sessionware_sessions"
-# an identifier that leaves room for the suffixes of the derived names
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,49}")
-
 _PURGE_BATCH = 500
 _MAX_DATA = (1 << 30) - 1  # bytes: PostgreSQL's limit for one bytea value
-
-Params = Mapping[str, Any]
-# the operations the lean path runs (each a named statement below)
 _LEAN_OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete")
-_Pool = ConnectionPool["psycopg.Connection[Any]"]
-
+Params = Mapping[str, Any]
 # -- SQL ------------------------------------------------------------------------
-# Every statement names its objects as {table}, {sequence}, {index} (quoted
-# identifiers); parameters are named. Each runs alone, in autocommit, so now()
-# is the time of that statement. Durations are seconds (float8).
+# Objects are named {table}, {sequence}, {index} (quoted identifiers), parameters
+# by name. Each statement runs alone, in autocommit: now() is its own time.
 
-# setup(): no parameters. IF NOT EXISTS makes them no-ops when the objects
-# exist; two processes creating them at the same moment may still collide
-# (a unique violation in the catalog), and setup() then runs them again.
+# setup(): no-ops when the objects exist; two processes creating them at the
+# same moment may still collide in the catalog, and setup() runs them again.
 CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS {sequence}"
-CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS {table} (
-    key                 text PRIMARY KEY,
-    data                bytea NOT NULL,
-    token               bigint NOT NULL,
-    locked_until        timestamptz,
-    expires_at          timestamptz NOT NULL,
-    absolute_expires_at timestamptz,
-    waiting             boolean NOT NULL DEFAULT false,
-    created_at          timestamptz,
-    locked_at           timestamptz
-) WITH (fillfactor = 80)"""
-CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {index} ON {table} (expires_at)"
+CREATE_TABLE = _sql.create_table(
+    "text",
+    "bytea",
+    "bigint",
+    "timestamptz",
+    extra=", waiting boolean NOT NULL DEFAULT false",
+    options=" WITH (fillfactor = 80)",
+)
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
 
+_LIVE = "key = %(key)s AND expires_at > now()"
+# The fenced statements affect no row unless the live row carries :token.
+_FENCED = f"WHERE {_LIVE} AND token = %(token)s"
 _TTL = "make_interval(secs => %(ttl)s::float8)"
-# The idle deadline ttl from now, capped by the row's hard deadline (NULL: none).
+# The idle deadline :ttl from now, capped by the row's hard deadline (NULL: none).
 _TARGET = f"least(now() + {_TTL}, coalesce(absolute_expires_at, 'infinity'))"
-# Notify the channel of the row's key if a waiter flagged it; NULL otherwise.
-_WAKE = "CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
+# Whether sliding the idle deadline moves it by :refresh_after or more (:ttl NULL: no).
+_SLIDE_DUE = (
+    f"%(ttl)s::float8 IS NOT NULL AND {_TARGET} - expires_at"
+    " >= make_interval(secs => %(refresh_after)s::float8)"
+)
+# Notify :channel of the row's key if a waiter flagged it; NULL otherwise.
+_WAKE = "RETURNING CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
 
 # acquire(): :key, :lease_ttl. One row (token, data, NULL) when the live row was
-# unlocked or its lease lapsed: the token is the sequence's next, the lease
-# lasts lease_ttl and is dated now (a takeover's too), and the waiting flag is
-# cleared (every waiter flagged before was notified by the release that freed
-# it, and re-flags if it finds it taken again). One row (NULL, NULL, seconds
-# left) when the lease is held: the row is flagged waiting (written only if it
-# was not). No row when the session is absent or expired. Two acquires at once:
-# the second waits for the first's row lock, re-checks the lease on the row the
-# first wrote, finds it held. Its "seconds left" then comes from its own
-# snapshot, the row before the first wrote it, and may be 0 or less: the
-# caller re-checks at once.
-ACQUIRE = """
-WITH live AS (
-    SELECT locked_until FROM {table} WHERE key = %(key)s AND expires_at > now()
-), taken AS (
-    UPDATE {table} SET token = nextval('{sequence_name}'),
+# unlocked or its lease lapsed: a token from the sequence, the lease dated now,
+# the waiting flag cleared (its waiters were woken by the release that freed it).
+# One row (NULL, NULL, seconds left) when the lease is held: the row is flagged
+# waiting. No row when absent or expired. A second acquire at once waits for the
+# first's row lock and finds the lease held; its seconds left may be 0 or less.
+ACQUIRE = f"""WITH live AS (SELECT locked_until FROM {{table}} WHERE {_LIVE}),
+taken AS (
+    UPDATE {{table}} SET token = nextval('{{sequence}}'),
         locked_until = now() + make_interval(secs => %(lease_ttl)s::float8),
         locked_at = now(), waiting = false
-    WHERE key = %(key)s AND expires_at > now()
-      AND (locked_until IS NULL OR locked_until <= now())
+    WHERE {_LIVE} AND (locked_until IS NULL OR locked_until <= now())
     RETURNING token, data
 ), flagged AS (
-    UPDATE {table} SET waiting = true
-    WHERE key = %(key)s AND expires_at > now() AND locked_until > now() AND NOT waiting
-      AND NOT EXISTS (SELECT FROM taken)
+    UPDATE {{table}} SET waiting = true
+    WHERE {_LIVE} AND locked_until > now() AND NOT waiting AND NOT EXISTS (SELECT FROM taken)
     RETURNING locked_until
 )
 SELECT token, data, NULL::float8 FROM taken
@@ -178,92 +118,42 @@ SELECT NULL, NULL, extract(epoch FROM
            coalesce((SELECT locked_until FROM flagged), live.locked_until, now()) - now())::float8
 FROM live WHERE NOT EXISTS (SELECT FROM taken)"""
 
-# commit(): :key, :token, :data, :ttl, :channel. Writes data, slides the idle
-# deadline, unlocks, notifies a flagged waiter; affects no row unless the live
-# row carries :token.
-COMMIT = f"""
-UPDATE {{table}} SET data = %(data)s, locked_until = NULL, locked_at = NULL,
-    expires_at = {_TARGET}
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
+# commit(): :key, :token, :data, :ttl, :channel. Writes, slides, unlocks.
+COMMIT = f"""UPDATE {{table}} SET data = %(data)s, locked_until = NULL, locked_at = NULL,
+    expires_at = {_TARGET} {_FENCED} {_WAKE}"""
+# release(): :key, :token, :ttl, :refresh_after, :channel. Unlocks; slides if due.
+RELEASE = f"""UPDATE {{table}} SET locked_until = NULL, locked_at = NULL,
+    expires_at = CASE WHEN {_SLIDE_DUE} THEN {_TARGET} ELSE expires_at END {_FENCED} {_WAKE}"""
+# renew(): :key, :token, :lease_ttl. Only while locked: a lapsed lease is still
+# held (no newer one took it); a NULL one was ended by commit or release.
+RENEW = f"""UPDATE {{table}} SET locked_until = now() + make_interval(secs => %(lease_ttl)s::float8)
+{_FENCED} AND locked_until IS NOT NULL"""
+# delete(): :key, :token, :channel.
+DELETE = f"DELETE FROM {{table}} {_FENCED} {_WAKE}"
+# discard(): :key, :channel. The live row whatever its lock; the count says if any.
+DISCARD = f"DELETE FROM {{table}} WHERE {_LIVE} {_WAKE}"
 
-# release(): :key, :token, :ttl (NULL: keep the deadline), :refresh_after,
-# :channel. Unlocks, slides the idle deadline when that moves it by
-# refresh_after or more, notifies a flagged waiter; affects no row unless the
-# live row carries :token.
-RELEASE = f"""
-UPDATE {{table}} SET locked_until = NULL, locked_at = NULL, expires_at = CASE
-    WHEN %(ttl)s::float8 IS NOT NULL
-         AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
-    THEN {_TARGET} ELSE expires_at END
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
+_RECORD = ", ".join(f"extract(epoch FROM {column})::float8" for column in _sql.RECORD_TIMES)
+# inspect(): :key. (data, *_RECORD) of the live row, or no row.
+INSPECT = f"SELECT data, {_RECORD} FROM {{table}} WHERE {_LIVE}"
+# scan(), one batch: :after, :limit. Up to :limit live rows (key, data,
+# *_RECORD) with keys past :after, in key order; one short read under MVCC.
+SCAN = f"""SELECT key, data, {_RECORD} FROM {{table}}
+WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
 
-# renew(): :key, :token, :lease_ttl. Moves the lease deadline (locked_at stays:
-# the lease is the same one); affects no row
-# unless the live row carries :token and is still locked. A lapsed lease
-# (locked_until in the past) is still held, as no newer lease took it; a NULL
-# one was ended by commit or release, which keep the token.
-RENEW = """
-UPDATE {table} SET locked_until = now() + make_interval(secs => %(lease_ttl)s::float8)
-WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-  AND locked_until IS NOT NULL"""
-
-# delete(): :key, :token, :channel. Removes the row, notifies a flagged
-# waiter; affects no row unless the live row carries :token.
-DELETE = f"""
-DELETE FROM {{table}} WHERE key = %(key)s AND token = %(token)s AND expires_at > now()
-RETURNING {_WAKE}"""
-
-# discard(): :key, :channel. Removes the live row whatever its lock and token,
-# notifies a flagged waiter (who finds the session gone); the row count says
-# whether there was one. A holder's next fenced statement then affects no row
-# (LeaseLost), and nothing re-creates the row but create().
-DISCARD = f"""
-DELETE FROM {{table}} WHERE key = %(key)s AND expires_at > now()
-RETURNING {_WAKE}"""
-
-# The columns of a Record after its key and data, in epoch seconds (every
-# write that clears locked_until clears locked_at with it).
-_RECORD = """extract(epoch FROM expires_at)::float8, extract(epoch FROM locked_until)::float8,
-       extract(epoch FROM created_at)::float8, extract(epoch FROM locked_at)::float8"""
-
-# inspect(): :key. One row (data, *_RECORD) when the row is live, none otherwise.
-INSPECT = f"""
-SELECT data, {_RECORD}
-FROM {{table}} WHERE key = %(key)s AND expires_at > now()"""
-
-# scan(), one batch: :after (the last key of the batch before; '' at first),
-# :limit. Up to :limit live rows (key, data, *_RECORD) with keys past :after,
-# in key order, by the primary key's index: keyset pagination, each batch one
-# short read under MVCC (no row locks).
-SCAN = f"""
-SELECT key, data, {_RECORD}
-FROM {{table}} WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
-
-# read(): :key, :ttl (NULL: no slide), :refresh_after. One row (data) when the
-# row is live, none otherwise; slides the idle deadline (the row's own write
-# lock, for the statement's length, never the session's lease) when that
-# moves it by refresh_after or more.
-READ = f"""
-WITH slid AS (
-    UPDATE {{table}} SET expires_at = {_TARGET}
-    WHERE key = %(key)s AND expires_at > now() AND %(ttl)s::float8 IS NOT NULL
-      AND {_TARGET} - expires_at >= make_interval(secs => %(refresh_after)s::float8)
-    RETURNING data
-)
+# read(): :key, :ttl, :refresh_after. (data) of the live row, or no row; slides
+# the idle deadline if due, in the same statement.
+READ = f"""WITH slid AS (
+    UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE} RETURNING data)
 SELECT data FROM slid
-UNION ALL
-SELECT data FROM {{table}}
-WHERE key = %(key)s AND expires_at > now() AND NOT EXISTS (SELECT FROM slid)"""
+UNION ALL SELECT data FROM {{table}} WHERE {_LIVE} AND NOT EXISTS (SELECT FROM slid)"""
 
 # create(): :key, :data, :ttl, :absolute_ttl (NULL: none). Inserts an unlocked
-# row created now, or replaces an expired one (with a new token, so a lease on
-# the old session never matches); affects no row when a live row has the key.
-CREATE = f"""
-INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at, absolute_expires_at,
-                          created_at, locked_at)
-SELECT %(key)s, %(data)s, nextval('{{sequence_name}}'), NULL,
+# row, or replaces an expired one (a new token: a lease on the old session never
+# matches); affects no row when a live row has the key.
+CREATE = f"""INSERT INTO {{table}} AS s (key, data, token, locked_until, expires_at,
+                          absolute_expires_at, created_at, locked_at)
+SELECT %(key)s, %(data)s, nextval('{{sequence}}'), NULL,
        least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute, now(), NULL
 FROM (SELECT now() + make_interval(secs => %(absolute_ttl)s::float8) AS absolute) AS deadline
 ON CONFLICT (key) DO UPDATE SET
@@ -273,35 +163,42 @@ ON CONFLICT (key) DO UPDATE SET
 WHERE s.expires_at <= now()"""
 
 # purge_expired() and the background purge: :limit. Deletes up to :limit
-# expired rows, oldest first, found by the expires_at index, skipping rows
-# another statement holds (a purge in another process, or a create() reviving
-# the row): no purge waits for another, and each row is counted by the one
-# that deleted it. The row count is how many.
-PURGE = """
-DELETE FROM {table} WHERE key IN (
+# expired rows, oldest first, skipping rows another statement holds (another
+# purge, a create() reviving the row): each row counted by the one that deleted it.
+PURGE = """DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= now()
-    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-  AND expires_at <= now()"""
-
-# PURGE once watch_expired was called: :limit. Deletes what PURGE deletes and
-# returns one row per deleted row: its key, or NULL for the core's bookkeeping
-# records (tombstones, user indexes), whose data begins with a NUL byte and
-# which are never reported. The row count is how many. The rows come back to
-# this statement only, which alone deleted them: each removed row is reported
-# once, by the process that purged it. The CASE tests empty data first, as
-# get_byte() fails on it (and OR promises no order of evaluation).
+    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AND expires_at <= now()"""
+# PURGE once watch_expired was called: also one row per deleted row, its key,
+# or NULL for the core's records whose data begins with a NUL byte (never
+# reported). get_byte() fails on empty data, hence the CASE's order.
 PURGE_REPORTING = (
     PURGE
     + """
 RETURNING CASE WHEN octet_length(data) = 0 THEN key WHEN get_byte(data, 0) <> 0 THEN key END"""
 )
 
-# -- errors -------------------------------------------------------------------------
+STATEMENTS = {
+    "acquire": ACQUIRE,
+    "commit": COMMIT,
+    "release": RELEASE,
+    "renew": RENEW,
+    "delete": DELETE,
+    "read": READ,
+    "create": CREATE,
+    "purge": PURGE,
+    "purge_reporting": PURGE_REPORTING,
+    "discard": DISCARD,
+    "inspect": INSPECT,
+    "scan": SCAN,
+    "create_sequence": CREATE_SEQUENCE,
+    "create_table": CREATE_TABLE,
+    "create_index": _sql.CREATE_INDEX,
+}
 
-# SQLSTATE classes and codes that mean "out of reach for now": connection
-# exceptions, insufficient resources (too many connections, out of memory or
-# disk), operator intervention (shutdown, starting up, query cancelled),
-# transaction rollbacks (serialization failure, deadlock), lock not available,
+# -- errors ---------------------------------------------------------------------
+
+# SQLSTATE classes and codes that mean "out of reach for now": connection,
+# resources, operator intervention, transaction rollback, lock not available,
 # and a read-only server (a standby after failover).
 _UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "55")
 _UNAVAILABLE_CODES = ("25006",)
@@ -318,9 +215,8 @@ def _refused_for_now(exc: BaseException) -> bool:
     )
 
 
-# What psycopg's errors mean, first match decides. An error without a SQLSTATE
-# is no answer from the server (the connection failed, maybe after the
-# statement ran); an answer with one means the statement was rolled back.
+# An error without a SQLSTATE is no answer from the server (the connection
+# failed, maybe after the statement ran); one with a SQLSTATE was rolled back.
 ERRORS = ErrorTable(
     "PostgreSQL",
     [
@@ -358,37 +254,20 @@ def _quoted(name: str) -> str:
     return f'"{name}"'
 
 
+def _fitting(data: bytes) -> bytes:
+    if len(data) > _MAX_DATA:
+        raise SessionTooLarge(len(data), _MAX_DATA)
+    return data
+
+
 def _sever(connection: psycopg.Connection[Any]) -> None:
-    """Shut the connection's socket down under a statement that overran: the
-    driver's wait for the answer ends at once, with an error, and the
-    connection is broken (the pool discards it)."""
+    """Shut the socket down under a statement that overran: the driver's wait
+    ends at once, with an error, and the pool discards the connection."""
     try:
-        fd = connection.pgconn.socket
-        with socket.socket(fileno=os.dup(fd)) as duplicate:
+        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as duplicate:
             duplicate.shutdown(socket.SHUT_RDWR)
     except (OSError, psycopg.Error):
         pass  # closed already
-
-
-def _broken(connection: psycopg.Connection[Any]) -> bool:
-    """Whether an idle connection is known to be broken, without a round trip:
-    an idle connection's socket has nothing to read, unless the server sent an
-    error (it is shutting down, it ended the session) or closed it."""
-    pgconn = connection.pgconn
-    if pgconn.status != pq.ConnStatus.OK:
-        return True
-    try:
-        poller = select.poll()
-        poller.register(pgconn.socket, select.POLLIN)
-        # the server's last words (an error: "terminating connection") come
-        # before its end of the stream, and one read may see only the words
-        for _ in range(3):
-            if not poller.poll(0):
-                break
-            pgconn.consume_input()  # raises once it reads the end of the stream
-    except (OSError, psycopg.Error):
-        return True
-    return pgconn.status != pq.ConnStatus.OK
 
 
 class SyncPostgresStore(SyncStore):
@@ -437,51 +316,24 @@ class SyncPostgresStore(SyncStore):
         purge_interval: float = 60.0,
         lean: bool = True,
     ) -> None:
-        if not _TABLE_NAME.fullmatch(table):
-            raise ConfigurationError(f"table name {table!r}: use letters, digits and _ (up to 50)")
+        self._table = _sql.checked_table(table, 50)  # room for the derived names' suffixes
         if not 0 <= min_connections <= max_connections or max_connections < 1:
             raise ConfigurationError(
                 "need 0 <= min_connections <= max_connections and max_connections >= 1"
             )
-        self._dsn = dsn
-        self._where = _where(dsn)
-        self._table = table
-        self._channel = table
-        self._create_table = create_table
+        self._dsn, self._where = dsn, _where(dsn)
+        self._create_table, self._timeout, self._prepare = create_table, timeout, prepare
         self._sizes = (min_connections, max_connections)
-        self._timeout = timeout
-        self._prepare = prepare
-        names = {
-            "table": _quoted(table),
-            "sequence": _quoted(f"{table}_token"),
-            "sequence_name": _quoted(f"{table}_token"),
-            "index": _quoted(f"{table}_expires_at"),
-        }
-        self._sql = {
-            name: template.format(**names)
-            for name, template in (
-                ("acquire", ACQUIRE),
-                ("commit", COMMIT),
-                ("release", RELEASE),
-                ("renew", RENEW),
-                ("delete", DELETE),
-                ("read", READ),
-                ("create", CREATE),
-                ("purge", PURGE),
-                ("purge_reporting", PURGE_REPORTING),
-                ("discard", DISCARD),
-                ("inspect", INSPECT),
-                ("scan", SCAN),
-                ("create_sequence", CREATE_SEQUENCE),
-                ("create_table", CREATE_TABLE),
-                ("create_index", CREATE_INDEX),
-            )
-        }
-        # the async face's pipelined connection for the session operations
-        self._lean = LeanPath.for_store(
+        self._sql = _sql.statements(
+            STATEMENTS,
+            table=_quoted(table),
+            sequence=_quoted(f"{table}_token"),
+            index=_quoted(f"{table}_expires_at"),
+        )
+        self._lean = LeanPath.for_store(  # the async face's pipelined connection
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout
         )
-        self._lender: PerProcess[_Lender] = PerProcess(
+        self._lender: PerProcess[Lender] = PerProcess(
             self, self._opened_lender, lambda lender: lender.close(timeout)
         )
         self._purging = PurgeSchedule(
@@ -494,26 +346,18 @@ class SyncPostgresStore(SyncStore):
         # watch_expired's report; until then (None) purges return no keys
         self._report: Callable[[str], object] | None = None
         self._listener = _Listener(
-            listen_dsn or dsn, self._channel, self._where, enabled=listen, timeout=timeout
+            listen_dsn or dsn, table, self._where, enabled=listen, timeout=timeout
         )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._table!r})"
-
-    # -- lifecycle ------------------------------------------------------------
 
     def setup(self) -> None:
         """Create the sequence, table and index if missing (with
         ``create_table=False``: check that the table exists). Idempotent, and
         safe when several processes set up at the same moment."""
         if not self._create_table:
-            _, rows = self._execute(
-                "setup",
-                TABLE_EXISTS,
-                {"table_name": _quoted(self._table)},
-                prepare=False,
-                purge_due=False,
-            )
+            _, rows = self._setup(TABLE_EXISTS, {"table_name": _quoted(self._table)})
             if rows[0][0] is None:
                 raise StoreError(
                     f"PostgreSQL at {self._where}: no table {self._table!r} "
@@ -523,15 +367,17 @@ class SyncPostgresStore(SyncStore):
         for attempt in range(3):
             try:
                 for name in ("create_sequence", "create_table", "create_index"):
-                    self._execute("setup", self._sql[name], {}, prepare=False, purge_due=False)
+                    self._setup(self._sql[name], {})
                 return
             except StoreError as exc:
                 # another process created the same object at the same moment
-                # (unique_violation in the catalog, or duplicate_table/object):
-                # the next try finds it and does nothing
+                # (unique_violation in the catalog, or duplicate_table/object)
                 sqlstate = getattr(exc.__cause__, "sqlstate", None)
                 if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
                     raise
+
+    def _setup(self, statement: str, params: Params) -> Rows:
+        return self._execute("setup", statement, params, prepare=False, purge_due=False)
 
     def close(self) -> None:
         """Stop the listener and close the pool's connections."""
@@ -539,8 +385,6 @@ class SyncPostgresStore(SyncStore):
         self._listener.close()
         if self._lean is not None:
             self._lean.close()
-
-    # -- operations -----------------------------------------------------------
 
     def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
         _, rows = self._execute(
@@ -554,16 +398,12 @@ class SyncPostgresStore(SyncStore):
         return Lease(key, token, bytes(data))
 
     def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        if len(data) > _MAX_DATA:
-            raise SessionTooLarge(len(data), _MAX_DATA)
-        self._fenced("commit", lease, {"data": data, "ttl": ttl, "channel": self._channel})
+        self._fenced("commit", lease, {"data": _fitting(data), "ttl": ttl})
 
     def release(
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> None:
-        self._fenced(
-            "release", lease, {"ttl": ttl, "refresh_after": refresh_after, "channel": self._channel}
-        )
+        self._fenced("release", lease, {"ttl": ttl, "refresh_after": refresh_after})
 
     def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         self._fenced("renew", lease, {"lease_ttl": lease_ttl}, wakes=False)
@@ -584,43 +424,33 @@ class SyncPostgresStore(SyncStore):
     def create(
         self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
     ) -> bool:
-        if len(data) > _MAX_DATA:
-            raise SessionTooLarge(len(data), _MAX_DATA)
         count, _ = self._execute(
             "create",
             self._sql["create"],
-            {"key": key, "data": data, "ttl": ttl, "absolute_ttl": absolute_ttl},
+            {"key": key, "data": _fitting(data), "ttl": ttl, "absolute_ttl": absolute_ttl},
         )
         return count == 1
 
     def delete(self, lease: Lease) -> None:
-        self._fenced("delete", lease, {"channel": self._channel})
+        self._fenced("delete", lease, {})
 
     def discard(self, key: str) -> bool:
         count, _ = self._execute(
-            "discard", self._sql["discard"], {"key": key, "channel": self._channel}
+            "discard", self._sql["discard"], {"key": key, "channel": self._table}
         )
         self._listener.waiters.wake(key)
         return count == 1
 
     def inspect(self, key: str) -> Record | None:
         _, rows = self._execute("inspect", self._sql["inspect"], {"key": key})
-        if not rows:
-            return None
-        data, *times = rows[0]
-        return Record(key, bytes(data), *times)
+        return _sql.record(key, rows[0]) if rows else None
 
     def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
-        after = ""
-        while True:
-            _, rows = self._execute(
-                "scan", self._sql["scan"], {"after": after, "limit": batch_size}
-            )
-            if rows:
-                yield [Record(key, bytes(data), *times) for key, data, *times in rows]
-            if len(rows) < batch_size:
-                return
-            after = rows[-1][0]
+        return _sql.scan_by_key(self._scan_batch, batch_size)
+
+    def _scan_batch(self, after: str, limit: int) -> list[Record]:
+        _, rows = self._execute("scan", self._sql["scan"], {"after": after, "limit": limit})
+        return _sql.records(rows)
 
     def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired row; returns how many this call deleted.
@@ -631,18 +461,13 @@ class SyncPostgresStore(SyncStore):
         of each batch that deleted any. Once :meth:`watch_expired` was called,
         the sessions of each batch are reported after its statement, before
         the next batch."""
-        purged = 0
         statement = self._sql["purge" if self._report is None else "purge_reporting"]
-        while True:
-            count, rows = self._execute(
-                "purge", statement, {"limit": _PURGE_BATCH}, purge_due=False
-            )
-            purged += count
-            if progress is not None and count:
-                progress(count)
-            report_each(self._report, [key for (key,) in rows if key is not None])
-            if count < _PURGE_BATCH:
-                return purged
+        return _sql.purge_in_batches(lambda: self._purge_batch(statement), _PURGE_BATCH, progress)
+
+    def _purge_batch(self, statement: str) -> int:
+        count, rows = self._execute("purge", statement, {"limit": _PURGE_BATCH}, purge_due=False)
+        report_each(self._report, [key for (key,) in rows if key is not None])
+        return count
 
     def watch_expired(self, report: Callable[[str], object]) -> bool:
         """Report each session this store's purges remove from now on (the
@@ -664,12 +489,9 @@ class SyncPostgresStore(SyncStore):
     def wait(self, key: str, timeout: float, attempt: int) -> None:
         self._listener.wait(key, timeout, attempt)
 
-    # -- running statements ----------------------------------------------------
-
     def _fenced(self, op: str, lease: Lease, params: dict[str, Any], *, wakes: bool = True) -> None:
-        count, _ = self._execute(
-            op, self._sql[op], {**params, "key": lease.key, "token": lease.token}
-        )
+        params = {**params, "key": lease.key, "token": lease.token, "channel": self._table}
+        count, _ = self._execute(op, self._sql[op], params)
         if count == 0:
             raise lease_lost(lease)
         if wakes:
@@ -683,66 +505,45 @@ class SyncPostgresStore(SyncStore):
         *,
         purge_due: bool = True,
         prepare: bool | None = None,
-    ) -> tuple[int, list[tuple[Any, ...]]]:
+    ) -> Rows:
         """Run one statement: a session operation on the lean path (the
         async face), anything else on a pooled connection. Its row count and
         rows; then start a background purge if one is due."""
-        if self._lean is not None and op in _LEAN_OPS:
-            if self._lender.closed:
-                raise StoreError(f"{self!r} is closed")
-            try:
-                return self._lean.execute(op, params)
-            except (psycopg.Error, OSError) as exc:
-                raise ERRORS.translate(op, self._where, exc) from exc
-            finally:
-                if purge_due:
-                    self._purging.start_if_due()
-        lender = self._lender.get()
         try:
-            connection = lender.borrow()
+            if self._lean is not None and op in _LEAN_OPS:
+                if self._lender.closed:
+                    raise StoreError(f"{self!r} is closed")
+                return self._lean.execute(op, params)
+            return self._pooled(statement, params, prepare)
         except (psycopg.Error, PoolTimeout, OSError) as exc:
             raise ERRORS.translate(op, self._where, exc) from exc
-        try:
-            return interruptible(
-                lambda: self._statement(connection, statement, params, prepare),
-                lambda: _sever(connection),
-                self._timeout,
-            )
-        except (psycopg.Error, OSError) as exc:
-            raise ERRORS.translate(op, self._where, exc) from exc
         finally:
-            lender.give_back(connection)
             if purge_due:
                 self._purging.start_if_due()
 
-    @staticmethod
-    def _statement(
-        connection: psycopg.Connection[Any],
-        statement: str,
-        params: Params,
-        prepare: bool | None,
-    ) -> tuple[int, list[tuple[Any, ...]]]:
-        cursor = connection.execute(statement, params, prepare=prepare, binary=True)
-        rows = cursor.fetchall() if cursor.description is not None else []
-        return cursor.rowcount, rows
+    def _pooled(self, statement: str, params: Params, prepare: bool | None) -> Rows:
+        lender = self._lender.get()
+        connection = lender.borrow()
 
-    def _opened_lender(self) -> _Lender:
-        pool = self._new_pool()
-        pool.open(wait=False)  # starts its workers; connects in the background
-        return _Lender(pool, self._sizes[1], self._timeout)
+        def run() -> Rows:
+            cursor = connection.execute(statement, params, prepare=prepare, binary=True)
+            return cursor.rowcount, cursor.fetchall() if cursor.description else []
 
-    def _new_pool(self) -> _Pool:
+        try:
+            return interruptible(run, lambda: _sever(connection), self._timeout)
+        finally:
+            lender.give_back(connection)
+
+    def _opened_lender(self) -> Lender:
         low, high = self._sizes
-        return ConnectionPool(
+        # reconnect_timeout: a pool that failed to reconnect for so long stops (its
+        # backoff has no cap), and the next operation finds a server back at once
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
             self._dsn,
             open=False,
             min_size=low,
             max_size=high,
             timeout=self._timeout,
-            # a pool that failed to reconnect for reconnect_timeout stops
-            # trying (psycopg_pool's backoff doubles without a cap) and the
-            # next operation that needs a connection starts a fresh attempt,
-            # so a server back after a long outage is found at once
             name="sessionware",
             reconnect_timeout=max(5.0, self._timeout),
             kwargs={
@@ -751,142 +552,8 @@ class SyncPostgresStore(SyncStore):
                 "connect_timeout": max(1, round(self._timeout)),
             },
         )
-
-
-class _Turn:
-    """An operation waiting for a connection another operation hands on (or,
-    with ``retry``, for a free place to take one from the pool)."""
-
-    __slots__ = ("connection", "event", "retry")
-
-    def __init__(self) -> None:
-        self.event = Event()
-        self.connection: psycopg.Connection[Any] | None = None
-        self.retry = False
-
-
-class _Lender:
-    """The connections a store checked out of its pool, each lent to one
-    operation at a time and kept idle between operations, out of the pool:
-    psycopg_pool's checkout and return (an asyncio timeout, locks and a
-    condition, a state check and reset) cost about a third of an operation's
-    time in the client. The pool opens them (at most ``limit``), reconnects
-    in the background, and discards the broken ones handed back.
-
-    An operation takes an idle connection, else one from the pool while fewer
-    than ``limit`` are out, else waits its turn: a connection given back goes
-    straight to the first operation waiting (FIFO), or, when it is discarded,
-    that operation takes its place in the pool. Idle connections the server
-    closed meanwhile (a restart, a terminated session) are found without a
-    round trip and discarded."""
-
-    def __init__(self, pool: _Pool, limit: int, timeout: float) -> None:
-        self.pool = pool
-        self._limit = limit
-        self._timeout = timeout  # seconds an operation may wait for a connection
-        self._idle: list[psycopg.Connection[Any]] = []
-        self._out = 0  # checked out of the pool: idle, lent, or being opened
-        self._turns: collections.deque[_Turn] = collections.deque()
-        self._lock = ThreadLock()
-        self._closed = False
-
-    def borrow(self) -> psycopg.Connection[Any]:
-        while True:
-            connection, turn = None, None
-            with self._lock:
-                if self._closed:
-                    raise PoolClosed("the store was closed")
-                if self._idle:
-                    connection = self._idle.pop()
-                elif self._out < self._limit:
-                    self._out += 1
-                else:
-                    turn = _Turn()
-                    self._turns.append(turn)
-            if turn is not None:
-                connection = self._wait(turn)
-                if connection is None:
-                    continue  # a place came free: take one from the pool
-            elif connection is None:
-                try:
-                    connection = self.pool.getconn(timeout=time_budget(self._timeout))
-                except BaseException:
-                    self._lost()
-                    raise
-            if not _broken(connection):
-                return connection
-            self._discard(connection)
-
-    def _wait(self, turn: _Turn) -> psycopg.Connection[Any] | None:
-        try:
-            turn.event.wait(time_budget(self._timeout))
-        except BaseException:  # cancelled: what was handed to this turn goes on
-            if self._withdraw(turn):
-                if turn.connection is not None:
-                    self.give_back(turn.connection)
-                elif turn.retry:
-                    self._lost(returned=False)
-            raise
-        if not self._withdraw(turn):
-            raise PoolTimeout(f"no connection came free within {time_budget(self._timeout):.1f}s")
-        return turn.connection
-
-    def _withdraw(self, turn: _Turn) -> bool:
-        """Take ``turn`` out of the queue; whether it was served already."""
-        with self._lock:
-            try:
-                self._turns.remove(turn)
-            except ValueError:
-                return True
-            return False
-
-    def give_back(self, connection: psycopg.Connection[Any]) -> None:
-        pgconn = connection.pgconn
-        if (
-            pgconn.status == pq.ConnStatus.OK
-            and pgconn.transaction_status == pq.TransactionStatus.IDLE
-        ):
-            with self._lock:
-                turn = None if self._closed or not self._turns else self._turns.popleft()
-                if turn is not None:
-                    turn.connection = connection
-                elif not self._closed:
-                    self._idle.append(connection)
-                    return
-            if turn is not None:
-                turn.event.set()
-                return
-        self._discard(connection)
-
-    def _discard(self, connection: psycopg.Connection[Any]) -> None:
-        """Hand ``connection`` back to the pool (which discards a broken one,
-        and resets and keeps one left in a transaction)."""
-        self._lost()
-        self.pool.putconn(connection)
-
-    def _lost(self, *, returned: bool = True) -> None:
-        """One connection fewer out of the pool (``returned``), or a place a
-        cancelled turn did not take: the first waiting turn takes it."""
-        with self._lock:
-            if returned:
-                self._out -= 1
-            turn = self._turns.popleft() if self._turns else None
-            if turn is not None:
-                turn.retry = True
-        if turn is not None:
-            turn.event.set()
-
-    def close(self, timeout: float) -> None:
-        with self._lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-            turns, self._turns = self._turns, collections.deque()
-        for turn in turns:
-            turn.retry = True
-            turn.event.set()
-        for connection in idle:
-            self.pool.putconn(connection)
-        self.pool.close(timeout=timeout)
+        pool.open(wait=False)  # starts its workers; connects in the background
+        return Lender(pool, high, self._timeout)
 
 
 class _Listener(WakeupListener[str]):
@@ -897,9 +564,7 @@ class _Listener(WakeupListener[str]):
         self, dsn: str, channel: str, where: str, *, enabled: bool, timeout: float
     ) -> None:
         super().__init__("sessionware-postgres-listener", f"listener on {where}", enabled=enabled)
-        self._dsn = dsn
-        self._channel = channel
-        self._timeout = timeout
+        self._dsn, self._channel, self._timeout = dsn, channel, timeout
 
     def _listen_once(self, run: Run) -> bool:
         connection = psycopg.Connection.connect(

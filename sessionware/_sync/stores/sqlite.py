@@ -3,39 +3,21 @@
 """SyncSQLiteStore: sessions in one SQLite file (WAL mode), shared by the worker
 processes of one host. Design, threads and limits: docs/stores/sqlite.md.
 
-Schema, created by :meth:`SyncSQLiteStore.setup` (idempotent, safe from several
-processes at once); the table name is the ``table`` option::
+Schema (:meth:`SyncSQLiteStore.setup`, idempotent): the table ``<table>``, one row
+per session (key TEXT, data BLOB, token INTEGER; ``locked_until``,
+``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at`` REAL
+wall-clock seconds, NULL for none), and the index ``<table>_expires_at``. A
+write reads the time once it holds the write lock; ``expires_at > now`` alone
+tells a live row.
 
-    CREATE TABLE IF NOT EXISTS sessionware_sessions (
-        key                 TEXT PRIMARY KEY,  -- store key (a hash of the id)
-        data                BLOB NOT NULL,     -- the serialized session
-        token               INTEGER NOT NULL,  -- fencing token
-        locked_until        REAL,              -- lease deadline, NULL when unlocked
-        expires_at          REAL NOT NULL,     -- idle deadline, never past the next
-        absolute_expires_at REAL,              -- hard deadline, NULL for none
-        created_at          REAL,              -- when create() wrote the row
-        locked_at           REAL               -- when the lease was taken, NULL when unlocked
-    );
-    CREATE INDEX IF NOT EXISTS sessionware_sessions_expires_at
-        ON sessionware_sessions (expires_at);
-
-Times are wall-clock seconds (:func:`time.time`, read once a write holds the
-write lock); ``expires_at > now`` alone tells a live row.
-
-Operations (each write one ``BEGIN IMMEDIATE`` transaction; a fenced one
-changes nothing unless the live row carries the lease's token):
-
-* ``acquire``: a plain read of the lease, then, when it is free or lapsed,
-  :data:`ACQUIRE` (``UPDATE ... RETURNING``; before SQLite 3.35, :data:`LOAD` after it).
-* ``commit``, ``release``, ``renew``, ``delete``: one fenced ``UPDATE`` or ``DELETE``.
-* ``read``: a ``SELECT``, and :data:`TOUCH` when the expiry's slide is due.
-* ``create``: an upsert that replaces only an expired row.
-* ``discard``: ``DELETE`` of the live row; ``inspect``: a ``SELECT``; ``scan``:
-  ``SELECT`` batches in key order.
-* ``purge_expired``, and a background sweep at most once per ``sweep_interval``
-  per process: ``DELETE`` batches by the ``expires_at`` index (``RETURNING``
-  the keys once :meth:`SyncSQLiteStore.watch_expired` was called).
-* ``wait``: woken by a release in this process, else polls with backoff.
+Each write is one ``BEGIN IMMEDIATE`` transaction of the statements below (a
+fenced one changes nothing unless the live row carries the lease's token);
+``acquire`` reads the lease first and writes only when it is free or lapsed.
+Operations run on the event loop's thread when they need not wait for a lock,
+else on the store's worker thread (async face), or on the calling thread (sync
+face). Expired rows go by sweeps of the worker thread, at most once per
+``sweep_interval`` per process. ``wait`` is woken by a release in this
+process, else polls with backoff.
 
 Permissions: read and write on the file and on its directory (WAL creates
 ``<file>-wal`` and ``<file>-shm`` beside it).
@@ -47,7 +29,6 @@ import contextlib
 import itertools
 import logging
 import os
-import re
 import sqlite3
 import threading
 import time
@@ -64,19 +45,12 @@ from sessionware._sync.io.primitives import (
     run_on_thread,
     time_left,
 )
-from sessionware._sync.stores.base import (
-    SCAN_BATCH,
-    Lease,
-    Locked,
-    Record,
-    SyncStore,
-    backoff_delay,
-    report_each,
-    time_budget,
-)
+from sessionware._sync.stores import _sql
+from sessionware._sync.stores.base import SCAN_BATCH, SyncStore, report_each, time_budget
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 __all__ = ["SyncSQLiteStore"]
 
@@ -85,7 +59,6 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 DEFAULT_TABLE = "sessionware_sessions"
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MIN_VERSION = (3, 24, 0)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SWEEP_BATCH = 500
@@ -117,19 +90,13 @@ _UNAVAILABLE_MESSAGES = (
 # Every statement names its table as {table}; parameters are named. Deadlines
 # are wall-clock seconds; :now is read once the write lock is held.
 
-# Run on every new connection. The page size applies to a file that has no
-# table yet, and stays the file's: 1 KiB pages make each write transaction's WAL
-# frame a quarter of the 4 KiB default, which measured about a fifth less CPU per
-# acquire + commit (a session row is tens of bytes to a few KiB). WAL persists in
-# the file; NORMAL sync is safe in WAL mode (a power cut may lose the last
-# commits, never corrupt the file).
+# Run on every new connection. 1 KiB pages (for a file with no table yet) make
+# a write's WAL frame a quarter of the default's: about a fifth less CPU per
+# acquire + commit. WAL persists in the file; NORMAL sync is safe in WAL mode
+# (a power cut may lose the last commits, never corrupt the file).
 PRAGMAS = ("PRAGMA page_size = 1024", "PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
-
-# Run on a connection of the event loop's thread (async face): it never
-# checkpoints, which flushes to disk; CHECKPOINT does, on the worker thread,
-# after every _CHECKPOINT_EVERY write transactions of the loop's thread (with
-# this process's writers held off once the WAL is large: SyncSQLiteStore._checkpoint).
-# PASSIVE: copies what it can without waiting for readers or writers.
+# The loop's thread (async face) never checkpoints, which flushes to disk: the
+# worker thread does, PASSIVE (waiting for nobody), every _CHECKPOINT_EVERY writes.
 LOOP_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0",)
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 
@@ -138,108 +105,60 @@ CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 BEGIN = "BEGIN IMMEDIATE"
 COMMIT_TRANSACTION = "COMMIT"
 
-# setup(): no parameters; no-ops, without the write lock, when they exist.
-CREATE_TABLE = """
-CREATE TABLE IF NOT EXISTS {table} (
-    key                 TEXT PRIMARY KEY,
-    data                BLOB NOT NULL,
-    token               INTEGER NOT NULL,
-    locked_until        REAL,
-    expires_at          REAL NOT NULL,
-    absolute_expires_at REAL,
-    created_at          REAL,
-    locked_at           REAL
-)"""
-CREATE_INDEX = "CREATE INDEX IF NOT EXISTS {table}_expires_at ON {table} (expires_at)"
+# setup(): no-ops, without the write lock, when they exist.
+CREATE_TABLE = _sql.create_table("TEXT", "BLOB", "INTEGER", "REAL")
 
+_LIVE = "key = :key AND expires_at > :now"
+# The fenced statements affect no row unless the live row carries :token.
+_FENCED = f"WHERE {_LIVE} AND token = :token"
 # The idle deadline :ttl from :now, capped by the row's hard deadline (NULL: none).
 _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
+# Whether sliding the idle deadline moves it by :refresh_after or more (:ttl NULL: no).
+_SLIDE_DUE = f":ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after"
 
-# acquire(), the read before the write: (locked_until or 0.0) of the live row
-# :key, or no row when the session does not exist or expired.
-LOCK_STATE = """
-SELECT coalesce(locked_until, 0.0) FROM {table} WHERE key = :key AND expires_at > :now"""
-
-# acquire(): :key, :now, :lease_ttl. Bumps the token and sets the lease (dated
-# :now, a takeover's too) when the row is live and unlocked (or its lease
-# lapsed); returns (token, data), or no row when it is absent, expired or locked.
-ACQUIRE = """
-UPDATE {table} SET token = token + 1, locked_until = :now + :lease_ttl, locked_at = :now
-WHERE key = :key AND expires_at > :now AND (locked_until IS NULL OR locked_until <= :now)"""
+# acquire(), the read before the write: (locked_until or 0.0) of the live row.
+LOCK_STATE = f"SELECT coalesce(locked_until, 0.0) FROM {{table}} WHERE {_LIVE}"
+# acquire(): :key, :now, :lease_ttl. Bumps the token and dates the lease :now
+# when the live row is unlocked or its lease lapsed; RETURNING (token, data).
+ACQUIRE = f"""UPDATE {{table}} SET token = token + 1, locked_until = :now + :lease_ttl,
+    locked_at = :now WHERE {_LIVE} AND (locked_until IS NULL OR locked_until <= :now)"""
 ACQUIRE_RETURNING = ACQUIRE + " RETURNING token, data"
-# acquire() before SQLite 3.35, after ACQUIRE changed a row in the same
-# transaction: (token, data) of :key.
+# before SQLite 3.35, after ACQUIRE changed the row in the same transaction
 LOAD = "SELECT token, data FROM {table} WHERE key = :key"
 
-# commit(): :key, :token, :now, :data, :ttl. Writes data, slides the idle
-# deadline, unlocks; affects no row unless the live row carries :token.
-COMMIT = f"""
-UPDATE {{table}} SET data = :data, locked_until = NULL, locked_at = NULL,
-    expires_at = {_TARGET}
-WHERE key = :key AND token = :token AND expires_at > :now"""
+# commit(): :key, :token, :now, :data, :ttl. Writes, slides, unlocks.
+COMMIT = f"""UPDATE {{table}} SET data = :data, locked_until = NULL, locked_at = NULL,
+    expires_at = {_TARGET} {_FENCED}"""
+# release(): :key, :token, :now, :ttl, :refresh_after. Unlocks; slides if due.
+RELEASE = f"""UPDATE {{table}} SET locked_until = NULL, locked_at = NULL,
+    expires_at = CASE WHEN {_SLIDE_DUE} THEN {_TARGET} ELSE expires_at END {_FENCED}"""
+# renew(): :key, :token, :now, :lease_ttl. Only while locked: a lapsed lease is
+# still held (no newer one took it); a NULL one was ended by commit or release.
+RENEW = f"""UPDATE {{table}} SET locked_until = :now + :lease_ttl
+{_FENCED} AND locked_until IS NOT NULL"""
+# delete(): :key, :token, :now.
+DELETE = f"DELETE FROM {{table}} {_FENCED}"
+# discard(): :key, :now. The live row whatever its lock; the count says if any.
+DISCARD = f"DELETE FROM {{table}} WHERE {_LIVE}"
 
-# release(): :key, :token, :now, :ttl (NULL: keep the deadline), :refresh_after.
-# Unlocks and slides the idle deadline when that moves it by :refresh_after or
-# more; affects no row unless the live row carries :token.
-RELEASE = f"""
-UPDATE {{table}} SET locked_until = NULL, locked_at = NULL, expires_at = CASE
-    WHEN :ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after THEN {_TARGET}
-    ELSE expires_at END
-WHERE key = :key AND token = :token AND expires_at > :now"""
-
-# renew(): :key, :token, :now, :lease_ttl. Moves the lease deadline (locked_at
-# stays: the lease is the same one); affects no
-# row unless the live row carries :token and is still locked. A lapsed lock
-# (locked_until in the past) is still held, as no newer lease took it; a NULL
-# one was ended by commit or release, which keep the token.
-RENEW = """
-UPDATE {table} SET locked_until = :now + :lease_ttl
-WHERE key = :key AND token = :token AND expires_at > :now AND locked_until IS NOT NULL"""
-
-# delete(): :key, :token, :now. Affects no row unless the live row carries :token.
-DELETE = "DELETE FROM {table} WHERE key = :key AND token = :token AND expires_at > :now"
-
-# discard(): :key, :now. Removes the live row whatever its lock and token; the
-# row count says whether there was one. A holder's next fenced statement then
-# affects no row (LeaseLost), and nothing re-creates the row but create().
-DISCARD = "DELETE FROM {table} WHERE key = :key AND expires_at > :now"
-
-# The columns of a Record after its key and data (every write that clears
-# locked_until clears locked_at with it).
-_RECORD = "expires_at, locked_until, created_at, locked_at"
-
-# inspect(): :key, :now. (data, *_RECORD) of the live row, or no row; takes no
-# write lock.
-INSPECT = f"""
-SELECT data, {_RECORD} FROM {{table}} WHERE key = :key AND expires_at > :now"""
-
-# scan(), one batch: :after (the last key of the batch before; '' at first),
-# :now, :limit. Up to :limit live rows (key, data, *_RECORD) with keys past
-# :after, in key order, by the primary key's index: keyset pagination, each
-# batch one read that takes no write lock.
-SCAN = f"""
-SELECT key, data, {_RECORD} FROM {{table}}
+_RECORD = ", ".join(_sql.RECORD_TIMES)
+# inspect(): :key, :now. (data, *_RECORD) of the live row, or no row.
+INSPECT = f"SELECT data, {_RECORD} FROM {{table}} WHERE {_LIVE}"
+# scan(), one batch: :after, :now, :limit. Up to :limit live rows (key, data,
+# *_RECORD) with keys past :after, in key order.
+SCAN = f"""SELECT key, data, {_RECORD} FROM {{table}}
 WHERE key > :after AND expires_at > :now ORDER BY key LIMIT :limit"""
 
-# read(): :key, :now, :ttl (NULL: no slide), :refresh_after. Returns
-# (data, slide due) of the live row, or no row; takes no write lock.
-READ = f"""
-SELECT data, :ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after
-FROM {{table}} WHERE key = :key AND expires_at > :now"""
-
-# read() when a slide is due: :key, :now, :ttl, :refresh_after. Affects no row
-# when the row is gone, expired, or another process slid it meanwhile.
-TOUCH = f"""
-UPDATE {{table}} SET expires_at = {_TARGET}
-WHERE key = :key AND expires_at > :now AND {_TARGET} - expires_at >= :refresh_after"""
+# read(): :key, :now, :ttl, :refresh_after. (data, slide due) of the live row.
+READ = f"SELECT data, {_SLIDE_DUE} FROM {{table}} WHERE {_LIVE}"
+# read() when a slide is due; affects no row if another process slid it meanwhile.
+TOUCH = f"UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE}"
 
 # create(): :key, :data, :token, :now, :ttl, :absolute (NULL: none). Inserts an
-# unlocked row created :now, or replaces an expired one (its token still grows,
-# so a stale lease never matches the new session); affects no row when a live
-# row exists.
-CREATE = """
-INSERT INTO {table} (key, data, token, locked_until, expires_at, absolute_expires_at,
-                     created_at, locked_at)
+# unlocked row, or replaces an expired one (its token still grows: a stale lease
+# never matches the new session); affects no row when a live row exists.
+CREATE = """INSERT INTO {table} (key, data, token, locked_until, expires_at,
+                     absolute_expires_at, created_at, locked_at)
 VALUES (:key, :data, :token, NULL,
         min(:now + :ttl, coalesce(:absolute, :now + :ttl)), :absolute, :now, NULL)
 ON CONFLICT (key) DO UPDATE SET
@@ -249,36 +168,44 @@ ON CONFLICT (key) DO UPDATE SET
     created_at = excluded.created_at, locked_at = NULL
 WHERE {table}.expires_at <= :now"""
 
-# The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first, found
-# by the expires_at index; the row count is how many. One batch per write
-# transaction, so a backlog never holds the write lock long; under the write
-# lock, so sweepers in several processes never delete (nor count) a row twice,
-# and a row create() revived meanwhile is no longer expired.
-SWEEP = """
-DELETE FROM {table} WHERE key IN (
+# The sweep: :now, :limit. Deletes up to :limit expired rows, oldest first, one
+# batch per write transaction (never holding the write lock long); under the
+# lock, so sweeps of several processes never delete a row twice.
+SWEEP = """DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit)"""
-
-# The key of a removed row to report (watch_expired), or NULL for the core's
-# bookkeeping records (tombstones, user indexes), whose data begins with a NUL
-# byte and which are never reported. substr() of a BLOB counts bytes, and is
-# NULL for empty data, which begins with no NUL: hence IS NOT, not <>.
+# The key of a removed row to report, or NULL for the core's records whose data
+# begins with a NUL byte (never reported). substr() is NULL for empty data: IS NOT.
 _REPORTED = "CASE WHEN substr(data, 1, 1) IS NOT x'00' THEN key END"
-
-# The sweep once watch_expired was called (SQLite 3.35 on): :now, :limit.
-# Deletes what SWEEP deletes and returns one row per deleted row, (_REPORTED,):
-# the row count is len(rows). The rows come back to this statement's
-# connection only, so each removed row is reported by the one process whose
-# sweep removed it; read them all before the commit.
+# The sweep once watch_expired was called: one row (_REPORTED,) per deleted row,
+# read before the commit.
 SWEEP_REPORTING = SWEEP + f" RETURNING {_REPORTED}"
-
-# SWEEP_REPORTING before SQLite 3.35, in one write transaction: :now, :limit.
-# EXPIRED_BATCH reads (key, _REPORTED) of the rows SWEEP would delete, then
-# SWEEP_KEY deletes each by :key. Under the write lock nothing changes them
-# in between.
-EXPIRED_BATCH = f"""
-SELECT key, {_REPORTED} FROM {{table}}
+# The same before SQLite 3.35: (key, _REPORTED) of the batch, then each deleted.
+EXPIRED_BATCH = f"""SELECT key, {_REPORTED} FROM {{table}}
 WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit"""
 SWEEP_KEY = "DELETE FROM {table} WHERE key = :key"
+
+STATEMENTS = {
+    "lock_state": LOCK_STATE,
+    "acquire": ACQUIRE,
+    "acquire_returning": ACQUIRE_RETURNING,
+    "load": LOAD,
+    "commit": COMMIT,
+    "release": RELEASE,
+    "renew": RENEW,
+    "delete": DELETE,
+    "discard": DISCARD,
+    "inspect": INSPECT,
+    "scan": SCAN,
+    "read": READ,
+    "touch": TOUCH,
+    "create": CREATE,
+    "sweep": SWEEP,
+    "sweep_reporting": SWEEP_REPORTING,
+    "expired_batch": EXPIRED_BATCH,
+    "sweep_key": SWEEP_KEY,
+    "create_table": CREATE_TABLE,
+    "create_index": _sql.CREATE_INDEX,
+}
 
 
 def _cannot_open_because(path: str, exc: BaseException) -> str:
@@ -376,8 +303,7 @@ class SyncSQLiteStore(SyncStore):
         busy_timeout: float = 5.0,
         sweep_interval: float = 60.0,
     ) -> None:
-        if not _TABLE_NAME.fullmatch(table):
-            raise ConfigurationError(f"table name {table!r}: use letters, digits and _")
+        self._table = _sql.checked_table(table, 63)
         if sqlite3.sqlite_version_info < _MIN_VERSION:
             raise ConfigurationError(
                 f"SyncSQLiteStore needs SQLite 3.24 or newer; Python links {sqlite3.sqlite_version}"
@@ -385,8 +311,7 @@ class SyncSQLiteStore(SyncStore):
         self._path = os.fspath(path)
         self._where = repr(self._path)
         self._errors = _errors(self._path)
-        self._table = table
-        self._statements: dict[str, str] = {}  # each template with the table name in it
+        self._sql = _sql.statements(STATEMENTS, table=table, index=f"{table}_expires_at")
         self._busy_timeout = busy_timeout
         self._sweep_interval = sweep_interval
         # The thread of sweeps, checkpoints and (async face) every operation.
@@ -426,18 +351,18 @@ class SyncSQLiteStore(SyncStore):
         return self._run("acquire", self._acquire, key, lease_ttl)
 
     def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        self._run("commit", self._fenced, COMMIT, lease, {"data": data, "ttl": ttl})
+        self._run("commit", self._fenced, "commit", lease, {"data": data, "ttl": ttl})
         self._waiters.wake(lease.key)
 
     def release(
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> None:
         params = {"ttl": ttl, "refresh_after": refresh_after}
-        self._run("release", self._fenced, RELEASE, lease, params)
+        self._run("release", self._fenced, "release", lease, params)
         self._waiters.wake(lease.key)
 
     def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        self._run("renew", self._fenced, RENEW, lease, {"lease_ttl": lease_ttl})
+        self._run("renew", self._fenced, "renew", lease, {"lease_ttl": lease_ttl})
 
     def read(
         self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
@@ -450,7 +375,7 @@ class SyncSQLiteStore(SyncStore):
         return self._run("create", self._create, key, data, ttl, absolute_ttl)
 
     def delete(self, lease: Lease) -> None:
-        self._run("delete", self._fenced, DELETE, lease, {})
+        self._run("delete", self._fenced, "delete", lease, {})
         self._waiters.wake(lease.key)
 
     def discard(self, key: str) -> bool:
@@ -462,14 +387,9 @@ class SyncSQLiteStore(SyncStore):
         return self._run("inspect", self._inspect, key)
 
     def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
-        after = ""
-        while True:
-            batch = self._run("scan", self._scan_batch, after, batch_size)
-            if batch:
-                yield batch
-            if len(batch) < batch_size:
-                return
-            after = batch[-1].key
+        return _sql.scan_by_key(
+            lambda after, limit: self._run("scan", self._scan_batch, after, limit), batch_size
+        )
 
     def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
         """Delete every expired row; returns how many this call deleted.
@@ -479,16 +399,13 @@ class SyncSQLiteStore(SyncStore):
         ``progress`` hears the count of each batch that deleted any. Once
         :meth:`watch_expired` was called, the sessions of each batch are
         reported after it committed, before the next batch."""
-        purged = 0
         reporting = self._report is not None
-        while True:
-            swept, expired = self._run("purge", self._sweep_batch, reporting)
-            purged += swept
-            if progress is not None and swept:
-                progress(swept)
-            report_each(self._report, expired)
-            if swept < _SWEEP_BATCH:
-                return purged
+        return _sql.purge_in_batches(lambda: self._purge_batch(reporting), _SWEEP_BATCH, progress)
+
+    def _purge_batch(self, reporting: bool) -> int:
+        swept, expired = self._run("purge", self._sweep_batch, reporting)
+        report_each(self._report, expired)
+        return swept
 
     def watch_expired(self, report: Callable[[str], object]) -> bool:
         """Report each session this store's sweeps remove from now on, and
@@ -587,12 +504,6 @@ class SyncSQLiteStore(SyncStore):
         self._writer = threading.Lock()
 
     # -- the worker thread ------------------------------------------------------
-
-    def _sql(self, template: str) -> str:
-        sql = self._statements.get(template)
-        if sql is None:
-            sql = self._statements[template] = template.format(table=self._table)
-        return sql
 
     def _connection(self) -> sqlite3.Connection:
         return self._connections.get(self._open)
@@ -716,8 +627,8 @@ class SyncSQLiteStore(SyncStore):
         # No BEGIN IMMEDIATE: each statement is atomic, takes the write lock only
         # when it has something to create, and a process that loses the race
         # re-reads the schema and finds nothing to do. So setup passes a held lock.
-        db.execute(self._sql(CREATE_TABLE))
-        db.execute(self._sql(CREATE_INDEX))
+        db.execute(self._sql["create_table"])
+        db.execute(self._sql["create_index"])
 
     def _close(self) -> None:
         self._closed = True
@@ -744,35 +655,35 @@ class SyncSQLiteStore(SyncStore):
 
     def _take(self, db: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, bytes] | None:
         if _RETURNING:
-            rows = db.execute(self._sql(ACQUIRE_RETURNING), params).fetchall()
-        elif db.execute(self._sql(ACQUIRE), params).rowcount:
-            rows = db.execute(self._sql(LOAD), params).fetchall()
+            rows = db.execute(self._sql["acquire_returning"], params).fetchall()
+        elif db.execute(self._sql["acquire"], params).rowcount:
+            rows = db.execute(self._sql["load"], params).fetchall()
         else:
             rows = []
         return (rows[0][0], rows[0][1]) if rows else None
 
     def _locked_until(self, db: sqlite3.Connection, key: str, now: float) -> float | None:
-        rows = db.execute(self._sql(LOCK_STATE), {"key": key, "now": now}).fetchall()
+        rows = db.execute(self._sql["lock_state"], {"key": key, "now": now}).fetchall()
         return float(rows[0][0]) if rows else None
 
-    def _fenced(self, template: str, lease: Lease, params: dict[str, Any]) -> None:
+    def _fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
         db = self._connection()
         with self._write(db) as now:
             params = {**params, "key": lease.key, "token": lease.token, "now": now}
-            changed = db.execute(self._sql(template), params).rowcount
+            changed = db.execute(self._sql[op], params).rowcount
         if changed == 0:
             raise lease_lost(lease)
 
     def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
         db = self._connection()
         params = {"key": key, "now": time.time(), "ttl": ttl, "refresh_after": refresh_after}
-        rows = db.execute(self._sql(READ), params).fetchall()
+        rows = db.execute(self._sql["read"], params).fetchall()
         if not rows:
             return None
         data, slide_due = rows[0]
         if slide_due:
             with self._write(db) as now:
-                db.execute(self._sql(TOUCH), {**params, "now": now})
+                db.execute(self._sql["touch"], {**params, "now": now})
         return bytes(data)
 
     def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
@@ -787,31 +698,28 @@ class SyncSQLiteStore(SyncStore):
                 "ttl": ttl,
                 "absolute": absolute,
             }
-            return db.execute(self._sql(CREATE), params).rowcount == 1
+            return db.execute(self._sql["create"], params).rowcount == 1
 
     def _discard(self, key: str) -> bool:
         db = self._connection()
         with self._write(db) as now:
-            return db.execute(self._sql(DISCARD), {"key": key, "now": now}).rowcount == 1
+            return db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1
 
     def _inspect(self, key: str) -> Record | None:
         rows = (
             self._connection()
-            .execute(self._sql(INSPECT), {"key": key, "now": time.time()})
+            .execute(self._sql["inspect"], {"key": key, "now": time.time()})
             .fetchall()
         )
-        if not rows:
-            return None
-        data, *times = rows[0]
-        return Record(key, bytes(data), *times)
+        return _sql.record(key, rows[0]) if rows else None
 
     def _scan_batch(self, after: str, limit: int) -> list[Record]:
         rows = (
             self._connection()
-            .execute(self._sql(SCAN), {"after": after, "now": time.time(), "limit": limit})
+            .execute(self._sql["scan"], {"after": after, "now": time.time(), "limit": limit})
             .fetchall()
         )
-        return [Record(key, bytes(data), *times) for key, data, *times in rows]
+        return _sql.records(rows)
 
     def _sweep_batch(self, reporting: bool) -> tuple[int, list[str]]:
         """One batch of expired rows deleted: how many, and (``reporting``, or
@@ -827,12 +735,12 @@ class SyncSQLiteStore(SyncStore):
         """:meth:`_sweep_batch`'s statements, in the write transaction it holds."""
         params = {"now": now, "limit": _SWEEP_BATCH}
         if not reporting:
-            return int(db.execute(self._sql(SWEEP), params).rowcount), []
+            return int(db.execute(self._sql["sweep"], params).rowcount), []
         if _RETURNING:
-            rows = db.execute(self._sql(SWEEP_REPORTING), params).fetchall()
+            rows = db.execute(self._sql["sweep_reporting"], params).fetchall()
         else:
-            batch = db.execute(self._sql(EXPIRED_BATCH), params).fetchall()
-            db.executemany(self._sql(SWEEP_KEY), [{"key": key} for key, _ in batch])
+            batch = db.execute(self._sql["expired_batch"], params).fetchall()
+            db.executemany(self._sql["sweep_key"], [{"key": key} for key, _ in batch])
             rows = [(reported,) for _, reported in batch]
         return len(rows), [key for (key,) in rows if key is not None]
 

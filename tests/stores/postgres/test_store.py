@@ -423,14 +423,14 @@ def traced_statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The SQL of every statement the stores (both faces) run on the pool."""
     seen: list[str] = []
     for cls in (PostgresStore, SyncPostgresStore):
-        run: Callable[..., Any] = cls._statement
+        run: Callable[..., Any] = cls._pooled
 
-        def traced(connection: Any, statement: str, *args: Any,
+        def traced(store: Any, statement: str, *args: Any,
                    run: Callable[..., Any] = run) -> Any:
             seen.append(statement)
-            return run(connection, statement, *args)
+            return run(store, statement, *args)
 
-        monkeypatch.setattr(cls, "_statement", staticmethod(traced))
+        monkeypatch.setattr(cls, "_pooled", traced)
     return seen
 
 
