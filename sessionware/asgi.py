@@ -15,7 +15,7 @@ from sessionware._async.core import SessionCore, SessionTransaction
 from sessionware._async.stores.base import Store
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
-from sessionware.exceptions import SessionwareError
+from sessionware.exceptions import ConfigurationError, SessionwareError
 from sessionware.loading import STATE_KEY, NotLoadedSession
 from sessionware.modes import LockMode
 from sessionware.responses import respond_to
@@ -59,14 +59,25 @@ class SessionMiddleware:
     def __init__(self, app: ASGIApp, *, store: Store | None = None,
                  secret_key: str | Sequence[str],
                  **options: Unpack[SessionOptions]) -> None:
-        settings = settings_from(options)
         self.app = app
+        self.misconfigured: ConfigurationError | ImportError | None = None
+        """Why this middleware cannot serve, found when it was made: a wrong
+        option or secret key, no store, a store's missing driver. Starlette
+        and FastAPI make their middleware at the first call, the lifespan's,
+        where an exception reads as "lifespan unsupported" to uvicorn's
+        default (``--lifespan auto``), which would then serve every request a
+        500; so it fails the lifespan's startup instead, and each request."""
+        try:
+            settings = settings_from(options)
+            self.core = SessionCore(
+                store if store is not None else store_from_env(), secret_key,
+                config=settings.config, serializer=settings.serializer,
+                session_class=self.session_class, on_event=settings.on_event,
+                meter_provider=settings.meter_provider)
+        except (ConfigurationError, ImportError) as exc:
+            self.misconfigured = exc
+            return
         self.check_store = settings.check_store
-        self.core = SessionCore(
-            store if store is not None else store_from_env(), secret_key,
-            config=settings.config, serializer=settings.serializer,
-            session_class=self.session_class, on_event=settings.on_event,
-            meter_provider=settings.meter_provider)
         self.select_mode = settings.lock_mode
         self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
@@ -74,8 +85,10 @@ class SessionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "lifespan":
-            await self.app(scope, receive, self._lifespan_send(send))
+            await self._lifespan(scope, receive, send)
             return
+        if self.misconfigured is not None:
+            raise self.misconfigured
         mode = self.select_mode(scope) if kind in _START else LockMode.NONE
         if mode is LockMode.NONE:
             await self.app(scope, receive, send)
@@ -126,21 +139,41 @@ class SessionMiddleware:
                                 for k, v in response.all_headers()]})
         await send({"type": "http.response.body", "body": response.body})
 
-    def _lifespan_send(self, send: Send) -> Send:
-        """Check the store when the app has started (unless ``check_store``
-        is off): a store that cannot serve fails the startup with its reason.
-        Close the store when the app has shut down."""
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app's lifespan, with the middleware's own start and end: a
+        wrong configuration fails the startup before the app starts; a store
+        that cannot serve (checked once the app has started, unless
+        ``check_store`` is off) fails it after the app has been shut down
+        again, so that the server exits with only the reason to show. The
+        store is closed when the app has shut down."""
+        if self.misconfigured is not None:
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.failed",
+                        "message": f"sessionware: {self.misconfigured}"})
+            return
+        failure: Message | None = None
+
+        async def receive_shutdown_on_failure() -> Message:
+            return {"type": "lifespan.shutdown"} if failure is not None else await receive()
+
         async def send_checking_store(message: Message) -> None:
-            if message["type"] == "lifespan.startup.complete" and self.check_store:
+            nonlocal failure
+            kind = message["type"]
+            if kind == "lifespan.startup.complete" and self.check_store:
                 try:
                     await self.core.check()
                 except SessionwareError as exc:
-                    message = {"type": "lifespan.startup.failed",
+                    failure = {"type": "lifespan.startup.failed",
                                "message": f"sessionware: the session store cannot serve: {exc}"}
-            elif message["type"] == "lifespan.shutdown.complete":
+                    await self.core.aclose()
+                    return  # the app shuts down first: its receive() says so
+            elif kind.startswith("lifespan.shutdown."):
                 await self.core.aclose()
+                if failure is not None:
+                    message = failure
             await send(message)
-        return send_checking_store
+
+        await self.app(scope, receive_shutdown_on_failure, send_checking_store)
 
 
 class _Exchange:

@@ -32,8 +32,14 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
 
 
 def _middleware(**options: Any) -> SessionMiddleware:
+    """The middleware, or the configuration error it fails its startup with
+    (it is made at the first call under Starlette, see test_startup_check)."""
     options.setdefault("secret_key", KEY)
-    return SessionMiddleware(_app, store=MemoryStore(), **options)
+    options.setdefault("store", MemoryStore())
+    middleware = SessionMiddleware(_app, **options)
+    if middleware.misconfigured is not None:
+        raise middleware.misconfigured
+    return middleware
 
 
 # -- cookie options ---------------------------------------------------------------
@@ -180,7 +186,7 @@ def test_a_lock_mode_of_the_wrong_kind_is_refused() -> None:
 
 def test_an_unknown_option_names_itself_and_lists_the_options() -> None:
     with pytest.raises(ConfigurationError) as caught:
-        SessionMiddleware(_app, store=MemoryStore(), secret_key=KEY, lock_timout=5)
+        _middleware(lock_timout=5)
     message = str(caught.value)
     assert "'lock_timout' (did you mean 'lock_timeout'?)" in message
     for option in ("store", "secret_key", "lock_mode", "on_error", "idle_timeout", "cookie"):
@@ -214,12 +220,12 @@ def test_the_configuration_page_documents_every_option() -> None:
 ])
 def test_a_bad_option_value_names_the_option(option: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=option):
-        SessionMiddleware(_app, store=MemoryStore(), secret_key=KEY, **{option: value})
+        _middleware(**{option: value})
 
 
 def test_a_store_that_is_not_a_store_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="store must be a sessionware Store"):
-        SessionMiddleware(_app, store="sqlite:///x.db", secret_key=KEY)  # type: ignore[arg-type]
+        _middleware(store="sqlite:///x.db")
 
 
 def test_refresh_after_is_the_one_name_of_the_slide_throttle() -> None:

@@ -384,18 +384,16 @@ class SQLiteStore(Store):
     async def _run(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
         """Run one operation: on the loop's thread if it needs no wait, else on
         the worker thread (async face), or on the calling thread (sync face).
-        Then queue a sweep if one is due."""
+        Then queue a sweep if one is due: after an operation that succeeded
+        only, so that a file that cannot be opened is reported once, by the
+        operation, and not again by a sweep."""
         executor = self._current_executor()
-        try:
-            with self._errors.mapped(op, self._where):
-                if not IS_SYNC:
-                    done, answer = self._on_loop_thread(fn, *args)
-                    if done:
-                        return cast(_T, answer)
-                result: _T = await run_blocking(executor, self._until_not_busy, fn, *args)
-                return result
-        finally:
-            self._sweep_if_due()
+        with self._errors.mapped(op, self._where):
+            done, answer = self._on_loop_thread(fn, *args) if not IS_SYNC else (False, None)
+            if not done:
+                answer = await run_blocking(executor, self._until_not_busy, fn, *args)
+        self._sweep_if_due()
+        return cast(_T, answer)
 
     def _on_loop_thread(self, fn: Callable[..., _T], *args: Any) -> tuple[bool, _T | None]:
         """Try ``fn(*args)`` once, here, without waiting for any lock: ``(True,
