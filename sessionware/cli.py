@@ -59,7 +59,8 @@ class BadInput(click.ClickException):
 
 
 class Context:
-    def __init__(self, url: str, secret: str | None, as_json: bool, idle_timeout: float) -> None:
+    def __init__(self, url: str | None, secret: str | None, as_json: bool,
+                 idle_timeout: float) -> None:
         self.url, self.secret, self.as_json = url, secret, as_json
         self.idle_timeout = idle_timeout
 
@@ -67,6 +68,9 @@ class Context:
     def admin(self) -> Iterator[SyncSessionAdmin]:
         """The admin on the store's blocking face; every sessionware error
         becomes a one-line message and an exit status."""
+        if not self.url:  # asked here, not by click: a command's --help needs no store
+            raise click.UsageError(f"no store: pass --store URL or set {ENV_VAR} "
+                                   f"(e.g. {ENV_VAR}=sqlite:///sessions.db)")
         try:
             store = store_from_url(self.url).sync()
         except ConfigurationError as exc:
@@ -109,7 +113,7 @@ def _fail(message: str) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", "url", envvar=ENV_VAR, required=True, metavar="URL",
+@click.option("--store", "url", envvar=ENV_VAR, metavar="URL",
               help=f"The store's URL (default: ${ENV_VAR}), e.g. sqlite:///sessions.db, "
                    "redis://host:6379/0, postgresql://user@host/db.")
 @click.option("--secret", envvar=SECRET_ENV_VAR, default=None, metavar="KEY",
@@ -123,7 +127,7 @@ def _fail(message: str) -> NoReturn:
               help="Show the store drivers' log (reconnection attempts, ...) on stderr.")
 @click.version_option(package_name="sessionware")
 @click.pass_context
-def cli(ctx: click.Context, url: str, secret: str | None, as_json: bool,
+def cli(ctx: click.Context, url: str | None, secret: str | None, as_json: bool,
         idle_timeout: float, verbose: bool) -> None:
     """Look into a sessionware store, and revoke sessions."""
     if verbose:

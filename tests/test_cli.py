@@ -213,7 +213,12 @@ def test_a_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
 def test_no_store_given_says_how() -> None:
     result = run("stats")
     assert result.returncode == 2
-    assert "Missing option '--store'" in result.stderr
+    assert "no store: pass --store URL or set SESSIONWARE_STORE_URL" in result.stderr
+
+
+def test_a_command_s_help_needs_no_store() -> None:
+    result = run("stats", "--help")
+    assert result.returncode == 0 and "Usage: sessionware stats" in result.stdout
 
 
 def test_the_console_script(tmp_path: Path) -> None:
