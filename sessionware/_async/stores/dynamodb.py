@@ -51,10 +51,9 @@ __all__ = ["DynamoDBStore"]
 DEFAULT_TABLE = "sessionware_sessions"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
 
-# DynamoDB's item limit is 400 KB, attribute names and values included; the
-# other attributes and their names take under 300 bytes, 1 KB is set aside.
-ITEM_LIMIT = 400 * 1024
-MAX_DATA = ITEM_LIMIT - 1024
+# DynamoDB's item limit, 400 KB with attribute names, less 1 KB set aside for
+# the other attributes and their names (under 300 bytes)
+MAX_DATA = 400 * 1024 - 1024
 
 _POLL_BASE = 0.05  # first re-check of a waiter after 25-50 ms ...
 _POLL_CAP = 0.5  # ... doubling up to 250-500 ms
@@ -75,8 +74,7 @@ NAMES = {"#key": "key", "#data": "data", "#token": "token", "#locked": "locked_u
          "#locked_at": "locked_at", "#created": "created_at",
          "#expires": "expires_at", "#absolute": "absolute_expires_at", "#ttl": "ttl"}
 
-# A live item: it exists and its (capped) idle deadline is ahead. discard()
-# deletes on it alone, whatever the lock.
+# A live item: its (capped) idle deadline is ahead. discard() deletes on it alone.
 LIVE = "attribute_exists(#key) AND #expires > :now"
 
 # acquire(): :now, :until, :one. Takes the lease of a live item whose lease is
@@ -86,10 +84,9 @@ ACQUIRE_CONDITION = f"{LIVE} AND (attribute_not_exists(#locked) OR #locked <= :n
 ACQUIRE_UPDATE = "SET #token = #token + :one, #locked = :until, #locked_at = :now"
 
 # commit(), and release() with a due slide: :now, :token, :expires, :ttl (and
-# :data). On the live item carrying :token (FENCED: delete(), and release()
-# without a slide) and whose hard deadline :expires does not pass; the store
-# caps :expires by the deadline it learned at acquire, or else by the one a
-# refusal answers. Every unlock removes locked_at with locked_until.
+# :data), on the live item carrying :token (FENCED: delete(), release() without
+# a slide) if :expires does not pass its hard deadline (see _capped). Every
+# unlock removes locked_at with locked_until.
 FENCED = f"{LIVE} AND #token = :token"
 CAPPED = "(attribute_not_exists(#absolute) OR #absolute >= :expires)"
 COMMIT_CONDITION = f"{FENCED} AND {CAPPED}"
@@ -110,8 +107,8 @@ SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl"
 # expired one is replaced (with a new random token: its leases never match).
 CREATE_CONDITION = "attribute_not_exists(#key) OR #expires <= :now"
 
-# purge_expired(): :now. A Scan filtered on EXPIRED, then each item deleted
-# if still there and still expired (a create may have revived it).
+# purge_expired(): :now. A Scan filtered on EXPIRED, then each item deleted if
+# still there and expired.
 EXPIRED = "#expires <= :now"
 PURGE_CONDITION = f"attribute_exists(#key) AND {EXPIRED}"
 PURGE_PROJECTION = "#key, #expires"
@@ -392,22 +389,17 @@ class DynamoDBStore(Store):
         return True
 
     async def delete(self, lease: Lease) -> None:
-        try:
-            await self._delete("delete", lease.key, FENCED, {":token": _number(lease.token)})
-        except _Refused:
-            raise lease_lost(lease) from None
+        if not await self._delete("delete", lease.key, FENCED, {":token": _number(lease.token)}):
+            raise lease_lost(lease)
         self._released(lease)
 
     async def discard(self, key: str) -> bool:
         """One ``DeleteItem`` conditioned on a live item (:data:`LIVE`)."""
         try:
-            await self._delete("discard", key, LIVE, {})
-        except _Refused:
-            return False  # absent, or expired
+            return await self._delete("discard", key, LIVE, {})  # False: absent, or expired
         finally:
             # woken whatever the answer: they re-check and find the session gone
             self._waiters.wake(key)
-        return True
 
     async def inspect(self, key: str) -> Record | None:
         """One strongly consistent ``GetItem``; an expired item is absent."""
@@ -417,10 +409,8 @@ class DynamoDBStore(Store):
         return None if item is None else _record(item, time.time())
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
-        """A strongly consistent ``Scan`` of the whole table, one page of
-        ``batch_size`` items per batch (fewer: expired items are filtered out
-        after the page is read; a page left empty is not yielded). It costs
-        the read units of every item scanned, expired ones included."""
+        """A strongly consistent ``Scan`` of the whole table (the read units of
+        every item), a page of ``batch_size`` items per batch, less the expired."""
         async for now, items in self._pages("scan", FilterExpression=SCAN_FILTER,
                                             ProjectionExpression=RECORD_PROJECTION,
                                             ConsistentRead=True, Limit=batch_size):
@@ -429,17 +419,16 @@ class DynamoDBStore(Store):
                 yield batch
 
     async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired item now: a ``Scan`` of the whole table and a
-        conditional delete of each expired item found; ``progress`` hears what
-        each page's deletes removed. The table's TTL deletes expired items
-        anyway, at no cost: this is for operations that cannot wait."""
+        """A ``Scan`` of the whole table and a conditional delete of each
+        expired item; ``progress`` hears each page's count. The table's TTL
+        deletes them anyway, at no cost: this is for operations that cannot wait."""
         purged = 0
         async for _, items in self._pages("purge", FilterExpression=EXPIRED,
                                           ProjectionExpression=PURGE_PROJECTION,
                                           Limit=_PURGE_PAGE):
             removed = 0
-            for item in items:
-                removed += await self._purge_one(item["key"]["S"])
+            for item in items:  # refused: revived, or purged by another process first
+                removed += await self._delete("purge", item["key"]["S"], PURGE_CONDITION, {})
             purged += removed
             if progress is not None and removed:
                 progress(removed)
@@ -463,17 +452,14 @@ class DynamoDBStore(Store):
             if params["ExclusiveStartKey"] is None:
                 return
 
-    async def _purge_one(self, key: str) -> int:
+    async def _delete(self, op: str, key: str, condition: str, values: dict[str, Any]) -> bool:
+        """Whether a ``DeleteItem`` on ``condition`` deleted the item."""
         try:
-            await self._delete("purge", key, PURGE_CONDITION, {})
+            await self._call(op, "delete_item", Key=_key(key), ConditionExpression=condition,
+                             ExpressionAttributeValues={":now": _number(time.time()), **values})
         except _Refused:
-            return 0  # revived, or purged by another process first
-        return 1
-
-    async def _delete(self, op: str, key: str, condition: str,
-                      values: dict[str, Any]) -> None:
-        await self._call(op, "delete_item", Key=_key(key), ConditionExpression=condition,
-                         ExpressionAttributeValues={":now": _number(time.time()), **values})
+            return False
+        return True
 
     def _slide_due(self, lease: Lease, ttl: float, refresh_after: float) -> bool:
         """Whether a release slides the idle deadline: when that moves it by
