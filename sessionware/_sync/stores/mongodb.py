@@ -1,48 +1,24 @@
 # Generated from sessionware/_async/stores/mongodb.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
-"""SyncMongoDBStore: sessions in MongoDB, one document per session, each operation
-one command; waiters woken by a change stream on a replica set. Install with
-``pip install sessionware[mongodb]`` (pymongo >= 4.13). Design, round trips,
+"""SyncMongoDBStore: sessions in MongoDB, one document per session, each operation one
+command (``pip install sessionware[mongodb]``: pymongo >= 4.13). Design, round trips,
 waiting, failures and what it is tested on: docs/stores/mongodb.md.
 
-One collection (``database.collection``, default ``sessionware.sessions``),
-times as the server's dates (``$$NOW``)::
+One collection (default ``sessionware.sessions``), times as the server's dates
+(``$$NOW``). Fields: ``_id`` (the store key), ``data`` (BinData), ``token`` (long),
+``locked_until`` and ``locked_at`` (dates; null: unlocked), ``holder`` (long, the nonce
+of the acquire that took the lease), ``created_at``, ``expires_at`` (the idle deadline,
+capped by ``absolute_expires_at``; null: none), ``waiting`` (a refused acquire asked to
+be woken). :meth:`SyncMongoDBStore.setup` makes the TTL index ``expires_at_ttl``
+(``{expires_at: 1}``, ``expireAfterSeconds: 0``) unless ``create_indexes=False``.
 
-    {
-        _id:                 the store key (a hash of the session id)
-        data:                BinData, the serialized session
-        token:               long, the fencing token
-        locked_until:        date, the lease deadline; null: unlocked
-        locked_at:           date, when the acquire that took the lease ran; null: unlocked
-        holder:              long, a nonce the acquire that took the lease chose
-        created_at:          date, when create() wrote the document
-        expires_at:          date, the idle deadline, never past the next
-        absolute_expires_at: date, the hard deadline; null: none
-        waiting:             bool, a refused acquire asked to be woken
-    }
-
-Index, made by :meth:`SyncMongoDBStore.setup` (idempotent; ``create_indexes=False``
-skips it for deployments provisioned by hand)::
-
-    db.sessions.createIndex({expires_at: 1}, {name: "expires_at_ttl", expireAfterSeconds: 0})
-
-Operations, each one command on one document, its filter live (:data:`LIVE`):
-
-* ``acquire``: ``findAndModify`` with :func:`acquire_pipeline`: takes the lease
-  when free or lapsed, else sets ``waiting``; the nonce after tells which.
-* ``commit``, ``release``: ``update`` with a pipeline, filtered on the token.
-* ``renew``: ``update``, filtered on the token and on the lease still held.
-* ``delete``: ``delete``, filtered on the token.
-* ``read``: ``find`` (``findAndModify`` when the expiry slides).
-* ``create``: an upserting ``update`` whose pipeline replaces only an
-  expired document.
-* ``discard``: ``delete`` of the live document, whatever its lease.
-* ``inspect``: ``find`` of :data:`RECORD_FIELDS`; ``scan``: one ``find`` per
-  batch in ``_id`` order (:func:`scan_filter`).
-* ``purge_expired``: ``find`` of a batch of expired ids, then ``delete`` of
-  those still expired (the TTL index deletes them anyway, about once a minute).
-* ``wait``: woken by a release in this process, or by the store's change
-  stream (:data:`WAKE_EVENTS`) on a replica set or sharded cluster; else polls.
+Each operation is one command on one document, filtered live (:data:`LIVE`):
+``acquire`` a ``findAndModify`` (:func:`acquire_pipeline`); ``commit``, ``release``,
+``renew`` an ``update`` and ``delete`` a ``delete``, filtered on the token; ``read`` a
+``find`` (``findAndModify`` when the expiry slides); ``create`` an upserting ``update``;
+``discard`` a ``delete``; ``inspect`` a ``find``; ``scan`` a ``find`` per batch in ``_id``
+order; ``purge_expired`` a ``find`` and a ``delete`` per batch. Waiters are woken by a
+release in this process, or by a change stream (:data:`WAKE_EVENTS`); else they poll.
 
 Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
 ``createIndex`` (not with ``create_indexes=False``) and ``changeStream``.
@@ -50,48 +26,26 @@ Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sessionware._sync.io.primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware._sync.stores.base import (
-    SCAN_BATCH,
-    Lease,
-    Locked,
-    PerProcess,
-    Record,
-    SyncStore,
-    backoff_delay,
-    time_budget,
-)
-from sessionware.exceptions import (
-    ConfigurationError,
-    SessionTooLarge,
-    StoreError,
-)
+from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, time_budget
+from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 try:
     import pymongo
     from bson import Binary
     from pymongo import MongoClient, ReturnDocument
-    from pymongo.errors import (
-        AutoReconnect,
-        ConnectionFailure,
-        DuplicateKeyError,
-        ExecutionTimeout,
-        NetworkTimeout,
-        NotPrimaryError,
-        OperationFailure,
-        PyMongoError,
-        ServerSelectionTimeoutError,
-        WriteConcernError,
-    )
+    from pymongo import errors as mongo
     from pymongo.synchronous.collection import Collection
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
@@ -103,27 +57,34 @@ __all__ = ["SyncMongoDBStore"]
 logger = logging.getLogger(__name__)
 
 Document = dict[str, Any]
+T = TypeVar("T")
 
-_MAX_DOCUMENT = 16 * 1024 * 1024  # MongoDB's limit for one BSON document
-# what the other fields, the key and BSON's framing take, with room to spare
-_OVERHEAD = 1024
-_MAX_DATA = _MAX_DOCUMENT - _OVERHEAD
+# MongoDB's limit for one BSON document, less what the other fields, the key
+# and BSON's framing take, with room to spare
+_MAX_DATA = 16 * 1024 * 1024 - 1024
 _TOKEN_SHIFT = 1 << 20  # tokens: ms(now) * 2**20 + offset
 _POLL_BASE = 0.002  # first re-check of a polling waiter, seconds
 _POLL_CAP = 0.1  # longest sleep between re-checks of a polling waiter
+# A find's batch_size is also its limit: unless told one, the server's first
+# reply holds only 101 documents, so a batch of scan() or purge is one round trip.
 _PURGE_BATCH = 500
-# A find's batch_size is its limit: the server's first reply holds only 101
-# documents unless told a batch size (and then as many as fit in 16 MiB; the
-# rest come by getMore), so a batch of scan() or purge is one round trip.
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 # -- conditions and pipelines --------------------------------------------------
 # Durations are milliseconds (dates add as ms); every time is the server's
 # $$NOW, one value for the whole command.
 
-# Filter: the document is live (not past its idle deadline, which every write
-# caps by the hard one). Part of every command's filter.
+# Filter: the document is live (its idle deadline, capped by the hard one by
+# every write, is ahead). Part of every command's filter; discard() deletes on
+# it alone, whatever the lease.
 LIVE: Document = {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}
+
+# Filter, with the token's: renew() only while the lease is held (null: ended
+# by commit or release; a lapsed one is still held, as no newer acquire took it).
+HELD: Document = {"locked_until": {"$ne": None}}
+
+# Filter of purge_expired(): the ids of a batch, then those still expired.
+EXPIRED: Document = {"$expr": {"$lte": ["$expires_at", "$$NOW"]}}
 
 # Expression: nobody holds the lease (null, or a deadline passed).
 FREE: Document = {"$or": [{"$eq": ["$locked_until", None]}, {"$lte": ["$locked_until", "$$NOW"]}]}
@@ -134,18 +95,25 @@ NEXT_TOKEN: Document = {
     "$max": [{"$add": ["$token", 1]}, {"$multiply": [{"$toLong": "$$NOW"}, _TOKEN_SHIFT]}]
 }
 
-# Change stream filter: the events that free a lease someone waits for, an
-# update that cleared the waiting flag (a commit or release that found it
-# set). Not deletes: the TTL monitor's would reach every process, and a
-# session deleted while another process waits for it is found at the
-# waiter's next re-check (within RECHECK_CAP). MongoDB before 5.0 logs a
-# pipeline update as a replacement: every one of those wakes (the store
-# itself never replaces a document).
+# Change stream filter: an update that cleared the waiting flag (a commit or
+# release that found it set). Not deletes: the TTL monitor's would reach
+# every process (a waiter finds a deleted session at its next re-check).
+# MongoDB before 5.0 logs a pipeline update as a replacement.
 WAKE_EVENTS: Document = {
     "$or": [
         {"operationType": "update", "updateDescription.updatedFields.waiting": False},
         {"operationType": "replace"},
     ]
+}
+
+# Projection of inspect() and scan(): plain fields (mongoeco refuses
+# projection expressions; dates convert exactly here).
+RECORD_FIELDS: Document = {
+    "data": 1,
+    "expires_at": 1,
+    "locked_until": 1,
+    "locked_at": 1,
+    "created_at": 1,
 }
 
 
@@ -155,12 +123,22 @@ def _target(ttl: float) -> Document:
     return {"$min": [{"$add": ["$$NOW", _ms(ttl)]}, "$absolute_expires_at"]}
 
 
+def _slid(ttl: float, refresh_after: float) -> Document:
+    """Expression: the slid idle deadline, or the current one when the slide
+    would move it by less than ``refresh_after``."""
+    return {
+        "$cond": [
+            {"$gte": [{"$subtract": [_target(ttl), "$expires_at"]}, _ms(refresh_after)]},
+            _target(ttl),
+            "$expires_at",
+        ]
+    }
+
+
 def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
-    """acquire(): on the live document of the key. Free or lapsed: a new
-    token, the lease until ``lease_ttl`` from now, dated now (a takeover
-    dates it anew), ``holder`` as its nonce. Held: only ``waiting`` set (a
-    no-op write when set already). The caller tells which by the nonce in
-    the document after."""
+    """acquire(): on the live document. Free or lapsed: a new token, the lease
+    until ``lease_ttl`` from now, dated now, ``holder`` as its nonce. Held:
+    only ``waiting`` set. The caller tells which by the nonce after."""
     return [
         {"$set": {"_free": FREE}},
         {
@@ -180,8 +158,8 @@ def acquire_pipeline(lease_ttl: float, holder: int) -> list[Document]:
 
 def commit_pipeline(data: bytes, ttl: float) -> list[Document]:
     """commit(): on the live document carrying the token. Writes ``data``,
-    slides the idle deadline, unlocks (``locked_at`` goes with the lock),
-    clears ``waiting`` (the change stream sees that)."""
+    slides the idle deadline, unlocks, clears ``waiting`` (the change stream
+    sees that)."""
     return [
         {
             "$set": {
@@ -196,37 +174,18 @@ def commit_pipeline(data: bytes, ttl: float) -> list[Document]:
 
 
 def release_pipeline(ttl: float | None, refresh_after: float) -> list[Document]:
-    """release(): on the live document carrying the token. Unlocks (as
-    commit's), clears ``waiting``, and slides the idle deadline when ``ttl`` is given and that
-    moves it by ``refresh_after`` or more."""
+    """release(): as commit's without data; slides the idle deadline only
+    with ``ttl``, when that moves it by ``refresh_after`` or more."""
     update: Document = {"locked_until": None, "locked_at": None, "waiting": False}
     if ttl is not None:
         update["expires_at"] = _slid(ttl, refresh_after)
     return [{"$set": update}]
 
 
-def _slid(ttl: float, refresh_after: float) -> Document:
-    """Expression: the slid idle deadline, or the current one when the slide
-    would move it by less than ``refresh_after``."""
-    return {
-        "$cond": [
-            {"$gte": [{"$subtract": [_target(ttl), "$expires_at"]}, _ms(refresh_after)]},
-            _target(ttl),
-            "$expires_at",
-        ]
-    }
-
-
 def renew_update(lease_ttl: float) -> list[Document]:
-    """renew(): on the live document carrying the token and still locked
-    (:data:`HELD`). Moves the lease deadline to ``lease_ttl`` from now;
-    ``locked_at`` stays the grant's."""
+    """renew(): on the live document carrying the token, still :data:`HELD`.
+    Moves the lease deadline; ``locked_at`` stays the grant's."""
     return [{"$set": {"locked_until": {"$add": ["$$NOW", _ms(lease_ttl)]}}}]
-
-
-# Filter, with the token's: the lease is still held. A lapsed deadline is
-# still held, as no newer acquire took it; null was ended by commit or release.
-HELD: Document = {"locked_until": {"$ne": None}}
 
 
 def create_pipeline(
@@ -262,41 +221,14 @@ def create_pipeline(
 
 
 def read_pipeline(ttl: float, refresh_after: float) -> list[Document]:
-    """read() with a slide: on the live document. Slides the idle deadline
-    when that moves it by ``refresh_after`` or more (the document's own write
-    lock for the command's length, never the session's lease)."""
+    """read() with a slide: on the live document, as release's slide."""
     return [{"$set": {"expires_at": _slid(ttl, refresh_after)}}]
-
-
-# purge_expired(): the ids of up to _PURGE_BATCH expired documents, by the
-# expires_at index; then those of them still expired are deleted (each by the
-# one purge that deleted it: concurrent purges never count one twice).
-EXPIRED: Document = {"$expr": {"$lte": ["$expires_at", "$$NOW"]}}
-
-# discard(): with the key, {_id: key, **LIVE}. Deletes the live document
-# whatever its lease and token (an operator revoking a session a request may
-# hold); deleted_count says whether there was one. The holder's next fenced
-# command matches nothing (LeaseLost), and nothing but create() makes the
-# document again, with a token above the holder's.
-
-# Projection of inspect() and scan(): what a Record needs (_id comes along).
-# Plain inclusions: a projection expression could turn the dates into epoch
-# seconds on the server, but mongoeco refuses those, and a date converts
-# exactly here.
-RECORD_FIELDS: Document = {
-    "data": 1,
-    "expires_at": 1,
-    "locked_until": 1,
-    "locked_at": 1,
-    "created_at": 1,
-}
 
 
 def scan_filter(after: str) -> Document:
     """scan(), one batch: the live documents with keys past ``after`` (the
-    last key of the batch before; ``""`` at first, below every key), read
-    sorted on ``_id`` with a limit: keyset pagination on the ``_id`` index,
-    each batch one ``find`` holding no lock between batches."""
+    last key of the batch before; ``""`` at first), read sorted on ``_id``
+    with a limit: keyset pagination on the ``_id`` index."""
     return {"_id": {"$gt": after}, **LIVE}
 
 
@@ -304,13 +236,9 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-# -- errors ----------------------------------------------------------------------
-
-# Server error codes that mean "out of reach for now", the command not applied:
-# host unreachable/not found, exceeded time limit, lock timeout, max time
-# expired, network timeout, write conflict, primary stepped down, shutdown in
-# progress, not primary, interrupted at shutdown / by a replication state
-# change, socket exception, and Cosmos DB's "request rate is large".
+# Server error codes of "out of reach for now", not applied: unreachable hosts,
+# time limits and timeouts, write conflicts, step-downs, shutdowns, not primary,
+# socket errors, Cosmos DB's "request rate is large".
 _UNAVAILABLE_CODES = frozenset(
     {6, 7, 24, 50, 89, 91, 112, 189, 262, 9001, 10107, 11600, 11602, 13435, 13436, 16500}
 )
@@ -327,42 +255,49 @@ def _code(exc: BaseException) -> int | None:
     return getattr(exc, "code", None)
 
 
-# What pymongo's errors mean, first match decides: never sent or refused by
-# the server (not applied); sent and never answered, or not replicated
-# (maybe applied); the rest is a store that cannot serve as configured.
+# Never sent or refused by the server: not applied; sent and never answered,
+# or not replicated: maybe applied; the rest cannot serve as configured.
 ERRORS = ErrorTable(
     "MongoDB",
     [
-        Row((ServerSelectionTimeoutError, NotPrimaryError), Meaning.NOT_APPLIED),
+        Row((mongo.ServerSelectionTimeoutError, mongo.NotPrimaryError), Meaning.NOT_APPLIED),
         Row(
-            (NetworkTimeout, AutoReconnect, ConnectionFailure, WriteConcernError),
+            (
+                mongo.NetworkTimeout,
+                mongo.AutoReconnect,
+                mongo.ConnectionFailure,
+                mongo.WriteConcernError,
+            ),
             Meaning.MAYBE_APPLIED,
         ),
-        Row(ExecutionTimeout, Meaning.NOT_APPLIED),
+        Row(mongo.ExecutionTimeout, Meaning.NOT_APPLIED),
         Row(
-            OperationFailure, Meaning.NOT_APPLIED, when=lambda exc: _code(exc) in _UNAVAILABLE_CODES
+            mongo.OperationFailure,
+            Meaning.NOT_APPLIED,
+            when=lambda exc: _code(exc) in _UNAVAILABLE_CODES,
         ),
         Row(
-            OperationFailure,
+            mongo.OperationFailure,
             Meaning.MAYBE_APPLIED,  # transient; the first try unknown
             when=lambda exc: (
-                isinstance(exc, OperationFailure) and exc.has_error_label("RetryableWriteError")
+                isinstance(exc, mongo.OperationFailure)
+                and exc.has_error_label("RetryableWriteError")
             ),
         ),
         Row(
-            OperationFailure,
+            mongo.OperationFailure,
             Meaning.ERROR,
             when=lambda exc: _code(exc) == _UNAUTHORIZED,
             hint=" (the user needs the actions docs/stores/mongodb.md lists on the collection)",
         ),
         Row(
-            OperationFailure,
+            mongo.OperationFailure,
             Meaning.ERROR,
             ops=frozenset({"setup"}),  # a conflicting index
             hint=" (setup() creates the index {expires_at: 1} named expires_at_ttl with "
             "expireAfterSeconds 0; drop a conflicting one, or pass create_indexes=False)",
         ),
-        Row(PyMongoError, Meaning.ERROR),
+        Row(mongo.PyMongoError, Meaning.ERROR),
     ],
     describe=_briefly,
 )
@@ -455,13 +390,14 @@ class SyncMongoDBStore(SyncStore):
 
     def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
         holder = random.getrandbits(63)
-        collection = self._collection()
-        with self._bounded("acquire"):
-            document = collection.find_one_and_update(
+        document = self._command(
+            "acquire",
+            lambda c: c.find_one_and_update(
                 {"_id": key, **LIVE},
                 acquire_pipeline(lease_ttl, holder),
                 return_document=ReturnDocument.AFTER,
-            )
+            ),
+        )
         if document is None:
             return None
         if document.get("holder") == holder:
@@ -484,14 +420,17 @@ class SyncMongoDBStore(SyncStore):
     def read(
         self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> bytes | None:
-        collection = self._collection()
-        with self._bounded("read"):
-            if ttl is None:
-                document = collection.find_one({"_id": key, **LIVE}, {"data": 1})
-            else:
-                document = collection.find_one_and_update(
+        if ttl is None:
+            document = self._command(
+                "read", lambda c: c.find_one({"_id": key, **LIVE}, {"data": 1})
+            )
+        else:
+            document = self._command(
+                "read",
+                lambda c: c.find_one_and_update(
                     {"_id": key, **LIVE}, read_pipeline(ttl, refresh_after), projection={"data": 1}
-                )
+                ),
+            )
         return None if document is None else bytes(document["data"])
 
     def create(
@@ -500,18 +439,20 @@ class SyncMongoDBStore(SyncStore):
         if len(data) > _MAX_DATA:
             raise SessionTooLarge(len(data), _MAX_DATA)
         collection = self._collection()
-        with self._bounded("create", duplicate=True) as outcome:
-            result = collection.update_one(
-                {"_id": key}, create_pipeline(key, data, ttl, absolute_ttl), upsert=True
-            )
-            # upserted: the key was free; modified: an expired document replaced
-            outcome.created = result.upserted_id is not None or result.modified_count == 1
-        return outcome.created
+        with self._bounded("create"):
+            try:
+                result = collection.update_one(
+                    {"_id": key}, create_pipeline(key, data, ttl, absolute_ttl), upsert=True
+                )
+            except mongo.DuplicateKeyError:
+                return False  # two creates upserted the key at once: the other one won
+        # upserted: the key was free; modified: an expired document replaced
+        return result.upserted_id is not None or result.modified_count == 1
 
     def delete(self, lease: Lease) -> None:
-        collection = self._collection()
-        with self._bounded("delete"):
-            result = collection.delete_one({"_id": lease.key, "token": lease.token, **LIVE})
+        result = self._command(
+            "delete", lambda c: c.delete_one({"_id": lease.key, "token": lease.token, **LIVE})
+        )
         if result.deleted_count == 0:
             raise lease_lost(lease)
         self._watcher.waiters.wake(lease.key)
@@ -519,26 +460,21 @@ class SyncMongoDBStore(SyncStore):
     def discard(self, key: str) -> bool:
         """Delete the live document ``key`` whatever its lease. Waiters of
         this store instance are woken at once; those of other processes find
-        the session gone at their next re-check (within ``RECHECK_CAP`` on a
-        replica set, ``_POLL_CAP`` otherwise): the change stream carries no
-        deletes (:data:`WAKE_EVENTS`)."""
-        collection = self._collection()
-        with self._bounded("discard"):
-            result = collection.delete_one({"_id": key, **LIVE})
+        the session gone at their next re-check (:data:`WAKE_EVENTS` has no deletes)."""
+        result = self._command("discard", lambda c: c.delete_one({"_id": key, **LIVE}))
         self._watcher.waiters.wake(key)
         return result.deleted_count == 1
 
     def inspect(self, key: str) -> Record | None:
-        collection = self._collection()
-        with self._bounded("inspect"):
-            document = collection.find_one({"_id": key, **LIVE}, RECORD_FIELDS)
+        document = self._command(
+            "inspect", lambda c: c.find_one({"_id": key, **LIVE}, RECORD_FIELDS)
+        )
         return None if document is None else _record(document)
 
     def scan(self, *, batch_size: int = SCAN_BATCH) -> Iterator[list[Record]]:
         if batch_size < 1:  # MongoDB's limit(0) would be no limit at all
             raise ConfigurationError(f"batch_size {batch_size}: at least 1")
-        collection = self._collection()
-        after = ""
+        collection, after = self._collection(), ""
         while True:
             with self._bounded("scan"):  # never around the yield
                 found = collection.find(
@@ -559,8 +495,7 @@ class SyncMongoDBStore(SyncStore):
         (``progress`` hears each batch's count); returns how many this call
         deleted. MongoDB's TTL monitor deletes them by itself (about once a
         minute), so the store runs no purge of its own in the background."""
-        collection = self._collection()
-        purged = 0
+        collection, purged = self._collection(), 0
         while True:
             with self._bounded("purge"):
                 found = collection.find(
@@ -590,18 +525,28 @@ class SyncMongoDBStore(SyncStore):
         *,
         wakes: bool = True,
     ) -> None:
-        collection = self._collection()
-        with self._bounded(op):
-            result = collection.update_one(
+        result = self._command(
+            op,
+            lambda c: c.update_one(
                 {"_id": lease.key, "token": lease.token, **LIVE, **(condition or {})}, update
-            )
+            ),
+        )
         if result.matched_count == 0:
             raise lease_lost(lease)
         if wakes:
             self._watcher.waiters.wake(lease.key)
 
-    def _bounded(self, op: str, *, duplicate: bool = False) -> _Command:
-        return _Command(op, self._where, time_budget(self._timeout), duplicate=duplicate)
+    def _command(self, op: str, command: Callable[[Collection[Document]], T]) -> T:
+        """``command`` on the collection, within the time budget, errors translated."""
+        collection = self._collection()
+        with self._bounded(op):
+            return command(collection)
+
+    @contextlib.contextmanager
+    def _bounded(self, op: str) -> Iterator[None]:
+        """One command's time budget and error translation, around the driver call."""
+        with ERRORS.mapped(op, self._where), pymongo.timeout(time_budget(self._timeout)):
+            yield
 
     def _collection(self) -> Collection[Document]:
         database, collection = self._names
@@ -612,7 +557,6 @@ class SyncMongoDBStore(SyncStore):
 
 
 def _record(document: Document) -> Record:
-    """A document (its RECORD_FIELDS) as a Record."""
     locked_until, locked_at = document["locked_until"], document["locked_at"]
     return Record(
         document["_id"],
@@ -633,44 +577,12 @@ def _epoch(moment: datetime.datetime) -> float:
 
 
 def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> float:
-    """The refusal's hint, by this process's clock (MongoDB's projections
-    could compute it on the server's, but it is only a hint: the waiter is
-    woken at the release, or re-checks): bounded by a whole lease."""
+    """The refusal's hint, by this process's clock (only a hint: see the
+    docs), bounded by a whole lease."""
     if deadline is None:
         return 0.001
     left = (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
     return min(max(left, 0.001), max(lease_ttl, 0.001))
-
-
-class _Command:
-    """One command's bounds and error translation: ``with`` it around the
-    driver call. ``created`` carries create()'s answer (a unique-key race
-    lost to another create is ``False``, not an error)."""
-
-    __slots__ = ("_duplicate", "_op", "_timeout", "_where", "created")
-
-    def __init__(self, op: str, where: str, timeout: float, *, duplicate: bool) -> None:
-        self._op = op
-        self._where = where
-        self._timeout = pymongo.timeout(timeout)
-        self._duplicate = duplicate
-        self.created = False
-
-    def __enter__(self) -> _Command:
-        self._timeout.__enter__()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> bool:
-        self._timeout.__exit__(exc_type, exc, tb)  # type: ignore[arg-type]
-        if isinstance(exc, DuplicateKeyError) and self._duplicate:
-            # two creates upserted the same key at once: the other one won
-            self.created = False
-            return True
-        if isinstance(exc, PyMongoError):
-            raise ERRORS.translate(self._op, self._where, exc) from exc
-        return False
 
 
 class _Watcher(WakeupListener[str]):
@@ -680,7 +592,7 @@ class _Watcher(WakeupListener[str]):
 
     # what opening or reading a stream raises when it fails; anything else is
     # a bug, which must end the job rather than be retried for ever
-    _LOST = (PyMongoError, StoreError)
+    _LOST = (mongo.PyMongoError, StoreError)
 
     def __init__(self, store: SyncMongoDBStore, *, enabled: bool) -> None:
         super().__init__(
