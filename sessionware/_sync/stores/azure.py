@@ -85,8 +85,7 @@ class _Conflict(Exception):
 
 
 class _Overtaken(_Conflict):
-    """412 on a confirming write: the write was applied, and another one,
-    conditioned on the same ETag, was applied after it (see ``_write``)."""
+    """412 on a confirming write: applied, then written over (see ``_write``)."""
 
 
 class _Exists(Exception):
@@ -131,8 +130,7 @@ class _Record:
         return min(deadline, self.absolute) if self.absolute else deadline
 
     def slid(self, now: int, ttl: float | None, refresh_after: float) -> int | None:
-        """The idle deadline a touch at ``now`` sets, when due (when it moves
-        the expiry by ``refresh_after`` or more)."""
+        """The idle deadline a touch at ``now`` sets, if that slides it ``refresh_after``."""
         if ttl is None or self.target(now, ttl) - self.expires_at < _ms(refresh_after):
             return None
         return self.target(now, ttl)
@@ -147,9 +145,8 @@ def _now() -> int:
 
 
 def _fresh_token() -> int:
-    """A token from the clock (microseconds) and 8 random bits: larger than
-    any token issued before for any key, so even a session deleted and
-    created again never sees an old lease's token again."""
+    """The clock (µs) and 8 random bits: above any token issued before for
+    any key, so a session deleted and created again never meets an old one."""
     return (time.time_ns() // 1000) << 8 | secrets.randbits(8)
 
 
@@ -170,8 +167,7 @@ def _record(entity: Any) -> _Record:
 
 
 def _entity(key: str, record: _Record, *fields: str) -> dict[str, Any]:
-    """The entity's properties from ``record``: its ``fields`` (a merge), or
-    with none all of them (an insert, a replace)."""
+    """``record``'s ``fields`` as properties (a merge); with none, all (a replace)."""
     entity = {
         "PartitionKey": key,
         "RowKey": ROW,
@@ -335,8 +331,7 @@ class SyncAzureTableStore(SyncStore):
             raise ConfigurationError(f"bad Azure Storage connection string: {exc}") from exc
 
     def _reopened(self) -> Clients:
-        """The clients of a new process (a forked child): what it saw of the
-        entities and waited for is its parent's."""
+        """A forked child's clients; what was seen and awaited was its parent's."""
         self._known, self._known_bytes = {}, 0
         self._waiters.clear()
         return self._open()
@@ -556,8 +551,7 @@ class SyncAzureTableStore(SyncStore):
                     yield batch
 
     def _scanned(self, entity: Any) -> Record | None:
-        """One entity of a scan's page, its blob downloaded; ``None`` when it
-        expired since the query began."""
+        """A scan's entity, its blob loaded; ``None``: expired since the query."""
         key, record = str(entity["PartitionKey"]), _record(entity)
         if not record.live(_now()):
             return None
@@ -655,8 +649,7 @@ class SyncAzureTableStore(SyncStore):
         return dataclasses.replace(record, data=self._blobs.load(op, record.blob))
 
     def _read_live(self, op: str, key: str) -> tuple[_Record, int] | None:
-        """The live entity with its data loaded, and the time it was judged
-        live by; ``None`` when absent or expired."""
+        """The live entity, data loaded, and the time judged by; else ``None``."""
         deadline, missing = self._deadline(), ""
         while True:
             record, now = self._get(op, key), _now()
@@ -672,8 +665,7 @@ class SyncAzureTableStore(SyncStore):
                 self._check(deadline, op)
 
     def _lost_blob(self, name: str) -> StoreError:
-        """The error for an entity that names a blob that is not there (deleted
-        by hand, or by a purge run with an ``orphan_age`` shorter than a commit)."""
+        """An entity names a blob deleted by hand, or by too short an ``orphan_age``."""
         return StoreError(f"Azure Storage at {self._where}: the session's blob {name} is missing")
 
     def _write(self, op: str, key: str, new: _Record, etag: str, *fields: str) -> _Record:
@@ -718,8 +710,7 @@ class SyncAzureTableStore(SyncStore):
             condition, confirming = str(answer["etag"]), True
 
     def _insert(self, key: str, record: _Record) -> bool:
-        """Insert the entity, or replace an expired one (with a token larger
-        than its last); ``False`` when a live entity has the key."""
+        """Insert the entity, or replace an expired one; ``False``: a live one is there."""
         table, _ = self._clients.get()
         deadline = self._deadline()
         while True:
@@ -803,8 +794,7 @@ class SyncAzureTableStore(SyncStore):
             sleep(delay)
 
     def _io(self) -> dict[str, Any]:
-        """The transport's timeouts for one request: what is left of the
-        store call in progress (the sync face), at most ``timeout``."""
+        """One request's transport timeouts: what is left of the store call's time."""
         bound = time_budget(self._timeout)
         return {"connection_timeout": bound, "read_timeout": bound}
 
@@ -812,8 +802,7 @@ class SyncAzureTableStore(SyncStore):
         return time.monotonic() + time_budget(self._timeout)
 
     def _check(self, deadline: float, op: str) -> None:
-        """Give up a loop of re-reads at its deadline (entities changing faster
-        than the store can read them)."""
+        """Give up re-reading an entity that keeps changing, at ``deadline``."""
         if time.monotonic() >= deadline:
             raise StoreUnavailable(
                 f"Azure Storage at {self._where}, during {op}: the entity "
@@ -824,8 +813,7 @@ class SyncAzureTableStore(SyncStore):
     # -- what this process saw ---------------------------------------------------
 
     def _reusable(self, key: str) -> _Record | None:
-        """The entity as this process saw it last, if it may be acquired
-        without a read: seen lately, live and not locked as seen."""
+        """The entity as last seen, if acquire may skip the read (seen lately, free)."""
         record, now = self._known.get(key), _now()
         if record is None or record.seen + self._reuse_etags < time.monotonic():
             return None
