@@ -1,21 +1,11 @@
 """Where an AzureTableStore session's data lives: in its entity, in Binary
 pieces ``D00`` ... ``D10`` of at most 64 KiB, up to ``inline_limit`` bytes;
-past that in Blob storage, in a new blob ``<key>/<random hex>`` of the
-store's container, which the entity's ``Blob`` names (``""``: inline). Why
-these limits, and what each blob costs: docs/stores/azure.md.
-
-Blobs never leak:
-
-* a blob is uploaded before the entity that names it is written, and never
-  overwritten (a commit of large data uploads a new one);
-* a blob is deleted once no entity names it: after the write that replaced
-  or deleted its entity; at once when the write that was to name it is known
-  not applied (a commit refused, a create that found a live session);
-* what a crash or a write of unknown outcome leaves, a blob that no entity
-  names, the purge's sweep deletes once it is older than ``orphan_age``.
-
-Permissions, as a SAS: blob read, create, delete (``srt=o``, ``sp=rcd``);
-container list, for the sweep (``srt=c``, ``sp=l``).
+past that in a new blob ``<key>/<random hex>`` of the store's container,
+which the entity's ``Blob`` names (``""``: inline). A blob is uploaded before
+an entity names it, never overwritten, and deleted once none does; the
+purge's sweep deletes what a crash left ("Blobs never leak" in
+docs/stores/azure.md). Permissions, as a SAS: blob read, create, delete
+(``srt=o``, ``sp=rcd``); container list, for the sweep (``srt=c``, ``sp=l``).
 """
 
 from __future__ import annotations
@@ -106,12 +96,8 @@ class Blobs:
                 f"container name {container!r}: lower-case letters, digits and hyphens, 3 to 63")
         if not 0 <= inline_limit <= MAX_INLINE:
             raise ConfigurationError(f"inline_limit must be between 0 and {MAX_INLINE} bytes")
-        self.container = container
-        self._inline_limit = inline_limit
-        self._orphan_age = orphan_age
-        self._client = client
-        self._call = call
-        self._io = io
+        self.container, self._inline_limit, self._orphan_age = container, inline_limit, orphan_age
+        self._client, self._call, self._io = client, call, io
 
     async def stage(self, key: str, data: bytes) -> str:
         """Where ``data`` goes: ``""`` (inline, up to ``inline_limit``), or a
