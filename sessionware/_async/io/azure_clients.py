@@ -1,7 +1,9 @@
 """AzureTableStore's clients, async face: azure-data-tables' and
 azure-storage-blob's ``aio`` clients (over aiohttp). Hand-written, with its
 counterpart :mod:`sessionware._sync.io.azure_clients` (the blocking
-clients, over requests); the store's one source imports these names only.
+clients, over requests). The store's one source reaches the SDK through
+these names only: the clients, and what both faces share (azure-core's
+``errors``, enums).
 
 Both faces turn the SDK's own retries off (``retry_total=0``): the store
 retries what is safe to retry itself, within its ``timeout``, so that a
@@ -14,6 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 try:
+    from azure.core import MatchConditions
+    from azure.core import exceptions as errors
+    from azure.data.tables import EdmType, EntityProperty, UpdateMode
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -21,7 +26,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "AzureTableStore needs azure-data-tables, azure-storage-blob and aiohttp: "
         "pip install sessionware[azure]") from exc
 
-__all__ = ["ContainerClient", "TableClient", "open_clients"]
+__all__ = ["ContainerClient", "EdmType", "EntityProperty", "MatchConditions", "TableClient",
+           "UpdateMode", "errors", "open_clients"]
 
 # aiohttp copies a bytes body in one step on the loop and warns past 1 MiB;
 # larger blobs go up in blocks of 1 MiB (one request each, and one to commit

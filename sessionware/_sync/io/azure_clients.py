@@ -14,15 +14,18 @@ from typing import Any
 
 try:
     import requests
+    from azure.core import MatchConditions
+    from azure.core import exceptions as errors
     from azure.core.pipeline.transport import RequestsTransport
-    from azure.data.tables import TableClient
+    from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
     from azure.storage.blob import ContainerClient
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "AzureTableStore needs azure-data-tables and azure-storage-blob: "
         "pip install sessionware[azure]") from exc
 
-__all__ = ["ContainerClient", "TableClient", "open_clients"]
+__all__ = ["ContainerClient", "EdmType", "EntityProperty", "MatchConditions", "TableClient",
+           "UpdateMode", "errors", "open_clients"]
 
 
 def open_clients(connection_string: str, table: str, container: str, *, timeout: float,
