@@ -136,12 +136,12 @@ class Client:
         return b"".join(body)
 
 
-async def block(client: Client, requests: int) -> tuple[float, float]:
-    """CPU and wall microseconds per ``/inc`` over ``requests`` calls."""
+async def block(client: Client, requests: int, path: str = "/inc") -> tuple[float, float]:
+    """CPU and wall microseconds per request over ``requests`` calls of ``path``."""
     gc.collect()
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(requests):
-        await client.get("/inc")
+        await client.get(path)
     return (1e6 * (time.process_time() - cpu) / requests,
             1e6 * (time.perf_counter() - wall) / requests)
 

@@ -1,0 +1,197 @@
+"""Two trees of sessionware side by side, in CPU per request:
+``python -m benchmarks.trees BEFORE AFTER [--stores sqlite,redis,...] [--blocks N]``.
+
+For a change that touches the hot path (the store kernel issue asks `/inc`
+and `/n` within 3% per store). A wrk run through a server cannot resolve
+3% on this machine (its repetitions spread 20-40%), so this measures what a
+change of the library's code changes: the CPU the application process spends
+per request. Each tree (a checkout: the folder holding ``sessionware/``) gets
+a worker process of its own per store, which serves raw ASGI calls of the
+benchmark's app (``/inc`` locked, ``/n`` read) in blocks; the parent asks
+the two workers for a block in turn, in a shuffled order, so that the
+machine's drift falls on both alike, and takes each block's ratio within its
+pair. The store's server runs in its own process, started here once and
+shared by both trees: its CPU is not counted. Store operations per request
+are counted too (the round trips: 2 for ``/inc``, 1 for ``/n``).
+
+Prints a table (median CPU µs per request of each tree, the median of the
+pairs' ratios, operations per request) and writes the raw numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from benchmarks.servers import ROOT, Azurite, DynamoDB, Mongoeco, Postgres, Valkey
+
+STORES = ("memory", "sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb")
+PATHS = ("/inc", "/n")
+
+
+def servers(stores: list[str], workdir: str) -> tuple[dict[str, str], list[Any]]:
+    """Start the servers ``stores`` need; the environment that names them."""
+    env: dict[str, str] = {}
+    started: list[Any] = []
+    if "redis" in stores:
+        valkey = Valkey(workdir)
+        started.append(valkey)
+        env["BENCH_REDIS_URL"] = valkey.url
+    if "postgres" in stores:
+        postgres = Postgres(workdir)
+        started.append(postgres)
+        env["BENCH_POSTGRES_DSN"] = postgres.dsn
+    if "azure" in stores:
+        azurite = Azurite(workdir)
+        started.append(azurite)
+        env["BENCH_AZURE"] = azurite.connection_string
+    if "mongodb" in stores:
+        mongo = Mongoeco(workdir)
+        started.append(mongo)
+        env["BENCH_MONGODB_URL"] = mongo.url
+    if "dynamodb" in stores:
+        dynamo = DynamoDB(workdir)
+        started.append(dynamo)
+        env["BENCH_DYNAMODB_ENDPOINT"] = dynamo.endpoint
+    return env, started
+
+
+class Worker:
+    """A worker process serving one tree's app on one store."""
+
+    def __init__(self, tree: str, store: str, env: dict[str, str], workdir: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.trees", "--worker", tree, store],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**os.environ, **env, "BENCH_SQLITE": str(Path(workdir) / f"{store}.db")})
+        self.tree = self.ask({"ready": True})["sessionware"]
+
+    def ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the worker of {request} died")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def stop(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(30)
+
+
+def compare(trees: list[str], store: str, env: dict[str, str], blocks: int,
+            requests: int) -> dict[str, Any]:
+    workdirs = [tempfile.mkdtemp(prefix=f"sessionware-trees-{i}-") for i in range(2)]
+    workers = [Worker(tree, store, env, workdir) for tree, workdir in zip(trees, workdirs,
+                                                                         strict=True)]
+    try:
+        result: dict[str, Any] = {"store": store, "trees": [w.tree for w in workers]}
+        for path in PATHS:
+            samples: list[list[dict[str, float]]] = [[], []]
+            for _ in range(blocks):
+                order = [0, 1]
+                random.shuffle(order)
+                for i in order:
+                    samples[i].append(workers[i].ask({"path": path, "requests": requests}))
+            ratios = [b["cpu_us"] / a["cpu_us"] for a, b in zip(*samples, strict=True)]
+            result[path] = {
+                "cpu_us": [statistics.median(s["cpu_us"] for s in side) for side in samples],
+                "ratio": statistics.median(ratios),
+                "ratios": ratios,
+                "operations": [statistics.median(s["operations"] for s in side)
+                               for side in samples],
+            }
+        return result
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def serve(tree: str, store: str) -> None:
+    """The worker: sessionware from ``tree``, the app and its client from here."""
+    assert "sessionware" not in sys.modules
+    only = Path(tempfile.mkdtemp(prefix="sessionware-tree-"))  # nothing else of the tree
+    (only / "sessionware").symlink_to(Path(tree, "sessionware").resolve())
+    sys.path.insert(0, str(only))
+    import sessionware
+
+    asyncio.run(_serve(store, str(Path(sessionware.__file__).resolve())))
+
+
+async def _serve(kind: str, where: str) -> None:
+    from starlette.applications import Starlette
+
+    from benchmarks.apps_asgi import SECRET, _no_load, routes
+    from benchmarks.counting import COUNTS, counting_store, sessionware_store
+    from benchmarks.metrics_overhead import Client, block
+    from sessionware import Rule, SessionMiddleware
+    from sessionware.stores import MemoryStore
+
+    store = counting_store(MemoryStore)() if kind == "memory" else sessionware_store(kind)
+    app = SessionMiddleware(Starlette(routes=routes(_no_load)), store=store, secret_key=SECRET,
+                            lock_mode=[Rule("read", paths=["/n"])])
+    client = Client(app)
+    for _ in range(200):  # set up, make the session, warm up
+        await client.get("/inc")
+    for line in sys.stdin:
+        request = json.loads(line)
+        if request.get("ready"):
+            answer: dict[str, Any] = {"sessionware": where}
+        else:
+            COUNTS.clear()
+            cpu_us, wall_us = await block(client, request["requests"], request["path"])
+            answer = {"cpu_us": cpu_us, "wall_us": wall_us,
+                      "operations": sum(COUNTS.values()) / request["requests"]}
+        print(json.dumps(answer), flush=True)
+    await store.aclose()
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--worker"]:
+        serve(sys.argv[2], sys.argv[3])
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("before")
+    parser.add_argument("after")
+    parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
+    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--out", default="benchmarks/results/trees.json")
+    args = parser.parse_args()
+    stores = args.stores.split(",")
+    unknown = set(stores) - set(STORES)
+    if unknown:
+        parser.error(f"unknown stores {sorted(unknown)}; use {','.join(STORES)}")
+    env, started = servers(stores, tempfile.mkdtemp(prefix="sessionware-trees-"))
+    results = []
+    try:
+        for store in stores:
+            result = compare([args.before, args.after], store, env, args.blocks, args.requests)
+            results.append(result)
+            for path in PATHS:
+                cell = result[path]
+                print(f"{store:9} {path:5} before {cell['cpu_us'][0]:7.1f} µs  "
+                      f"after {cell['cpu_us'][1]:7.1f} µs  after/before {cell['ratio']:.3f}  "
+                      f"operations {cell['operations'][0]:.2f} / {cell['operations'][1]:.2f}",
+                      flush=True)
+    finally:
+        for server in started:
+            server.stop()
+    Path(args.out).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
