@@ -3,7 +3,9 @@ adding one item to a cart kept in the session, and what became of them.
 
 Each click tags its items with an id of its own, so it counts only its own
 items: two tabs clicked at once each report their own 50, and the cart holds
-all 100."""
+all 100, the count both tabs show once both clicks are done (the tabs tell each
+other through a BroadcastChannel). The page's own request starts the session
+(the demos' ``home`` handlers), so that the 50 requests share its cookie."""
 
 from __future__ import annotations
 
@@ -30,26 +32,48 @@ footer{color:var(--muted);font-size:.9em}
 _SCRIPT = """
 const $ = (id) => document.getElementById(id);
 const N = 50;
+// This page's tabs tell each other when a click starts and ends: a tab whose
+// click is done while another tab's still sends shows the cart's count once
+// every click is done, not a count that the other tab's items are still
+// joining. (The page's own request, GET /, started the session, so every
+// fetch below carries its cookie.)
+const tabs = new BroadcastChannel("sessionware-demo");
+const running = new Set();  // the clicks still sending, in every tab
+let mine = null;            // this tab's click, while it sends
 const cart = async () => (await (await fetch("cart")).json()).items;
 const show = async () => { $("count").textContent = (await cart()).length; };
+const showWhenAllDone = async () => { if (running.size === 0) await show(); };
 const note = (text, kind) => { $("note").textContent = text; $("note").className = kind || ""; };
+tabs.onmessage = async ({data}) => {
+  if (data.started) running.add(data.started);
+  if (data.done) { running.delete(data.done); await showWhenAllDone(); }
+  if (data.emptied) await showWhenAllDone();
+};
+addEventListener("pagehide", () => { if (mine) tabs.postMessage({done: mine}); });
 $("add").onclick = async () => {
   $("add").disabled = true;
   note(`sending ${N} requests at once…`);
   // This click's own tag: the cart may also hold items from other tabs' clicks.
-  const click = Math.random().toString(36).slice(2, 10);
+  const click = mine = Math.random().toString(36).slice(2, 10);
+  running.add(click);
+  tabs.postMessage({started: click});
   const answers = await Promise.all(Array.from({length: N}, (_, i) =>
     fetch(`cart/add?item=${click}-${i}`, {method: "POST"}).then(r => r.status)));
   const items = await cart();
   const arrived = items.filter(item => item.startsWith(click + "-")).length;
   const failed = answers.filter(status => status !== 200).length;
-  $("count").textContent = items.length;
+  running.delete(click);
+  mine = null;
+  tabs.postMessage({done: click});
+  // Another tab still sending: the count waits for it (its message shows it).
+  $("count").textContent = running.size ? "…" : items.length;
   note(`this click: ${arrived} of ${N} items arrived` +
        (failed ? ` (${failed} requests failed)` : ""), arrived === N ? "ok" : "bad");
   $("add").disabled = false;
 };
 $("empty").onclick = async () => {
   await fetch("cart/clear", {method: "POST"});
+  tabs.postMessage({emptied: true});
   note("");
   await show();
 };
@@ -85,6 +109,10 @@ more item.</p>
   and click in both at once: each click counts its own 50, and the cart holds them
   all.</li>
 </ol>
+<p>Nothing can lock a session that does not exist yet: 50 requests sent before
+the browser has a session cookie would each start a session of their own. So this
+page's own request starts the session (its handler writes the empty cart), and the
+50 requests carry its cookie.</p>
 <footer>Reading the cart (<code>GET /cart</code>) takes no lock:
 <code>Rule("read", paths=["/cart"], methods=["GET"])</code>.</footer>
 <script>{_SCRIPT}</script>

@@ -37,8 +37,10 @@ Sessionware(app, store=SQLiteStore(os.environ.get("DEMO_DB", "demo-sessions.db")
 
 @app.get("/")
 def home() -> ResponseReturnValue:
-    # Start the session with the page: 50 fetches sent before any cookie exists
-    # would otherwise each start a session of their own.
+    # The page that starts the work starts the session: writing to it here sends
+    # the cookie with the page, so the 50 fetches its script sends at once carry
+    # it and take turns on one session. Sent before any cookie exists, each would
+    # start a session of its own, and the cart would keep one item.
     session.setdefault("cart", [])
     return PAGE
 

@@ -15,14 +15,19 @@ example they run exists. Other languages (``text``, ``toml``, ...) are prose.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import secrets
 import shlex
+import textwrap
 import tomllib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = sorted([*(ROOT / "docs").rglob("*.md"), ROOT / "README.md"])
@@ -135,3 +140,58 @@ def test_readme_quotes_the_published_benchmarks() -> None:
         assert claim in published_numbers, f"README claims {claim}: not in docs/benchmarks.md"
     for number in re.findall(r"between (\d+\.\d+) and", performance):
         assert f"{number} ms" in published_numbers, number
+
+
+REFERENCE = [ROOT / "docs" / "reference.md", *sorted((ROOT / "docs" / "reference").glob("*.md"))]
+# The modules whose __all__ is the public surface: the package, its stores, the drivers.
+PUBLIC = ("sessionware", "sessionware.stores", "sessionware.fastapi", "sessionware.wsgi",
+          "sessionware.flask")
+# "::: path", then its indented options (YAML)
+_DIRECTIVE = re.compile(r"^::: (?P<path>[\w.]+)[ \t]*\n(?P<options>(?:[ \t]+\S.*\n)*)",
+                        re.MULTILINE)
+
+
+def _documented(package: Any) -> Counter[str]:
+    """The definitions (griffe's canonical paths) the reference's directives
+    render: an object's directive renders it; a module's renders its
+    ``members`` (all of ``__all__`` when not listed, none when ``false``)."""
+
+    def target(path: str) -> Any:
+        found = package if path == package.path else package[path.removeprefix("sessionware.")]
+        return found.final_target if found.is_alias else found
+
+    documented: Counter[str] = Counter()
+    for page in REFERENCE:
+        for match in _DIRECTIVE.finditer(page.read_text()):
+            obj = target(match["path"])
+            if not obj.is_module:
+                documented[obj.path] += 1
+                continue
+            options = (yaml.safe_load(textwrap.dedent(match["options"])) or {}).get("options", {})
+            members = options.get("members")
+            names = obj.exports if members is None else members or []
+            documented.update(target(f"{obj.path}.{name}").path for name in names)
+    return documented
+
+
+def test_every_public_name_is_in_the_reference_once() -> None:
+    """docs/reference.md and docs/reference/*.md: each name of the public
+    modules' ``__all__`` is rendered by exactly one mkdocstrings directive (a
+    name re-exported by several modules, such as ``store_from_url``, once),
+    and nothing is rendered twice."""
+    import griffe
+
+    package = griffe.load("sessionware", search_paths=[str(ROOT)], resolve_aliases=True,
+                          resolve_external=False)
+    documented = _documented(package)
+    public: dict[str, list[str]] = {}
+    for module in PUBLIC:
+        for name in importlib.import_module(module).__all__:
+            found = package[f"{module}.{name}".removeprefix("sessionware.")]
+            path = (found.final_target if found.is_alias else found).path
+            public.setdefault(path, []).append(f"{module}.{name}")
+    missing = sorted(name for path, names in public.items() if not documented[path]
+                     for name in names)
+    assert not missing, f"not in the API reference: {missing}"
+    twice = sorted(path for path, count in documented.items() if count > 1)
+    assert not twice, f"documented more than once in the API reference: {twice}"

@@ -2,11 +2,15 @@
 and it installs into a fresh virtualenv and works there with no optional extra
 (no redis, psycopg, flask or orjson): the package imports, a session goes
 through the ASGI middleware on MemoryStore and SQLiteStore, and a store whose
-driver is missing says which extra to install."""
+driver is missing says which extra to install. The install commands of
+README's "Install" section, read from it, install that same wheel's files:
+today's from the clone, PyPI's with the wheel where PyPI would be."""
 
 from __future__ import annotations
 
 import email
+import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -176,3 +180,53 @@ def test_the_command_without_click_names_the_extra(python: Path, tmp_path: Path)
         assert done.returncode == 1
         assert done.stderr.strip() == (
             "sessionware: the command needs click: pip install 'sessionware[cli]'")
+
+
+def readme_installs() -> list[str]:
+    """The ``pip install`` commands of README's "Install" section, as written."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"^```sh\n(.*?)^```", section, re.MULTILINE | re.DOTALL):
+        for line in block.splitlines():
+            command = line.split("#", 1)[0].strip()
+            if command.startswith("pip install "):
+                commands.append(command)
+    return commands
+
+
+def test_readme_installs_from_the_clone_and_from_pypi() -> None:
+    """Today's command (0.1.0 is not on PyPI yet) and the one for after the release."""
+    packages = [shlex.split(command)[2] for command in readme_installs()]
+    assert packages == [".", "sessionware"], readme_installs()
+
+
+@pytest.mark.parametrize("command", readme_installs())
+def test_readme_install_command_installs_the_wheel(command: str, wheel: Path,
+                                                    tmp_path: Path) -> None:
+    """Run as written, in the clone (``.`` is the repository), into a fresh
+    virtualenv; PyPI's ``sessionware`` is found in the wheel's directory."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")],
+                   check=True, timeout=60)
+    python = tmp_path / "venv" / "bin" / "python"
+    pip, install, *arguments = shlex.split(command)
+    assert (pip, install) == ("pip", "install")
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
+                           "--quiet", "--disable-pip-version-check", *arguments,
+                           "--find-links", str(wheel.parent)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    listed = run(python, textwrap.dedent("""
+        import importlib.metadata
+        import sessionware
+        for file in importlib.metadata.files("sessionware"):
+            print(file)
+        print("version", sessionware.__version__)
+    """), tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    installed = {line for line in listed.stdout.splitlines()
+                 if line.startswith("sessionware/") and not line.endswith(".pyc")}
+    with zipfile.ZipFile(wheel) as archive:
+        built = {name for name in archive.namelist() if name.startswith("sessionware/")}
+    assert installed == built
+    assert f"version {sessionware.__version__}" in listed.stdout
