@@ -10,6 +10,7 @@ replace; ``release``, ``renew``, a sliding ``read``: a merge; ``delete``,
 ``scan``, ``purge_expired``: queries. Permissions, as a SAS: table ``raud``;
 the blobs' in ``azure_blobs`` (``ss=bt&srt=co&sp=racudl`` in all).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -209,13 +210,10 @@ class AzureTableStore(Store):
                     return None
                 if record.locked_until > now:
                     return Locked(max((record.locked_until - now) / 1000, 0.001))
-            now = now_ms()
-            # a takeover of a lapsed lease dates the lease anew
-            taken = dataclasses.replace(record, token=max(record.token + 1, fresh_token()),
-                                        locked_until=now + ms(lease_ttl), locked_at=now)
+            taken = record.taken(now_ms(), lease_ttl)
             try:
                 taken = await self._entities.write("acquire", key, taken, record.etag,
-                                          "token", "locked_until", "locked_at")
+                                                   "token", "locked_until", "locked_at")
             except Conflict:  # changed meanwhile (someone else won): look again
                 record = None
                 self._check(deadline, "acquire")
@@ -296,8 +294,8 @@ class AzureTableStore(Store):
         now = now_ms()
         blob = await self._blobs.stage(key, data)
         record = EntityRecord(etag="", token=fresh_token(), locked_until=0, expires_at=0,
-                         absolute=now + ms(absolute_ttl) if absolute_ttl is not None else 0,
-                         blob=blob, data=data, created_at=now, locked_at=0)
+                              absolute=now + ms(absolute_ttl) if absolute_ttl is not None else 0,
+                              blob=blob, data=data, created_at=now, locked_at=0)
         record = dataclasses.replace(record, expires_at=record.target(now, ttl))
         async with self._blobs.kept(blob):
             created = await self._entities.insert(key, record)
@@ -306,8 +304,8 @@ class AzureTableStore(Store):
         return created
 
     async def delete(self, lease: Lease) -> None:
-        before = await self._fenced("delete", lease, lambda record, now: (
-            self._entities.delete("delete", lease.key, record.etag)))
+        before = await self._fenced("delete", lease, lambda record, _: self._entities.delete(
+            "delete", lease.key, record.etag))
         await self._gone(lease.key, before.blob)
 
     async def discard(self, key: str) -> bool:
@@ -390,8 +388,7 @@ class AzureTableStore(Store):
         (and, with ``held``, is locked); the entity as it was before. The
         entity this process saw last is tried first, without a read; a
         412 (or a seen entity that fails the checks) reads it again."""
-        known = self._entities.last_seen(lease.key)
-        record = known if known is not None and known.token == lease.token else None
+        record = self._entities.last_seen(lease.key, lease.token)
         deadline = self._deadline()
         while True:
             fresh = record is None

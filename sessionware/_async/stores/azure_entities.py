@@ -9,10 +9,8 @@ client's clock::
     AbsoluteExpiresAt     Int64, hard deadline; 0: none
     Blob, D00 ... D10     the data: inline, or the blob holding it (``azure_blobs``)
 
-Every change is a write conditioned on the ETag last seen, after checking
-token, lease and expiry on what was seen; a 412 reads again. This process
-keeps what it saw last of each entity, so that a write may skip the read
-("Atomicity, fencing and round trips" in docs/stores/azure.md).
+This process keeps what it saw last of each entity, so that a write may skip
+the read ("Atomicity, fencing and round trips" in docs/stores/azure.md).
 """
 
 from __future__ import annotations
@@ -132,6 +130,11 @@ class EntityRecord:
         """The idle deadline ``ttl`` from ``now``, capped by the hard one."""
         deadline = now + ms(ttl)
         return min(deadline, self.absolute) if self.absolute else deadline
+
+    def taken(self, now: int, lease_ttl: float) -> EntityRecord:
+        """Locked at ``now`` by a new lease (a takeover of a lapsed one dates it anew)."""
+        return dataclasses.replace(self, token=max(self.token + 1, fresh_token()),
+                                   locked_until=now + ms(lease_ttl), locked_at=now)
 
     def slid(self, now: int, ttl: float | None, refresh_after: float) -> int | None:
         """The idle deadline a touch at ``now`` sets, if that slides it ``refresh_after``."""
@@ -262,8 +265,10 @@ class Entities:
 
     # -- what this process saw ----------------------------------------------------
 
-    def last_seen(self, key: str) -> EntityRecord | None:
-        return self._known.get(key)
+    def last_seen(self, key: str, token: int) -> EntityRecord | None:
+        """The entity as last seen, if it carried ``token`` then."""
+        record = self._known.get(key)
+        return record if record is not None and record.token == token else None
 
     def reusable(self, key: str) -> EntityRecord | None:
         """The entity as last seen, if acquire may skip the read (seen lately, free)."""
@@ -290,8 +295,7 @@ class Entities:
         with self._lock:
             self._drop_known(key)
 
-    def forget_all(self) -> None:
-        """In a forked child: what was seen was its parent's."""
+    def forget_all(self) -> None:  # in a forked child: what was seen was its parent's
         self._known, self._known_bytes = {}, 0
 
     def _drop_known(self, key: str) -> None:

@@ -269,14 +269,7 @@ class SyncAzureTableStore(SyncStore):
                     return None
                 if record.locked_until > now:
                     return Locked(max((record.locked_until - now) / 1000, 0.001))
-            now = now_ms()
-            # a takeover of a lapsed lease dates the lease anew
-            taken = dataclasses.replace(
-                record,
-                token=max(record.token + 1, fresh_token()),
-                locked_until=now + ms(lease_ttl),
-                locked_at=now,
-            )
+            taken = record.taken(now_ms(), lease_ttl)
             try:
                 taken = self._entities.write(
                     "acquire", key, taken, record.etag, "token", "locked_until", "locked_at"
@@ -401,7 +394,7 @@ class SyncAzureTableStore(SyncStore):
         before = self._fenced(
             "delete",
             lease,
-            lambda record, now: self._entities.delete("delete", lease.key, record.etag),
+            lambda record, _: self._entities.delete("delete", lease.key, record.etag),
         )
         self._gone(lease.key, before.blob)
 
@@ -497,8 +490,7 @@ class SyncAzureTableStore(SyncStore):
         (and, with ``held``, is locked); the entity as it was before. The
         entity this process saw last is tried first, without a read; a
         412 (or a seen entity that fails the checks) reads it again."""
-        known = self._entities.last_seen(lease.key)
-        record = known if known is not None and known.token == lease.token else None
+        record = self._entities.last_seen(lease.key, lease.token)
         deadline = self._deadline()
         while True:
             fresh = record is None
