@@ -1,6 +1,6 @@
-"""How an AzureTableStore session is laid out as a Table entity, and the
-requests on it. One entity per session, times in ms since the epoch by the
-client's clock::
+"""How AzureTableStore lays out a session as a Table entity, and the requests
+on it. One entity per session, times in ms since the epoch by the client's
+clock::
 
     PartitionKey, RowKey  the store key (one partition each); "session"
     Token                 Int64, fencing token: grows at every acquire, never reused

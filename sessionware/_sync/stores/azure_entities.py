@@ -1,8 +1,8 @@
 # Generated from sessionware/_async/stores/azure_entities.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
-"""How an SyncAzureTableStore session is laid out as a Table entity, and the
-requests on it. One entity per session, times in ms since the epoch by the
-client's clock::
+"""How SyncAzureTableStore lays out a session as a Table entity, and the requests
+on it. One entity per session, times in ms since the epoch by the client's
+clock::
 
     PartitionKey, RowKey  the store key (one partition each); "session"
     Token                 Int64, fencing token: grows at every acquire, never reused
