@@ -1,4 +1,4 @@
-"""Where an AzureTableStore session's data lives: in its entity, in Binary
+"""Where AzureTableStore keeps a session's data: in its entity, in Binary
 pieces ``D00`` ... ``D10`` of at most 64 KiB, up to ``inline_limit`` bytes;
 past that in a new blob ``<key>/<random hex>`` of the store's container,
 which the entity's ``Blob`` names (``""``: inline). A blob is uploaded before

@@ -1,6 +1,6 @@
 # Generated from sessionware/_async/stores/azure_blobs.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
-"""Where an SyncAzureTableStore session's data lives: in its entity, in Binary
+"""Where SyncAzureTableStore keeps a session's data: in its entity, in Binary
 pieces ``D00`` ... ``D10`` of at most 64 KiB, up to ``inline_limit`` bytes;
 past that in a new blob ``<key>/<random hex>`` of the store's container,
 which the entity's ``Blob`` names (``""``: inline). A blob is uploaded before

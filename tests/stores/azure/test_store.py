@@ -19,7 +19,8 @@ from azure.data.tables import TableClient, UpdateMode
 from azure.storage.blob import ContainerClient, generate_account_sas
 
 from sessionware import LeaseLost, StoreError, StoreUnavailable
-from sessionware._async.stores.azure import MAX_INLINE, ROW
+from sessionware._async.stores.azure_blobs import MAX_INLINE
+from sessionware._async.stores.azure_entities import ROW
 from sessionware.stores import AzureTableStore, Lease, Store
 from tests.support.faces import on_face
 from tests.support.servers.azurite import ACCOUNT, ACCOUNT_KEY, HOST, Azurite
@@ -344,7 +345,8 @@ async def test_when_etags_repeat_writes_are_confirmed_and_no_increment_is_lost(
     on the slowed Azurite: writes answered with the ETag they were conditioned
     on are confirmed (logged), and none of the increments is lost."""
     server = azurite_factory(slow_clock=True)
-    for name in ("sessionware._async.stores.azure", "sessionware._sync.stores.azure"):
+    for face_name in ("_async", "_sync"):  # where the confirming writes log
+        name = f"sessionware.{face_name}.stores.azure_entities"
         caplog.set_level(logging.DEBUG, logger=name)
     stores = [AzureTableStore(server.connection_string) for _ in range(2)]
     async with on_face(stores[0], face) as one, on_face(stores[1], face) as two:
