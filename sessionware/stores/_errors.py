@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sessionware.exceptions import LeaseLost, StoreError, StoreUnavailable
 from sessionware.stores.answers import Lease
 
-__all__ = ["SETUP_HINT", "ErrorTable", "Meaning", "Row", "described", "lease_lost"]
+__all__ = ["SETUP_HINT", "ErrorTable", "Meaning", "Row", "described", "lease_lost", "needs_extra"]
 
 Errors = type[BaseException] | tuple[type[BaseException], ...]
 
@@ -53,8 +53,9 @@ class Row:
 
 
 def described(exc: BaseException) -> str:
-    """The class and the message (many drivers' ``repr`` has no message)."""
-    message = str(exc).strip()
+    """The class and the message (many drivers' ``repr`` has no message),
+    without the reply document pymongo appends (", full error: {...}")."""
+    message = str(exc).split(", full error:")[0].strip()
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
@@ -109,3 +110,13 @@ def _raised(means: Meaning, message: str) -> StoreError:
 def lease_lost(lease: Lease) -> LeaseLost:
     """The error of a fenced operation whose lease is no longer current."""
     return LeaseLost(f"lease {lease.token} on session {lease.key[:12]}… is not current")
+
+
+@contextlib.contextmanager
+def needs_extra(store: str, drivers: str, extra: str) -> Iterator[None]:
+    """Around a store's driver imports: an :class:`ImportError` names what is
+    missing and the extra that installs it."""
+    try:
+        yield
+    except ImportError as exc:
+        raise ImportError(f"{store} needs {drivers}: pip install sessionware[{extra}]") from exc

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
@@ -51,9 +52,10 @@ if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
 
 __all__ = ["SCAN_BATCH", "Lease", "Locked", "PerProcess", "Record", "Store", "backoff_delay",
-           "report_each", "time_budget"]
+           "check_limits", "report_each", "retried", "time_budget"]
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +343,31 @@ def time_budget(timeout: float) -> float:
     left = time_left()
     return timeout if left is None else max(min(timeout, left), 0.001)
 
+
+async def retried(call: Callable[[], Awaitable[T]], *, retry: Callable[[BaseException], bool],
+                  timeout: float, base: float, cap: float) -> T:
+    """``call()``'s answer, called again while it raises an error for which
+    ``retry`` holds (one known not applied: throttled, never sent), after a
+    jittered backoff (``base`` doubling up to ``cap``), as long as the next
+    try starts within the :func:`time_budget` of ``timeout``; any other
+    error, or the last, is raised."""
+    deadline = time.monotonic() + time_budget(timeout)
+    attempt = 0
+    while True:
+        try:
+            return await call()
+        except Exception as exc:
+            delay = backoff_delay(attempt, base=base, cap=cap)
+            if not retry(exc) or time.monotonic() + delay >= deadline:
+                raise
+        attempt += 1
+        await sleep(delay)
+
+
+def check_limits(timeout: float, max_connections: int) -> None:
+    """A store constructor's check of its ``timeout`` and connection limit."""
+    if timeout <= 0 or max_connections < 1:
+        raise ConfigurationError("need timeout > 0 and max_connections >= 1")
 
 async def report_each(report: Callable[[str], Awaitable[object]] | None,
                       keys: list[str]) -> None:

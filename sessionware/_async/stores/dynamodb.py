@@ -1,23 +1,15 @@
 """DynamoDBStore: sessions in Amazon DynamoDB, one item per session (``pip install
 sessionware[dynamodb]``). Design, costs, clock skew, failures: docs/stores/dynamodb.md.
 
-One table, partition key ``key`` (S), TTL on ``ttl``; times in epoch seconds by the
-client's clock. Attributes: ``key`` S, ``data`` B, ``token`` N (random at create, +1 at
-every acquire), ``locked_until`` N and ``locked_at`` N (both absent: unlocked),
-``created_at`` N, ``expires_at`` N (idle deadline, capped by ``absolute_expires_at`` N,
-absent: none), ``ttl`` N (``expires_at`` rounded up).
-
-Each operation is one request conditioned on the live item (:data:`LIVE`): ``acquire``
-an ``UpdateItem`` whose refusal answers the item as it was (``ALL_OLD``); ``commit``,
-``release``, ``renew`` an ``UpdateItem``, ``delete`` a ``DeleteItem``, fenced on the
-token; ``read`` and ``inspect`` a consistent ``GetItem`` (a due slide: an ``UpdateItem``
-more); ``create`` a ``PutItem`` over an absent or expired item; ``discard`` a
-``DeleteItem``; ``scan`` a consistent ``Scan``; ``purge_expired`` a ``Scan`` and a
-``DeleteItem`` per expired item. Waiters are woken by a release in this process, else poll.
-
-Permissions: ``dynamodb:GetItem``, ``PutItem``, ``UpdateItem``, ``DeleteItem``,
-``DescribeTable``; ``CreateTable``, ``DescribeTimeToLive``, ``UpdateTimeToLive`` for
-``setup()`` with ``create_table=True``; ``Scan`` for ``purge_expired()`` and ``scan()``.
+One table, partition key ``key`` (S), TTL on ``ttl``; times in epoch seconds by the client's
+clock. Attributes: ``data`` B, ``token`` N (random at create, +1 at every acquire),
+``locked_until`` and ``locked_at`` N (absent: unlocked), ``created_at`` N, ``expires_at`` N
+(capped by ``absolute_expires_at`` N), ``ttl`` N (``expires_at`` rounded up). Each operation
+is one request on the live item (:data:`LIVE`), fenced ones on the token too; ``scan`` and
+``purge_expired`` a ``Scan`` per page. Waiters poll. Permissions: ``dynamodb:GetItem``,
+``PutItem``, ``UpdateItem``, ``DeleteItem``, ``DescribeTable``; ``CreateTable``,
+``DescribeTimeToLive``, ``UpdateTimeToLive`` for ``setup()`` with ``create_table=True``;
+``Scan`` for ``purge_expired()`` and ``scan()``.
 """
 
 from __future__ import annotations
@@ -27,48 +19,41 @@ import math
 import re
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
-from sessionware._async.io.primitives import ThreadLock, sleep
-from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, time_budget
+from sessionware._async.io.primitives import sleep
+from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, check_limits, retried
 from sessionware._async.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
-from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
-try:
+with needs_extra("DynamoDBStore", "aiobotocore and botocore", "dynamodb"):
     from botocore import exceptions as boto  # type: ignore[import-untyped]
 
     from sessionware._async.io.dynamodb_client import close_client, home, open_client
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "DynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"
-    ) from exc
 
 __all__ = ["DynamoDBStore"]
 
 DEFAULT_TABLE = "sessionware_sessions"
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")  # DynamoDB's rule for table names
-
-# DynamoDB's item limit, 400 KB with attribute names, less 1 KB set aside for
-# the other attributes and their names (under 300 bytes)
+# DynamoDB's item limit, 400 KB, less 1 KB for the other attributes (under 300 bytes)
 MAX_DATA = 400 * 1024 - 1024
-
 _POLL_BASE = 0.05  # first re-check of a waiter after 25-50 ms ...
 _POLL_CAP = 0.5  # ... doubling up to 250-500 ms
 _THROTTLE_BASE = 0.025  # backoff of a throttled request: 12-25 ms, doubling ...
 _THROTTLE_CAP = 1.0  # ... up to 0.5-1 s, within the operation's bound
 _ACTIVE_POLL = 0.5  # seconds between looks at a table being created
 _PURGE_PAGE = 500  # items per Scan page of purge_expired
-_REMEMBERED = 10_000  # most leases whose deadlines the store remembers (see _Held)
+_REMEMBERED = 10_000  # most leases whose deadlines the store remembers (see _capped)
 
 # botocore's low-level API on both faces: values typed {"S": ...}, {"N": "..."}, {"B": ...}
 Item = Mapping[str, Mapping[str, Any]]
 
 # -- expressions ---------------------------------------------------------------
-# #names stand for attributes (several are reserved words); :now is the
-# client's wall clock, epoch seconds.
+# #names stand for attributes (some are reserved words); :now is the client's clock.
 
 NAMES = {"#key": "key", "#data": "data", "#token": "token", "#locked": "locked_until",
          "#locked_at": "locked_at", "#created": "created_at",
@@ -83,10 +68,9 @@ LIVE = "attribute_exists(#key) AND #expires > :now"
 ACQUIRE_CONDITION = f"{LIVE} AND (attribute_not_exists(#locked) OR #locked <= :now)"
 ACQUIRE_UPDATE = "SET #token = #token + :one, #locked = :until, #locked_at = :now"
 
-# commit(), and release() with a due slide: :now, :token, :expires, :ttl (and
-# :data), on the live item carrying :token (FENCED: delete(), release() without
-# a slide) if :expires does not pass its hard deadline (see _capped). Every
-# unlock removes locked_at with locked_until.
+# commit(), and release() with a due slide: :now, :token, :expires, :ttl (:data) on the
+# live item carrying :token (FENCED: delete(), release() without a slide) if :expires does
+# not pass its hard deadline (see _capped). Every unlock removes locked_at with locked_until.
 FENCED = f"{LIVE} AND #token = :token"
 CAPPED = "(attribute_not_exists(#absolute) OR #absolute >= :expires)"
 COMMIT_CONDITION = f"{FENCED} AND {CAPPED}"
@@ -107,22 +91,25 @@ SLIDE_UPDATE = "SET #expires = :expires, #ttl = :ttl"
 # expired one is replaced (with a new random token: its leases never match).
 CREATE_CONDITION = "attribute_not_exists(#key) OR #expires <= :now"
 
-# purge_expired(): :now. A Scan filtered on EXPIRED, then each item deleted if
-# still there and expired.
+# purge_expired(): :now. A Scan filtered on EXPIRED, then each item deleted if still expired.
 EXPIRED = "#expires <= :now"
 PURGE_CONDITION = f"attribute_exists(#key) AND {EXPIRED}"
 PURGE_PROJECTION = "#key, #expires"
 
-# inspect() and scan(): a Record's attributes (an absent one is left out). A
-# projection trims the answer, not the read units; scan()'s filter applies
-# after a page of Limit items is read.
+# inspect() and scan(): a Record's attributes (an absent one left out). A projection trims
+# the answer, not the read units; scan()'s filter applies after a page of Limit items is read.
 RECORD_PROJECTION = "#key, #data, #expires, #locked, #locked_at, #created"
 SCAN_FILTER = "#expires > :now"
 
-_THROTTLED = frozenset({
-    "ProvisionedThroughputExceededException", "ThrottlingException",
-    "RequestLimitExceeded", "LimitExceededException", "TransactionConflictException",
-})
+# setup(): the table and its TTL, when missing.
+TABLE = {"BillingMode": "PAY_PER_REQUEST",
+         "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
+         "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}]}
+TTL = {"Enabled": True, "AttributeName": "ttl"}
+
+_THROTTLED = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException",
+                        "RequestLimitExceeded", "LimitExceededException",
+                        "TransactionConflictException"})
 _SERVER_FAULTS = frozenset({"InternalServerError", "ServiceUnavailable"})
 # found before anything is sent: no retry or wait helps
 _MISCONFIGURED = (boto.NoCredentialsError, boto.PartialCredentialsError, boto.NoRegionError,
@@ -134,17 +121,31 @@ def _code(exc: BaseException) -> str:
     return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
-def _status(exc: BaseException) -> int:
+def _throttled(exc: BaseException) -> bool:
+    return _code(exc) in _THROTTLED
+
+
+def _server_fault(exc: BaseException) -> bool:
     response = getattr(exc, "response", None) or {}
-    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    return _code(exc) in _SERVER_FAULTS or status >= 500
 
 
-# A throttled request was refused before it ran; a server fault or a
-# connection lost mid-request may have been applied; one never connected was not.
+class _Refused(Exception):
+    """A condition failed; ``item`` is the item as it was (``ALL_OLD``), if any."""
+
+    @property
+    def item(self) -> Item | None:
+        return (getattr(self.__cause__, "response", None) or {}).get("Item")
+
+
+# A failed condition is the store's to read; a throttled request was refused before it ran;
+# a server fault or a connection lost mid-request may have been applied; one never sent not.
 ERRORS = ErrorTable("DynamoDB", [
-    Row(boto.ClientError, Meaning.NOT_APPLIED, when=lambda exc: _code(exc) in _THROTTLED),
-    Row(boto.ClientError, Meaning.MAYBE_APPLIED,
-        when=lambda exc: _code(exc) in _SERVER_FAULTS or _status(exc) >= 500),
+    Row(boto.ClientError, _Refused,
+        when=lambda exc: _code(exc) == "ConditionalCheckFailedException"),
+    Row(boto.ClientError, Meaning.NOT_APPLIED, when=_throttled),
+    Row(boto.ClientError, Meaning.MAYBE_APPLIED, when=_server_fault),
     Row(boto.ClientError, Meaning.ERROR, hint=SETUP_HINT,
         when=lambda exc: _code(exc) == "ResourceNotFoundException"),
     Row((boto.ClientError, *_MISCONFIGURED), Meaning.ERROR),
@@ -171,97 +172,40 @@ def _float(item: Item, name: str) -> float | None:
     return None if value is None else float(value["N"])
 
 
-class _Refused(Exception):
-    """A condition failed; ``item`` is the item as it was (``ALL_OLD``), if any."""
-
-    def __init__(self, item: Item | None) -> None:
-        super().__init__("conditional check failed")
-        self.item = item
-
-
-class _Held:
-    """The idle and hard deadlines of the store's own leases, learned at
-    acquire: a release decides its slide and a commit caps its deadline
-    without asking (an update expression has no ``min``). The oldest of more
-    than ``_REMEMBERED`` is forgotten; a lease not remembered still works."""
-
-    def __init__(self) -> None:
-        self._deadlines: dict[tuple[str, int], tuple[float | None, float | None]] = {}
-        self._lock = ThreadLock()
-
-    def remember(self, lease: Lease, item: Item) -> None:
-        with self._lock:
-            if len(self._deadlines) >= _REMEMBERED:
-                del self._deadlines[next(iter(self._deadlines))]
-            self._deadlines[lease.key, lease.token] = (
-                _float(item, "expires_at"), _float(item, "absolute_expires_at"))
-
-    def deadlines(self, lease: Lease) -> tuple[float | None, float | None] | None:
-        """(idle, hard) deadline of ``lease``, or ``None`` if not remembered."""
-        return self._deadlines.get((lease.key, lease.token))
-
-    def forget(self, lease: Lease) -> None:
-        with self._lock:
-            self._deadlines.pop((lease.key, lease.token), None)
-
-
 class DynamoDBStore(Store):
     """Sessions in a DynamoDB table.
 
     :param table: the table name.
-    :param endpoint_url: where DynamoDB is (default: the region's endpoint);
-        DynamoDB Local, say, at ``http://127.0.0.1:8000``.
+    :param endpoint_url: where DynamoDB is (default: the region's endpoint).
     :param region_name: the AWS region (default: the standard chain's).
-    :param aws_access_key_id, aws_secret_access_key, aws_session_token:
-        credentials (default: the standard chain's).
-    :param create_table: :meth:`setup` creates the table (on-demand billing)
-        and enables its TTL if missing (``True``), or only checks that the
-        table exists (``False``: infrastructure as code; see the docs for the
-        table's spec).
-    :param timeout: seconds before a connection attempt or an answer is
-        given up (:class:`~sessionware.StoreUnavailable`); throttled requests
-        are retried within it.
-    :param max_connections: the HTTP connections each process keeps open to
-        DynamoDB at most.
+    :param aws_access_key_id, aws_secret_access_key, aws_session_token: credentials.
+    :param create_table: :meth:`setup` creates the table if missing, else checks it.
+    :param timeout: seconds before a connection or an answer is given up.
+    :param max_connections: the most HTTP connections per process.
     """
 
-    def __init__(
-        self,
-        table: str = DEFAULT_TABLE,
-        *,
-        endpoint_url: str | None = None,
-        region_name: str | None = None,
-        aws_access_key_id: str | None = None,
-        aws_secret_access_key: str | None = None,
-        aws_session_token: str | None = None,
-        create_table: bool = True,
-        timeout: float = 5.0,
-        max_connections: int = 50,
-    ) -> None:
+    def __init__(self, table: str = DEFAULT_TABLE, *, endpoint_url: str | None = None,
+                 region_name: str | None = None, aws_access_key_id: str | None = None,
+                 aws_secret_access_key: str | None = None, aws_session_token: str | None = None,
+                 create_table: bool = True, timeout: float = 5.0,
+                 max_connections: int = 50) -> None:
         if not _TABLE_NAME.fullmatch(table):
-            raise ConfigurationError(
-                f"table name {table!r}: use 3 to 255 letters, digits, _, . and -")
-        if timeout <= 0 or max_connections < 1:
-            raise ConfigurationError("need timeout > 0 and max_connections >= 1")
-        self._table = table
+            raise ConfigurationError(f"table name {table!r}: 3 to 255 letters, digits, _, . and -")
+        check_limits(timeout, max_connections)
+        self._table, self._create_table, self._timeout = table, create_table, timeout
         self._where = f"{endpoint_url or region_name or 'the default region'}/{table}"
         given = {"endpoint_url": endpoint_url, "region_name": region_name,
-                 "aws_access_key_id": aws_access_key_id,
-                 "aws_secret_access_key": aws_secret_access_key,
-                 "aws_session_token": aws_session_token}
+                 "aws_access_key_id": aws_access_key_id, "aws_session_token": aws_session_token,
+                 "aws_secret_access_key": aws_secret_access_key}
         self._options = {key: value for key, value in given.items() if value is not None}
-        # botocore's retries are off: the store retries within its own bound. No
-        # parameter validation: the requests have fixed shapes (the tests send
-        # each one), and it costs a sixth of the client's CPU per request.
+        # botocore's retries are off (the store's are within its bound), and its parameter
+        # validation, a sixth of its CPU per request (the tests send each request's shape)
         self._config = {"connect_timeout": timeout, "read_timeout": timeout,
                         "retries": {"total_max_attempts": 1, "mode": "standard"},
-                        "max_pool_connections": max_connections,
-                        "parameter_validation": False}
-        self._create_table = create_table
-        self._timeout = timeout
-        self._client: PerProcess[Any] = PerProcess(self, self._connected, close_client,
-                                                   place=home)
-        self._held = _Held()
+                        "max_pool_connections": max_connections, "parameter_validation": False}
+        self._client: PerProcess[Any] = PerProcess(self, self._connected, close_client, place=home)
+        # (idle, hard) deadline of the leases of this store, by (key, token): see _capped
+        self._held: OrderedDict[tuple[str, int], tuple[float | None, float | None]] = OrderedDict()
         self._waiters: Waiters[str] = Waiters()
 
     def __repr__(self) -> str:
@@ -270,26 +214,22 @@ class DynamoDBStore(Store):
     # -- lifecycle ------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Create the table (on-demand, partition key ``key``) and enable its
-        TTL on ``ttl``, if missing, and wait until it is ACTIVE (with
-        ``create_table=False``: check that it exists). Idempotent, and safe
-        when several processes set up at the same moment."""
-        status = await self._table_status()
-        if status is None:
-            if not self._create_table:
+        """Create the table (:data:`TABLE`, :data:`TTL`) if missing and wait until it is ACTIVE
+        (``create_table=False``: check it exists); safe from several processes at once."""
+        while (status := await self._table_status()) != "ACTIVE":
+            if status is not None:
+                await sleep(_ACTIVE_POLL)
+            elif self._create_table:  # in use: another process creates it at the same moment
+                await self._setup("create_table", "ResourceInUseException", **TABLE)
+            else:
                 raise StoreError(f"DynamoDB at {self._where}: no table {self._table!r} "
                                  "(create it as the store's docs say, or create_table=True)")
-            # in use: another process creates it at the same moment
-            await self._setup("create_table", "ResourceInUseException",
-                              BillingMode="PAY_PER_REQUEST",
-                              AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
-                              KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}])
-            status = await self._table_status()
-        while status != "ACTIVE":
-            await sleep(_ACTIVE_POLL)
-            status = await self._table_status()
         if self._create_table:
-            await self._enable_ttl()
+            answer = await self._call("setup", "describe_time_to_live")
+            if answer["TimeToLiveDescription"]["TimeToLiveStatus"] not in ("ENABLED", "ENABLING"):
+                # already enabled: by another process at the same moment
+                await self._setup("update_time_to_live", "already enabled",
+                                  TimeToLiveSpecification=TTL)
 
     async def aclose(self) -> None:
         """Close this process's client; wake every local waiter."""
@@ -300,16 +240,8 @@ class DynamoDBStore(Store):
         answer = await self._setup("describe_table", "ResourceNotFoundException")
         return None if answer is None else str(answer["Table"]["TableStatus"])
 
-    async def _enable_ttl(self) -> None:
-        answer = await self._call("setup", "describe_time_to_live")
-        if answer["TimeToLiveDescription"]["TimeToLiveStatus"] not in ("ENABLED", "ENABLING"):
-            # already enabled: by another process at the same moment
-            await self._setup("update_time_to_live", "already enabled",
-                              TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
-
     async def _setup(self, method: str, tolerated: str, **params: Any) -> Any:
-        """A request of setup(); ``None`` when it fails with the error
-        ``tolerated`` (its code, or words of its message)."""
+        """A request of setup(); ``None`` if it fails with ``tolerated`` (code or words)."""
         try:
             return await self._call("setup", method, **params)
         except StoreError as exc:
@@ -325,11 +257,18 @@ class DynamoDBStore(Store):
             answer = await self._update("acquire", key, ACQUIRE_CONDITION, ACQUIRE_UPDATE, {
                 ":now": _number(now), ":until": _number(now + lease_ttl),
                 ":one": _number(1)}, returns="ALL_NEW")
-        except _Refused as refused:
-            return _refusal(refused.item, now)
+        except _Refused as refused:  # the item as it was: absent or expired, or held
+            old = refused.item
+            if old is None or (_float(old, "expires_at") or 0.0) <= now:
+                return None
+            # unlocked, yet refused: released meanwhile, or a clock went back: re-check at once
+            return Locked(max((_float(old, "locked_until") or now) - now, 0.001))
         item = answer["Attributes"]
         lease = Lease(key, int(item["token"]["N"]), bytes(item["data"]["B"]))
-        self._held.remember(lease, item)
+        if len(self._held) >= _REMEMBERED:
+            self._held.popitem(last=False)  # the oldest
+        self._held[key, lease.token] = (
+            _float(item, "expires_at"), _float(item, "absolute_expires_at"))
         return lease
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
@@ -359,10 +298,9 @@ class DynamoDBStore(Store):
         if item is None or expires is None or expires <= now:
             return None
         if ttl is not None:
-            target = _capped_deadline(now + ttl, _float(item, "absolute_expires_at"))
+            target = min(now + ttl, _float(item, "absolute_expires_at") or math.inf)
             if target - expires >= refresh_after and target > expires:
-                # refused: slid by another request meanwhile, or gone
-                with contextlib.suppress(_Refused):
+                with contextlib.suppress(_Refused):  # slid by another request meanwhile, or gone
                     await self._update("read", key, SLIDE_CONDITION, SLIDE_UPDATE,
                                        {":now": _number(now), **_deadline(target)})
         return bytes(item["data"]["B"])
@@ -373,7 +311,7 @@ class DynamoDBStore(Store):
             raise SessionTooLarge(len(data), MAX_DATA)
         now = time.time()
         absolute = None if absolute_ttl is None else now + absolute_ttl
-        expires = _capped_deadline(now + ttl, absolute)
+        expires = min(now + ttl, absolute or math.inf)
         item: dict[str, Any] = {
             **_key(key), "data": {"B": data}, "token": _number(secrets.randbits(62)),
             "expires_at": _number(expires), "ttl": _number(math.ceil(expires)),
@@ -397,20 +335,17 @@ class DynamoDBStore(Store):
         """One ``DeleteItem`` conditioned on a live item (:data:`LIVE`)."""
         try:
             return await self._delete("discard", key, LIVE, {})  # False: absent, or expired
-        finally:
-            # woken whatever the answer: they re-check and find the session gone
+        finally:  # woken whatever the answer: they re-check and find the session gone
             self._waiters.wake(key)
 
     async def inspect(self, key: str) -> Record | None:
         """One strongly consistent ``GetItem``; an expired item is absent."""
         answer = await self._call("inspect", "get_item", Key=_key(key), ConsistentRead=True,
                                   ProjectionExpression=RECORD_PROJECTION)
-        item = answer.get("Item")
-        return None if item is None else _record(item, time.time())
+        return None if "Item" not in answer else _record(answer["Item"], time.time())
 
     async def scan(self, *, batch_size: int = SCAN_BATCH) -> AsyncIterator[list[Record]]:
-        """A strongly consistent ``Scan`` of the whole table (the read units of
-        every item), a page of ``batch_size`` items per batch, less the expired."""
+        """A consistent ``Scan`` of the whole table, a page of ``batch_size`` items a batch."""
         async for now, items in self._pages("scan", FilterExpression=SCAN_FILTER,
                                             ProjectionExpression=RECORD_PROJECTION,
                                             ConsistentRead=True, Limit=batch_size):
@@ -419,16 +354,15 @@ class DynamoDBStore(Store):
                 yield batch
 
     async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """A ``Scan`` of the whole table and a conditional delete of each
-        expired item; ``progress`` hears each page's count. The table's TTL
-        deletes them anyway, at no cost: this is for operations that cannot wait."""
+        """A ``Scan`` of the whole table and a conditional delete of each expired
+        item (the table's TTL deletes them anyway, at no cost, but lazily)."""
         purged = 0
         async for _, items in self._pages("purge", FilterExpression=EXPIRED,
                                           ProjectionExpression=PURGE_PROJECTION,
                                           Limit=_PURGE_PAGE):
-            removed = 0
-            for item in items:  # refused: revived, or purged by another process first
-                removed += await self._delete("purge", item["key"]["S"], PURGE_CONDITION, {})
+            # refused: revived, or purged by another process first
+            removed = sum([await self._delete("purge", item["key"]["S"], PURGE_CONDITION, {})
+                           for item in items])
             purged += removed
             if progress is not None and removed:
                 progress(removed)
@@ -441,8 +375,7 @@ class DynamoDBStore(Store):
     # -- requests -----------------------------------------------------------------
 
     async def _pages(self, op: str, **params: Any) -> AsyncIterator[tuple[float, list[Item]]]:
-        """The pages of a ``Scan``, each one's ``:now`` and items, following
-        DynamoDB's cursor (each key once)."""
+        """The pages of a ``Scan``, each one's ``:now`` and items (each key once)."""
         while True:
             now = time.time()
             page = await self._call(op, "scan", **params,
@@ -462,22 +395,19 @@ class DynamoDBStore(Store):
         return True
 
     def _slide_due(self, lease: Lease, ttl: float, refresh_after: float) -> bool:
-        """Whether a release slides the idle deadline: when that moves it by
-        ``refresh_after`` or more (a lease the store does not remember: yes)."""
-        known = self._held.deadlines(lease)
-        expires = None if known is None else known[0]
-        if known is None or expires is None:
-            return True
-        return _capped_deadline(time.time() + ttl, known[1]) - expires >= refresh_after
+        """Whether a release slides: by ``refresh_after`` or more (a lease not remembered: yes)."""
+        expires, absolute = self._held.get((lease.key, lease.token), (None, None))
+        target = min(time.time() + ttl, absolute or math.inf)
+        return expires is None or target - expires >= refresh_after
 
     async def _capped(self, op: str, lease: Lease, update: str, ttl: float,
                       values: dict[str, Any]) -> None:
-        """A fenced write (:data:`COMMIT_CONDITION`) of the idle deadline
-        ``ttl`` from now, capped by the hard deadline: the one remembered from
-        the acquire, else the one a refusal answers (then a second request)."""
+        """A fenced write (:data:`COMMIT_CONDITION`) of the idle deadline ``ttl`` from now,
+        capped by the hard deadline (an update expression has no ``min``): the one remembered
+        from the acquire, else the one a refusal answers (then a second request)."""
         now = time.time()
-        known = self._held.deadlines(lease)
-        target = _capped_deadline(now + ttl, None if known is None else known[1])
+        _, absolute = self._held.get((lease.key, lease.token), (None, None))
+        target = min(now + ttl, absolute or math.inf)
         try:
             await self._update(op, lease.key, COMMIT_CONDITION, update, {
                 **values, ":now": _number(now), ":token": _number(lease.token),
@@ -502,7 +432,7 @@ class DynamoDBStore(Store):
             raise lease_lost(lease) from None
 
     def _released(self, lease: Lease) -> None:
-        self._held.forget(lease)
+        self._held.pop((lease.key, lease.token), None)
         self._waiters.wake(lease.key)
 
     async def _update(self, op: str, key: str, condition: str, update: str,
@@ -513,47 +443,21 @@ class DynamoDBStore(Store):
                                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
 
     async def _call(self, op: str, method: str, **params: Any) -> Any:
-        """One request on the table, with the #names its expressions use (DynamoDB
-        rejects others), retried while throttled (within the bound); a failed
-        condition raises :class:`_Refused`, any other driver error the translated one."""
+        """One request on the table, with the #names its expressions use (DynamoDB rejects
+        others), retried while throttled; driver errors translated (:class:`_Refused`)."""
         used = set(re.findall(r"#\w+", " ".join(
             value for name, value in params.items() if name.endswith("Expression"))))
         if used:
             params["ExpressionAttributeNames"] = {name: NAMES[name] for name in sorted(used)}
-        client = await self._client.get()
-        deadline = time.monotonic() + time_budget(self._timeout)
-        for attempt in range(1_000):
-            try:
-                return await getattr(client, method)(TableName=self._table, **params)
-            except boto.ClientError as exc:
-                if _code(exc) == "ConditionalCheckFailedException":
-                    raise _Refused(exc.response.get("Item")) from None
-                delay = backoff_delay(attempt, base=_THROTTLE_BASE, cap=_THROTTLE_CAP)
-                if _code(exc) not in _THROTTLED or time.monotonic() + delay >= deadline:
-                    raise ERRORS.translate(op, self._where, exc) from exc
-            except (boto.BotoCoreError, OSError) as exc:
-                raise ERRORS.translate(op, self._where, exc) from exc
-            await sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
+        request = getattr(await self._client.get(), method)
+        with ERRORS.mapped(op, self._where):
+            return await retried(lambda: request(TableName=self._table, **params),
+                                 retry=_throttled, timeout=self._timeout,
+                                 base=_THROTTLE_BASE, cap=_THROTTLE_CAP)
 
     async def _connected(self) -> Any:
         with ERRORS.mapped("connect", self._where):
             return await open_client(self._options, self._config)
-
-
-def _capped_deadline(expires: float, absolute: float | None) -> float:
-    return expires if absolute is None else min(expires, absolute)
-
-
-def _refusal(item: Item | None, now: float) -> Locked | None:
-    """What a refused acquire means, from the item as it was: absent or
-    expired (``None``), or held until ``locked_until``."""
-    if item is None or (_float(item, "expires_at") or 0.0) <= now:
-        return None
-    until = _float(item, "locked_until")
-    # unlocked, yet refused: released between the condition and this look, or
-    # a clock went back; re-check at once
-    return Locked(max((until or now) - now, 0.001))
 
 
 def _record(item: Item, now: float) -> Record | None:

@@ -1,25 +1,17 @@
-"""MongoDBStore: sessions in MongoDB, one document per session, each operation one
-command (``pip install sessionware[mongodb]``: pymongo >= 4.13). Design, round trips,
-waiting, failures and what it is tested on: docs/stores/mongodb.md.
+"""MongoDBStore: sessions in MongoDB, one document per session (``pip install
+sessionware[mongodb]``: pymongo >= 4.13). Design, round trips, waiting, failures and tests:
+docs/stores/mongodb.md.
 
-One collection (default ``sessionware.sessions``), times as the server's dates
-(``$$NOW``). Fields: ``_id`` (the store key), ``data`` (BinData), ``token`` (long),
-``locked_until`` and ``locked_at`` (dates; null: unlocked), ``holder`` (long, the nonce
-of the acquire that took the lease), ``created_at``, ``expires_at`` (the idle deadline,
-capped by ``absolute_expires_at``; null: none), ``waiting`` (a refused acquire asked to
-be woken). :meth:`MongoDBStore.setup` makes the TTL index ``expires_at_ttl``
-(``{expires_at: 1}``, ``expireAfterSeconds: 0``) unless ``create_indexes=False``.
-
-Each operation is one command on one document, filtered live (:data:`LIVE`):
-``acquire`` a ``findAndModify`` (:func:`acquire_pipeline`); ``commit``, ``release``,
-``renew`` an ``update`` and ``delete`` a ``delete``, filtered on the token; ``read`` a
-``find`` (``findAndModify`` when the expiry slides); ``create`` an upserting ``update``;
-``discard`` a ``delete``; ``inspect`` a ``find``; ``scan`` a ``find`` per batch in ``_id``
-order; ``purge_expired`` a ``find`` and a ``delete`` per batch. Waiters are woken by a
-release in this process, or by a change stream (:data:`WAKE_EVENTS`); else they poll.
-
-Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
-``createIndex`` (not with ``create_indexes=False``) and ``changeStream``.
+One collection (default ``sessionware.sessions``), times as the server's dates (``$$NOW``).
+Fields: ``_id`` (the store key), ``data`` (BinData), ``token`` (long), ``locked_until`` and
+``locked_at`` (null: unlocked), ``holder`` (the nonce of the acquire that took the lease),
+``created_at``, ``expires_at`` (capped by ``absolute_expires_at``), ``waiting`` (a refused
+acquire asked to be woken); the TTL index ``expires_at_ttl``, made by
+:meth:`MongoDBStore.setup`. Each operation is one command on one document filtered live
+(:data:`LIVE`), the fenced ones on the token too; ``scan`` and ``purge_expired`` a ``find``
+per batch. Waiters are woken by a release in this process or by a change stream
+(:data:`WAKE_EVENTS`); else they poll. Privileges on the collection: ``find``, ``insert``,
+``update``, ``remove``, ``createIndex`` (not with ``create_indexes=False``), ``changeStream``.
 """
 
 from __future__ import annotations
@@ -34,20 +26,17 @@ from typing import Any, TypeVar
 
 from sessionware._async.io.primitives import Once
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, time_budget
+from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, check_limits, time_budget
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
-from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
-try:
+with needs_extra("MongoDBStore", "pymongo >= 4.13", "mongodb"):
     import pymongo
     from bson import Binary
     from pymongo import AsyncMongoClient, ReturnDocument
     from pymongo import errors as mongo
     from pymongo.asynchronous.collection import AsyncCollection
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "MongoDBStore needs pymongo >= 4.13: pip install sessionware[mongodb]") from exc
 
 __all__ = ["MongoDBStore"]
 
@@ -56,8 +45,7 @@ logger = logging.getLogger(__name__)
 Document = dict[str, Any]
 T = TypeVar("T")
 
-# MongoDB's limit for one BSON document, less what the other fields, the key
-# and BSON's framing take, with room to spare
+# MongoDB's limit for one BSON document, less room for the other fields and framing
 _MAX_DATA = 16 * 1024 * 1024 - 1024
 _TOKEN_SHIFT = 1 << 20  # tokens: ms(now) * 2**20 + offset
 _POLL_BASE = 0.002  # first re-check of a polling waiter, seconds
@@ -204,12 +192,6 @@ _UNAVAILABLE_CODES = frozenset({6, 7, 24, 50, 89, 91, 112, 189, 262, 9001, 10107
 _UNAUTHORIZED = 13
 
 
-def _briefly(exc: BaseException) -> str:
-    """The class and the message, without the reply document pymongo appends."""
-    text = str(exc).split(", full error:")[0].strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _code(exc: BaseException) -> int | None:
     return getattr(exc, "code", None)
 
@@ -232,12 +214,11 @@ ERRORS = ErrorTable("MongoDB", [
         hint=" (setup() creates the index {expires_at: 1} named expires_at_ttl with "
              "expireAfterSeconds 0; drop a conflicting one, or pass create_indexes=False)"),
     Row(mongo.PyMongoError, Meaning.ERROR),
-], describe=_briefly)
+])
 
 
 def _where(url: str) -> str:
-    """host[:port],.../database of a MongoDB URL, for messages (never the
-    password)."""
+    """host[:port],... of a MongoDB URL, for messages (never the password)."""
     match = re.fullmatch(r"(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)(/[^?]*)?(\?.*)?", url)
     if match is None:
         raise ConfigurationError("a MongoDB URL starts mongodb:// or mongodb+srv://")
@@ -250,40 +231,22 @@ class MongoDBStore(Store):
     :param url: a ``mongodb://`` or ``mongodb+srv://`` connection string.
     :param database: the database of the collection.
     :param collection: the collection of the sessions.
-    :param create_indexes: :meth:`setup` creates the TTL index if missing;
-        ``False`` leaves the collection as provisioned (see the module docs).
-    :param timeout: seconds before a command, a server selection or a
-        connection attempt raises :class:`~sessionware.StoreUnavailable`.
+    :param create_indexes: :meth:`setup` creates the TTL index if missing.
+    :param timeout: seconds before a command raises :class:`~sessionware.StoreUnavailable`.
     :param max_connections: the most connections each process's client opens.
-    :param watch: wake waiters of other processes by a change stream when the
-        deployment has them (a replica set or sharded cluster); ``False``
-        polls with backoff instead.
-    :param client_options: more keyword arguments for pymongo's client (TLS,
-        auth mechanism, read and write concerns...).
+    :param watch: wake waiters of other processes by a change stream, if any.
+    :param client_options: more keyword arguments for pymongo's client.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        database: str = "sessionware",
-        collection: str = "sessions",
-        create_indexes: bool = True,
-        timeout: float = 5.0,
-        max_connections: int = 100,
-        watch: bool = True,
-        client_options: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, url: str, *, database: str = "sessionware", collection: str = "sessions",
+                 create_indexes: bool = True, timeout: float = 5.0, max_connections: int = 100,
+                 watch: bool = True, client_options: Mapping[str, Any] | None = None) -> None:
         for what, name in (("database", database), ("collection", collection)):
             if not _NAME.fullmatch(name) or (what == "database" and "." in name):
                 raise ConfigurationError(f"{what} name {name!r}: letters, digits, _ - .")
-        if timeout <= 0 or max_connections < 1:
-            raise ConfigurationError("need timeout > 0 and max_connections >= 1")
-        self._url = url
-        self._where = _where(url)
-        self._names = (database, collection)
-        self._create_indexes = create_indexes
-        self._timeout = timeout
+        check_limits(timeout, max_connections)
+        self._url, self._where, self._names = url, _where(url), (database, collection)
+        self._create_indexes, self._timeout = create_indexes, timeout
         self._options: dict[str, Any] = {
             "appname": "sessionware", "tz_aware": True, "maxPoolSize": max_connections,
             "serverSelectionTimeoutMS": _ms(timeout), "connectTimeoutMS": _ms(timeout),
@@ -299,15 +262,11 @@ class MongoDBStore(Store):
     # -- lifecycle ---------------------------------------------------------------
 
     async def setup(self) -> None:
-        """Create the TTL index on ``expires_at`` if missing (nothing with
-        ``create_indexes=False``). Idempotent: MongoDB makes an index that
-        exists already a no-op, from any number of processes at once."""
-        if not self._create_indexes:
-            return
-        collection = await self._collection()
-        with self._bounded("setup"):
-            await collection.create_index("expires_at", name="expires_at_ttl",
-                                          expireAfterSeconds=0)
+        """Create the TTL index on ``expires_at`` if missing (not with ``create_indexes=False``);
+        idempotent, from any number of processes at once."""
+        if self._create_indexes:
+            await self._command("setup", lambda c: c.create_index(
+                "expires_at", name="expires_at_ttl", expireAfterSeconds=0))
 
     async def aclose(self) -> None:
         """Stop the watcher and close the client's connections."""
@@ -371,9 +330,8 @@ class MongoDBStore(Store):
         self._watcher.waiters.wake(lease.key)
 
     async def discard(self, key: str) -> bool:
-        """Delete the live document ``key`` whatever its lease. Waiters of
-        this store instance are woken at once; those of other processes find
-        the session gone at their next re-check (:data:`WAKE_EVENTS` has no deletes)."""
+        """Delete the live document ``key`` whatever its lease; waiters of other
+        processes find it gone at their next re-check (:data:`WAKE_EVENTS` has no deletes)."""
         result = await self._command("discard", lambda c: c.delete_one({"_id": key, **LIVE}))
         self._watcher.waiters.wake(key)
         return result.deleted_count == 1
@@ -399,10 +357,8 @@ class MongoDBStore(Store):
             after = found[-1]["_id"]
 
     async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired document now, ``_PURGE_BATCH`` at a time
-        (``progress`` hears each batch's count); returns how many this call
-        deleted. MongoDB's TTL monitor deletes them by itself (about once a
-        minute), so the store runs no purge of its own in the background."""
+        """Delete every expired document now, ``_PURGE_BATCH`` at a time (the
+        TTL monitor deletes them too, about once a minute)."""
         collection, purged = await self._collection(), 0
         while True:
             with self._bounded("purge"):
@@ -462,16 +418,14 @@ def _record(document: Document) -> Record:
 
 
 def _epoch(moment: datetime.datetime) -> float:
-    """Seconds since the epoch of a BSON date (naive ones are UTC: a client
-    made with ``tz_aware=False`` in ``client_options``)."""
+    """Seconds since the epoch of a BSON date (naive ones, ``tz_aware=False``: UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
 def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> float:
-    """The refusal's hint, by this process's clock (only a hint: see the
-    docs), bounded by a whole lease."""
+    """The refusal's hint by this process's clock (see the docs), at most a lease."""
     if deadline is None:
         return 0.001
     left = (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
@@ -480,18 +434,14 @@ def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> floa
 
 class _Watcher(WakeupListener[str]):
     """The one change stream of a store's waiters, on a deployment that has
-    change streams (asked at the first wait): it wakes the waiters of each
-    changed document's key."""
+    them (asked at the first wait): it wakes the waiters of each changed key."""
 
-    # what opening or reading a stream raises when it fails; anything else is
-    # a bug, which must end the job rather than be retried for ever
-    _LOST = (mongo.PyMongoError, StoreError)
+    _LOST = (mongo.PyMongoError, StoreError)  # a failed stream (anything else: a bug)
 
     def __init__(self, store: MongoDBStore, *, enabled: bool) -> None:
         super().__init__("sessionware-mongodb-watcher", f"change stream on {store._where}",
                          enabled=enabled)
-        self._store = store
-        self._probe = Once()
+        self._store, self._probe = store, Once()
         self._streams: bool | None = None  # whether the deployment has change streams
 
     async def _may_listen(self) -> bool:
@@ -499,16 +449,14 @@ class _Watcher(WakeupListener[str]):
             try:
                 await self._probe.run(self._find_streams)
             except StoreError as exc:
-                logger.debug("could not tell whether %s has change streams: %s",
-                             self._store, exc)
+                logger.debug("could not tell whether %s has change streams: %s", self._store, exc)
         return bool(self._streams)
 
     async def _find_streams(self) -> None:
         """Ask ``hello`` once: a replica set member names its set, a mongos
         says ``isdbgrid``; a standalone server has no change streams."""
-        client = await self._store._client.get()
-        with self._store._bounded("hello"):
-            hello = await client.admin.command("hello")
+        hello = await self._store._command(
+            "hello", lambda c: c.database.client.admin.command("hello"))
         self._streams = "setName" in hello or hello.get("msg") == "isdbgrid"
         if not self._streams:
             logger.debug("%s is a standalone server: waiters poll", self._store._where)

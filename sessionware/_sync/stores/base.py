@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import time
 from collections.abc import Callable, Hashable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
@@ -60,11 +61,14 @@ __all__ = [
     "Record",
     "SyncStore",
     "backoff_delay",
+    "check_limits",
     "report_each",
+    "retried",
     "time_budget",
 ]
 
 C = TypeVar("C")
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -362,6 +366,38 @@ def time_budget(timeout: float) -> float:
     never less than a millisecond (drivers read 0 as "no limit")."""
     left = time_left()
     return timeout if left is None else max(min(timeout, left), 0.001)
+
+
+def retried(
+    call: Callable[[], T],
+    *,
+    retry: Callable[[BaseException], bool],
+    timeout: float,
+    base: float,
+    cap: float,
+) -> T:
+    """``call()``'s answer, called again while it raises an error for which
+    ``retry`` holds (one known not applied: throttled, never sent), after a
+    jittered backoff (``base`` doubling up to ``cap``), as long as the next
+    try starts within the :func:`time_budget` of ``timeout``; any other
+    error, or the last, is raised."""
+    deadline = time.monotonic() + time_budget(timeout)
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except Exception as exc:
+            delay = backoff_delay(attempt, base=base, cap=cap)
+            if not retry(exc) or time.monotonic() + delay >= deadline:
+                raise
+        attempt += 1
+        sleep(delay)
+
+
+def check_limits(timeout: float, max_connections: int) -> None:
+    """A store constructor's check of its ``timeout`` and connection limit."""
+    if timeout <= 0 or max_connections < 1:
+        raise ConfigurationError("need timeout > 0 and max_connections >= 1")
 
 
 def report_each(report: Callable[[str], object] | None, keys: list[str]) -> None:

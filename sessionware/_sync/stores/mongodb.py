@@ -1,27 +1,19 @@
 # Generated from sessionware/_async/stores/mongodb.py by scripts/unasync.py: do not edit.
 # Change the async source and run `python scripts/unasync.py`.
-"""SyncMongoDBStore: sessions in MongoDB, one document per session, each operation one
-command (``pip install sessionware[mongodb]``: pymongo >= 4.13). Design, round trips,
-waiting, failures and what it is tested on: docs/stores/mongodb.md.
+"""SyncMongoDBStore: sessions in MongoDB, one document per session (``pip install
+sessionware[mongodb]``: pymongo >= 4.13). Design, round trips, waiting, failures and tests:
+docs/stores/mongodb.md.
 
-One collection (default ``sessionware.sessions``), times as the server's dates
-(``$$NOW``). Fields: ``_id`` (the store key), ``data`` (BinData), ``token`` (long),
-``locked_until`` and ``locked_at`` (dates; null: unlocked), ``holder`` (long, the nonce
-of the acquire that took the lease), ``created_at``, ``expires_at`` (the idle deadline,
-capped by ``absolute_expires_at``; null: none), ``waiting`` (a refused acquire asked to
-be woken). :meth:`SyncMongoDBStore.setup` makes the TTL index ``expires_at_ttl``
-(``{expires_at: 1}``, ``expireAfterSeconds: 0``) unless ``create_indexes=False``.
-
-Each operation is one command on one document, filtered live (:data:`LIVE`):
-``acquire`` a ``findAndModify`` (:func:`acquire_pipeline`); ``commit``, ``release``,
-``renew`` an ``update`` and ``delete`` a ``delete``, filtered on the token; ``read`` a
-``find`` (``findAndModify`` when the expiry slides); ``create`` an upserting ``update``;
-``discard`` a ``delete``; ``inspect`` a ``find``; ``scan`` a ``find`` per batch in ``_id``
-order; ``purge_expired`` a ``find`` and a ``delete`` per batch. Waiters are woken by a
-release in this process, or by a change stream (:data:`WAKE_EVENTS`); else they poll.
-
-Privileges on the collection: ``find``, ``insert``, ``update``, ``remove``,
-``createIndex`` (not with ``create_indexes=False``) and ``changeStream``.
+One collection (default ``sessionware.sessions``), times as the server's dates (``$$NOW``).
+Fields: ``_id`` (the store key), ``data`` (BinData), ``token`` (long), ``locked_until`` and
+``locked_at`` (null: unlocked), ``holder`` (the nonce of the acquire that took the lease),
+``created_at``, ``expires_at`` (capped by ``absolute_expires_at``), ``waiting`` (a refused
+acquire asked to be woken); the TTL index ``expires_at_ttl``, made by
+:meth:`SyncMongoDBStore.setup`. Each operation is one command on one document filtered live
+(:data:`LIVE`), the fenced ones on the token too; ``scan`` and ``purge_expired`` a ``find``
+per batch. Waiters are woken by a release in this process or by a change stream
+(:data:`WAKE_EVENTS`); else they poll. Privileges on the collection: ``find``, ``insert``,
+``update``, ``remove``, ``createIndex`` (not with ``create_indexes=False``), ``changeStream``.
 """
 
 from __future__ import annotations
@@ -36,21 +28,23 @@ from typing import Any, TypeVar
 
 from sessionware._sync.io.primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
-from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, time_budget
+from sessionware._sync.stores.base import (
+    SCAN_BATCH,
+    PerProcess,
+    SyncStore,
+    check_limits,
+    time_budget,
+)
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
-from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
+from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
-try:
+with needs_extra("SyncMongoDBStore", "pymongo >= 4.13", "mongodb"):
     import pymongo
     from bson import Binary
     from pymongo import MongoClient, ReturnDocument
     from pymongo import errors as mongo
     from pymongo.synchronous.collection import Collection
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "SyncMongoDBStore needs pymongo >= 4.13: pip install sessionware[mongodb]"
-    ) from exc
 
 __all__ = ["SyncMongoDBStore"]
 
@@ -59,8 +53,7 @@ logger = logging.getLogger(__name__)
 Document = dict[str, Any]
 T = TypeVar("T")
 
-# MongoDB's limit for one BSON document, less what the other fields, the key
-# and BSON's framing take, with room to spare
+# MongoDB's limit for one BSON document, less room for the other fields and framing
 _MAX_DATA = 16 * 1024 * 1024 - 1024
 _TOKEN_SHIFT = 1 << 20  # tokens: ms(now) * 2**20 + offset
 _POLL_BASE = 0.002  # first re-check of a polling waiter, seconds
@@ -245,12 +238,6 @@ _UNAVAILABLE_CODES = frozenset(
 _UNAUTHORIZED = 13
 
 
-def _briefly(exc: BaseException) -> str:
-    """The class and the message, without the reply document pymongo appends."""
-    text = str(exc).split(", full error:")[0].strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
 def _code(exc: BaseException) -> int | None:
     return getattr(exc, "code", None)
 
@@ -299,13 +286,11 @@ ERRORS = ErrorTable(
         ),
         Row(mongo.PyMongoError, Meaning.ERROR),
     ],
-    describe=_briefly,
 )
 
 
 def _where(url: str) -> str:
-    """host[:port],.../database of a MongoDB URL, for messages (never the
-    password)."""
+    """host[:port],... of a MongoDB URL, for messages (never the password)."""
     match = re.fullmatch(r"(mongodb(?:\+srv)?)://(?:[^@/]*@)?([^/?]*)(/[^?]*)?(\?.*)?", url)
     if match is None:
         raise ConfigurationError("a MongoDB URL starts mongodb:// or mongodb+srv://")
@@ -318,16 +303,11 @@ class SyncMongoDBStore(SyncStore):
     :param url: a ``mongodb://`` or ``mongodb+srv://`` connection string.
     :param database: the database of the collection.
     :param collection: the collection of the sessions.
-    :param create_indexes: :meth:`setup` creates the TTL index if missing;
-        ``False`` leaves the collection as provisioned (see the module docs).
-    :param timeout: seconds before a command, a server selection or a
-        connection attempt raises :class:`~sessionware.StoreUnavailable`.
+    :param create_indexes: :meth:`setup` creates the TTL index if missing.
+    :param timeout: seconds before a command raises :class:`~sessionware.StoreUnavailable`.
     :param max_connections: the most connections each process's client opens.
-    :param watch: wake waiters of other processes by a change stream when the
-        deployment has them (a replica set or sharded cluster); ``False``
-        polls with backoff instead.
-    :param client_options: more keyword arguments for pymongo's client (TLS,
-        auth mechanism, read and write concerns...).
+    :param watch: wake waiters of other processes by a change stream, if any.
+    :param client_options: more keyword arguments for pymongo's client.
     """
 
     def __init__(
@@ -345,13 +325,9 @@ class SyncMongoDBStore(SyncStore):
         for what, name in (("database", database), ("collection", collection)):
             if not _NAME.fullmatch(name) or (what == "database" and "." in name):
                 raise ConfigurationError(f"{what} name {name!r}: letters, digits, _ - .")
-        if timeout <= 0 or max_connections < 1:
-            raise ConfigurationError("need timeout > 0 and max_connections >= 1")
-        self._url = url
-        self._where = _where(url)
-        self._names = (database, collection)
-        self._create_indexes = create_indexes
-        self._timeout = timeout
+        check_limits(timeout, max_connections)
+        self._url, self._where, self._names = url, _where(url), (database, collection)
+        self._create_indexes, self._timeout = create_indexes, timeout
         self._options: dict[str, Any] = {
             "appname": "sessionware",
             "tz_aware": True,
@@ -372,14 +348,13 @@ class SyncMongoDBStore(SyncStore):
     # -- lifecycle ---------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the TTL index on ``expires_at`` if missing (nothing with
-        ``create_indexes=False``). Idempotent: MongoDB makes an index that
-        exists already a no-op, from any number of processes at once."""
-        if not self._create_indexes:
-            return
-        collection = self._collection()
-        with self._bounded("setup"):
-            collection.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0)
+        """Create the TTL index on ``expires_at`` if missing (not with ``create_indexes=False``);
+        idempotent, from any number of processes at once."""
+        if self._create_indexes:
+            self._command(
+                "setup",
+                lambda c: c.create_index("expires_at", name="expires_at_ttl", expireAfterSeconds=0),
+            )
 
     def close(self) -> None:
         """Stop the watcher and close the client's connections."""
@@ -458,9 +433,8 @@ class SyncMongoDBStore(SyncStore):
         self._watcher.waiters.wake(lease.key)
 
     def discard(self, key: str) -> bool:
-        """Delete the live document ``key`` whatever its lease. Waiters of
-        this store instance are woken at once; those of other processes find
-        the session gone at their next re-check (:data:`WAKE_EVENTS` has no deletes)."""
+        """Delete the live document ``key`` whatever its lease; waiters of other
+        processes find it gone at their next re-check (:data:`WAKE_EVENTS` has no deletes)."""
         result = self._command("discard", lambda c: c.delete_one({"_id": key, **LIVE}))
         self._watcher.waiters.wake(key)
         return result.deleted_count == 1
@@ -491,10 +465,8 @@ class SyncMongoDBStore(SyncStore):
             after = found[-1]["_id"]
 
     def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired document now, ``_PURGE_BATCH`` at a time
-        (``progress`` hears each batch's count); returns how many this call
-        deleted. MongoDB's TTL monitor deletes them by itself (about once a
-        minute), so the store runs no purge of its own in the background."""
+        """Delete every expired document now, ``_PURGE_BATCH`` at a time (the
+        TTL monitor deletes them too, about once a minute)."""
         collection, purged = self._collection(), 0
         while True:
             with self._bounded("purge"):
@@ -569,16 +541,14 @@ def _record(document: Document) -> Record:
 
 
 def _epoch(moment: datetime.datetime) -> float:
-    """Seconds since the epoch of a BSON date (naive ones are UTC: a client
-    made with ``tz_aware=False`` in ``client_options``)."""
+    """Seconds since the epoch of a BSON date (naive ones, ``tz_aware=False``: UTC)."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()
 
 
 def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> float:
-    """The refusal's hint, by this process's clock (only a hint: see the
-    docs), bounded by a whole lease."""
+    """The refusal's hint by this process's clock (see the docs), at most a lease."""
     if deadline is None:
         return 0.001
     left = (deadline - datetime.datetime.now(datetime.UTC)).total_seconds()
@@ -587,19 +557,15 @@ def _seconds_until(deadline: datetime.datetime | None, lease_ttl: float) -> floa
 
 class _Watcher(WakeupListener[str]):
     """The one change stream of a store's waiters, on a deployment that has
-    change streams (asked at the first wait): it wakes the waiters of each
-    changed document's key."""
+    them (asked at the first wait): it wakes the waiters of each changed key."""
 
-    # what opening or reading a stream raises when it fails; anything else is
-    # a bug, which must end the job rather than be retried for ever
-    _LOST = (mongo.PyMongoError, StoreError)
+    _LOST = (mongo.PyMongoError, StoreError)  # a failed stream (anything else: a bug)
 
     def __init__(self, store: SyncMongoDBStore, *, enabled: bool) -> None:
         super().__init__(
             "sessionware-mongodb-watcher", f"change stream on {store._where}", enabled=enabled
         )
-        self._store = store
-        self._probe = Once()
+        self._store, self._probe = store, Once()
         self._streams: bool | None = None  # whether the deployment has change streams
 
     def _may_listen(self) -> bool:
@@ -613,9 +579,7 @@ class _Watcher(WakeupListener[str]):
     def _find_streams(self) -> None:
         """Ask ``hello`` once: a replica set member names its set, a mongos
         says ``isdbgrid``; a standalone server has no change streams."""
-        client = self._store._client.get()
-        with self._store._bounded("hello"):
-            hello = client.admin.command("hello")
+        hello = self._store._command("hello", lambda c: c.database.client.admin.command("hello"))
         self._streams = "setName" in hello or hello.get("msg") == "isdbgrid"
         if not self._streams:
             logger.debug("%s is a standalone server: waiters poll", self._store._where)
