@@ -15,16 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
+from sessionware.stores._errors import needs_extra
+
+with needs_extra("AzureTableStore", "azure-data-tables, azure-storage-blob and aiohttp", "azure"):
     from azure.core import MatchConditions
     from azure.core import exceptions as errors
     from azure.data.tables import EdmType, EntityProperty, UpdateMode
     from azure.data.tables.aio import TableClient
     from azure.storage.blob.aio import ContainerClient
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "AzureTableStore needs azure-data-tables, azure-storage-blob and aiohttp: "
-        "pip install sessionware[azure]") from exc
 
 __all__ = ["ContainerClient", "EdmType", "EntityProperty", "MatchConditions", "TableClient",
            "UpdateMode", "errors", "open_clients"]

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 from typing import Any
 
-try:
+from sessionware.stores._errors import needs_extra
+
+with needs_extra("AzureTableStore", "azure-data-tables and azure-storage-blob", "azure"):
     import requests
     from azure.core import MatchConditions
     from azure.core import exceptions as errors
     from azure.core.pipeline.transport import RequestsTransport
     from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
     from azure.storage.blob import ContainerClient
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError(
-        "AzureTableStore needs azure-data-tables and azure-storage-blob: "
-        "pip install sessionware[azure]") from exc
 
 __all__ = ["ContainerClient", "EdmType", "EntityProperty", "MatchConditions", "TableClient",
            "UpdateMode", "errors", "open_clients"]

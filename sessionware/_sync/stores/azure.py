@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 
 from sessionware._sync.io import azure_clients as sdk
 from sessionware._sync.io.azure_clients import errors
-from sessionware._sync.io.primitives import sleep
 from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.azure_blobs import MAX_INLINE, Blobs, Missing, named
 from sessionware._sync.stores.azure_entities import (
@@ -39,7 +38,7 @@ from sessionware._sync.stores.azure_entities import (
     ms,
     now_ms,
 )
-from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, time_budget
+from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, retried, time_budget
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
@@ -541,27 +540,23 @@ class SyncAzureTableStore(SyncStore):
     # -- calls --------------------------------------------------------------------
 
     def _call(self, op: str, operation: Callable[[], T]) -> T:
-        """Run one request; a throttled or unsent one (known not applied) is
-        retried with backoff while ``timeout`` lasts. Errors translated."""
-        deadline = self._deadline()
-        attempt = 0
-        while True:
+        """Run one request, errors translated; one known not applied (throttled,
+        unsent) is tried again with backoff while ``timeout`` lasts."""
+
+        def once() -> T:
             if self._clients.closed:
                 raise StoreError(f"{self!r} is closed")
-            try:
+            with ERRORS.mapped(op, self._where):
                 return operation()
-            except (errors.AzureError, OSError) as exc:
-                error = ERRORS.translate(op, self._where, exc)
-                retry = (
-                    isinstance(error, StoreUnavailable)
-                    and not error.maybe_applied
-                    and not self._clients.closed
-                )
-                delay = backoff_delay(attempt, base=0.02, cap=0.5)
-                if not retry or time.monotonic() + delay >= deadline:
-                    raise error from exc
-            attempt += 1
-            sleep(delay)
+
+        return retried(once, retry=self._retry, timeout=self._timeout, base=0.02, cap=0.5)
+
+    def _retry(self, error: BaseException) -> bool:
+        return (
+            isinstance(error, StoreUnavailable)
+            and not error.maybe_applied
+            and not self._clients.closed
+        )
 
     def _io(self) -> dict[str, Any]:
         """One request's transport timeouts: what is left of the store call's time."""

@@ -38,16 +38,14 @@ from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore, report_each
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores import _redis_scripts as scripts
-from sessionware.stores._errors import ErrorTable, Meaning, Row, described, lease_lost
+from sessionware.stores._errors import ErrorTable, Meaning, Row, described, lease_lost, needs_extra
 
-try:
+with needs_extra("SyncRedisStore", "redis-py", "redis"):
     import redis as driver
     from redis import exceptions as rexc
     from redis.backoff import NoBackoff
     from redis.cluster import RedisCluster
     from redis.retry import Retry
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("SyncRedisStore needs redis-py: pip install sessionware[redis]") from exc
 
 from sessionware.stores import _redis_protocol as proto
 from sessionware.stores._redis_protocol import MARKER_SUFFIX, evalsha_command, ms, ms_or_empty
