@@ -25,7 +25,7 @@ from sessionware.exceptions import StoreError
 from sessionware.stores._errors import ErrorTable
 from sessionware.stores.answers import backoff_delay
 
-__all__ = ["CHECKPOINT_EVERY", "Runner"]
+__all__ = ["CHECKPOINT_EVERY", "Runner", "is_error"]
 
 _T = TypeVar("_T")
 
@@ -55,12 +55,19 @@ _BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microsec
 _FORKS = ForkGate()
 
 
-def is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+def is_error(exc: BaseException, codes: tuple[str, ...], messages: tuple[str, ...]) -> bool:
+    """Whether sqlite3's ``exc`` has one of ``codes`` (by name prefix, so that
+    extended codes match), or, on Python 3.10, which has no error codes on
+    the exception, one of SQLite's ``messages``."""
     name: str | None = getattr(exc, "sqlite_errorname", None)
     if name is not None:
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    return "locked" in str(exc) or "busy" in str(exc)
+        return name.startswith(codes)
+    return any(part in str(exc) for part in messages)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    return is_error(exc, ("SQLITE_BUSY", "SQLITE_LOCKED"), ("locked", "busy"))
 
 
 def _worker() -> ThreadPoolExecutor:

@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sessionware._async.io import sqlite_runner
-from sessionware._async.io.sqlite_runner import CHECKPOINT_EVERY
+from sessionware._async.io.sqlite_runner import CHECKPOINT_EVERY, is_error
 from sessionware._sync.io.primitives import time_left
 from sessionware._sync.stores.base import time_budget
 
-__all__ = ["CHECKPOINT_EVERY", "Runner"]
+__all__ = ["CHECKPOINT_EVERY", "Runner", "is_error"]
 
 _T = TypeVar("_T")
 

@@ -6,18 +6,14 @@ processes of one host. Design, threads and limits: docs/stores/sqlite.md.
 Schema (:meth:`SyncSQLiteStore.setup`, idempotent): the table ``<table>``, one row
 per session (key TEXT, data BLOB, token INTEGER; ``locked_until``,
 ``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at`` REAL
-wall-clock seconds, NULL for none), and the index ``<table>_expires_at``. A
-write reads the time once it holds the write lock; ``expires_at > now`` alone
-tells a live row.
+wall-clock seconds, NULL for none), and the index ``<table>_expires_at``.
 
 Each write is one ``BEGIN IMMEDIATE`` transaction of the statements below (a
 fenced one changes nothing unless the live row carries the lease's token);
 ``acquire`` reads the lease first and writes only when it is free or lapsed.
-Operations run on the event loop's thread when they need not wait for a lock,
-else on the store's worker thread (async face), or on the calling thread (sync
-face). Expired rows go by sweeps of the worker thread, at most once per
-``sweep_interval`` per process. ``wait`` is woken by a release in this
-process, else polls with backoff.
+:mod:`sessionware._sync.io.sqlite_runner` runs them. Expired rows go by
+sweeps, at most once per ``sweep_interval`` per process. ``wait`` is woken
+by a release in this process, else polls with backoff.
 
 Permissions: read and write on the file and on its directory (WAL creates
 ``<file>-wal`` and ``<file>-shm`` beside it).
@@ -25,6 +21,7 @@ Permissions: read and write on the file and on its directory (WAL creates
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -39,7 +36,7 @@ from sessionware._sync.io.primitives import (
     run_on_thread,
     sleep,
 )
-from sessionware._sync.io.sqlite_runner import Runner
+from sessionware._sync.io.sqlite_runner import Runner, is_error
 from sessionware._sync.stores import _sql
 from sessionware._sync.stores.base import SCAN_BATCH, SyncStore, report_each
 from sessionware._sync.waiters import Waiters
@@ -58,8 +55,8 @@ _MIN_VERSION = (3, 24, 0)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SWEEP_BATCH = 500
 
-# Error codes (by name prefix, so extended codes match) that mean the database
-# is out of reach rather than wrong: the request may succeed later.
+# The errors (codes, else messages) that mean the database is out of reach
+# rather than wrong: the request may succeed later.
 _UNAVAILABLE_CODES = (
     "SQLITE_BUSY",
     "SQLITE_LOCKED",
@@ -70,7 +67,6 @@ _UNAVAILABLE_CODES = (
     "SQLITE_PROTOCOL",
     "SQLITE_NOMEM",
 )
-# Python 3.10 has no error codes on the exception: match SQLite's messages.
 _UNAVAILABLE_MESSAGES = (
     "locked",
     "busy",
@@ -134,9 +130,10 @@ READ = f"SELECT data, {_SLIDE_DUE} FROM {{table}} WHERE {_LIVE}"
 # read() when a slide is due; affects no row if another process slid it meanwhile.
 TOUCH = f"UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE}"
 
-# create(): :key, :data, :token, :now, :ttl, :absolute (NULL: none). Inserts an
-# unlocked row, or replaces an expired one (its token still grows: a stale lease
-# never matches the new session); affects no row when a live row exists.
+# create(): :key, :data, :token (microseconds of the wall clock: past those of a
+# key deleted or swept), :now, :ttl, :absolute (NULL: none). Inserts an unlocked
+# row, or replaces an expired one (its token still grows: a stale lease never
+# matches the new session); affects no row when a live row exists.
 CREATE = """INSERT INTO {table} (key, data, token, locked_until, expires_at,
                      absolute_expires_at, created_at, locked_at)
 VALUES (:key, :data, :token, NULL,
@@ -210,35 +207,24 @@ def _cannot_open_because(path: str, exc: BaseException) -> str:
 def _errors(path: str) -> ErrorTable:
     """What sqlite3's errors mean: an operation is one transaction, so one
     that found the database busy, locked or full was rolled back."""
-
-    def why(exc: BaseException) -> str:
-        return _cannot_open_because(path, exc)
-
+    why = functools.partial(_cannot_open_because, path)
     return ErrorTable(
         "SQLite",
         [
-            Row(sqlite3.Error, Meaning.NOT_APPLIED, when=_is_unavailable, hint=why),
+            Row(
+                sqlite3.Error,
+                Meaning.NOT_APPLIED,
+                hint=why,
+                when=lambda exc: is_error(exc, _UNAVAILABLE_CODES, _UNAVAILABLE_MESSAGES),
+            ),
             Row(sqlite3.Error, Meaning.ERROR, hint=why),
         ],
     )
 
 
-def _is_unavailable(exc: BaseException) -> bool:
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is not None:
-        return name.startswith(_UNAVAILABLE_CODES)
-    return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
-
-
 def _refusal(locked_until: float | None, now: float) -> Locked | None:
     """What acquire answers when it takes no lease: no session, or locked."""
     return None if locked_until is None else Locked(locked_until - now)
-
-
-def _first_token(now: float) -> int:
-    """The token of a new record: microseconds of the wall clock, so a record
-    created again under a deleted or swept key starts past its old tokens."""
-    return int(now * 1_000_000)
 
 
 class SyncSQLiteStore(SyncStore):
@@ -276,8 +262,7 @@ class SyncSQLiteStore(SyncStore):
         self._sweep_interval = sweep_interval
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._purging = Background("sessionware-sqlite-sweep")  # the async face's
-        # watch_expired's report; until then (None) the sweeps return no keys
-        self._report: Callable[[str], object] | None = None
+        self._report: Callable[[str], object] | None = None  # watch_expired's
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
@@ -286,7 +271,7 @@ class SyncSQLiteStore(SyncStore):
         self._run("setup", self._setup)
 
     def close(self) -> None:
-        sleep(0)  # a sweep task just started queues its batch first, to run before
+        sleep(0)  # a sweep task just started queues its batch before the close
         executor, self._runner.executor = self._runner.executor, None
         if executor is None:
             return
@@ -341,18 +326,14 @@ class SyncSQLiteStore(SyncStore):
         )
 
     def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired row; returns how many this call deleted.
+        """Delete every expired row, in batches of short write transactions;
+        returns how many this call deleted. ``progress`` hears the count of
+        each batch that deleted any; once :meth:`watch_expired` was called,
+        the sessions of each batch are reported before the next batch."""
+        return _sql.purge_in_batches(self._purge_batch, _SWEEP_BATCH, progress)
 
-        Batch by batch, each its own short write transaction, so other
-        operations run between batches; ``progress`` hears the count of each
-        batch that deleted any. Once :meth:`watch_expired` was called, the
-        sessions of each batch are reported after it committed, before the
-        next batch."""
-        reporting = self._report is not None
-        return _sql.purge_in_batches(lambda: self._purge_batch(reporting), _SWEEP_BATCH, progress)
-
-    def _purge_batch(self, reporting: bool) -> int:
-        swept, expired = self._run("purge", self._sweep_batch, reporting)
+    def _purge_batch(self) -> int:
+        swept, expired = self._run("purge", self._sweep_batch)
         report_each(self._report, expired)
         return swept
 
@@ -384,9 +365,8 @@ class SyncSQLiteStore(SyncStore):
         return cast(_T, answer)
 
     def _sweep_if_due(self) -> None:
-        """Start a background sweep if one is due. Checked by every operation,
-        since traffic to any one of them may stop. Two threads may find it due
-        at once: one extra batch, harmless."""
+        """Start a background sweep if one is due (checked by every operation,
+        since traffic to any one of them may stop)."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_interval
@@ -397,8 +377,7 @@ class SyncSQLiteStore(SyncStore):
 
     def _sweep(self) -> None:
         """A background sweep: batches until one is not full, each queued on the
-        worker thread behind the operations waiting there (they wait for one
-        batch at most), the sessions of each reported before the next."""
+        worker thread behind the operations waiting there."""
         try:
             with self._errors.mapped("purge", self._where):
                 _sql.purge_in_batches(self._background_batch, _SWEEP_BATCH, None)
@@ -414,16 +393,15 @@ class SyncSQLiteStore(SyncStore):
         if executor is None or self._runner.closed:
             return 0  # closed meanwhile: do not reopen the file
         batch: tuple[int, list[str]] = run_blocking(
-            executor, self._runner.until_not_busy, self._sweep_batch, False
+            executor, self._runner.until_not_busy, self._sweep_batch
         )
         report_each(self._report, batch[1])
         return batch[0]
 
     def _setup(self) -> None:
         db = self._runner.connection()
-        # No BEGIN IMMEDIATE: each statement is atomic, takes the write lock only
-        # when it has something to create, and a process that loses the race
-        # re-reads the schema and finds nothing to do. So setup passes a held lock.
+        # No BEGIN IMMEDIATE: each statement is atomic and takes the write lock
+        # only when it has something to create, so setup passes a held lock.
         db.execute(self._sql["create_table"])
         db.execute(self._sql["create_index"])
 
@@ -482,7 +460,7 @@ class SyncSQLiteStore(SyncStore):
             params = {
                 "key": key,
                 "data": data,
-                "token": _first_token(now),
+                "token": int(now * 1e6),
                 "now": now,
                 "ttl": ttl,
                 "absolute": absolute,
@@ -510,15 +488,14 @@ class SyncSQLiteStore(SyncStore):
         )
         return _sql.records(rows)
 
-    def _sweep_batch(self, reporting: bool) -> tuple[int, list[str]]:
-        """One batch of expired rows deleted, committed on return: how many,
-        and the keys to report (``reporting``, or once watch_expired was
-        called, as seen under the write lock: a batch that waited long for it
-        would otherwise delete, unreported, rows that expired while watched)."""
+    def _sweep_batch(self) -> tuple[int, list[str]]:
+        """One batch of expired rows deleted, committed on return: how many, and
+        the keys to report once watch_expired was called (as seen under the
+        write lock, so no row expired while watched goes unreported)."""
         db = self._runner.connection()
         with self._runner.write(db) as now:
             params = {"now": now, "limit": _SWEEP_BATCH}
-            if not (reporting or self._report is not None):
+            if self._report is None:
                 return int(db.execute(self._sql["sweep"], params).rowcount), []
             if _RETURNING:
                 rows = db.execute(self._sql["sweep_reporting"], params).fetchall()
