@@ -12,7 +12,9 @@ throughput with more operations than connections (benchmarks/profiling.md,
 from __future__ import annotations
 
 import collections
+import os
 import select
+import socket
 from typing import Any
 
 import psycopg
@@ -22,7 +24,7 @@ from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 from sessionware._async.io.primitives import Event, ThreadLock
 from sessionware._async.stores.base import time_budget
 
-__all__ = ["Lender", "broken"]
+__all__ = ["Lender", "broken", "pool_options", "sever"]
 
 _Pool = AsyncConnectionPool["psycopg.AsyncConnection[Any]"]
 
@@ -46,6 +48,26 @@ def broken(connection: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -
     except (OSError, psycopg.Error):
         return True
     return pgconn.status != pq.ConnStatus.OK
+
+
+def sever(connection: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
+    """Shut the socket down under a statement that overran: the driver's wait
+    ends at once, with an error, and the pool discards the connection."""
+    try:
+        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as duplicate:
+            duplicate.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # closed already
+
+
+def pool_options(low: int, high: int, timeout: float, prepare: bool) -> dict[str, Any]:
+    """The pool's options, on both faces. reconnect_timeout: a pool that failed
+    to reconnect for so long stops (its backoff has no cap), and the next
+    operation finds a server back at once."""
+    return {"open": False, "min_size": low, "max_size": high, "timeout": timeout,
+            "name": "sessionware", "reconnect_timeout": max(5.0, timeout),
+            "kwargs": {"autocommit": True, "prepare_threshold": 0 if prepare else None,
+                       "connect_timeout": max(1, round(timeout))}}
 
 
 class _Turn:
@@ -79,6 +101,14 @@ class Lender:
         self._turns: collections.deque[_Turn] = collections.deque()
         self._lock = ThreadLock()
         self._closed = False
+
+    @classmethod
+    async def opened(cls, dsn: str, low: int, high: int, timeout: float,
+                     prepare: bool) -> Lender:
+        """The lender of a new pool of ``low`` to ``high`` connections."""
+        pool: _Pool = AsyncConnectionPool(dsn, **pool_options(low, high, timeout, prepare))
+        await pool.open(wait=False)  # starts its workers; connects in the background
+        return cls(pool, high, timeout)
 
     async def borrow(self) -> psycopg.AsyncConnection[Any]:
         while True:

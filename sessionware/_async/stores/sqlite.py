@@ -4,18 +4,14 @@ processes of one host. Design, threads and limits: docs/stores/sqlite.md.
 Schema (:meth:`SQLiteStore.setup`, idempotent): the table ``<table>``, one row
 per session (key TEXT, data BLOB, token INTEGER; ``locked_until``,
 ``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at`` REAL
-wall-clock seconds, NULL for none), and the index ``<table>_expires_at``. A
-write reads the time once it holds the write lock; ``expires_at > now`` alone
-tells a live row.
+wall-clock seconds, NULL for none), and the index ``<table>_expires_at``.
 
 Each write is one ``BEGIN IMMEDIATE`` transaction of the statements below (a
 fenced one changes nothing unless the live row carries the lease's token);
 ``acquire`` reads the lease first and writes only when it is free or lapsed.
-Operations run on the event loop's thread when they need not wait for a lock,
-else on the store's worker thread (async face), or on the calling thread (sync
-face). Expired rows go by sweeps of the worker thread, at most once per
-``sweep_interval`` per process. ``wait`` is woken by a release in this
-process, else polls with backoff.
+:mod:`sessionware._async.io.sqlite_runner` runs them. Expired rows go by
+sweeps, at most once per ``sweep_interval`` per process. ``wait`` is woken
+by a release in this process, else polls with backoff.
 
 Permissions: read and write on the file and on its directory (WAL creates
 ``<file>-wal`` and ``<file>-shm`` beside it).
@@ -23,15 +19,12 @@ Permissions: read and write on the file and on its directory (WAL creates
 
 from __future__ import annotations
 
-import contextlib
-import itertools
+import functools
 import logging
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar, cast
 
 from sessionware._async.io.primitives import (
@@ -39,13 +32,12 @@ from sessionware._async.io.primitives import (
     Background,
     run_blocking,
     run_on_thread,
-    time_left,
+    sleep,
 )
+from sessionware._async.io.sqlite_runner import Runner, is_error
 from sessionware._async.stores import _sql
-from sessionware._async.stores.base import SCAN_BATCH, Store, report_each, time_budget
+from sessionware._async.stores.base import SCAN_BATCH, Store, report_each
 from sessionware._async.waiters import Waiters
-from sessionware._forks import ForkGate, generation
-from sessionware._perthread import PerThread
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
@@ -61,33 +53,16 @@ _MIN_VERSION = (3, 24, 0)
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _SWEEP_BATCH = 500
 
-# Error codes (by name prefix, so extended codes match) that mean the database
-# is out of reach rather than wrong: the request may succeed later.
+# The errors (codes, else messages) that mean the database is out of reach
+# rather than wrong: the request may succeed later.
 _UNAVAILABLE_CODES = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN",
                       "SQLITE_FULL", "SQLITE_READONLY", "SQLITE_PROTOCOL", "SQLITE_NOMEM")
-# Python 3.10 has no error codes on the exception: match SQLite's messages.
 _UNAVAILABLE_MESSAGES = ("locked", "busy", "disk I/O error", "unable to open",
                          "disk is full", "readonly database", "out of memory")
 
 # -- SQL ------------------------------------------------------------------------
 # Every statement names its table as {table}; parameters are named. Deadlines
 # are wall-clock seconds; :now is read once the write lock is held.
-
-# Run on every new connection. 1 KiB pages (for a file with no table yet) make
-# a write's WAL frame a quarter of the default's: about a fifth less CPU per
-# acquire + commit. WAL persists in the file; NORMAL sync is safe in WAL mode
-# (a power cut may lose the last commits, never corrupt the file).
-PRAGMAS = ("PRAGMA page_size = 1024", "PRAGMA journal_mode = WAL",
-           "PRAGMA synchronous = NORMAL")
-# The loop's thread (async face) never checkpoints, which flushes to disk: the
-# worker thread does, PASSIVE (waiting for nobody), every _CHECKPOINT_EVERY writes.
-LOOP_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0",)
-CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
-
-# Opens every write: takes the write lock now (waiting up to the busy timeout),
-# so no step inside fails half-way for want of it.
-BEGIN = "BEGIN IMMEDIATE"
-COMMIT_TRANSACTION = "COMMIT"
 
 # setup(): no-ops, without the write lock, when they exist.
 CREATE_TABLE = _sql.create_table("TEXT", "BLOB", "INTEGER", "REAL")
@@ -138,9 +113,10 @@ READ = f"SELECT data, {_SLIDE_DUE} FROM {{table}} WHERE {_LIVE}"
 # read() when a slide is due; affects no row if another process slid it meanwhile.
 TOUCH = f"UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE}"
 
-# create(): :key, :data, :token, :now, :ttl, :absolute (NULL: none). Inserts an
-# unlocked row, or replaces an expired one (its token still grows: a stale lease
-# never matches the new session); affects no row when a live row exists.
+# create(): :key, :data, :token (microseconds of the wall clock: past those of a
+# key deleted or swept), :now, :ttl, :absolute (NULL: none). Inserts an unlocked
+# row, or replaces an expired one (its token still grows: a stale lease never
+# matches the new session); affects no row when a live row exists.
 CREATE = """INSERT INTO {table} (key, data, token, locked_until, expires_at,
                      absolute_expires_at, created_at, locked_at)
 VALUES (:key, :data, :token, NULL,
@@ -169,12 +145,11 @@ WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit"""
 SWEEP_KEY = "DELETE FROM {table} WHERE key = :key"
 
 STATEMENTS = {"lock_state": LOCK_STATE, "acquire": ACQUIRE, "acquire_returning": ACQUIRE_RETURNING,
-              "load": LOAD, "commit": COMMIT, "release": RELEASE, "renew": RENEW,
-              "delete": DELETE, "discard": DISCARD, "inspect": INSPECT, "scan": SCAN,
-              "read": READ, "touch": TOUCH, "create": CREATE, "sweep": SWEEP,
-              "sweep_reporting": SWEEP_REPORTING, "expired_batch": EXPIRED_BATCH,
-              "sweep_key": SWEEP_KEY, "create_table": CREATE_TABLE,
-              "create_index": _sql.CREATE_INDEX}
+              "load": LOAD, "commit": COMMIT, "release": RELEASE, "renew": RENEW, "delete": DELETE,
+              "discard": DISCARD, "inspect": INSPECT, "scan": SCAN, "read": READ, "touch": TOUCH,
+              "create": CREATE, "sweep": SWEEP, "sweep_reporting": SWEEP_REPORTING,
+              "expired_batch": EXPIRED_BATCH, "sweep_key": SWEEP_KEY,
+              "create_table": CREATE_TABLE, "create_index": _sql.CREATE_INDEX}
 
 
 def _cannot_open_because(path: str, exc: BaseException) -> str:
@@ -197,53 +172,17 @@ def _cannot_open_because(path: str, exc: BaseException) -> str:
 def _errors(path: str) -> ErrorTable:
     """What sqlite3's errors mean: an operation is one transaction, so one
     that found the database busy, locked or full was rolled back."""
-    def why(exc: BaseException) -> str:
-        return _cannot_open_because(path, exc)
+    why = functools.partial(_cannot_open_because, path)
     return ErrorTable("SQLite", [
-        Row(sqlite3.Error, Meaning.NOT_APPLIED, when=_is_unavailable, hint=why),
+        Row(sqlite3.Error, Meaning.NOT_APPLIED, hint=why, when=lambda exc: is_error(
+            exc, _UNAVAILABLE_CODES, _UNAVAILABLE_MESSAGES)),
         Row(sqlite3.Error, Meaning.ERROR, hint=why),
     ])
-
-
-def _is_unavailable(exc: BaseException) -> bool:
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is not None:
-        return name.startswith(_UNAVAILABLE_CODES)
-    return any(part in str(exc) for part in _UNAVAILABLE_MESSAGES)
-
-
-# Every SQLite call passes it: a process never forks inside one (the child
-# would inherit SQLite's in-process lock state of that call for ever).
-_FORKS = ForkGate()
-
-_CHECKPOINT_EVERY = 200  # about SQLite's own 1000-page default, at 2-5 pages a write
-_LOOP_WRITER_WAIT = 0.001  # seconds the loop's thread waits for this process's writer
-_WAL_RESTART_BYTES = 4 << 20  # a WAL this large is checkpointed with the writers held off
-_BUSY_BASE = 0.0001  # seconds: the first wait for a held write lock, doubled per try
-_BUSY_CAP = 0.005  # the longest one: a write transaction lasts tens of microseconds
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
-    name: str | None = getattr(exc, "sqlite_errorname", None)
-    if name is not None:
-        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
-    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _refusal(locked_until: float | None, now: float) -> Locked | None:
     """What acquire answers when it takes no lease: no session, or locked."""
     return None if locked_until is None else Locked(locked_until - now)
-
-
-def _worker() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionware-sqlite")
-
-
-def _first_token(now: float) -> int:
-    """The token of a new record: microseconds of the wall clock, so a record
-    created again under a deleted or swept key starts past its old tokens."""
-    return int(now * 1_000_000)
 
 
 class SQLiteStore(Store):
@@ -267,24 +206,13 @@ class SQLiteStore(Store):
         self._where = repr(self._path)
         self._errors = _errors(self._path)
         self._sql = _sql.statements(STATEMENTS, table=table, index=f"{table}_expires_at")
-        self._busy_timeout = busy_timeout
-        self._sweep_interval = sweep_interval
-        # The thread of sweeps, checkpoints and (async face) every operation.
-        self._executor: ThreadPoolExecutor | None = _worker()
-        self._generation = generation()
-        # A connection per thread that runs operations: the worker thread alone
-        # in the async face, each request thread in the sync face.
-        self._connections: PerThread[sqlite3.Connection] = PerThread(sqlite3.Connection.close)
-        self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
-        self._closed = False
         self._waiters: Waiters[str] = Waiters()
-        self._writer = threading.Lock()  # held by this process's write transaction
-        self._on_loop = threading.local()  # .active: an operation runs on the loop's thread
-        self._loop_writes = 0  # write transactions on the loop's thread since a checkpoint
-        # watch_expired's report; until then (None) the sweeps return no keys
-        self._report: Callable[[str], Awaitable[object]] | None = None
-        # the async face's reporting sweep: a task of the loop (see _queue_sweep)
-        self._reporting = Background("sessionware-sqlite-sweep")
+        self._runner = Runner(self, self._path, busy_timeout, self._errors, logger,
+                              on_fork=self._waiters.clear)
+        self._sweep_interval = sweep_interval
+        self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
+        self._purging = Background("sessionware-sqlite-sweep")  # the async face's
+        self._report: Callable[[str], Awaitable[object]] | None = None  # watch_expired's
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
@@ -293,12 +221,13 @@ class SQLiteStore(Store):
         await self._run("setup", self._setup)
 
     async def aclose(self) -> None:
-        executor, self._executor = self._executor, None
+        await sleep(0)  # a sweep task just started queues its batch before the close
+        executor, self._runner.executor = self._runner.executor, None
         if executor is None:
             return
         try:
             with self._errors.mapped("close", self._where):  # the worker may be sweeping
-                await run_on_thread(executor, self._close)
+                await run_on_thread(executor, self._runner.close_connections)
         finally:
             executor.shutdown(wait=False)
 
@@ -343,36 +272,24 @@ class SQLiteStore(Store):
             lambda after, limit: self._run("scan", self._scan_batch, after, limit), batch_size)
 
     async def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired row; returns how many this call deleted.
+        """Delete every expired row, in batches of short write transactions;
+        returns how many this call deleted. ``progress`` hears the count of
+        each batch that deleted any; once :meth:`watch_expired` was called,
+        the sessions of each batch are reported before the next batch."""
+        return await _sql.purge_in_batches(self._purge_batch, _SWEEP_BATCH, progress)
 
-        Batch by batch, each batch its own short write transaction, so the
-        write lock is never held long and other operations run between batches;
-        ``progress`` hears the count of each batch that deleted any. Once
-        :meth:`watch_expired` was called, the sessions of each batch are
-        reported after it committed, before the next batch."""
-        reporting = self._report is not None
-        return await _sql.purge_in_batches(
-            lambda: self._purge_batch(reporting), _SWEEP_BATCH, progress)
-
-    async def _purge_batch(self, reporting: bool) -> int:
-        swept, expired = await self._run("purge", self._sweep_batch, reporting)
+    async def _purge_batch(self) -> int:
+        swept, expired = await self._run("purge", self._sweep_batch)
         await report_each(self._report, expired)
         return swept
 
     async def watch_expired(self, report: Callable[[str], Awaitable[object]]) -> bool:
-        """Report each session this store's sweeps remove from now on, and
-        those :meth:`purge_expired` removes: exactly, since expired rows leave
-        only by a sweep, and each row by the one statement (of whichever
-        process) that deleted it, which returns its key.
-
-        A session is reported when a sweep removes it, not at its deadline:
-        up to ``sweep_interval`` after it, once an operation starts the sweep
-        (never if the key is created again first). Reports come after the batch
-        committed, with no lock held, one at a time: awaited on the
-        event loop (async face) or called on the thread that swept (sync face:
-        the store's worker thread, or the caller of ``purge_expired``). A
-        report that raises is logged. Rows removed by a process that does not
-        watch are not reported. Returns ``True``."""
+        """Report each session this store's sweeps (and :meth:`purge_expired`)
+        remove from now on, exactly: each row leaves by one statement, which
+        returns its key. A session is reported when a sweep removes it, up to
+        ``sweep_interval`` after its deadline; after the batch committed, one
+        at a time, on the event loop (async face) or on the thread that swept
+        (sync face). A report that raises is logged. Returns ``True``."""
         self._report = report
         return True
 
@@ -382,217 +299,63 @@ class SQLiteStore(Store):
         await self._waiters.wait(key, min(timeout, backoff_delay(attempt)))
 
     async def _run(self, op: str, fn: Callable[..., _T], *args: Any) -> _T:
-        """Run one operation: on the loop's thread if it needs no wait, else on
-        the worker thread (async face), or on the calling thread (sync face).
-        Then queue a sweep if one is due: after an operation that succeeded
-        only, so that a file that cannot be opened is reported once, by the
-        operation, and not again by a sweep."""
-        executor = self._current_executor()
+        """Run one operation (:class:`Runner`), then queue a sweep if one is
+        due: after an operation that succeeded only, so that a file that
+        cannot be opened is reported once, by the operation, not by a sweep."""
+        executor = self._runner.worker()
         with self._errors.mapped(op, self._where):
-            done, answer = self._on_loop_thread(fn, *args) if not IS_SYNC else (False, None)
+            done, answer = self._runner.here(fn, *args)
             if not done:
-                answer = await run_blocking(executor, self._until_not_busy, fn, *args)
+                answer = await run_blocking(executor, self._runner.until_not_busy, fn, *args)
         self._sweep_if_due()
         return cast(_T, answer)
 
-    def _on_loop_thread(self, fn: Callable[..., _T], *args: Any) -> tuple[bool, _T | None]:
-        """Try ``fn(*args)`` once, here, without waiting for any lock: ``(True,
-        result)``, or ``(False, None)`` when a write lock is held (this
-        process's or SQLite's), so it must run where it may wait. The failed
-        try changed nothing: each operation is one transaction, rolled back."""
-        self._on_loop.active = True
-        _FORKS.enter()
-        try:
-            return True, fn(*args)
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
-                return False, None
-            raise
-        finally:
-            _FORKS.leave()
-            self._on_loop.active = False
-
-    def _current_executor(self) -> ThreadPoolExecutor:
-        """This process's worker thread; a closed store stays closed, even forked."""
-        if self._executor is None:
-            raise StoreError(f"{self!r} is closed")
-        if self._generation != generation():
-            self._after_fork()
-        return self._executor
-
     def _sweep_if_due(self) -> None:
-        """Queue a background sweep if one is due. Checked by every operation,
-        since traffic to any one of them may stop. Two threads may find it due
-        at once: one extra batch, harmless."""
+        """Start a background sweep if one is due (checked by every operation,
+        since traffic to any one of them may stop)."""
         now = time.monotonic()
         if now >= self._next_sweep:
             self._next_sweep = now + self._sweep_interval
-            self._queue_sweep()
+            if IS_SYNC:
+                self._runner.submit(self._sweep)  # batches and reports on the worker
+            else:
+                self._purging.start(self._sweep)  # batches on the worker, reports here
 
-    def _queue_sweep(self) -> None:
-        """Hand a sweep to the worker thread; once watch_expired was called,
-        on the async face, start the task that runs the sweep's batches there
-        and reports on the loop (this runs on the loop then: only _run calls
-        it, the worker thread's unwatched sweep never does)."""
-        executor = self._executor
-        if executor is None:
-            return
-        if self._report is not None and not IS_SYNC:
-            self._reporting.start(self._reporting_sweep)
-            return
-        job = self._background_sweep if self._report is None else self._reporting_sweep
-        with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
-            executor.submit(job)
-
-    def _after_fork(self) -> None:
-        """A forked child (gunicorn, multiprocessing) inherits the executor but
-        not its thread, nor may it share the parent's connections (PerThread
-        opens new ones): start afresh."""
-        self._generation = generation()
-        self._executor = _worker()
-        self._waiters.clear()
-        self._writer = threading.Lock()
-
-    # -- the worker thread ------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        return self._connections.get(self._open)
-
-    def _open(self) -> sqlite3.Connection:
-        # isolation_level=None: sqlite3 opens no transactions of its own; each
-        # write says BEGIN IMMEDIATE itself. timeout=0: a held write lock fails
-        # at once, and _until_not_busy waits (SQLite's own busy handler sleeps
-        # a millisecond or more between tries, many times an operation's
-        # length). check_same_thread=False: closed by close() from another
-        # thread, or where its thread ends (PerThread).
-        db = sqlite3.connect(self._path, timeout=0, isolation_level=None,
-                             check_same_thread=False)
-        on_loop = getattr(self._on_loop, "active", False)
+    async def _sweep(self) -> None:
+        """A background sweep: batches until one is not full, each queued on the
+        worker thread behind the operations waiting there."""
         try:
-            for pragma in (*PRAGMAS, *LOOP_PRAGMAS) if on_loop else PRAGMAS:
-                db.execute(pragma)
-        except BaseException:
-            db.close()
-            raise
-        return db
-
-    def _until_not_busy(self, fn: Callable[..., _T], *args: Any) -> _T:
-        """``fn(*args)``, tried again while another connection holds the write
-        lock (an operation is one transaction, rolled back when it finds the
-        lock held, so trying again is safe), with short jittered sleeps, for up
-        to ``busy_timeout`` or what is left of the store call (the sync face,
-        where nothing else can cut a blocking call off), whichever is less."""
-        deadline = time.monotonic() + time_budget(self._busy_timeout)
-        for attempt in itertools.count():
-            _FORKS.enter()
-            try:
-                return fn(*args)
-            except sqlite3.OperationalError as exc:
-                remaining = deadline - time.monotonic()
-                if not _is_busy(exc) or remaining <= 0:
-                    raise
-            finally:
-                _FORKS.leave()
-            time.sleep(min(remaining, backoff_delay(attempt, base=_BUSY_BASE, cap=_BUSY_CAP)))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    @contextlib.contextmanager
-    def _write(self, db: sqlite3.Connection) -> Iterator[float]:
-        """One write transaction; yields the time, read once the lock is held.
-
-        The threads of this process take turns at ``_writer`` first: woken
-        at once when the one before them is done, they queue for SQLite's
-        write lock instead of polling for it (the sync face's request threads;
-        the async face has one thread that writes). Other processes are
-        still waited for by polling (:meth:`_until_not_busy`). On the loop's
-        thread the wait is cut short at ``_LOOP_WRITER_WAIT``: enough for the
-        worker thread's write (tens of microseconds), so that a write handed
-        to the worker does not make the loop hand on the writes that come
-        while it runs, one after another; a longer hold (a checkpoint) fails."""
-        on_loop = getattr(self._on_loop, "active", False)
-        left = time_left()
-        wait = _LOOP_WRITER_WAIT if on_loop else self._busy_timeout if left is None else left
-        if not self._writer.acquire(timeout=wait):
-            raise sqlite3.OperationalError("database is locked (by this process's writers)")
-        try:
-            db.execute(BEGIN)
-            try:
-                yield time.time()
-                db.execute(COMMIT_TRANSACTION)
-            finally:
-                if db.in_transaction:
-                    db.rollback()
-        finally:
-            self._writer.release()
-        if on_loop:
-            self._wrote_on_loop()
-
-    def _wrote_on_loop(self) -> None:
-        """Count a write transaction of the loop's thread; queue a checkpoint
-        on the worker thread after every ``_CHECKPOINT_EVERY``."""
-        self._loop_writes += 1
-        if self._loop_writes >= _CHECKPOINT_EVERY:
-            self._loop_writes = 0
-            executor = self._executor
-            if executor is not None:
-                with contextlib.suppress(RuntimeError):  # shut down by aclose meanwhile
-                    executor.submit(self._background_checkpoint)
-
-    def _background_checkpoint(self) -> None:
-        if self._closed:
-            return
-        try:
-            with self._errors.mapped("checkpoint", self._where):
-                self._until_not_busy(self._checkpoint)
+            with self._errors.mapped("purge", self._where):
+                await _sql.purge_in_batches(self._background_batch, _SWEEP_BATCH, None)
         except StoreError as exc:
-            logger.warning("could not checkpoint the WAL (tried again after %s more "
-                           "writes): %s", _CHECKPOINT_EVERY, exc)
-
-    def _checkpoint(self) -> None:
-        """Checkpoint while the loop's thread goes on writing, and, once the
-        WAL has grown past ``_WAL_RESTART_BYTES``, with this process's writers
-        held off (they queue on the worker thread meanwhile; the loop itself
-        never waits): only a checkpoint that no write races past lets the next
-        write start the WAL over. The first kind copies nearly everything, so
-        the second has little left to copy."""
-        db = self._connection()
-        db.execute(CHECKPOINT)
-        try:
-            wal_bytes = os.path.getsize(self._path + "-wal")
-        except OSError:
-            return  # no WAL (yet): nothing to start over
-        if wal_bytes < _WAL_RESTART_BYTES:
-            return
-        if not self._writer.acquire(timeout=self._busy_timeout):
-            raise sqlite3.OperationalError("database is locked (by this process's writers)")
-        try:
-            db.execute(CHECKPOINT)
+            logger.warning("could not sweep expired sessions (next try in %ss): %s",
+                           self._sweep_interval, exc)
         finally:
-            self._writer.release()
+            self._purging.finished()
+
+    async def _background_batch(self) -> int:
+        executor = self._runner.executor
+        if executor is None or self._runner.closed:
+            return 0  # closed meanwhile: do not reopen the file
+        batch: tuple[int, list[str]] = await run_blocking(
+            executor, self._runner.until_not_busy, self._sweep_batch)
+        await report_each(self._report, batch[1])
+        return batch[0]
 
     def _setup(self) -> None:
-        db = self._connection()
-        # No BEGIN IMMEDIATE: each statement is atomic, takes the write lock only
-        # when it has something to create, and a process that loses the race
-        # re-reads the schema and finds nothing to do. So setup passes a held lock.
+        db = self._runner.connection()
+        # No BEGIN IMMEDIATE: each statement is atomic and takes the write lock
+        # only when it has something to create, so setup passes a held lock.
         db.execute(self._sql["create_table"])
         db.execute(self._sql["create_index"])
 
-    def _close(self) -> None:
-        self._closed = True
-        _FORKS.enter()
-        try:
-            self._connections.close_all()
-        finally:
-            _FORKS.leave()
-
     def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
-        db = self._connection()
+        db = self._runner.connection()
         now = time.time()
         locked_until = self._locked_until(db, key, now)
         if locked_until is None or locked_until > now:
             return _refusal(locked_until, now)
-        with self._write(db) as now:
+        with self._runner.write(db) as now:
             params = {"key": key, "now": now, "lease_ttl": lease_ttl}
             row = self._take(db, params)
             if row is not None:
@@ -615,121 +378,61 @@ class SQLiteStore(Store):
         return float(rows[0][0]) if rows else None
 
     def _fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
-        db = self._connection()
-        with self._write(db) as now:
+        db = self._runner.connection()
+        with self._runner.write(db) as now:
             params = {**params, "key": lease.key, "token": lease.token, "now": now}
             changed = db.execute(self._sql[op], params).rowcount
         if changed == 0:
             raise lease_lost(lease)
 
     def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
-        db = self._connection()
+        db = self._runner.connection()
         params = {"key": key, "now": time.time(), "ttl": ttl, "refresh_after": refresh_after}
         rows = db.execute(self._sql["read"], params).fetchall()
         if not rows:
             return None
         data, slide_due = rows[0]
         if slide_due:
-            with self._write(db) as now:
+            with self._runner.write(db) as now:
                 db.execute(self._sql["touch"], {**params, "now": now})
         return bytes(data)
 
     def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
-        db = self._connection()
-        with self._write(db) as now:
+        db = self._runner.connection()
+        with self._runner.write(db) as now:
             absolute = None if absolute_ttl is None else now + absolute_ttl
-            params = {"key": key, "data": data, "token": _first_token(now), "now": now,
+            params = {"key": key, "data": data, "token": int(now * 1e6), "now": now,
                       "ttl": ttl, "absolute": absolute}
             return db.execute(self._sql["create"], params).rowcount == 1
 
     def _discard(self, key: str) -> bool:
-        db = self._connection()
-        with self._write(db) as now:
+        db = self._runner.connection()
+        with self._runner.write(db) as now:
             return db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1
 
     def _inspect(self, key: str) -> Record | None:
-        rows = self._connection().execute(
+        rows = self._runner.connection().execute(
             self._sql["inspect"], {"key": key, "now": time.time()}).fetchall()
         return _sql.record(key, rows[0]) if rows else None
 
     def _scan_batch(self, after: str, limit: int) -> list[Record]:
-        rows = self._connection().execute(
+        rows = self._runner.connection().execute(
             self._sql["scan"], {"after": after, "now": time.time(), "limit": limit}).fetchall()
         return _sql.records(rows)
 
-    def _sweep_batch(self, reporting: bool) -> tuple[int, list[str]]:
-        """One batch of expired rows deleted: how many, and (``reporting``, or
-        once watch_expired was called, as seen under the write lock) the keys
-        to report, in a write transaction committed on return."""
-        db = self._connection()
-        with self._write(db) as now:
-            return self._delete_expired(db, now, reporting or self._report is not None)
-
-    def _delete_expired(self, db: sqlite3.Connection, now: float,
-                        reporting: bool) -> tuple[int, list[str]]:
-        """:meth:`_sweep_batch`'s statements, in the write transaction it holds."""
-        params = {"now": now, "limit": _SWEEP_BATCH}
-        if not reporting:
-            return int(db.execute(self._sql["sweep"], params).rowcount), []
-        if _RETURNING:
-            rows = db.execute(self._sql["sweep_reporting"], params).fetchall()
-        else:
-            batch = db.execute(self._sql["expired_batch"], params).fetchall()
-            db.executemany(self._sql["sweep_key"], [{"key": key} for key, _ in batch])
-            rows = [(reported,) for _, reported in batch]
+    def _sweep_batch(self) -> tuple[int, list[str]]:
+        """One batch of expired rows deleted, committed on return: how many, and
+        the keys to report once watch_expired was called (as seen under the
+        write lock, so no row expired while watched goes unreported)."""
+        db = self._runner.connection()
+        with self._runner.write(db) as now:
+            params = {"now": now, "limit": _SWEEP_BATCH}
+            if self._report is None:
+                return int(db.execute(self._sql["sweep"], params).rowcount), []
+            if _RETURNING:
+                rows = db.execute(self._sql["sweep_reporting"], params).fetchall()
+            else:
+                batch = db.execute(self._sql["expired_batch"], params).fetchall()
+                db.executemany(self._sql["sweep_key"], [{"key": key} for key, _ in batch])
+                rows = [(reported,) for _, reported in batch]
         return len(rows), [key for (key,) in rows if key is not None]
-
-    async def _reporting_sweep(self) -> None:
-        """A background sweep once watch_expired was called: batches on the
-        worker thread until one is not full, the keys of each reported before
-        the next. On the async face a task of the loop, which awaits each
-        batch (queued behind the operations waiting for the worker, as
-        :meth:`_background_sweep`'s) and then the reports; on the sync face it
-        runs on the worker thread itself, batches and reports alike."""
-        try:
-            while not self._closed and (executor := self._executor) is not None:
-                try:
-                    with self._errors.mapped("purge", self._where):
-                        swept, expired = await run_blocking(
-                            executor, self._until_not_busy, self._sweep_batch, True)
-                except StoreError as exc:
-                    logger.warning("could not sweep expired sessions (next try in %ss): %s",
-                                   self._sweep_interval, exc)
-                    return
-                await report_each(self._report, expired)
-                if swept < _SWEEP_BATCH:
-                    return
-        finally:
-            self._reporting.finished()
-
-    def _background_sweep(self) -> None:
-        """One batch of a background sweep. A full batch means a backlog: the
-        next batch queues behind the operations waiting now, so they wait for
-        one batch at most, and the backlog drains without further traffic."""
-        if self._closed:
-            return  # queued before aclose, run after it: do not reopen the file
-        try:
-            with self._errors.mapped("purge", self._where):
-                swept = self._until_not_busy(self._unreported_batch)
-        except StoreError as exc:
-            logger.warning("could not sweep expired sessions (next try in %ss): %s",
-                           self._sweep_interval, exc)
-            return
-        if swept == _SWEEP_BATCH and self._report is None:
-            self._queue_sweep()
-        elif swept is None or swept == _SWEEP_BATCH:
-            # watch_expired came since: the next operation starts a sweep that
-            # reports (this thread cannot start the async face's task)
-            self._next_sweep = 0.0
-
-    def _unreported_batch(self) -> int | None:
-        """A batch of a sweep queued before watch_expired, which reports
-        nothing: how many it deleted, or ``None``, deleting nothing, once
-        watch_expired was called. Checked under the write lock: a batch that
-        waited for it long (the lock held by a request) would otherwise
-        delete, unreported, rows that expired after the watch began."""
-        db = self._connection()
-        with self._write(db) as now:
-            if self._report is not None:
-                return None
-            return self._delete_expired(db, now, False)[0]

@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from sessionware._async.io.postgres_pool import broken
+from sessionware._async.io.postgres_pool import broken, pool_options, sever
 from sessionware._sync.stores.base import time_budget
 
-__all__ = ["Lender", "broken"]
+__all__ = ["Lender", "broken", "pool_options", "sever"]
 
 
 class Lender:
@@ -25,6 +25,14 @@ class Lender:
                  timeout: float) -> None:
         self.pool = pool
         self._timeout = timeout  # seconds an operation may wait for a connection
+
+    @classmethod
+    def opened(cls, dsn: str, low: int, high: int, timeout: float, prepare: bool) -> Lender:
+        """The lender of a new pool of ``low`` to ``high`` connections."""
+        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            dsn, **pool_options(low, high, timeout, prepare))
+        pool.open(wait=False)  # starts its workers; connects in the background
+        return cls(pool, high, timeout)
 
     def borrow(self) -> psycopg.Connection[Any]:
         while True:

@@ -9,16 +9,13 @@ the sequence ``<table>_token``; the table ``<table>``, one row per session (key
 text, data bytea, token bigint from the sequence; ``locked_until``,
 ``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at``
 timestamptz, NULL for none; ``waiting``: a waiter asked for a NOTIFY); the index
-``<table>_expires_at``. Times are the server's ``now()``; ``expires_at > now()``
-alone tells a live row.
+``<table>_expires_at``. Times are the server's ``now()``.
 
 Each operation is one statement below, in autocommit (a fenced one changes
-nothing unless the live row carries the lease's token); on the async face the
-session statements go over one pipelined connection per process
-(:mod:`sessionware._sync.io.postgres_pipeline`), the rest through the pool
-(:mod:`sessionware._sync.io.postgres_pool`). Expired rows go by purges, about
-once per ``purge_interval`` per process. ``wait`` is woken by a release here or
-a NOTIFY to the store's one LISTEN connection, and re-checks with backoff.
+nothing unless the live row carries the lease's token), over the lean path
+(:mod:`sessionware._sync.io.postgres_pipeline`) or the pool
+(:mod:`sessionware._sync.io.postgres_pool`). Expired rows go by purges. ``wait``
+is woken by a release here or a NOTIFY to the store's one LISTEN connection.
 
 Permissions: ``SELECT, INSERT, UPDATE, DELETE`` on the table and ``USAGE`` on
 the sequence; with ``create_table=True`` also ``CREATE`` on the schema.
@@ -27,8 +24,6 @@ the sequence; with ``create_table=True`` also ``CREATE`` on the schema.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -44,10 +39,10 @@ from sessionware.stores.answers import Lease, Locked, Record
 try:
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
-    from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+    from psycopg_pool import PoolClosed, PoolTimeout
 
     from sessionware._sync.io.postgres_pipeline import LeanPath, Rows  # needs psycopg too
-    from sessionware._sync.io.postgres_pool import Lender
+    from sessionware._sync.io.postgres_pool import Lender, sever
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
@@ -195,24 +190,16 @@ STATEMENTS = {
     "create_index": _sql.CREATE_INDEX,
 }
 
-# -- errors ---------------------------------------------------------------------
-
 # SQLSTATE classes and codes that mean "out of reach for now": connection,
 # resources, operator intervention, transaction rollback, lock not available,
 # and a read-only server (a standby after failover).
-_UNAVAILABLE_CLASSES = ("08", "53", "57", "40", "55")
-_UNAVAILABLE_CODES = ("25006",)
+_UNAVAILABLE = ("08", "53", "57", "40", "55", "25006")
+# setup(): another process created it at once (unique_violation, duplicate_*).
+_CREATED = ("23505", "42P07", "42710")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
     return getattr(exc, "sqlstate", None)
-
-
-def _refused_for_now(exc: BaseException) -> bool:
-    sqlstate = _sqlstate(exc)
-    return sqlstate is not None and (
-        sqlstate.startswith(_UNAVAILABLE_CLASSES) or sqlstate in _UNAVAILABLE_CODES
-    )
 
 
 # An error without a SQLSTATE is no answer from the server (the connection
@@ -227,7 +214,11 @@ ERRORS = ErrorTable(
             when=lambda exc: _sqlstate(exc) is None,
         ),
         Row(psycopg.Error, Meaning.MAYBE_APPLIED, when=lambda exc: _sqlstate(exc) is None),
-        Row(psycopg.Error, Meaning.NOT_APPLIED, when=_refused_for_now),
+        Row(
+            psycopg.Error,
+            Meaning.NOT_APPLIED,
+            when=lambda exc: (_sqlstate(exc) or "").startswith(_UNAVAILABLE),
+        ),
         Row(
             psycopg.Error,
             Meaning.ERROR,
@@ -260,45 +251,26 @@ def _fitting(data: bytes) -> bytes:
     return data
 
 
-def _sever(connection: psycopg.Connection[Any]) -> None:
-    """Shut the socket down under a statement that overran: the driver's wait
-    ends at once, with an error, and the pool discards the connection."""
-    try:
-        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as duplicate:
-            duplicate.shutdown(socket.SHUT_RDWR)
-    except (OSError, psycopg.Error):
-        pass  # closed already
-
-
 class SyncPostgresStore(SyncStore):
     """Sessions in PostgreSQL.
 
     :param dsn: a libpq connection string or ``postgresql://`` URL.
     :param table: the table name (letters, digits and ``_``, up to 50); the
-        sequence, index and wake-up channel are named after it. For another
-        schema, set ``search_path`` in the DSN (``options=-csearch_path=...``).
-    :param create_table: :meth:`setup` creates the sequence, table and index
-        if missing (``True``), or only checks that the table exists
-        (``False``: schemas managed by migrations; see the module docs for
-        the DDL).
+        sequence, index and wake-up channel are named after it.
+    :param create_table: :meth:`setup` creates what is missing (``True``), or
+        only checks that the table exists (``False``: schemas managed by migrations).
     :param min_connections: connections each process's pool keeps open.
-    :param max_connections: most connections each process's pool opens; when
-        all are busy an operation waits for one (up to ``timeout``).
+    :param max_connections: most connections each process's pool opens.
     :param timeout: seconds before a stalled statement, a wait for a pooled
-        connection or a connection attempt raises
-        :class:`~sessionware.StoreUnavailable`.
+        connection or a connection attempt raises :class:`~sessionware.StoreUnavailable`.
     :param prepare: prepare each statement on each connection at its first
         use; ``False`` for PgBouncer older than 1.21 in transaction mode.
-    :param listen: wake waiters in other processes by LISTEN/NOTIFY; ``False``
-        polls with backoff instead.
-    :param listen_dsn: where the LISTEN connection goes (default ``dsn``):
-        straight to PostgreSQL when ``dsn`` is a transaction-mode PgBouncer.
+    :param listen: wake waiters in other processes by LISTEN/NOTIFY; ``False`` polls.
+    :param listen_dsn: where the LISTEN connection goes (default ``dsn``).
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
     :param lean: on the async face, send the session operations over one
-        pipelined connection per process (:mod:`sessionware._sync.io.postgres_pipeline`;
-        needs ``prepare``); ``False`` sends them through the pool, as the sync
-        face does, and as set-up and purges always go.
+        pipelined connection per process (needs ``prepare``); ``False``: through the pool.
     """
 
     def __init__(
@@ -321,9 +293,7 @@ class SyncPostgresStore(SyncStore):
             raise ConfigurationError(
                 "need 0 <= min_connections <= max_connections and max_connections >= 1"
             )
-        self._dsn, self._where = dsn, _where(dsn)
-        self._create_table, self._timeout, self._prepare = create_table, timeout, prepare
-        self._sizes = (min_connections, max_connections)
+        self._where, self._create_table, self._timeout = _where(dsn), create_table, timeout
         self._sql = _sql.statements(
             STATEMENTS,
             table=_quoted(table),
@@ -334,7 +304,9 @@ class SyncPostgresStore(SyncStore):
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout
         )
         self._lender: PerProcess[Lender] = PerProcess(
-            self, self._opened_lender, lambda lender: lender.close(timeout)
+            self,
+            lambda: Lender.opened(dsn, min_connections, max_connections, timeout, prepare),
+            lambda lender: lender.close(timeout),
         )
         self._purging = PurgeSchedule(
             "sessionware-postgres-purge",
@@ -343,8 +315,7 @@ class SyncPostgresStore(SyncStore):
             lambda: self._lender.closed,
             logger,
         )
-        # watch_expired's report; until then (None) purges return no keys
-        self._report: Callable[[str], object] | None = None
+        self._report: Callable[[str], object] | None = None  # watch_expired's
         self._listener = _Listener(
             listen_dsn or dsn, table, self._where, enabled=listen, timeout=timeout
         )
@@ -353,9 +324,8 @@ class SyncPostgresStore(SyncStore):
         return f"{type(self).__name__}({self._where!r}, table={self._table!r})"
 
     def setup(self) -> None:
-        """Create the sequence, table and index if missing (with
-        ``create_table=False``: check that the table exists). Idempotent, and
-        safe when several processes set up at the same moment."""
+        """Create the sequence, table and index if missing (``create_table=False``:
+        check that the table exists); safe when several processes set up at once."""
         if not self._create_table:
             _, rows = self._setup(TABLE_EXISTS, {"table_name": _quoted(self._table)})
             if rows[0][0] is None:
@@ -370,10 +340,7 @@ class SyncPostgresStore(SyncStore):
                     self._setup(self._sql[name], {})
                 return
             except StoreError as exc:
-                # another process created the same object at the same moment
-                # (unique_violation in the catalog, or duplicate_table/object)
-                sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                if sqlstate not in ("23505", "42P07", "42710") or attempt == 2:
+                if getattr(exc.__cause__, "sqlstate", None) not in _CREATED or attempt == 2:
                     raise
 
     def _setup(self, statement: str, params: Params) -> Rows:
@@ -414,7 +381,7 @@ class SyncPostgresStore(SyncStore):
         params = {"key": key, "ttl": ttl, "refresh_after": refresh_after}
         try:
             _, rows = self._execute("read", self._sql["read"], params)
-        except StoreUnavailable as exc:
+        except StoreUnavailable as exc:  # the one operation tried again: it is idempotent
             if isinstance(exc.__cause__, PoolTimeout):
                 raise  # no connection in time: a second wait would only double it
             logger.debug("retrying a read after a connection error")
@@ -453,14 +420,11 @@ class SyncPostgresStore(SyncStore):
         return _sql.records(rows)
 
     def purge_expired(self, *, progress: Callable[[int], object] | None = None) -> int:
-        """Delete every expired row; returns how many this call deleted.
-
-        Batch by batch, each its own short statement that skips rows another
-        statement holds, so purges in several processes never wait for each
-        other and operations run between batches; ``progress`` hears the count
-        of each batch that deleted any. Once :meth:`watch_expired` was called,
-        the sessions of each batch are reported after its statement, before
-        the next batch."""
+        """Delete every expired row, in batches of short statements that skip
+        rows another statement holds; returns how many this call deleted.
+        ``progress`` hears the count of each batch that deleted any; once
+        :meth:`watch_expired` was called, the sessions of each batch are
+        reported before the next batch."""
         statement = self._sql["purge" if self._report is None else "purge_reporting"]
         return _sql.purge_in_batches(lambda: self._purge_batch(statement), _PURGE_BATCH, progress)
 
@@ -470,19 +434,13 @@ class SyncPostgresStore(SyncStore):
         return count
 
     def watch_expired(self, report: Callable[[str], object]) -> bool:
-        """Report each session this store's purges remove from now on (the
-        background purge and :meth:`purge_expired`): exactly, since expired
-        rows leave only by a purge, and each row by the one statement (of
-        whichever process) that deleted it, which returns its key.
-
-        A session is reported when a purge removes it, not at its deadline:
-        up to about ``purge_interval`` after it, once an operation starts the
-        purge (never if the key is created again first). Reports come after the
-        batch's statement, with no connection held, one at a time:
-        awaited on the event loop (async face) or called on the thread that
-        purged (sync face: the background purge's thread, or the caller of
-        ``purge_expired``). A report that raises is logged. Rows removed by a
-        process that does not watch are not reported. Returns ``True``."""
+        """Report each session this store's purges (the background one and
+        :meth:`purge_expired`) remove from now on, exactly: each row leaves by
+        one statement, which returns its key. A session is reported when a
+        purge removes it, up to about ``purge_interval`` after its deadline;
+        after the batch's statement, one at a time, on the event loop (async
+        face) or on the thread that purged (sync face). A report that raises
+        is logged. Returns ``True``."""
         self._report = report
         return True
 
@@ -506,9 +464,8 @@ class SyncPostgresStore(SyncStore):
         purge_due: bool = True,
         prepare: bool | None = None,
     ) -> Rows:
-        """Run one statement: a session operation on the lean path (the
-        async face), anything else on a pooled connection. Its row count and
-        rows; then start a background purge if one is due."""
+        """Run one statement: a session operation on the lean path (if any),
+        anything else on a pooled connection; then start a purge if one is due."""
         try:
             if self._lean is not None and op in _LEAN_OPS:
                 if self._lender.closed:
@@ -530,41 +487,17 @@ class SyncPostgresStore(SyncStore):
             return cursor.rowcount, cursor.fetchall() if cursor.description else []
 
         try:
-            return interruptible(run, lambda: _sever(connection), self._timeout)
+            return interruptible(run, lambda: sever(connection), self._timeout)
         finally:
             lender.give_back(connection)
 
-    def _opened_lender(self) -> Lender:
-        low, high = self._sizes
-        # reconnect_timeout: a pool that failed to reconnect for so long stops (its
-        # backoff has no cap), and the next operation finds a server back at once
-        pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            self._dsn,
-            open=False,
-            min_size=low,
-            max_size=high,
-            timeout=self._timeout,
-            name="sessionware",
-            reconnect_timeout=max(5.0, self._timeout),
-            kwargs={
-                "autocommit": True,
-                "prepare_threshold": 0 if self._prepare else None,
-                "connect_timeout": max(1, round(self._timeout)),
-            },
-        )
-        pool.open(wait=False)  # starts its workers; connects in the background
-        return Lender(pool, high, self._timeout)
-
 
 class _Listener(WakeupListener[str]):
-    """The one LISTEN connection of a store's waiters: it wakes the waiters
-    of each notified key."""
+    """The one LISTEN connection of a store's waiters: wakes those of each notified key."""
 
-    def __init__(
-        self, dsn: str, channel: str, where: str, *, enabled: bool, timeout: float
-    ) -> None:
+    def __init__(self, dsn: str, table: str, where: str, *, enabled: bool, timeout: float) -> None:
         super().__init__("sessionware-postgres-listener", f"listener on {where}", enabled=enabled)
-        self._dsn, self._channel, self._timeout = dsn, channel, timeout
+        self._dsn, self._channel, self._timeout = dsn, table, timeout  # the channel: the table
 
     def _listen_once(self, run: Run) -> bool:
         connection = psycopg.Connection.connect(

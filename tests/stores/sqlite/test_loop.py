@@ -13,16 +13,17 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from sessionware._async.stores.sqlite import _CHECKPOINT_EVERY
+from sessionware._async.io.sqlite_runner import CHECKPOINT_EVERY
 from sessionware.stores import Lease, SQLiteStore
+from tests.support.store_contract import background_purge_done
 
 
 async def test_operations_that_need_no_wait_do_not_need_the_worker_thread(
         tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    await store.setup()  # queues the first sweep: let it finish
-    executor = store._current_executor()
-    await asyncio.get_running_loop().run_in_executor(executor, lambda: None)
+    await store.setup()  # starts the first sweep: let it finish
+    await background_purge_done(store)
+    executor = store._runner.worker()
     worker_free = threading.Event()
     blocked = executor.submit(worker_free.wait, 30)  # the worker is busy from now on
     try:
@@ -62,13 +63,13 @@ async def test_the_worker_checkpoints_for_the_loop_connection(tmp_path: Path) ->
     store = SQLiteStore(path)
     await store.setup()
     page = b"x" * 4000  # about a page a write
-    writes = 10 * _CHECKPOINT_EVERY
+    writes = 10 * CHECKPOINT_EVERY
     for i in range(writes):
         assert await store.create(f"k{i}", page, ttl=60)
-    await asyncio.get_running_loop().run_in_executor(store._current_executor(), lambda: None)
+    await asyncio.get_running_loop().run_in_executor(store._runner.worker(), lambda: None)
     wal = path.with_name(path.name + "-wal").stat().st_size
     # Unchecked, the WAL holds every write, about 20 KB each here (the row, the
     # key and expiry indexes): 40 MB. Checkpointed, it is written over again
     # from the start after each checkpoint: a few checkpoints' worth at most.
-    assert wal < 4 * _CHECKPOINT_EVERY * 20_000, wal
+    assert wal < 4 * CHECKPOINT_EVERY * 20_000, wal
     await store.aclose()

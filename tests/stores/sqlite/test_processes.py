@@ -31,6 +31,7 @@ from tests.support.store_contract import (
     SHORT,
     acquire_lease,
     acquire_waiting,
+    background_purge_done,
     new_key,
 )
 
@@ -147,7 +148,7 @@ def purge_watching(path: str, face: str, ready: Barrier, go: Barrier, out: Queue
     if face == "sync":
         with SyncSQLiteStore(path, sweep_interval=LONG) as store:
             # setup's own sweep, which does not report, is over before the rows exist
-            store._current_executor().submit(lambda: None).result()
+            store._runner.worker().submit(lambda: None).result()
             assert store.watch_expired(keys.append)
             ready.wait(JOIN_TIMEOUT)
             go.wait(JOIN_TIMEOUT)
@@ -162,7 +163,7 @@ async def _purge_watching(path: str, keys: list[str], ready: Barrier, go: Barrie
         keys.append(key)
 
     async with SQLiteStore(path, sweep_interval=LONG) as store:
-        await asyncio.get_running_loop().run_in_executor(store._current_executor(), lambda: None)
+        await background_purge_done(store)  # setup's own sweep, which does not report
         assert await store.watch_expired(report)
         ready.wait(JOIN_TIMEOUT)
         go.wait(JOIN_TIMEOUT)

@@ -21,7 +21,7 @@ import sessionware._sync.stores.sqlite as sync_sqlite_module
 from sessionware.stores import SQLiteStore, Store, SyncSQLiteStore
 from tests.support.expired_reports import Reports, watch
 from tests.support.faces import ThreadedStore, on_face
-from tests.support.store_contract import LONG, MARGIN, SHORT, new_key
+from tests.support.store_contract import LONG, MARGIN, SHORT, background_purge_done, new_key
 
 BACKLOG = 10_000
 DEADLINE = 15.0  # bound on a wait for the background sweep: generous, never hoped for
@@ -53,12 +53,15 @@ def insert_rows(db_path: str, expired: int = BACKLOG, live: tuple[str, ...] = ()
 
 
 async def sweeps_done(store: Store) -> None:
-    """Once the sweeps queued so far on the store's worker thread are over
-    (the store's own, or its twin's behind the sync face). Operations run on
-    the loop's or the caller's thread, so they do not queue behind them."""
+    """Once the sweeps started so far are over (the store's own, or its
+    twin's behind the sync face): the async face's task, which queues its
+    batches on the worker thread, and what the worker thread has queued.
+    Operations run on the loop's or the caller's thread, so they do not
+    queue behind them."""
     inner = store.inner if isinstance(store, ThreadedStore) else store
     assert isinstance(inner, (SQLiteStore, SyncSQLiteStore))
-    executor = inner._current_executor()
+    await background_purge_done(store)
+    executor = inner._runner.worker()
     await asyncio.get_running_loop().run_in_executor(executor, lambda: None)
 
 
