@@ -49,7 +49,8 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import unquote
 
 from sessionware._async.io.primitives import ThreadLock, sleep
 from sessionware._async.stores.base import (
@@ -87,6 +88,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "DynamoDBStore needs aiobotocore and botocore: pip install sessionware[dynamodb]"
     ) from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["DynamoDBStore"]
 
@@ -349,6 +353,18 @@ class DynamoDBStore(Store):
                                                    place=home)
         self._held = _Held()
         self._waiters: Waiters[str] = Waiters()
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        parts, query = url.parts, url.query
+        table = unquote(parts.netloc)
+        if not table or parts.path.strip("/"):
+            raise url.error("write dynamodb://TABLE?region=...&endpoint_url=...")
+        if "region" in query:  # the short name, as in the URLs people write
+            if "region_name" in query:
+                raise url.error("give region or region_name, not both")
+            query["region_name"] = query.pop("region")
+        return cls(table, **url.options(cls, query))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._table!r}, at {self._where!r})"

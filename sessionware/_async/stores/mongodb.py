@@ -53,7 +53,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._async.io.primitives import Once
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -94,6 +94,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "MongoDBStore needs pymongo >= 4.13: pip install sessionware[mongodb]") from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["MongoDBStore"]
 
@@ -364,6 +367,11 @@ class MongoDBStore(Store):
         self._client: PerProcess[AsyncMongoClient[Document]] = PerProcess(
             self, self._connected, lambda client: client.close())
         self._watcher = _Watcher(self, enabled=watch)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls)  # the driver checks its own URI options
+        return cls(driver_url, **options)
 
     def __repr__(self) -> str:
         database, collection = self._names

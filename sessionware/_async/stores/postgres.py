@@ -61,7 +61,7 @@ import re
 import select
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._async.io.primitives import Event, ThreadLock, interruptible
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -95,6 +95,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "PostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
     ) from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["PostgresStore"]
 
@@ -457,6 +460,15 @@ class PostgresStore(Store):
         self._report: Callable[[str], Awaitable[object]] | None = None
         self._listener = _Listener(listen_dsn or dsn, self._channel, self._where,
                                    enabled=listen, timeout=timeout)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, dsn = url.split(cls)  # libpq's options stay in the URL
+        try:  # libpq's own parser: what it refuses here, it would refuse at connect
+            conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise url.error(str(exc).strip()) from None
+        return cls(dsn, **options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._table!r})"

@@ -57,8 +57,8 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from sessionware._sync.io.azure_clients import ContainerClient, TableClient, open_clients
 from sessionware._sync.io.primitives import ThreadLock, sleep
@@ -100,6 +100,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "SyncAzureTableStore needs azure-data-tables and azure-storage-blob: "
         "pip install sessionware[azure]"
     ) from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncAzureTableStore"]
 
@@ -404,6 +407,18 @@ class SyncAzureTableStore(SyncStore):
             lambda: self._clients.closed,
             logger,
         )
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        # a connection string holds '=', ';', '/' and '+' (its key is base64):
+        # taken as it is up to the first '?', not parsed as a URL
+        connection_string = unquote(url.text[len(url.scheme) + 3 :].partition("?")[0])
+        if "=" not in connection_string:
+            raise url.error(
+                "put the storage account's connection string after azure:// "
+                "(e.g. azure://UseDevelopmentStorage=true?table=sessions)"
+            )
+        return cls(connection_string, **url.options(cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._names[0]!r})"

@@ -55,7 +55,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._sync.io.primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -97,6 +97,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncMongoDBStore needs pymongo >= 4.13: pip install sessionware[mongodb]"
     ) from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncMongoDBStore"]
 
@@ -429,6 +432,11 @@ class SyncMongoDBStore(SyncStore):
             self, self._connected, lambda client: client.close()
         )
         self._watcher = _Watcher(self, enabled=watch)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls)  # the driver checks its own URI options
+        return cls(driver_url, **options)
 
     def __repr__(self) -> str:
         database, collection = self._names

@@ -53,7 +53,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from urllib.parse import unquote
 
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
@@ -77,6 +78,9 @@ from sessionware._sync.stores.base import (
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncSQLiteStore"]
 
@@ -405,6 +409,24 @@ class SyncSQLiteStore(SyncStore):
         self._report: Callable[[str], object] | None = None
         # the async face's reporting sweep: a task of the loop (see _queue_sweep)
         self._reporting = Background("sessionware-sqlite-sweep")
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        parts = url.parts
+        if parts.netloc:
+            raise url.error(
+                "a SQLite URL has no host; write sqlite:///relative.db or "
+                "sqlite:////absolute/path.db (three slashes, then the path)"
+            )
+        path = unquote(parts.path[1:])  # as SQLAlchemy's: an absolute path has four slashes
+        if not path:
+            raise url.error("name the database file, e.g. sqlite:///sessions.db")
+        if path == ":memory:" or path.startswith("file:"):
+            raise url.error(
+                "SyncSQLiteStore needs a file that every thread and process opens; "
+                "for sessions in this process's memory use memory://"
+            )
+        return cls(path, **url.options(cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
