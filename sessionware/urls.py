@@ -2,19 +2,9 @@
 environment variable, Flask config), the way Flask-Session's ``SESSION_TYPE``
 picks a backend.
 
-===================================  =============================================
-URL                                  store
-===================================  =============================================
-``memory://``                        ``MemoryStore()``
-``sqlite:///sessions.db``            ``SQLiteStore("sessions.db")`` (relative path)
-``sqlite:////var/lib/app/s.db``      ``SQLiteStore("/var/lib/app/s.db")``
-``redis://``, ``rediss://``          ``RedisStore(url)``
-``redis+cluster://``                 ``RedisStore("redis://...", cluster=True)``
-``postgresql://``, ``postgres://``   ``PostgresStore(dsn)``
-``dynamodb://TABLE``                 ``DynamoDBStore(TABLE, region_name=, endpoint_url=)``
-``azure://CONNECTION-STRING``        ``AzureTableStore(connection_string, ...)``
-``mongodb://``, ``mongodb+srv://``   ``MongoDBStore(url, database=, collection=)``
-===================================  =============================================
+Each store takes the URL schemes its line in the registry
+(:data:`sessionware.stores.STORES`) names, and reads the rest of the URL in
+its own ``from_url``; docs/stores/index.md lists every form.
 
 Query parameters set the store's keyword options by name
 (``sqlite:///s.db?table=web_sessions``, ``redis://host/0?prefix=app:&lean=false``);
@@ -30,21 +20,18 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Collection, Mapping
-from typing import Any, NoReturn
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
-from sessionware._async.stores.base import Store
 from sessionware.exceptions import ConfigurationError
 
-__all__ = ["ENV_VAR", "store_from_env", "store_from_url"]
+if TYPE_CHECKING:
+    from sessionware._async.stores.base import Store
+
+__all__ = ["ENV_VAR", "StoreURL", "store_from_env", "store_from_url"]
 
 ENV_VAR = "SESSIONWARE_STORE_URL"
 """The environment variable :func:`store_from_env` reads."""
-
-_SCHEMES = ("memory://, sqlite:///PATH, redis://, rediss://, redis+cluster://, "
-            "postgresql://, postgres://, dynamodb://TABLE, azure://CONNECTION-STRING, "
-            "mongodb://, mongodb+srv://")
-
 
 def store_from_url(url: str) -> Store:
     """The store that ``url`` names, built but not yet connected (stores
@@ -57,13 +44,16 @@ def store_from_url(url: str) -> Store:
     """
     if not isinstance(url, str):
         raise ConfigurationError(f"a store URL must be a string, not {type(url).__name__}")
+    from sessionware import stores  # the registry, which imports a store at first use
+
     scheme, sep, _ = url.partition("://")
-    scheme = scheme.lower()
-    builder = _BUILDERS.get(scheme) if sep else None
-    if builder is None:
+    name = stores.SCHEMES.get(scheme.lower()) if sep else None
+    if name is None:
+        forms = ", ".join(form for entry in stores.STORES.values() for form in entry.urls)
         raise ConfigurationError(
-            f"store URL {_redacted(url)!r}: unknown scheme; use one of {_SCHEMES}")
-    return builder(scheme, url)
+            f"store URL {_redacted(url)!r}: unknown scheme; use one of {forms}")
+    cls: type[Store] = getattr(stores, name)
+    return cls.from_url(StoreURL(url, scheme.lower()))
 
 
 def store_from_env(environ: Mapping[str, str] = os.environ) -> Store:
@@ -79,122 +69,40 @@ def store_from_env(environ: Mapping[str, str] = os.environ) -> Store:
     return store_from_url(url)
 
 
-def _memory(scheme: str, url: str) -> Store:
-    parts = urlsplit(url)
-    if parts.netloc or parts.path.strip("/"):
-        raise ConfigurationError(
-            f"store URL {url!r}: memory:// takes no host or path (it is one process's memory)")
-    cls = _store_class("MemoryStore")
-    return cls(**_options(cls, scheme, _query(parts.query, scheme)))
+class StoreURL:
+    """A store URL as a store's ``from_url`` reads it: what the store needs
+    of the URL is its own; the query's options, checked against the store's
+    constructor, and the error messages are the same for every store."""
 
+    def __init__(self, text: str, scheme: str) -> None:
+        self.text = text
+        self.scheme = scheme  # lower case, as looked up
 
-def _sqlite(scheme: str, url: str) -> Store:
-    parts = urlsplit(url)
-    if parts.netloc:
-        raise ConfigurationError(
-            f"store URL {url!r}: a SQLite URL has no host; write sqlite:///relative.db "
-            "or sqlite:////absolute/path.db (three slashes, then the path)")
-    # As SQLAlchemy: the path follows the third slash, so an absolute one has four.
-    path = unquote(parts.path[1:])
-    if not path:
-        raise ConfigurationError(
-            f"store URL {url!r}: name the database file, e.g. sqlite:///sessions.db")
-    if path == ":memory:" or path.startswith("file:"):
-        raise ConfigurationError(
-            f"store URL {url!r}: SQLiteStore needs a file that every thread and process "
-            "opens; for sessions in this process's memory use memory://")
-    cls = _store_class("SQLiteStore")
-    return cls(path, **_options(cls, scheme, _query(parts.query, scheme)))
+    @property
+    def parts(self) -> SplitResult:
+        return urlsplit(self.text)
 
+    @property
+    def query(self) -> dict[str, str]:
+        """The query's options, each given once."""
+        return _query(self.text.partition("?")[2].partition("#")[0], self.scheme)
 
-def _redis(scheme: str, url: str) -> Store:
-    cls = _store_class("RedisStore")
-    cluster = scheme.endswith("+cluster")
-    if cluster:
-        url = scheme.removesuffix("+cluster") + url[len(scheme):]
-    parts = urlsplit(url)
-    ours, driver = _split(cls, scheme, _query(parts.query, scheme), _redis_driver_options())
-    if cluster:
-        ours.setdefault("cluster", True)
-    return cls(urlunsplit(parts._replace(query=urlencode(driver))), **ours)
+    def options(self, cls: type, query: dict[str, str] | None = None) -> dict[str, Any]:
+        """The store's keyword options, parsed by its constructor's annotations;
+        any other name in the query is refused."""
+        return _options(cls, self.scheme, self.query if query is None else query)
 
+    def split(self, cls: type, driver: Collection[str] | None = None,
+              ) -> tuple[dict[str, Any], str]:
+        """The store's keyword options, and the URL with the rest of its query
+        left for the driver: all of it when ``driver`` is ``None`` (the driver
+        checks its own), else the names in ``driver`` (any other is refused)."""
+        ours, rest = _split(cls, self.scheme, self.query, driver)
+        return ours, urlunsplit(self.parts._replace(query=urlencode(rest)))
 
-def _postgres(scheme: str, url: str) -> Store:
-    cls = _store_class("PostgresStore")
-    parts = urlsplit(url)
-    ours, driver = _split(cls, scheme, _query(parts.query, scheme), None)
-    dsn = urlunsplit(parts._replace(query=urlencode(driver)))
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:  # libpq's own parser: what it refuses here, it would refuse at connect
-        conninfo_to_dict(dsn)
-    except ProgrammingError as exc:
-        raise ConfigurationError(f"store URL {_redacted(url)!r}: {exc}".strip()) from None
-    return cls(dsn, **ours)
-
-
-def _dynamodb(scheme: str, url: str) -> Store:
-    cls = _store_class("DynamoDBStore")
-    parts = urlsplit(url)
-    table = unquote(parts.netloc)
-    if not table or parts.path.strip("/"):
-        raise ConfigurationError(
-            f"store URL {url!r}: write dynamodb://TABLE?region=...&endpoint_url=...")
-    query = _query(parts.query, scheme)
-    if "region" in query:  # the short name, as in the URLs people write
-        if "region_name" in query:
-            raise ConfigurationError(f"{scheme}:// store URL: give region or region_name, "
-                                     "not both")
-        query["region_name"] = query.pop("region")
-    return cls(table, **_options(cls, scheme, query))
-
-
-def _azure(scheme: str, url: str) -> Store:
-    cls = _store_class("AzureTableStore")
-    # A connection string holds '=', ';', '/' and '+' (the account key is
-    # base64), so it is taken verbatim up to the first '?', not parsed as a URL.
-    connection_string, _, query = url[len(scheme) + 3:].partition("?")
-    connection_string = unquote(connection_string)
-    if "=" not in connection_string:
-        raise ConfigurationError(
-            "azure:// store URL: put the storage account's connection string after "
-            "azure:// (e.g. azure://UseDevelopmentStorage=true?table=sessions)")
-    return cls(connection_string, **_options(cls, scheme, _query(query, scheme)))
-
-
-def _mongodb(scheme: str, url: str) -> Store:
-    cls = _store_class("MongoDBStore")
-    parts = urlsplit(url)
-    # The driver validates its own URI options; ours are taken out first.
-    ours, driver = _split(cls, scheme, _query(parts.query, scheme), None)
-    return cls(urlunsplit(parts._replace(query=urlencode(driver))), **ours)
-
-
-_BUILDERS: dict[str, Callable[[str, str], Store]] = {
-    "memory": _memory,
-    "sqlite": _sqlite,
-    "redis": _redis,
-    "rediss": _redis,
-    "redis+cluster": _redis,
-    "rediss+cluster": _redis,
-    "postgresql": _postgres,
-    "postgres": _postgres,
-    "dynamodb": _dynamodb,
-    "azure": _azure,
-    "mongodb": _mongodb,
-    "mongodb+srv": _mongodb,
-}
-
-
-def _store_class(name: str) -> Callable[..., Store]:
-    """The store class, from the registry in :mod:`sessionware.stores`, imported
-    on first use: a missing driver raises the store's own ImportError, which
-    names the extra to install."""
-    from sessionware import stores
-
-    cls: Callable[..., Store] = getattr(stores, name)
-    return cls
+    def error(self, message: str) -> ConfigurationError:
+        """The error for a URL this store cannot take, which never shows a password."""
+        return ConfigurationError(f"store URL {_redacted(self.text)!r}: {message}")
 
 
 def _query(query: str, scheme: str) -> dict[str, str]:
@@ -309,19 +217,6 @@ def _number(value: str) -> float:
 _SCALARS: dict[str, Callable[[str], Any]] = {
     "bool": _boolean, "int": _integer, "float": _number, "str": str,
 }
-
-
-def _redis_driver_options() -> frozenset[str]:
-    """What redis-py reads from a URL's query besides the store's options:
-    its parsed URL arguments and its connections' keyword arguments."""
-    from redis import connection
-
-    names = set(connection.URL_QUERY_ARGUMENT_PARSERS)
-    for cls in (connection.AbstractConnection, connection.Connection,
-                connection.SSLConnection):
-        names.update(inspect.signature(cls.__init__).parameters)
-    return frozenset(names - {"self", "args", "kwargs", "host", "port", "username",
-                              "password", "path"})
 
 
 def _redacted(url: str) -> str:

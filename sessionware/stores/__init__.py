@@ -10,7 +10,7 @@ where it is used, with the name of the extra to install."""
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sessionware.stores.answers import Lease, Locked, Record
 
@@ -38,28 +38,40 @@ __all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore",
            "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
            "SyncRedisStore", "SyncSQLiteStore", "SyncStore", "store_from_url"]
 
-# The registry: each store's class and its module (the same name in
-# sessionware/_async/stores/ and, with "Sync" before it, sessionware/_sync/stores/).
-# Imported at first use, so that a store whose extra is missing fails only
-# where it is used, with the name of the extra to install, and so that the
-# stores' modules may import this package's face-independent parts.
+class Entry(NamedTuple):
+    """A store in the registry: its module's name (the same in
+    sessionware/_async/stores/ and sessionware/_sync/stores/) and the forms
+    of the URLs it takes (:func:`store_from_url` reads the scheme of each)."""
+
+    module: str
+    urls: tuple[str, ...] = ()
+
+
+# The registry, a line a store. Its classes are imported at first use, so
+# that a store whose extra is missing fails only where it is used, with the
+# name of the extra to install, and so that the stores' modules may import
+# this package's face-independent parts.
 STORES = {
-    "Store": "base",
-    "MemoryStore": "memory",
-    "SQLiteStore": "sqlite",
-    "RedisStore": "redis",
-    "PostgresStore": "postgres",
-    "AzureTableStore": "azure",
-    "MongoDBStore": "mongodb",
-    "DynamoDBStore": "dynamodb",
+    "Store": Entry("base"),
+    "MemoryStore": Entry("memory", ("memory://",)),
+    "SQLiteStore": Entry("sqlite", ("sqlite:///PATH",)),
+    "RedisStore": Entry("redis", ("redis://", "rediss://", "redis+cluster://",
+                                  "rediss+cluster://")),
+    "PostgresStore": Entry("postgres", ("postgresql://", "postgres://")),
+    "DynamoDBStore": Entry("dynamodb", ("dynamodb://TABLE",)),
+    "AzureTableStore": Entry("azure", ("azure://CONNECTION-STRING",)),
+    "MongoDBStore": Entry("mongodb", ("mongodb://", "mongodb+srv://")),
 }
+
+SCHEMES = {url.partition("://")[0]: name for name, entry in STORES.items() for url in entry.urls}
+"""Each URL scheme and the store class that takes it."""
 
 
 def twin_of(cls: type) -> type[SyncStore] | None:
     """The generated blocking twin of a registered store class (``SyncRedisStore``
     for ``RedisStore``), or ``None`` for a class the registry does not hold."""
-    module = STORES.get(cls.__name__)
-    if module is None or cls.__module__ != f"sessionware._async.stores.{module}":
+    entry = STORES.get(cls.__name__)
+    if entry is None or cls.__module__ != f"sessionware._async.stores.{entry.module}":
         return None
     twin: type[SyncStore] = __getattr__("Sync" + cls.__name__)
     return twin
@@ -71,10 +83,10 @@ def __getattr__(name: str) -> Any:
 
         return store_from_url
     sync = name.startswith("Sync") and name.removeprefix("Sync") in STORES
-    module = STORES.get(name.removeprefix("Sync") if sync else name)
-    if module is None:
+    entry = STORES.get(name.removeprefix("Sync") if sync else name)
+    if entry is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     face = "_sync" if sync else "_async"
-    value = getattr(importlib.import_module(f"sessionware.{face}.stores.{module}"), name)
+    value = getattr(importlib.import_module(f"sessionware.{face}.stores.{entry.module}"), name)
     globals()[name] = value  # once: later lookups find it here
     return value

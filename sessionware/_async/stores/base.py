@@ -50,6 +50,7 @@ from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
+    from sessionware.urls import StoreURL
 
 __all__ = ["SCAN_BATCH", "Lease", "Locked", "PerProcess", "Record", "Store", "backoff_delay",
            "check_limits", "report_each", "retried", "time_budget"]
@@ -106,6 +107,12 @@ class Store(abc.ABC):
                 "whose methods block (a SyncStore subclass)")
         args, kwargs = self._arguments
         return twin(*args, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        """The store ``url`` names, for :func:`~sessionware.store_from_url`,
+        which calls it for the URL schemes the registry gives this store."""
+        raise url.error(f"{cls.__name__} takes no URL")
 
     async def __aenter__(self) -> Store:
         try:

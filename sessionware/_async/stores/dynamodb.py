@@ -21,7 +21,8 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import unquote
 
 from sessionware._async.io.primitives import sleep
 from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, check_limits, retried
@@ -29,6 +30,9 @@ from sessionware._async.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
 from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 with needs_extra("DynamoDBStore", "aiobotocore and botocore", "dynamodb"):
     from botocore import exceptions as boto  # type: ignore[import-untyped]
@@ -207,6 +211,18 @@ class DynamoDBStore(Store):
         # (idle, hard) deadline of the leases of this store, by (key, token): see _capped
         self._held: OrderedDict[tuple[str, int], tuple[float | None, float | None]] = OrderedDict()
         self._waiters: Waiters[str] = Waiters()
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        parts, query = url.parts, url.query
+        table = unquote(parts.netloc)
+        if not table or parts.path.strip("/"):
+            raise url.error("write dynamodb://TABLE?region=...&endpoint_url=...")
+        if "region" in query:  # the short name, as in the URLs people write
+            if "region_name" in query:
+                raise url.error("give region or region_name, not both")
+            query["region_name"] = query.pop("region")
+        return cls(table, **url.options(cls, query))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._table!r}, at {self._where!r})"

@@ -22,7 +22,7 @@ import logging
 import random
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sessionware._async.io.primitives import Once
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -30,6 +30,9 @@ from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, check_
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 with needs_extra("MongoDBStore", "pymongo >= 4.13", "mongodb"):
     import pymongo
@@ -254,6 +257,11 @@ class MongoDBStore(Store):
         self._client: PerProcess[AsyncMongoClient[Document]] = PerProcess(
             self, self._connected, lambda client: client.close())
         self._watcher = _Watcher(self, enabled=watch)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls)  # the driver checks its own URI options
+        return cls(driver_url, **options)
 
     def __repr__(self) -> str:
         database, collection = self._names

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, Union
 
 from sessionware._async.io.primitives import IS_SYNC
 from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -56,6 +57,8 @@ except ImportError:  # pragma: no cover - redis-py without hiredis
 if TYPE_CHECKING:
     from redis.asyncio.client import PubSub
     from redis.commands.core import AsyncScript
+
+    from sessionware.urls import StoreURL
 
 __all__ = ["RedisStore"]
 
@@ -152,6 +155,14 @@ class RedisStore(Store):
         (self._acquire, self._commit, self._release, self._renew, self._read, self._create,
          self._delete, self._discard, self._inspect, self._claim) = self._scripts
         self._wakeups = _Wakeups(self._subscription, self._channel)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls, _driver_url_options())
+        if url.scheme.endswith("+cluster"):
+            options.setdefault("cluster", True)
+            driver_url = url.scheme.removesuffix("+cluster") + driver_url[len(url.scheme):]
+        return cls(driver_url, **options)
 
     async def _run(self, op: str, script: AsyncScript, key: str,
                    args: Sequence[str | int | bytes], *, idempotent: bool = False,
@@ -454,3 +465,16 @@ class _Wakeups(WakeupListener[bytes]):
             self.waiters.wake(message["data"])
         elif kind == "subscribe":
             self._began_listening()  # the wake-up channel's confirmation
+
+
+def _driver_url_options() -> frozenset[str]:
+    """What redis-py reads from a URL's query besides the store's options:
+    its parsed URL arguments and its connections' keyword arguments."""
+    from redis import connection
+
+    names = set(connection.URL_QUERY_ARGUMENT_PARSERS)
+    for cls in (connection.AbstractConnection, connection.Connection,
+                connection.SSLConnection):
+        names.update(inspect.signature(cls.__init__).parameters)
+    return frozenset(names - {"self", "args", "kwargs", "host", "port", "username",
+                              "password", "path"})

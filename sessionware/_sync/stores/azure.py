@@ -21,8 +21,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Self, TypeVar
+from urllib.parse import unquote, urlsplit
 
 from sessionware._sync.io import azure_clients as sdk
 from sessionware._sync.io.azure_clients import errors
@@ -43,6 +43,9 @@ from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
 from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncAzureTableStore"]
 
@@ -207,6 +210,18 @@ class SyncAzureTableStore(SyncStore):
             lambda: self._clients.closed,
             logger,
         )
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        # a connection string holds '=', ';', '/' and '+' (its key is base64):
+        # taken as it is up to the first '?', not parsed as a URL
+        connection_string = unquote(url.text[len(url.scheme) + 3 :].partition("?")[0])
+        if "=" not in connection_string:
+            raise url.error(
+                "put the storage account's connection string after azure:// "
+                "(e.g. azure://UseDevelopmentStorage=true?table=sessions)"
+            )
+        return cls(connection_string, **url.options(cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._table!r})"

@@ -52,6 +52,7 @@ from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
 if TYPE_CHECKING:
     from sessionware._sync.stores import base as sync_base
+    from sessionware.urls import StoreURL
 
 __all__ = [
     "SCAN_BATCH",
@@ -120,6 +121,12 @@ class SyncStore(abc.ABC):
             )
         args, kwargs = self._arguments
         return twin(*args, **kwargs)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        """The store ``url`` names, for :func:`~sessionware.store_from_url`,
+        which calls it for the URL schemes the registry gives this store."""
+        raise url.error(f"{cls.__name__} takes no URL")
 
     def __enter__(self) -> SyncStore:
         try:

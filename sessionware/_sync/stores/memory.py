@@ -24,11 +24,15 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Self
 
 from sessionware._sync.io.primitives import ThreadLock
 from sessionware._sync.stores.base import SCAN_BATCH, Lease, Locked, Record, SyncStore
 from sessionware._sync.waiters import Waiters
 from sessionware.stores._errors import lease_lost
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncMemoryStore"]
 
@@ -74,6 +78,13 @@ class SyncMemoryStore(SyncStore):
         # one counter for every key: a record created again under an old key
         # never hands out a token a stale lease of the old record still carries
         self._tokens = itertools.count(1)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        parts = url.parts
+        if parts.netloc or parts.path.strip("/"):
+            raise url.error("memory:// takes no host or path (it is one process's memory)")
+        return cls(**url.options(cls))
 
     def _live(self, key: str, now: float) -> _Record | None:
         self._sweep(now)

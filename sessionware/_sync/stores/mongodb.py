@@ -24,7 +24,7 @@ import logging
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from sessionware._sync.io.primitives import Once
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -38,6 +38,9 @@ from sessionware._sync.stores.base import (
 from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 with needs_extra("SyncMongoDBStore", "pymongo >= 4.13", "mongodb"):
     import pymongo
@@ -340,6 +343,11 @@ class SyncMongoDBStore(SyncStore):
             self, self._connected, lambda client: client.close()
         )
         self._watcher = _Watcher(self, enabled=watch)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls)  # the driver checks its own URI options
+        return cls(driver_url, **options)
 
     def __repr__(self) -> str:
         database, collection = self._names

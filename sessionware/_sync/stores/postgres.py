@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sessionware._sync.io.primitives import interruptible
 from sessionware._sync.stores import _sql
@@ -47,6 +47,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
         "SyncPostgresStore needs psycopg 3 and psycopg_pool: pip install sessionware[postgres]"
     ) from exc
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncPostgresStore"]
 
@@ -319,6 +322,15 @@ class SyncPostgresStore(SyncStore):
         self._listener = _Listener(
             listen_dsn or dsn, table, self._where, enabled=listen, timeout=timeout
         )
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, dsn = url.split(cls)  # libpq's options stay in the URL
+        try:  # libpq's own parser: what it refuses here, it would refuse at connect
+            conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise url.error(str(exc).strip()) from None
+        return cls(dsn, **options)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, table={self._table!r})"

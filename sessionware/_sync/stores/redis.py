@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Self, Union
 
 from sessionware._sync.io.primitives import IS_SYNC
 from sessionware._sync.stores._listener import LISTEN_TICK, Run, WakeupListener
@@ -58,6 +59,8 @@ except ImportError:  # pragma: no cover - redis-py without hiredis
 if TYPE_CHECKING:
     from redis.client import PubSub
     from redis.commands.core import Script
+
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncRedisStore"]
 
@@ -202,6 +205,14 @@ class SyncRedisStore(SyncStore):
             self._claim,
         ) = self._scripts
         self._wakeups = _Wakeups(self._subscription, self._channel)
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        options, driver_url = url.split(cls, _driver_url_options())
+        if url.scheme.endswith("+cluster"):
+            options.setdefault("cluster", True)
+            driver_url = url.scheme.removesuffix("+cluster") + driver_url[len(url.scheme) :]
+        return cls(driver_url, **options)
 
     def _run(
         self,
@@ -543,3 +554,16 @@ class _Wakeups(WakeupListener[bytes]):
             self.waiters.wake(message["data"])
         elif kind == "subscribe":
             self._began_listening()  # the wake-up channel's confirmation
+
+
+def _driver_url_options() -> frozenset[str]:
+    """What redis-py reads from a URL's query besides the store's options:
+    its parsed URL arguments and its connections' keyword arguments."""
+    from redis import connection
+
+    names = set(connection.URL_QUERY_ARGUMENT_PARSERS)
+    for cls in (connection.AbstractConnection, connection.Connection, connection.SSLConnection):
+        names.update(inspect.signature(cls.__init__).parameters)
+    return frozenset(
+        names - {"self", "args", "kwargs", "host", "port", "username", "password", "path"}
+    )

@@ -27,7 +27,8 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from urllib.parse import unquote
 
 from sessionware._sync.io.primitives import (
     IS_SYNC,
@@ -43,6 +44,9 @@ from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError
 from sessionware.stores._errors import ErrorTable, Meaning, Row, lease_lost
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
+
+if TYPE_CHECKING:
+    from sessionware.urls import StoreURL
 
 __all__ = ["SyncSQLiteStore"]
 
@@ -263,6 +267,24 @@ class SyncSQLiteStore(SyncStore):
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._purging = Background("sessionware-sqlite-sweep")  # the async face's
         self._report: Callable[[str], object] | None = None  # watch_expired's
+
+    @classmethod
+    def from_url(cls, url: StoreURL) -> Self:
+        parts = url.parts
+        if parts.netloc:
+            raise url.error(
+                "a SQLite URL has no host; write sqlite:///relative.db or "
+                "sqlite:////absolute/path.db (three slashes, then the path)"
+            )
+        path = unquote(parts.path[1:])  # as SQLAlchemy's: an absolute path has four slashes
+        if not path:
+            raise url.error("name the database file, e.g. sqlite:///sessions.db")
+        if path == ":memory:" or path.startswith("file:"):
+            raise url.error(
+                "SyncSQLiteStore needs a file that every thread and process opens; "
+                "for sessions in this process's memory use memory://"
+            )
+        return cls(path, **url.options(cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._path!r}, table={self._table!r})"
