@@ -75,7 +75,8 @@ class Context:
             store = store_from_url(self.url).sync()
         except ConfigurationError as exc:
             raise BadInput(str(exc)) from None
-        admin = SyncSessionAdmin(store, secret_key=self.secret,
+        # set_up=False: the command reads an existing store, and never makes one
+        admin = SyncSessionAdmin(store, secret_key=self.secret, set_up=False,
                                  config=SessionConfig(idle_timeout=self.idle_timeout))
         try:
             with _translated():

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from sessionware.cookies import CookieSigner, store_key
+from sessionware.stores import SyncSQLiteStore
 from sessionware.urls import store_from_url
 from tests.support.apps.counter import SECRET
 from tests.support.apps.served import Served, serving
@@ -210,6 +211,25 @@ def test_a_sqlite_file_that_cannot_be_opened(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1, result.stderr
 
 
+def test_a_mistyped_sqlite_path_fails_and_makes_no_file(tmp_path: Path) -> None:
+    result = run("stats", url=f"sqlite:///{tmp_path / 'sesions.db'}")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "sesions.db" in result.stderr and "no such file" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_mistyped_table_fails_and_makes_no_table(postgres_dsn: str) -> None:
+    result = run("stats", url=f"{postgres_dsn}?table=sesions")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "sesions" in result.stderr and "does not exist" in result.stderr
+    import psycopg
+
+    with psycopg.connect(postgres_dsn) as db:
+        assert db.execute("select to_regclass('sesions')").fetchone() == (None,)
+
+
 def test_no_store_given_says_how() -> None:
     result = run("stats")
     assert result.returncode == 2
@@ -224,6 +244,8 @@ def test_a_command_s_help_needs_no_store() -> None:
 def test_the_console_script(tmp_path: Path) -> None:
     script = shutil.which("sessionware", path=str(Path(sys.executable).parent))
     assert script is not None, "the console script is not installed (pip install -e .)"
+    with SyncSQLiteStore(tmp_path / "s.db"):  # made by the app, as a command finds it
+        pass
     result = run("--json", "stats", url=f"sqlite:///{tmp_path / 's.db'}", command=[script])
     assert output(result)["sessions"] == 0
 

@@ -74,17 +74,22 @@ class SessionAdmin:
     :param on_event: called with a ``revoked`` :class:`SessionEvent` for
         each session revoked (never with ``expired`` ones: the app's own
         hooks receive those).
+    :param set_up: set the store up before its first operation, as the app
+        does (:meth:`Store.setup`: its file, table or indexes made when
+        missing); ``False``, as the ``sessionware`` command does, uses the
+        store as it is: a store that is not there fails with the store's
+        reason, and a mistyped path or table name leaves nothing behind.
     """
 
     def __init__(self, store: Store, *, secret_key: str | Sequence[str] | None = None,
                  config: SessionConfig | None = None, serializer: Serializer | None = None,
-                 on_event: EventHook | None = None) -> None:
+                 on_event: EventHook | None = None, set_up: bool = True) -> None:
         self.signer = CookieSigner(secret_key) if secret_key is not None else None
         # The core gives the index its locks and timeouts; it never signs here,
         # so without the app's key it gets a throwaway one.
         self.core = SessionCore(store, secret_key or secrets.token_urlsafe(32), config=config,
                                 serializer=serializer, on_event=on_event,
-                                expired_events=False)
+                                expired_events=False, set_up=set_up)
         self.store = store
 
     async def __aenter__(self) -> SessionAdmin:

@@ -85,7 +85,8 @@ class SessionCore:
                  session_class: type[Session] = Session,
                  on_event: EventHook | None = None,
                  meter_provider: Any = None,
-                 expired_events: bool = True) -> None:
+                 expired_events: bool = True,
+                 set_up: bool = True) -> None:
         if not isinstance(store, Store):
             raise ConfigurationError(f"store must be a sessionware Store, not {store!r}")
         self.store = store
@@ -99,7 +100,7 @@ class SessionCore:
         self.queues = SessionQueues(self.config.max_waiting)
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
         self.deadlines = Deadlines(self.config.store_timeout)
-        self._ready = False
+        self._ready = not set_up  # not set up: the store is used as it is, never made
         self._setting_up = Once()
         self.on_event = on_event
         # an operator's tool has hooks for what it does (revoked), and must

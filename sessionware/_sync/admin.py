@@ -80,6 +80,11 @@ class SyncSessionAdmin:
     :param on_event: called with a ``revoked`` :class:`SessionEvent` for
         each session revoked (never with ``expired`` ones: the app's own
         hooks receive those).
+    :param set_up: set the store up before its first operation, as the app
+        does (:meth:`SyncStore.setup`: its file, table or indexes made when
+        missing); ``False``, as the ``sessionware`` command does, uses the
+        store as it is: a store that is not there fails with the store's
+        reason, and a mistyped path or table name leaves nothing behind.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class SyncSessionAdmin:
         config: SessionConfig | None = None,
         serializer: Serializer | None = None,
         on_event: EventHook | None = None,
+        set_up: bool = True,
     ) -> None:
         self.signer = CookieSigner(secret_key) if secret_key is not None else None
         # The core gives the index its locks and timeouts; it never signs here,
@@ -101,6 +107,7 @@ class SyncSessionAdmin:
             serializer=serializer,
             on_event=on_event,
             expired_events=False,
+            set_up=set_up,
         )
         self.store = store
 

@@ -92,6 +92,7 @@ class SyncSessionCore:
         on_event: EventHook | None = None,
         meter_provider: Any = None,
         expired_events: bool = True,
+        set_up: bool = True,
     ) -> None:
         if not isinstance(store, SyncStore):
             raise ConfigurationError(f"store must be a sessionware SyncStore, not {store!r}")
@@ -109,7 +110,7 @@ class SyncSessionCore:
         self.queues = SessionQueues(self.config.max_waiting)
         self.keeper = LeaseKeeper(store, self.config.lease_ttl, self.guard)
         self.deadlines = Deadlines(self.config.store_timeout)
-        self._ready = False
+        self._ready = not set_up  # not set up: the store is used as it is, never made
         self._setting_up = Once()
         self.on_event = on_event
         # an operator's tool has hooks for what it does (revoked), and must

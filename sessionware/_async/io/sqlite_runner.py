@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sessionware._async.stores.base import time_budget
@@ -91,6 +92,9 @@ class Runner:
         self._on_loop = threading.local()  # .active: a call runs on the loop's thread
         self._loop_writes = 0  # write transactions on the loop's thread since a checkpoint
         self.closed = False
+        # Only setup() makes the file: before it, a missing file fails (a
+        # mistyped path must not leave an empty database behind).
+        self.may_create = False
 
     def worker(self) -> ThreadPoolExecutor:
         """This process's worker thread; a closed store stays closed, even forked."""
@@ -169,8 +173,9 @@ class Runner:
         # (SQLite's own busy handler sleeps a millisecond or more between
         # tries). check_same_thread=False: closed by close_connections from the
         # worker thread, or where its thread ends (PerThread).
-        db = sqlite3.connect(self.path, timeout=0, isolation_level=None,
-                             check_same_thread=False)
+        mode = "rwc" if self.may_create else "rw"
+        db = sqlite3.connect(f"{Path(self.path).absolute().as_uri()}?mode={mode}", uri=True,
+                             timeout=0, isolation_level=None, check_same_thread=False)
         on_loop = getattr(self._on_loop, "active", False)
         try:
             for pragma in (*PRAGMAS, *LOOP_PRAGMAS) if on_loop else PRAGMAS:

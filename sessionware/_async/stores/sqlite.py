@@ -165,6 +165,8 @@ def _cannot_open_because(path: str, exc: BaseException) -> str:
         return " (the path is a directory: name a file in it)"
     if not os.path.isdir(directory):
         return f" (its directory {directory!r} does not exist)"
+    if not os.path.exists(path):
+        return " (no such file: setup() makes it, as the middleware does at start)"
     if not os.access(directory, os.W_OK | os.X_OK):
         return (f" (no permission to write in {directory!r}, where SQLite must create the "
                 "file and its -wal and -shm files)")
@@ -361,6 +363,7 @@ class SQLiteStore(Store):
         return batch[0]
 
     def _setup(self) -> None:
+        self._runner.may_create = True
         db = self._runner.connection()
         # No BEGIN IMMEDIATE: each statement is atomic and takes the write lock
         # only when it has something to create, so setup passes a held lock.
