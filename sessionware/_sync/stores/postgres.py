@@ -64,8 +64,6 @@ Params = Mapping[str, Any]
 # Objects are named {table}, {sequence}, {index} (quoted identifiers), parameters
 # by name. Each statement runs alone, in autocommit: now() is its own time.
 
-# setup(): no-ops when the objects exist; two processes creating them at the
-# same moment may still collide in the catalog, and setup() runs them again.
 CREATE_SEQUENCE = "CREATE SEQUENCE IF NOT EXISTS {sequence}"
 CREATE_TABLE = _sql.create_table(
     "text",
@@ -77,6 +75,15 @@ CREATE_TABLE = _sql.create_table(
 )
 # setup(create_table=False): :table_name. Whether the table exists (NULL: no).
 TABLE_EXISTS = "SELECT to_regclass(%(table_name)s)"
+# setup(): the sequence, table and index, each made if missing, under a lock
+# on the table's name held to the block's end: CREATE ... IF NOT EXISTS is not
+# safe against itself (two sessions making one table at the same moment
+# collide in the catalog), so setups of several processes take turns.
+SETUP = (
+    "DO $$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('sessionware setup {table}')); "
+    + "; ".join((CREATE_SEQUENCE, CREATE_TABLE, _sql.CREATE_INDEX))
+    + "; END $$"
+)
 
 _LIVE = "key = %(key)s AND expires_at > now()"
 # The fenced statements affect no row unless the live row carries :token.
@@ -188,17 +195,13 @@ STATEMENTS = {
     "discard": DISCARD,
     "inspect": INSPECT,
     "scan": SCAN,
-    "create_sequence": CREATE_SEQUENCE,
-    "create_table": CREATE_TABLE,
-    "create_index": _sql.CREATE_INDEX,
+    "setup": SETUP,
 }
 
 # SQLSTATE classes and codes that mean "out of reach for now": connection,
 # resources, operator intervention, transaction rollback, lock not available,
 # and a read-only server (a standby after failover).
 _UNAVAILABLE = ("08", "53", "57", "40", "55", "25006")
-# setup(): another process created it at once (unique_violation, duplicate_*).
-_CREATED = ("23505", "42P07", "42710")
 
 
 def _sqlstate(exc: BaseException) -> str | None:
@@ -346,14 +349,7 @@ class SyncPostgresStore(SyncStore):
                     "(create it as the store's docs say, or create_table=True)"
                 )
             return
-        for attempt in range(3):
-            try:
-                for name in ("create_sequence", "create_table", "create_index"):
-                    self._setup(self._sql[name], {})
-                return
-            except StoreError as exc:
-                if getattr(exc.__cause__, "sqlstate", None) not in _CREATED or attempt == 2:
-                    raise
+        self._setup(self._sql["setup"], {})
 
     def _setup(self, statement: str, params: Params) -> Rows:
         return self._execute("setup", statement, params, prepare=False, purge_due=False)
