@@ -24,18 +24,10 @@ from urllib.parse import unquote, urlsplit
 
 from sessionware._async.io import azure_clients as sdk
 from sessionware._async.io.azure_clients import errors
+from sessionware._async.stores import azure_entities as layout
 from sessionware._async.stores._purging import PurgeSchedule
 from sessionware._async.stores.azure_blobs import MAX_INLINE, Blobs, Missing, named
-from sessionware._async.stores.azure_entities import (
-    Conflict,
-    Entities,
-    EntityRecord,
-    Exists,
-    Overtaken,
-    fresh_token,
-    ms,
-    now_ms,
-)
+from sessionware._async.stores.azure_entities import Entities, EntityRecord
 from sessionware._async.stores.base import SCAN_BATCH, PerProcess, Store, retried, time_budget
 from sessionware._async.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
@@ -90,11 +82,11 @@ def _status(exc: BaseException) -> int:
 # throttled request was not processed; a 5xx or 408 may have been (a 500
 # OperationTimedOut); a request that never connected was not sent.
 ERRORS = ErrorTable("Azure Storage", [
-    Row(errors.ResourceModifiedError, Conflict),
+    Row(errors.ResourceModifiedError, layout.Conflict),
     Row(errors.ResourceNotFoundError, Meaning.ERROR, hint=SETUP_HINT,
         when=lambda exc: _code(exc) in ("TableNotFound", "ContainerNotFound")),
     Row(errors.ResourceNotFoundError, Missing),
-    Row(errors.ResourceExistsError, Exists,
+    Row(errors.ResourceExistsError, layout.Exists,
         when=lambda exc: _code(exc) not in ("TableBeingDeleted", "ContainerBeingDeleted")),
     Row((errors.ClientAuthenticationError, errors.HttpResponseError), Meaning.ERROR,
         when=lambda exc: isinstance(exc, errors.ClientAuthenticationError) or _status(exc) == 403,
@@ -201,7 +193,7 @@ class AzureTableStore(Store):
             return
         table, blobs = await self._clients.get()
         for create in (table.create_table, blobs.create_container):
-            with contextlib.suppress(Exists):
+            with contextlib.suppress(layout.Exists):
                 await self._call("setup", create)
 
     async def aclose(self) -> None:
@@ -216,17 +208,17 @@ class AzureTableStore(Store):
         record, deadline = self._entities.reusable(key), self._deadline()
         while True:
             if record is None:
-                record, now = await self._entities.get("acquire", key), now_ms()
+                record, now = await self._entities.get("acquire", key), layout.now_ms()
                 if record is None or not record.live(now):
                     self._entities.forget(key)
                     return None
                 if record.locked_until > now:
                     return Locked(max((record.locked_until - now) / 1000, 0.001))
-            taken = record.taken(now_ms(), lease_ttl)
+            taken = record.taken(layout.now_ms(), lease_ttl)
             try:
                 taken = await self._entities.write("acquire", key, taken, record.etag,
                                                    "token", "locked_until", "locked_at")
-            except Conflict:  # changed meanwhile (someone else won): look again
+            except layout.Conflict:  # changed meanwhile (someone else won): look again
                 record = None
                 self._check(deadline, "acquire")
                 continue
@@ -245,11 +237,11 @@ class AzureTableStore(Store):
                                        expires_at=record.target(now, ttl))
             try:
                 return await self._entities.write("commit", lease.key, done, record.etag)
-            except Overtaken:
+            except layout.Overtaken:
                 # Applied, then written over by a writer that held the same
                 # ETag: one that saw this commit (a new holder), unless the
                 # lease had lapsed (a takeover from the locked entity).
-                if now_ms() < record.locked_until:
+                if layout.now_ms() < record.locked_until:
                     return None
                 raise StoreUnavailable(
                     f"Azure Storage at {self._where}, during commit: written over after the "
@@ -270,7 +262,7 @@ class AzureTableStore(Store):
             fields = ("locked_until", "locked_at") + (() if slid is None else ("expires_at",))
             try:
                 return await self._entities.write("release", lease.key, done, record.etag, *fields)
-            except Overtaken:
+            except layout.Overtaken:
                 return None  # applied; the write over it took the lock after it, or a lapsed one
 
         await self._fenced("release", lease, write)
@@ -278,7 +270,7 @@ class AzureTableStore(Store):
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         async def write(record: EntityRecord, now: int) -> EntityRecord:
-            renewed = dataclasses.replace(record, locked_until=now + ms(lease_ttl))
+            renewed = dataclasses.replace(record, locked_until=now + layout.ms(lease_ttl))
             return await self._entities.write("renew", lease.key, renewed, record.etag,
                                               "locked_until")
 
@@ -293,7 +285,7 @@ class AzureTableStore(Store):
         record, now = found
         slid = record.slid(now, ttl, refresh_after)
         # a conflict: changed meanwhile by a holder, whose commit or release slides it
-        with contextlib.suppress(Conflict):
+        with contextlib.suppress(layout.Conflict):
             if slid is not None:
                 record = await self._entities.write("read", key, dataclasses.replace(
                     record, expires_at=slid), record.etag, "expires_at")
@@ -303,10 +295,10 @@ class AzureTableStore(Store):
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
         self._purging.start_if_due()
-        now = now_ms()
+        now = layout.now_ms()
         blob = await self._blobs.stage(key, data)
-        record = EntityRecord(etag="", token=fresh_token(), locked_until=0, expires_at=0,
-                              absolute=now + ms(absolute_ttl) if absolute_ttl is not None else 0,
+        record = EntityRecord(etag="", token=layout.fresh_token(), locked_until=0, expires_at=0,
+                              absolute=0 if absolute_ttl is None else now + layout.ms(absolute_ttl),
                               blob=blob, data=data, created_at=now, locked_at=0)
         record = dataclasses.replace(record, expires_at=record.target(now, ttl))
         async with self._blobs.kept(blob):
@@ -328,13 +320,13 @@ class AzureTableStore(Store):
         deadline = self._deadline()
         while True:
             record = await self._entities.get("discard", key)
-            if record is None or not record.live(now_ms()):
+            if record is None or not record.live(layout.now_ms()):
                 self._entities.forget(key)
                 return False  # an expired one is the purge's
             try:
                 await self._entities.delete("discard", key, record.etag)
                 break
-            except (Conflict, Missing):  # a commit's blob may be named now: read again
+            except (layout.Conflict, Missing):  # a commit's blob may be named now: read again
                 self._check(deadline, "discard")
         await self._gone(key, record.blob)
         return True
@@ -350,7 +342,7 @@ class AzureTableStore(Store):
         continuation; +1 request per entity whose data is in a blob. Pages
         Azure answers empty (it may, on a large table) are not yielded."""
         table = await self._table_client()
-        pages = table.query_entities(LIVE, parameters={"now": now_ms()},
+        pages = table.query_entities(LIVE, parameters={"now": layout.now_ms()},
                                      results_per_page=min(batch_size, _PAGE_LIMIT),
                                      **self._io()).by_page()
         with ERRORS.mapped("scan", self._where):  # the pages' (a download's are already)
@@ -363,7 +355,7 @@ class AzureTableStore(Store):
     async def _scanned(self, entity: Any) -> Record | None:
         """A scan's entity, its blob loaded; ``None``: expired since the query."""
         key, record = str(entity["PartitionKey"]), EntityRecord.of(entity)
-        if not record.live(now_ms()):
+        if not record.live(layout.now_ms()):
             return None
         try:
             return (await self._entities.loaded("scan", record)).shown(key)
@@ -378,7 +370,8 @@ class AzureTableStore(Store):
         the entity was found with; ``progress`` hears each page's count."""
         table = await self._table_client()
         purged = 0
-        pages = table.query_entities(EXPIRED, parameters={"now": now_ms()}, select=EXPIRED_SELECT,
+        now = layout.now_ms()
+        pages = table.query_entities(EXPIRED, parameters={"now": now}, select=EXPIRED_SELECT,
                                      results_per_page=_PURGE_BATCH, **self._io()).by_page()
         with ERRORS.mapped("purge", self._where):  # the pages' (a delete's are already)
             async for page in pages:
@@ -406,7 +399,7 @@ class AzureTableStore(Store):
             fresh = record is None
             if record is None:
                 record = await self._entities.get(op, lease.key)
-            now = now_ms()
+            now = layout.now_ms()
             if (record is None or record.token != lease.token or not record.live(now)
                     or (held and not record.locked_until)):
                 if not fresh:  # as seen: it may have changed since (a slid expiry)
@@ -416,7 +409,7 @@ class AzureTableStore(Store):
                 raise lease_lost(lease)
             try:
                 done = await write(record, now)
-            except (Conflict, Missing):
+            except (layout.Conflict, Missing):
                 record = None
                 self._check(deadline, op)
                 continue
@@ -438,7 +431,7 @@ class AzureTableStore(Store):
         key = entity["PartitionKey"]
         try:
             await self._entities.delete("purge", key, entity.metadata["etag"], entity["RowKey"])
-        except (Conflict, Missing):
+        except (layout.Conflict, Missing):
             return False  # revived, or purged by another process
         self._entities.forget(key)
         await self._blobs.drop(named(entity))

@@ -28,13 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import unquote
 
-from sessionware._async.io.primitives import (
-    IS_SYNC,
-    Background,
-    run_blocking,
-    run_on_thread,
-    sleep,
-)
+from sessionware._async.io.primitives import IS_SYNC, Background, run_blocking, run_on_thread, sleep
 from sessionware._async.io.sqlite_runner import Runner, is_error
 from sessionware._async.stores import _sql
 from sessionware._async.stores.base import SCAN_BATCH, Store, report_each

@@ -26,18 +26,10 @@ from urllib.parse import unquote, urlsplit
 
 from sessionware._sync.io import azure_clients as sdk
 from sessionware._sync.io.azure_clients import errors
+from sessionware._sync.stores import azure_entities as layout
 from sessionware._sync.stores._purging import PurgeSchedule
 from sessionware._sync.stores.azure_blobs import MAX_INLINE, Blobs, Missing, named
-from sessionware._sync.stores.azure_entities import (
-    Conflict,
-    Entities,
-    EntityRecord,
-    Exists,
-    Overtaken,
-    fresh_token,
-    ms,
-    now_ms,
-)
+from sessionware._sync.stores.azure_entities import Entities, EntityRecord
 from sessionware._sync.stores.base import SCAN_BATCH, PerProcess, SyncStore, retried, time_budget
 from sessionware._sync.waiters import Waiters
 from sessionware.exceptions import ConfigurationError, StoreError, StoreUnavailable
@@ -95,7 +87,7 @@ def _status(exc: BaseException) -> int:
 ERRORS = ErrorTable(
     "Azure Storage",
     [
-        Row(errors.ResourceModifiedError, Conflict),
+        Row(errors.ResourceModifiedError, layout.Conflict),
         Row(
             errors.ResourceNotFoundError,
             Meaning.ERROR,
@@ -105,7 +97,7 @@ ERRORS = ErrorTable(
         Row(errors.ResourceNotFoundError, Missing),
         Row(
             errors.ResourceExistsError,
-            Exists,
+            layout.Exists,
             when=lambda exc: _code(exc) not in ("TableBeingDeleted", "ContainerBeingDeleted"),
         ),
         Row(
@@ -262,7 +254,7 @@ class SyncAzureTableStore(SyncStore):
             return
         table, blobs = self._clients.get()
         for create in (table.create_table, blobs.create_container):
-            with contextlib.suppress(Exists):
+            with contextlib.suppress(layout.Exists):
                 self._call("setup", create)
 
     def close(self) -> None:
@@ -277,18 +269,18 @@ class SyncAzureTableStore(SyncStore):
         record, deadline = self._entities.reusable(key), self._deadline()
         while True:
             if record is None:
-                record, now = self._entities.get("acquire", key), now_ms()
+                record, now = self._entities.get("acquire", key), layout.now_ms()
                 if record is None or not record.live(now):
                     self._entities.forget(key)
                     return None
                 if record.locked_until > now:
                     return Locked(max((record.locked_until - now) / 1000, 0.001))
-            taken = record.taken(now_ms(), lease_ttl)
+            taken = record.taken(layout.now_ms(), lease_ttl)
             try:
                 taken = self._entities.write(
                     "acquire", key, taken, record.etag, "token", "locked_until", "locked_at"
                 )
-            except Conflict:  # changed meanwhile (someone else won): look again
+            except layout.Conflict:  # changed meanwhile (someone else won): look again
                 record = None
                 self._check(deadline, "acquire")
                 continue
@@ -313,11 +305,11 @@ class SyncAzureTableStore(SyncStore):
             )
             try:
                 return self._entities.write("commit", lease.key, done, record.etag)
-            except Overtaken:
+            except layout.Overtaken:
                 # Applied, then written over by a writer that held the same
                 # ETag: one that saw this commit (a new holder), unless the
                 # lease had lapsed (a takeover from the locked entity).
-                if now_ms() < record.locked_until:
+                if layout.now_ms() < record.locked_until:
                     return None
                 raise StoreUnavailable(
                     f"Azure Storage at {self._where}, during commit: written over after the "
@@ -345,7 +337,7 @@ class SyncAzureTableStore(SyncStore):
             fields = ("locked_until", "locked_at") + (() if slid is None else ("expires_at",))
             try:
                 return self._entities.write("release", lease.key, done, record.etag, *fields)
-            except Overtaken:
+            except layout.Overtaken:
                 return None  # applied; the write over it took the lock after it, or a lapsed one
 
         self._fenced("release", lease, write)
@@ -353,7 +345,7 @@ class SyncAzureTableStore(SyncStore):
 
     def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         def write(record: EntityRecord, now: int) -> EntityRecord:
-            renewed = dataclasses.replace(record, locked_until=now + ms(lease_ttl))
+            renewed = dataclasses.replace(record, locked_until=now + layout.ms(lease_ttl))
             return self._entities.write("renew", lease.key, renewed, record.etag, "locked_until")
 
         self._fenced("renew", lease, write, held=True)
@@ -368,7 +360,7 @@ class SyncAzureTableStore(SyncStore):
         record, now = found
         slid = record.slid(now, ttl, refresh_after)
         # a conflict: changed meanwhile by a holder, whose commit or release slides it
-        with contextlib.suppress(Conflict):
+        with contextlib.suppress(layout.Conflict):
             if slid is not None:
                 record = self._entities.write(
                     "read",
@@ -384,14 +376,14 @@ class SyncAzureTableStore(SyncStore):
         self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
     ) -> bool:
         self._purging.start_if_due()
-        now = now_ms()
+        now = layout.now_ms()
         blob = self._blobs.stage(key, data)
         record = EntityRecord(
             etag="",
-            token=fresh_token(),
+            token=layout.fresh_token(),
             locked_until=0,
             expires_at=0,
-            absolute=now + ms(absolute_ttl) if absolute_ttl is not None else 0,
+            absolute=0 if absolute_ttl is None else now + layout.ms(absolute_ttl),
             blob=blob,
             data=data,
             created_at=now,
@@ -420,13 +412,13 @@ class SyncAzureTableStore(SyncStore):
         deadline = self._deadline()
         while True:
             record = self._entities.get("discard", key)
-            if record is None or not record.live(now_ms()):
+            if record is None or not record.live(layout.now_ms()):
                 self._entities.forget(key)
                 return False  # an expired one is the purge's
             try:
                 self._entities.delete("discard", key, record.etag)
                 break
-            except (Conflict, Missing):  # a commit's blob may be named now: read again
+            except (layout.Conflict, Missing):  # a commit's blob may be named now: read again
                 self._check(deadline, "discard")
         self._gone(key, record.blob)
         return True
@@ -444,7 +436,7 @@ class SyncAzureTableStore(SyncStore):
         table = self._table_client()
         pages = table.query_entities(
             LIVE,
-            parameters={"now": now_ms()},
+            parameters={"now": layout.now_ms()},
             results_per_page=min(batch_size, _PAGE_LIMIT),
             **self._io(),
         ).by_page()
@@ -457,7 +449,7 @@ class SyncAzureTableStore(SyncStore):
     def _scanned(self, entity: Any) -> Record | None:
         """A scan's entity, its blob loaded; ``None``: expired since the query."""
         key, record = str(entity["PartitionKey"]), EntityRecord.of(entity)
-        if not record.live(now_ms()):
+        if not record.live(layout.now_ms()):
             return None
         try:
             return (self._entities.loaded("scan", record)).shown(key)
@@ -472,9 +464,10 @@ class SyncAzureTableStore(SyncStore):
         the entity was found with; ``progress`` hears each page's count."""
         table = self._table_client()
         purged = 0
+        now = layout.now_ms()
         pages = table.query_entities(
             EXPIRED,
-            parameters={"now": now_ms()},
+            parameters={"now": now},
             select=EXPIRED_SELECT,
             results_per_page=_PURGE_BATCH,
             **self._io(),
@@ -510,7 +503,7 @@ class SyncAzureTableStore(SyncStore):
             fresh = record is None
             if record is None:
                 record = self._entities.get(op, lease.key)
-            now = now_ms()
+            now = layout.now_ms()
             if (
                 record is None
                 or record.token != lease.token
@@ -524,7 +517,7 @@ class SyncAzureTableStore(SyncStore):
                 raise lease_lost(lease)
             try:
                 done = write(record, now)
-            except (Conflict, Missing):
+            except (layout.Conflict, Missing):
                 record = None
                 self._check(deadline, op)
                 continue
@@ -546,7 +539,7 @@ class SyncAzureTableStore(SyncStore):
         key = entity["PartitionKey"]
         try:
             self._entities.delete("purge", key, entity.metadata["etag"], entity["RowKey"])
-        except (Conflict, Missing):
+        except (layout.Conflict, Missing):
             return False  # revived, or purged by another process
         self._entities.forget(key)
         self._blobs.drop(named(entity))

@@ -30,13 +30,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import unquote
 
-from sessionware._sync.io.primitives import (
-    IS_SYNC,
-    Background,
-    run_blocking,
-    run_on_thread,
-    sleep,
-)
+from sessionware._sync.io.primitives import IS_SYNC, Background, run_blocking, run_on_thread, sleep
 from sessionware._sync.io.sqlite_runner import Runner, is_error
 from sessionware._sync.stores import _sql
 from sessionware._sync.stores.base import SCAN_BATCH, SyncStore, report_each
