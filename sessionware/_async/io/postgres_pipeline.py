@@ -40,7 +40,7 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
-from sessionware._forks import generation
+from sessionware._async.io.shared_connection import SharedConnection
 
 __all__ = ["LeanPath", "Rows"]
 
@@ -248,19 +248,16 @@ class _Connection:
                 answer.exception()  # retrieved: an abandoned future must not warn
 
 
-class LeanPath:
+class LeanPath(SharedConnection[_Connection]):
     """The session statements over one shared pipelined connection per
     process, opened (and its statements prepared) at first use, reopened after
     a failure, in a forked child, or on another event loop."""
 
     def __init__(self, dsn: str, statements: Mapping[str, str], *, timeout: float) -> None:
+        super().__init__()
         self._dsn = dsn
         self._timeout = timeout
         self._statements = {name: _Statement(name, sql) for name, sql in statements.items()}
-        self._connection: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
-        self._orphans: list[_Connection] = []  # a forked parent's: never closed here
-        self._generation = generation()
 
     @classmethod
     def for_store(cls, dsn: str, statements: Mapping[str, str], *, prepare: bool,
@@ -280,21 +277,6 @@ class LeanPath:
         if connection is None or connection.broken is not None or not self._owned(connection):
             connection = await self._connect()
         return _decoded(await connection.execute(statement.name, values, formats))
-
-    def _owned(self, connection: _Connection) -> bool:
-        if self._generation != generation():  # forked: the socket is the parent's
-            self._orphans.append(connection)
-            self._generation, self._connection = generation(), None
-            return False
-        return connection.loop is asyncio.get_running_loop()
-
-    async def _connect(self) -> _Connection:
-        """One connection attempt shared by every caller that needs it now."""
-        task = self._connecting
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            task = self._connecting = asyncio.ensure_future(self._open())
-        self._connection = await asyncio.shield(task)
-        return self._connection
 
     async def _open(self) -> _Connection:
         raw = await psycopg.AsyncConnection.connect(
@@ -317,7 +299,5 @@ class LeanPath:
             raise
         return connection
 
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and self._generation == generation():
-            connection.fail(psycopg.OperationalError("the store was closed"))
+    def _closed(self) -> BaseException:
+        return psycopg.OperationalError("the store was closed")

@@ -17,7 +17,7 @@ from typing import Any, cast
 import hiredis
 from redis import exceptions as rexc
 
-from sessionware._forks import generation
+from sessionware._async.io.shared_connection import SharedConnection
 from sessionware.stores._redis_protocol import handshake, reply_error
 
 __all__ = ["LeanPath"]
@@ -111,41 +111,25 @@ class _Connection(asyncio.Protocol):
                 future.exception()  # retrieved: an abandoned future must not warn
 
 
-class LeanPath:
+class LeanPath(SharedConnection[_Connection]):
     """Commands to one server over one shared, auto-pipelined connection,
     reconnected after a failure (or in a forked child, or on another loop)."""
 
     def __init__(self, host: str, port: int, *, db: int = 0, username: str | None = None,
                  password: str | None = None, timeout: float | None = None) -> None:
+        super().__init__()
         self._address = (host, port)
         self._hello = handshake(db, username, password)
         self._timeout = timeout
-        self._connection: _Connection | None = None
-        self._connecting: asyncio.Task[_Connection] | None = None
-        self._generation = generation()
 
     async def execute(self, packed: bytes) -> Any:
         """Send one packed command and return its reply; the connection's
         watchdog bounds the wait by the socket timeout, the core's deadline by
         cancelling the caller."""
         connection = self._connection
-        if connection is None or connection.broken or not self._owned(connection):
+        if connection is None or connection.broken is not None or not self._owned(connection):
             connection = await self._connect()
         return await connection.send(packed)
-
-    def _owned(self, connection: _Connection) -> bool:
-        if self._generation != generation():  # forked: the socket is the parent's
-            self._generation, self._connection = generation(), None
-            return False
-        return connection.loop is asyncio.get_running_loop()
-
-    async def _connect(self) -> _Connection:
-        """One connection attempt shared by every caller that needs it now."""
-        task = self._connecting
-        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            task = self._connecting = asyncio.ensure_future(self._open())
-        self._connection = await asyncio.shield(task)
-        return self._connection
 
     async def _open(self) -> _Connection:
         connection: _Connection | None = None
@@ -166,7 +150,5 @@ class LeanPath:
             raise
         return connection
 
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None and connection.loop is asyncio.get_running_loop():
-            connection.fail(rexc.ConnectionError("the store was closed"))
+    def _closed(self) -> BaseException:
+        return rexc.ConnectionError("the store was closed")
