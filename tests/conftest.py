@@ -10,7 +10,7 @@ from tests.support.faces import FACES
 # fixture is found by where it lives, with no list to keep
 pytest_plugins = [f"tests.support.servers.{module.stem}"
                   for module in sorted((Path(__file__).parent / "support" / "servers").glob("*.py"))
-                  if module.stem not in ("__init__", "processes")]
+                  if module.stem != "__init__"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -30,7 +30,7 @@ from sessionware.urls import store_from_url
 from tests.support.apps.counter import SECRET
 from tests.support.apps.served import Served, serving
 from tests.support.helpers import cookie_header, session_cookie
-from tests.support.servers.processes import free_port
+from tests.support.processes import free_port
 from tests.support.servers.redis import RedisServer
 
 STORES = ["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"]

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers.processes import free_port, wait_for_port
+from tests.support.processes import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PLAYWRIGHT = ROOT / ".tools" / "browser" / "node_modules" / "playwright-core"

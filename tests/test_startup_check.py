@@ -25,7 +25,7 @@ from sessionware import ConfigurationError, SessionMiddleware, StoreError, Store
 from sessionware.flask import Sessionware
 from sessionware.stores import MemoryStore, RedisStore, SQLiteStore, Store
 from sessionware.wsgi import WSGISessionMiddleware
-from tests.support.servers.processes import free_port
+from tests.support.processes import free_port
 
 SECRET = "k" * 32
 ROOT = Path(__file__).resolve().parent.parent

@@ -31,7 +31,7 @@ from tests.faults.targets import RedisTarget, Target
 from tests.support.apps.served import Served, build
 from tests.support.faces import sync_face
 from tests.support.helpers import CountingStore, SyncCountingStore, cookie_header, session_cookie
-from tests.support.servers.processes import gunicorn, serve, uvicorn
+from tests.support.processes import gunicorn, serve, uvicorn
 
 Counting = CountingStore | SyncCountingStore
 

@@ -14,7 +14,7 @@ from sessionware.stores import AzureTableStore, Store
 from tests.support.apps.served import serving
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
-from tests.support.servers.processes import gunicorn, serve, uvicorn
+from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.store_contract import background_purge_done
 from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
 

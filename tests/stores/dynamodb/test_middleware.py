@@ -14,8 +14,8 @@ from sessionware.stores import DynamoDBStore, Store
 from tests.support.apps.served import serving
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
+from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.dynamodb import DynamoDBServer, RequestCounter, store_options
-from tests.support.servers.processes import gunicorn, serve, uvicorn
 from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
 
 TABLE = "middleware_sessions"

@@ -23,8 +23,8 @@ from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware._async.stores.dynamodb import ERRORS, MAX_DATA
 from sessionware.stores import DynamoDBStore, Lease, Locked, Store
 from tests.support.faces import ThreadedStore, on_face, sync_face
+from tests.support.processes import free_port
 from tests.support.servers.dynamodb import DynamoDBServer, RequestCounter, store_options
-from tests.support.servers.processes import free_port
 from tests.support.store_contract import LONG, MARGIN, SHORT, new_key
 
 

@@ -16,8 +16,8 @@ from tests.support.apps.served import serving
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.mongo_wire import CommandCounter
+from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.mongodb import MongoecoServer, MongoTarget
-from tests.support.servers.processes import gunicorn, serve, uvicorn
 from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
 
 

@@ -28,6 +28,7 @@ from sessionware._sync.stores import mongodb as sync_mongodb_module
 from sessionware.stores import Lease, Locked, MongoDBStore
 from tests.support.faces import ThreadedStore, on_face, sync_face
 from tests.support.mongo_wire import CommandCounter
+from tests.support.processes import free_port
 from tests.support.servers.mongodb import (
     EXPIRED_VANISH,
     FIRST_BATCH_WHOLE,
@@ -35,7 +36,6 @@ from tests.support.servers.mongodb import (
     MongoecoServer,
     MongoTarget,
 )
-from tests.support.servers.processes import free_port
 from tests.support.store_contract import LONG, acquire_lease, acquire_waiting, new_key
 
 SHORT = 0.2

@@ -17,8 +17,8 @@ from tests.support.apps.served import serving
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.pg_wire import StatementCounter
+from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.postgres import PostgresServer
-from tests.support.servers.processes import gunicorn, serve, uvicorn
 from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
 
 TABLE = "middleware_sessions"

@@ -21,7 +21,7 @@ from sessionware._async.users import INDEX_MARK
 from sessionware.stores import SyncRedisStore, SyncStore
 from sessionware.stores._redis_protocol import sends_expiries, store_key
 from tests.stores.redis.test_store import Either, _raw, call, close, lease_of, make, until
-from tests.support.servers.processes import ROOT
+from tests.support.processes import ROOT
 from tests.support.servers.redis import HOST, RedisServer, start_cluster
 from tests.support.store_contract import LONG, new_key
 

@@ -17,7 +17,7 @@ from sessionware.stores import RedisStore, Store
 from tests.support.apps.served import serving
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
-from tests.support.servers.processes import serve, uvicorn
+from tests.support.processes import serve, uvicorn
 from tests.support.servers.redis import CountingProxy, RedisServer
 from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.servers.processes import ROOT, free_port, wait_for_port
+from tests.support.processes import ROOT, free_port, wait_for_port
 
 HOST = "127.0.0.1"
 BIN = ROOT / ".tools" / "azurite" / "node_modules" / ".bin"

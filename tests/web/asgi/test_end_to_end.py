@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.helpers import cookie_header, session_cookie
-from tests.support.servers.processes import serve, uvicorn
+from tests.support.processes import serve, uvicorn
 
 APP = "tests.support.apps.counter:app_from_env"
 

@@ -33,7 +33,7 @@ import httpx
 import pytest
 
 from tests.support.helpers import cookie_header, session_cookie
-from tests.support.servers.processes import gunicorn, serve
+from tests.support.processes import gunicorn, serve
 from tests.support.servers.redis import RedisServer
 
 APP = "tests.support.apps.flask_counter:app_from_env()"
