@@ -106,7 +106,7 @@ def test_the_middleware_runs_on_the_stores_sync_twin(tmp_path: Path, app: Counte
     try:
         twin = middleware.core.store
         assert type(twin).__name__ == "SyncSQLiteStore"
-        assert (twin._path, twin._busy_timeout) == (store._path, 1.5)  # the same arguments
+        assert (twin._path, twin._runner.busy_timeout) == (store._path, 1.5)  # the same arguments
         assert Client(middleware).get("/inc?delay=0").text == "1"
     finally:
         middleware.close()
