@@ -1,5 +1,5 @@
 """Two trees of sessionware side by side, in CPU per request:
-``python -m benchmarks.trees BEFORE AFTER [--stores sqlite,redis,...] [--blocks N]``.
+``python -m benchmarks.trees BEFORE AFTER [--stores sqlite,redis,...] [--seeds N]``.
 
 For a change that touches the hot path (the store kernel issue asks `/inc`
 and `/n` within 3% per store). A wrk run through a server cannot resolve
@@ -10,12 +10,20 @@ a worker process of its own per store, which serves raw ASGI calls of the
 benchmark's app (``/inc`` locked, ``/n`` read) in blocks; the parent asks
 the two workers for a block in turn, in a shuffled order, so that the
 machine's drift falls on both alike, and takes each block's ratio within its
-pair. The store's server runs in its own process, started here once and
-shared by both trees: its CPU is not counted. Store operations per request
-are counted too (the round trips: 2 for ``/inc``, 1 for ``/n``).
+pair. A process's own layout (its hash seed, where its objects fall) moves
+its CPU per request by up to 40% here, so each store is measured by several
+pairs of workers, each pair with a hash seed of its own, and the ratio is
+the median over every pair's blocks. After its blocks each worker checks
+that its session counted every ``/inc`` (no update lost). The store's
+server runs in its own process, started here once and shared by both trees:
+its CPU is not counted. Store operations per request
+are counted too (the round trips: 2 for ``/inc``, 1 for ``/n``), and the
+Python function calls per request (cProfile's count: the same on any machine,
+so it shows a change of the code path where CPU time cannot).
 
 Prints a table (median CPU µs per request of each tree, the median of the
-pairs' ratios, operations per request) and writes the raw numbers as JSON.
+pairs' ratios, operations and calls per request) and writes the raw numbers
+as JSON.
 """
 
 from __future__ import annotations
@@ -68,11 +76,13 @@ def servers(stores: list[str], workdir: str) -> tuple[dict[str, str], list[Any]]
 class Worker:
     """A worker process serving one tree's app on one store."""
 
-    def __init__(self, tree: str, store: str, env: dict[str, str], workdir: str) -> None:
+    def __init__(self, tree: str, store: str, env: dict[str, str], workdir: str,
+                 seed: int) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.trees", "--worker", tree, store],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-            env={**os.environ, **env, "BENCH_SQLITE": str(Path(workdir) / f"{store}.db")})
+            env={**os.environ, **env, "BENCH_SQLITE": str(Path(workdir) / f"{store}.db"),
+                 "PYTHONHASHSEED": str(seed)})
         self.tree = self.ask({"ready": True})["sessionware"]
 
     def ask(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -92,32 +102,44 @@ class Worker:
         self.process.wait(30)
 
 
-def compare(trees: list[str], store: str, env: dict[str, str], blocks: int,
+def compare(trees: list[str], store: str, env: dict[str, str], seeds: int, blocks: int,
             requests: int) -> dict[str, Any]:
-    workdirs = [tempfile.mkdtemp(prefix=f"sessionware-trees-{i}-") for i in range(2)]
-    workers = [Worker(tree, store, env, workdir) for tree, workdir in zip(trees, workdirs,
-                                                                         strict=True)]
-    try:
-        result: dict[str, Any] = {"store": store, "trees": [w.tree for w in workers]}
-        for path in PATHS:
-            samples: list[list[dict[str, float]]] = [[], []]
-            for _ in range(blocks):
-                order = [0, 1]
-                random.shuffle(order)
-                for i in order:
-                    samples[i].append(workers[i].ask({"path": path, "requests": requests}))
-            ratios = [b["cpu_us"] / a["cpu_us"] for a, b in zip(*samples, strict=True)]
-            result[path] = {
-                "cpu_us": [statistics.median(s["cpu_us"] for s in side) for side in samples],
-                "ratio": statistics.median(ratios),
-                "ratios": ratios,
-                "operations": [statistics.median(s["operations"] for s in side)
-                               for side in samples],
-            }
-        return result
-    finally:
-        for worker in workers:
-            worker.stop()
+    samples: dict[str, list[list[dict[str, float]]]] = {path: [[], []] for path in PATHS}
+    where: list[str] = []
+    for seed in range(1, seeds + 1):
+        workdirs = [tempfile.mkdtemp(prefix=f"sessionware-trees-{i}-") for i in range(2)]
+        workers = [Worker(tree, store, env, workdir, seed)
+                   for tree, workdir in zip(trees, workdirs, strict=True)]
+        try:
+            where = [w.tree for w in workers]
+            for path in PATHS:
+                for _ in range(blocks):
+                    order = [0, 1]
+                    random.shuffle(order)
+                    for i in order:
+                        samples[path][i].append(
+                            workers[i].ask({"path": path, "requests": requests}))
+            for path in PATHS:  # the Python calls per request: the same whatever the machine
+                for i, worker in enumerate(workers):
+                    samples[path][i][-1]["calls"] = worker.ask({"calls": path})["calls"]
+            for worker in workers:  # every /inc counted: no update lost
+                assert worker.ask({"check": True})["lost"] == 0
+        finally:
+            for worker in workers:
+                worker.stop()
+    result: dict[str, Any] = {"store": store, "trees": where, "seeds": seeds}
+    for path, (before, after) in samples.items():
+        ratios = [b["cpu_us"] / a["cpu_us"] for a, b in zip(before, after, strict=True)]
+        result[path] = {
+            "cpu_us": [statistics.median(s["cpu_us"] for s in side) for side in (before, after)],
+            "ratio": statistics.median(ratios),
+            "ratios": ratios,
+            "operations": [statistics.median(s["operations"] for s in side)
+                           for side in (before, after)],
+            "calls": [statistics.median(s["calls"] for s in side if "calls" in s)
+                      for side in (before, after)],
+        }
+    return result
 
 
 def serve(tree: str, store: str) -> None:
@@ -144,19 +166,39 @@ async def _serve(kind: str, where: str) -> None:
     app = SessionMiddleware(Starlette(routes=routes(_no_load)), store=store, secret_key=SECRET,
                             lock_mode=[Rule("read", paths=["/n"])])
     client = Client(app)
-    for _ in range(200):  # set up, make the session, warm up
+    increments = 200
+    for _ in range(increments):  # set up, make the session, warm up
         await client.get("/inc")
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("ready"):
             answer: dict[str, Any] = {"sessionware": where}
+        elif request.get("calls"):
+            answer = {"calls": await _calls(client, request["calls"])}
+            increments += 100 if request["calls"] == "/inc" else 0
+        elif request.get("check"):
+            answer = {"lost": increments - int(await client.get("/n"))}
         else:
+            increments += request["requests"] if request["path"] == "/inc" else 0
             COUNTS.clear()
             cpu_us, wall_us = await block(client, request["requests"], request["path"])
             answer = {"cpu_us": cpu_us, "wall_us": wall_us,
                       "operations": sum(COUNTS.values()) / request["requests"]}
         print(json.dumps(answer), flush=True)
     await store.aclose()
+
+
+async def _calls(client: Any, path: str, requests: int = 100) -> float:
+    """Python function calls per request of ``path``, counted by cProfile."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(requests):
+        await client.get(path)
+    profile.disable()
+    return int(pstats.Stats(profile).total_calls) / requests  # type: ignore[attr-defined]
 
 
 def main() -> None:
@@ -167,7 +209,8 @@ def main() -> None:
     parser.add_argument("before")
     parser.add_argument("after")
     parser.add_argument("--stores", default="memory,sqlite,redis,postgres")
-    parser.add_argument("--blocks", type=int, default=20)
+    parser.add_argument("--seeds", type=int, default=5, help="pairs of workers")
+    parser.add_argument("--blocks", type=int, default=4, help="per pair and path")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--out", default="benchmarks/results/trees.json")
     args = parser.parse_args()
@@ -179,13 +222,15 @@ def main() -> None:
     results = []
     try:
         for store in stores:
-            result = compare([args.before, args.after], store, env, args.blocks, args.requests)
+            result = compare([args.before, args.after], store, env, args.seeds, args.blocks,
+                             args.requests)
             results.append(result)
             for path in PATHS:
                 cell = result[path]
                 print(f"{store:9} {path:5} before {cell['cpu_us'][0]:7.1f} µs  "
                       f"after {cell['cpu_us'][1]:7.1f} µs  after/before {cell['ratio']:.3f}  "
-                      f"operations {cell['operations'][0]:.2f} / {cell['operations'][1]:.2f}",
+                      f"operations {cell['operations'][0]:.2f} / {cell['operations'][1]:.2f}  "
+                      f"calls {cell['calls'][0]:.0f} / {cell['calls'][1]:.0f}",
                       flush=True)
     finally:
         for server in started:
