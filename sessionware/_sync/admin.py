@@ -81,7 +81,7 @@ class SyncSessionAdmin:
         each session revoked (never with ``expired`` ones: the app's own
         hooks receive those).
     :param set_up: set the store up before its first operation, as the app
-        does (:meth:`SyncStore.setup`: its file, table or indexes made when
+        does (:meth:`~sessionware.stores.SyncStore.setup`: its file, table or indexes made when
         missing); ``False``, as the ``sessionware`` command does, uses the
         store as it is: a store that is not there fails with the store's
         reason, and a mistyped path or table name leaves nothing behind.
