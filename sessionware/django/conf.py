@@ -26,7 +26,7 @@ from sessionware._async.stores.base import Store
 from sessionware._sync.core import SyncSessionCore
 from sessionware.config import DriverSettings, SessionOptions, settings_from
 from sessionware.cookies import CookieOptions, check_secret_keys
-from sessionware.exceptions import ConfigurationError
+from sessionware.exceptions import ConfigurationError, SessionwareError
 from sessionware.urls import ENV_VAR, store_from_env, store_from_url
 
 __all__ = ["ENGINE", "SETTINGS", "Sessions", "cookie_options", "sessions"]
@@ -46,7 +46,7 @@ WATCHED = frozenset({SETTINGS, "SECRET_KEY", "SECRET_KEY_FALLBACKS", "SESSION_EN
                      "SESSION_COOKIE_NAME", "SESSION_COOKIE_DOMAIN", "SESSION_COOKIE_PATH",
                      "SESSION_COOKIE_SECURE", "SESSION_COOKIE_HTTPONLY",
                      "SESSION_COOKIE_SAMESITE", "SESSION_COOKIE_AGE",
-                     "SESSION_EXPIRE_AT_BROWSER_CLOSE"})
+                     "SESSION_EXPIRE_AT_BROWSER_CLOSE", "CSRF_USE_SESSIONS"})
 
 
 def setting(name: str, key: str | None = None) -> str:
@@ -102,8 +102,9 @@ def sessions() -> Sessions:
             if made.driver.check_store:
                 try:
                     made.sync_core.check()
-                except ConfigurationError as exc:
-                    raise misconfigured(_store_setting(), exc) from exc
+                except SessionwareError as exc:
+                    raise ImproperlyConfigured(f"{_store_setting()}: the session store cannot "
+                                               f"serve: {exc}") from exc
             _current = made
         return _current
 
@@ -123,6 +124,11 @@ def read_settings() -> Sessions:
     if not isinstance(given, Mapping):
         raise ImproperlyConfigured(f"{SETTINGS} must be a dict, not {type(given).__name__}")
     options = _options(given)
+    if options.get("lock_mode") == "lazy" and settings.CSRF_USE_SESSIONS:
+        raise ImproperlyConfigured(
+            f'{setting(SETTINGS, "LOCK_MODE")} is "lazy", but CSRF_USE_SESSIONS reads the '
+            "session in every request (CsrfViewMiddleware, and Django's error pages): use "
+            'LOCK_MODE rules ("none" for the paths without a session) instead')
     options.setdefault("cookie", cookie_options())
     if settings.is_overridden("SESSION_COOKIE_AGE") and "idle_timeout" not in options:
         # the project's session age: the server-side idle timeout too

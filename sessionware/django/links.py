@@ -62,6 +62,9 @@ class Lazy(Link):
         self.mode = mode
 
     def load(self) -> Session:
+        failure = self.tx.load_failure
+        if failure is not None:  # once per request: an error page reading it fails the same
+            raise failure
         return self.tx.load(self.mode)
 
 

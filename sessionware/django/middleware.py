@@ -77,7 +77,12 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         tx = core.begin(request.COOKIES.get(self.cookie_name), https=request.is_secure())
         store = request.session = self._session(request, Lazy(tx, mode))
         try:
-            response = self.get_response(request)
+            try:
+                response = self.get_response(request)
+            except SessionwareError as exc:  # Django's error page read the session too
+                if exc is not tx.load_failure:
+                    raise
+                return error_response(respond_to(exc, self.sessions.driver.on_error))
             failure = tx.load_failure
             if failure is not None and response.status_code == 500:
                 return self._refuse(response, failure)  # loading failed in the view
