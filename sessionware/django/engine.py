@@ -237,7 +237,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]
 
     # -- for the middleware --------------------------------------------------------------
 
-    def before_commit(self) -> Session | None:
+    def _before_commit(self) -> Session | None:
         """The loaded session, ready to commit: one flushed and left empty is
         deleted (its cookie expired); ``None`` when nothing was loaded."""
         data = self._data

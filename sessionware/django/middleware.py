@@ -147,7 +147,7 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         assert store._link is not None
         if store._link.abandoned:
             return False
-        store.before_commit()
+        store._before_commit()
         return True
 
     @staticmethod
