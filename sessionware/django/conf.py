@@ -99,9 +99,10 @@ def sessions() -> Sessions:
     with _lock:
         if _current is None:
             made = read_settings()
+            core = made.sync_core  # made here, once: request threads share it
             if made.driver.check_store:
                 try:
-                    made.sync_core.check()
+                    core.check()
                 except SessionwareError as exc:
                     raise ImproperlyConfigured(f"{_store_setting()}: the session store cannot "
                                                f"serve: {exc}") from exc

@@ -65,6 +65,9 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         super().__init__(get_response)
         self.sessions = sessions()
         self.cookie_name = self.sessions.driver.config.cookie.full_name
+        given = self.sessions.options.get("lock_mode", LockMode.EXCLUSIVE)
+        # one mode for every request: no scope to build for it
+        self.fixed_mode = LockMode(given) if isinstance(given, str) else None
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
@@ -131,7 +134,7 @@ class SessionMiddleware(DjangoSessionMiddleware):  # type: ignore[misc]
         except Resolver404:
             match = None
         declared = view_mode(match.func) if match is not None else None
-        return declared or self.sessions.driver.lock_mode(scope_of(request))
+        return declared or self.fixed_mode or self.sessions.driver.lock_mode(scope_of(request))
 
     def _session(self, request: HttpRequest, link: Link) -> SessionStore:
         cookie = request.COOKIES.get(self.cookie_name)
