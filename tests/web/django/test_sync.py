@@ -4,6 +4,8 @@ test Client: the sync face, the session loaded at its first access."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,23 @@ def with_cookie(value: str, **kwargs: object) -> Client:
     client = Client(**kwargs)
     client.cookies[COOKIE] = value
     return client
+
+
+@contextmanager
+def holding(client: Client, where: Path) -> Iterator[list[HttpResponse]]:
+    """Another request of ``client``'s session holds its lock (the ``/hold``
+    view, on a thread) while the block runs; its answer lands in the list
+    once the block is done."""
+    answers: list[HttpResponse] = []
+    holder = threading.Thread(target=lambda: answers.append(with_cookie(
+        cookie_of(client), raise_request_exception=False).get("/hold", {"dir": str(where)})))
+    holder.start()
+    try:
+        wait_until(lambda: (where / "held").exists())
+        yield answers
+    finally:
+        (where / "release").touch()
+        holder.join()
 
 
 def test_the_session_round_trips(configure: Configure) -> None:
@@ -135,17 +154,10 @@ def test_read_mode_sees_a_snapshot_without_waiting(configure: Configure, tmp_pat
     configure(LOCK_TIMEOUT=5)
     client = Client()
     client.get("/inc")
-    holder = threading.Thread(target=lambda: with_cookie(
-        cookie_of(client), raise_request_exception=False).get("/hold", {"dir": str(tmp_path)}))
-    holder.start()
-    try:
-        wait_until(lambda: (tmp_path / "held").exists())
+    with holding(client, tmp_path):
         assert client.get("/read").content == b"1"  # answered while the lock is held
         assert client.get("/read-write").content == b"refused"
         assert client.get("/class-read").content == b"read-only"
-    finally:
-        (tmp_path / "release").touch()
-        holder.join()
     assert client.get("/n").content == b"2"
 
 
@@ -206,17 +218,10 @@ def test_a_lock_wait_too_long_answers_503(configure: Configure, tmp_path: Path) 
     configure(LOCK_TIMEOUT=0.2)
     client = Client()
     client.get("/inc")
-    holder = threading.Thread(target=lambda: with_cookie(
-        cookie_of(client), raise_request_exception=False).get("/hold", {"dir": str(tmp_path)}))
-    holder.start()
-    try:
-        wait_until(lambda: (tmp_path / "held").exists())
+    with holding(client, tmp_path):
         # loaded at its first access, in the view: the failure still answers 503
         busy = with_cookie(cookie_of(client), raise_request_exception=False).get("/inc")
         assert busy.status_code == 503 and "Retry-After" in busy.headers
-    finally:
-        (tmp_path / "release").touch()
-        holder.join()
     assert client.get("/n").content == b"2"
 
 
@@ -224,17 +229,9 @@ def test_a_lost_lease_answers_409_and_writes_nothing(
         configure: Configure, store: Store, tmp_path: Path) -> None:
     client = Client()
     client.get("/inc")
-    answers: list[HttpResponse] = []
-    holder = threading.Thread(target=lambda: answers.append(with_cookie(
-        cookie_of(client), raise_request_exception=False).get("/hold", {"dir": str(tmp_path)})))
-    holder.start()
-    try:
-        wait_until(lambda: (tmp_path / "held").exists())
+    with holding(client, tmp_path) as answers:
         admin = SyncSessionAdmin(store.sync(), secret_key=settings.SECRET_KEY)
         assert admin.revoke(cookie_of(client))
-    finally:
-        (tmp_path / "release").touch()
-        holder.join()
     assert answers[0].status_code == 409
     assert b"lease lost" in answers[0].content
     assert client.get("/n").content == b"0"  # revoked, and nothing written back
