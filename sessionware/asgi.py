@@ -34,7 +34,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]
+"""Any framework's ASGI app: Starlette types scopes and messages as mappings,
+Litestar as TypedDicts, and neither type fits the other."""
 
 _START = {"http": "http.response.start", "websocket": "websocket.accept"}
 
@@ -88,7 +90,8 @@ class SessionMiddleware:
         self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Any: what each framework's own ASGI types call it with (see ASGIApp)
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
