@@ -19,8 +19,10 @@ import importlib
 import re
 import secrets
 import shlex
+import sys
 import textwrap
 import tomllib
+import types
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +84,11 @@ def test_every_fence_is_understood(page: Path) -> None:
 def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SESSION_SECRET", secrets.token_urlsafe(32))
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    # a module of its own, in sys.modules: Litestar resolves a handler's
+    # annotations through the module its function was defined in
+    page_module = types.ModuleType(f"docs_{page.stem}")
+    monkeypatch.setitem(sys.modules, page_module.__name__, page_module)
+    namespace = page_module.__dict__
     for block in blocks(page):
         if block.lang != "python":
             continue

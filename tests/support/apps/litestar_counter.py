@@ -104,6 +104,16 @@ async def set_then_fail(request: AnyRequest) -> str:
     raise RuntimeError("handler failed after replacing the session")
 
 
+@get("/early-then-set")
+async def early_then_set(request: AnyRequest) -> str:
+    """Commit early, then replace: the replacement cannot be saved."""
+    session = await load_session(request)
+    session["n"] = session.get("n", 0) + 1
+    await session.commit()
+    request.set_session({"n": -1})
+    return "ok"
+
+
 @get("/set-bad")
 async def set_bad(request: AnyRequest) -> str:
     kind = request.query_params["kind"]
@@ -159,9 +169,9 @@ async def snapshot_clear(request: AnyRequest) -> str:
     return "ok"
 
 
-HANDLERS = [inc, read_n, hello, data, boom, login, set_session, set_model, set_then_fail, set_bad,
-            set_none, clear, loaded_set, loaded_data, snapshot_set, snapshot_same,
-            snapshot_clear]
+HANDLERS = [inc, read_n, hello, data, boom, login, set_session, set_model, set_then_fail,
+            early_then_set, set_bad, set_none, clear, loaded_set, loaded_data, snapshot_set,
+            snapshot_same, snapshot_clear]
 
 MODES = [Rule("read", paths=["/n", "/snapshot"])]
 

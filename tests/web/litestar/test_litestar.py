@@ -181,6 +181,15 @@ async def test_read_mode_refuses_a_replacement_as_it_refuses_a_change(
         assert await stored(store, cookie) == b'{"n":1}'
 
 
+async def test_a_replacement_after_an_early_commit_is_refused(
+        client: Client, store: CountingStore) -> None:
+    async with client() as http:
+        cookie = await started(http)
+        response = await http.get("/early-then-set", headers=cookie_header(cookie))
+        assert response.status_code == 500
+        assert await stored(store, cookie) == b'{"n":2}'  # what the commit saved
+
+
 async def test_regenerate_moves_the_session_to_a_new_cookie(
         client: Client, store: CountingStore) -> None:
     async with client() as http:
