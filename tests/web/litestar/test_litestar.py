@@ -69,7 +69,7 @@ def operations(store: CountingStore) -> dict[str, int]:
 
 async def started(http: httpx.AsyncClient) -> str:
     """A new session holding ``{"n": 1}``; its cookie."""
-    response = await http.get("/inc")
+    response = await http.get("/inc?delay=0")
     assert response.text == "1"
     cookie = session_cookie(response)
     assert cookie
@@ -77,7 +77,10 @@ async def started(http: httpx.AsyncClient) -> str:
 
 
 async def data(http: httpx.AsyncClient, cookie: str) -> Any:
-    return (await http.get("/data", headers=cookie_header(cookie))).json()
+    """The session's data, as the app reads it."""
+    response = await http.get("/data", headers=cookie_header(cookie))
+    assert response.status_code == 200
+    return response.json()
 
 
 async def test_request_session_reads_and_writes(client: Client, store: CountingStore) -> None:

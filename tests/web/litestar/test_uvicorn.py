@@ -18,6 +18,7 @@ import pytest
 
 from tests.support.helpers import cookie_header, session_cookie
 from tests.support.processes import Server, serve, uvicorn
+from tests.web.litestar.test_litestar import data, started
 
 APP = "tests.support.apps.litestar_counter:app_from_env"
 
@@ -36,21 +37,6 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
 async def http(server: Server) -> Any:
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         yield client
-
-
-async def started(http: httpx.AsyncClient) -> str:
-    """A new session holding ``{"n": 1}``; its cookie."""
-    response = await http.get("/inc?delay=0")
-    assert response.text == "1"
-    cookie = session_cookie(response)
-    assert cookie
-    return cookie
-
-
-async def data(http: httpx.AsyncClient, cookie: str) -> Any:
-    response = await http.get("/data", headers=cookie_header(cookie))
-    assert response.status_code == 200
-    return response.json()
 
 
 async def test_200_concurrent_increments_lose_nothing(server: Server) -> None:
