@@ -239,8 +239,11 @@ async def _take_up(tx: SessionTransaction, scope: Scope) -> None:
     mode, an early commit, an invalidated session). Under lock mode ``lazy``
     a session not loaded yet is locked and loaded here, as the change needs."""
     current = scope.get("session")
-    if tx.loaded and current is tx.session:
-        return  # lock mode lazy: load_session() put the loaded session there
+    try:
+        if current is tx.session:
+            return  # lock mode lazy: load_session() put the loaded session there
+    except AttributeError:
+        pass  # lock mode lazy, not loaded (tx.loaded would cost lazy requests a call)
     data = _replacement_data(current, scope)
     session = tx.session if tx.loaded else await tx.load(LockMode.EXCLUSIVE)
     if data is None:
