@@ -4,18 +4,24 @@ A thin driver over :class:`~sessionware._async.core.SessionCore`: it opens the s
 when a request arrives, puts it in ``scope["session"]``, commits it when the app
 sends ``http.response.start`` (adding Set-Cookie before the headers leave;
 a 5xx response commits nothing) and closes it on every way out.
+
+An app may replace ``scope["session"]`` rather than change it: Litestar's
+``request.set_session()`` puts a dict or a model there, ``clear_session()``
+its ``Empty``. The replacement is taken up as the response starts: a mapping
+(or a model, converted as Litestar converts it) becomes the session's data,
+``Empty`` or ``None`` invalidates it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any, ClassVar, Unpack
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from typing import Any, ClassVar, Unpack, cast
 
 from sessionware._async.core import SessionCore, SessionTransaction
 from sessionware._async.stores.base import Store
 from sessionware.config import SessionOptions, settings_from
 from sessionware.cookies import read_cookie
-from sessionware.exceptions import ConfigurationError, SessionwareError
+from sessionware.exceptions import ConfigurationError, SerializationError, SessionwareError
 from sessionware.loading import STATE_KEY, NotLoadedSession
 from sessionware.modes import LockMode
 from sessionware.responses import respond_to
@@ -28,7 +34,9 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+ASGIApp = Callable[..., Awaitable[None]]
+"""Any framework's ASGI app: Starlette types scopes and messages as mappings,
+Litestar as TypedDicts, and neither type fits the other."""
 
 _START = {"http": "http.response.start", "websocket": "websocket.accept"}
 
@@ -82,7 +90,8 @@ class SessionMiddleware:
         self.on_error = settings.on_error
         self.cookie_name = self.core.config.cookie.full_name
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # Any: what each framework's own ASGI types call it with (see ASGIApp)
         kind = scope["type"]
         if kind == "lifespan":
             await self._lifespan(scope, receive, send)
@@ -106,7 +115,7 @@ class SessionMiddleware:
                 return
             scope["session"] = tx.session
         scope[STATE_KEY] = tx
-        exchange = _Exchange(self, kind, send, tx)
+        exchange = _Exchange(self, kind, send, tx, scope)
         try:
             await self.app(scope, receive, exchange.send)
         except SessionwareError as exc:
@@ -180,14 +189,17 @@ class _Exchange:
     """One request's response as it goes out: the session is committed as it
     starts, and a failed commit replaces it with the error response."""
 
-    __slots__ = ("_kind", "_middleware", "_send", "_tx", "refused", "started")
+    __slots__ = ("_kind", "_middleware", "_placed", "_scope", "_send", "_tx", "refused",
+                 "started")
 
     def __init__(self, middleware: SessionMiddleware, kind: str, send: Send,
-                 tx: SessionTransaction) -> None:
+                 tx: SessionTransaction, scope: Scope) -> None:
         self._middleware = middleware
         self._kind = kind
         self._send = send
         self._tx = tx
+        self._scope = scope
+        self._placed = scope["session"]  # what the middleware put there
         self.started = False
         self.refused = False
 
@@ -203,7 +215,10 @@ class _Exchange:
                 self.refused = True
                 await self._middleware._refuse(self._kind, self._send, failure)
                 return
+            scope = self._scope
             try:
+                if "session" not in scope or scope["session"] is not self._placed:
+                    await _take_up(self._tx, scope)
                 cookies = await self._tx.commit(message.get("status", 200))
             except SessionwareError as exc:
                 self.refused = True
@@ -214,3 +229,73 @@ class _Exchange:
                     *message.get("headers", ()),
                     *((b"set-cookie", c.encode("latin-1")) for c in cookies)]}
         await self._send(message)
+
+
+async def _take_up(tx: SessionTransaction, scope: Scope) -> None:
+    """Make what the app left in ``scope["session"]`` the session to commit.
+
+    A replacement is a change like any other: written only if the response
+    commits, refused as in-place changes are where nothing is saved (read
+    mode, an early commit, an invalidated session). Under lock mode ``lazy``
+    a session not loaded yet is locked and loaded here, as the change needs."""
+    current = scope.get("session")
+    try:
+        if current is tx.session:
+            return  # lock mode lazy: load_session() put the loaded session there
+    except AttributeError:
+        pass  # lock mode lazy, not loaded (tx.loaded would cost lazy requests a call)
+    data = _replacement_data(current, scope)
+    session = tx.session if tx.loaded else await tx.load(LockMode.EXCLUSIVE)
+    if data is None:
+        if not session.invalidated:
+            session.invalidate()
+    elif data != session:  # an equal copy is no change, even where none can be saved
+        session.clear()
+        session.update(data)
+    scope["session"] = session
+
+
+def _replacement_data(value: object, scope: Scope) -> dict[str, Any] | None:
+    """The data a replacement of ``scope["session"]`` holds, or ``None`` for
+    "no session": ``None`` itself, or Litestar's ``Empty`` (which its own
+    cookie backend, like its ``clear_session()``, treats as clearing it)."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if value is None or _is_litestar_empty(value):
+        return None
+    if "litestar_app" in scope:
+        return _litestar_model_data(value, scope)
+    raise SerializationError(
+        f'scope["session"] was replaced by a {type(value).__name__}, not a mapping: '
+        "nothing was saved")
+
+
+def _is_litestar_empty(value: object) -> bool:
+    try:
+        from litestar.types import Empty
+    except ImportError:
+        return False
+    return value is Empty
+
+
+def _litestar_model_data(value: object, scope: Scope) -> dict[str, Any]:
+    """A model given to Litestar's ``request.set_session()`` (a dataclass,
+    pydantic model, msgspec struct, attrs class) as Litestar's own session
+    backends store it: JSON by the route's type encoders, read back."""
+    from litestar.exceptions import SerializationException
+    from litestar.serialization import decode_json, encode_json
+    from litestar.utils import get_serializer_from_scope
+
+    routed = "route_handler" in scope  # the route's type encoders, else Litestar's defaults
+    serializer = get_serializer_from_scope(cast(Any, scope)) if routed else None
+    try:
+        data = decode_json(encode_json(value, serializer))
+    except SerializationException as exc:
+        raise SerializationError(
+            f"request.set_session() was given a {type(value).__name__} that Litestar cannot "
+            f"encode: nothing was saved ({exc})") from exc
+    if not isinstance(data, dict):
+        raise SerializationError(
+            f"request.set_session() was given a {type(value).__name__}, which is not a "
+            "mapping nor a model of one: nothing was saved")
+    return data

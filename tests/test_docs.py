@@ -24,6 +24,7 @@ import subprocess
 import sys
 import textwrap
 import tomllib
+import types
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,11 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return
-    run_blocks(page, {"__name__": f"docs_{page.stem}"})
+    # a module of its own, in sys.modules: Litestar resolves a handler's
+    # annotations through the module its function was defined in
+    page_module = types.ModuleType(f"docs_{page.stem}")
+    monkeypatch.setitem(sys.modules, page_module.__name__, page_module)
+    run_blocks(page, page_module.__dict__)
 
 
 def run_blocks(page: Path, namespace: dict[str, object]) -> None:
