@@ -1,7 +1,10 @@
 """A loopback TCP proxy in front of PostgreSQL that counts round trips: the
 client messages that ask the server to answer and wait (``Sync`` ends an
 extended-protocol statement, ``Query`` is a simple one). What the store
-really sends, whatever the driver does."""
+really sends, whatever the driver does. A round trip that only prepares a
+statement (``Parse`` and ``Sync``, no ``Execute``: psycopg's first use of a
+statement on a connection) is counted apart, in ``prepares``: which of a pool's
+connections a request lands on, and so whether it prepares, is up to timing."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ class StatementCounter:
     def __init__(self, port: int) -> None:
         self.target_port = port
         self.count = 0
+        self.prepares = 0
         self.server: asyncio.Server | None = None
 
     @property
@@ -40,10 +44,10 @@ class StatementCounter:
     async def _serve(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         server_r, server_w = await asyncio.open_connection(HOST, self.target_port)
         back = asyncio.create_task(self._pipe(server_r, client_w))
-        buffer, started = b"", False
+        buffer, started, executes = b"", False, False
         try:
             while chunk := await client_r.read(65536):
-                buffer, started = self._count(buffer + chunk, started)
+                buffer, started, executes = self._count(buffer + chunk, started, executes)
                 server_w.write(chunk)
                 await server_w.drain()
         finally:
@@ -57,22 +61,29 @@ class StatementCounter:
             writer.write(chunk)
             await writer.drain()
 
-    def _count(self, buffer: bytes, started: bool) -> tuple[bytes, bool]:
-        """Count the complete messages in ``buffer``; return the rest."""
+    def _count(self, buffer: bytes, started: bool,
+               executes: bool) -> tuple[bytes, bool, bool]:
+        """Count the complete messages in ``buffer``; return the rest, and
+        whether the round trip under way executes a statement yet."""
         while True:
             if not started:  # untyped: length, then a code
                 if len(buffer) < 8:
-                    return buffer, started
+                    return buffer, started, executes
                 length, code = struct.unpack("!II", buffer[:8])
                 if len(buffer) < length:
-                    return buffer, started
+                    return buffer, started, executes
                 buffer, started = buffer[length:], code == _STARTUP or code not in _UNTYPED
                 continue
             if len(buffer) < 5:
-                return buffer, started
+                return buffer, started, executes
             kind, length = buffer[:1], struct.unpack("!I", buffer[1:5])[0]
             if len(buffer) < 1 + length:
-                return buffer, started
-            if kind in (b"S", b"Q"):
+                return buffer, started, executes
+            if kind == b"E":
+                executes = True
+            elif kind == b"Q" or (kind == b"S" and executes):
                 self.count += 1
+                executes = False
+            elif kind == b"S":
+                self.prepares += 1
             buffer = buffer[1 + length:]

@@ -38,9 +38,11 @@ class TestMiddlewareOnPostgresThroughPgBouncer(MiddlewareSuite):
 
 async def test_round_trips_on_the_wire_are_2_1_0(postgres_server: PostgresServer,
                                                  face: str) -> None:
-    """Counted by a TCP proxy between the pool and the server: every Sync and
-    simple Query a client sends is one round trip (the listener connects past
-    the proxy, and is not started by these requests anyway)."""
+    """Counted by a TCP proxy between the pool and the server: every Sync that
+    ends an executed statement and every simple Query is one round trip; a
+    statement's preparation on a connection it first runs on is counted apart
+    (the listener connects past the proxy, and is not started by these requests
+    anyway)."""
     counter = StatementCounter(postgres_server.port)
     await counter.start()
     try:
@@ -48,7 +50,7 @@ async def test_round_trips_on_the_wire_are_2_1_0(postgres_server: PostgresServer
         async with serving(store, face) as app, app.client(base_url="http://t") as client:
             cookie = session_cookie(await client.get("/inc?delay=0"))
             assert cookie
-            for _ in range(3):  # each statement is prepared at its first use on a connection
+            for _ in range(3):  # the pool opens its connections
                 await client.get("/inc?delay=0", headers=cookie_header(cookie))
                 await client.get("/n", headers=cookie_header(cookie))
             counter.take()
