@@ -275,7 +275,7 @@ def _sessionware_only(workdir: str) -> str | None:
 
 
 class AppServer:
-    """uvicorn (``asgi``) or gunicorn (``wsgi``) serving one peer."""
+    """uvicorn (``asgi``) or gunicorn (``wsgi``, ``django``) serving one peer."""
 
     def __init__(self, kind: str, server: str, workers: int, env: dict[str, str],
                  workdir: str, threads: int = 8) -> None:
@@ -297,7 +297,8 @@ class AppServer:
                     "--backlog", "4096", "--timeout", "60"]
             if server == "gthread":
                 args += ["--threads", str(threads)]
-            args.append("benchmarks.apps_wsgi:make_app()")
+            app = "apps_django" if kind == "django" else "apps_wsgi"
+            args.append(f"benchmarks.{app}:make_app()")
         # $BENCH_SESSIONWARE: a sessionware source tree to serve instead of the
         # installed one (to measure a proposed patch side by side)
         path = os.pathsep.join(p for p in (_sessionware_only(workdir), str(ROOT)) if p)
