@@ -202,8 +202,11 @@ class Run:
             record["wrk"] = {}
             for path in ("/inc", "/hello"):
                 clients.wrk(app.base, path, cookie_file, a.warmup, a.connections)
-                record["wrk"][path] = clients.wrk(app.base, path, cookie_file, a.seconds,
-                                                  a.connections)
+                cpu = app.cpu_seconds()
+                got = record["wrk"][path] = clients.wrk(app.base, path, cookie_file, a.seconds,
+                                                        a.connections)
+                # the app's CPU per request: what the machine's other load moves least
+                got["cpu_us"] = 1e6 * (app.cpu_seconds() - cpu) / max(got["requests"], 1)
             inc, hello = record["wrk"]["/inc"], record["wrk"]["/hello"]
             lost = " ".join(f"K{x['k']}:lost={x['lost']},503={x['refused']}"
                             for x in record.get("lost", []))

@@ -537,11 +537,28 @@ def django_section(data: dict[str, Any]) -> str:
            "write):\n",
            *lost_table(res, ("django",), s["ks"]), "",
            "**Throughput and latency**:\n",
-           *throughput_tables(res, "django", DJANGO_SW),
+           *throughput_tables(res, "django", DJANGO_SW), *cpu_table(res, "django"),
            "**Round trips per request** (Redis commands through the counting proxy; "
            "sessionware's store operations; for the `db` engine, its SQL statements):\n",
            *trips_table(res, data["round_trips"]), ""]
     return "\n".join(out) + "\n"
+
+
+def cpu_table(res: Results, kind: str) -> list[str]:
+    """The CPU the app's processes spent per request during the wrk runs (the
+    store's server apart): what the machine's other load moves least."""
+    lines = ["**CPU per request** (the server's processes, user + system, over each wrk run "
+             "÷ its requests; the store's server not counted):\n",
+             "| peer | server | /inc CPU µs | /hello CPU µs |", "|---|---|---|---|"]
+    for p in res.peers:
+        for server, workers in res.configs(kind):
+            recs = [r for r in res.recs(p, server, workers) if "cpu_us" in r["wrk"]["/inc"]]
+            if recs:
+                cells = [spread(r["wrk"][path]["cpu_us"] for r in recs)
+                         for path in ("/inc", "/hello")]
+                lines.append(f"| {res.label(p)} | {res.server_name(server, workers)} | "
+                             + " | ".join(cells) + " |")
+    return [*lines, ""] if len(lines) > 3 else []
 
 
 def metrics_section(runs: list[dict[str, Any]]) -> str:
