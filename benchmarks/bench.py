@@ -75,9 +75,18 @@ PEERS = [
          sessionware=True),
     Peer("sw-flask-redis", "sessionware Flask + RedisStore", "wsgi", "redis",
          sessionware=True),
+    # Django (benchmarks/apps_django.py): side by side in a run of their own, --django
+    # (run.sh does, into results/django.json), not in the main run
+    *(Peer(name, label, "django", store, sessionware=name.startswith("sw-"), default=False)
+      for name, label, store in (
+          ("django-cache", "Django cache engine + Redis (RedisCache)", "redis"),
+          ("django-db", "Django db engine + SQLite", "sqlite"),
+          ("sw-django-redis", "sessionware Django + RedisStore", "redis"),
+          ("sw-django-sqlite", "sessionware Django + SQLiteStore", "sqlite"))),
 ]
+DJANGO = [p.name for p in PEERS if p.kind == "django"]
 SERVERS = {"asgi": [("uvicorn", 1), ("uvicorn", 2), ("uvicorn-std", 1)],
-           "wsgi": [("sync", 2), ("gthread", 2)]}
+           "wsgi": [("sync", 2), ("gthread", 2)], "django": [("sync", 2), ("gthread", 2)]}
 
 
 def flask_driver_present() -> bool:
@@ -101,7 +110,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     versions = {}
-    for dist in ("sessionware", "starlette", "starsessions", "flask", "flask-session",
+    for dist in ("sessionware", "starlette", "starsessions", "flask", "flask-session", "django",
                  "uvicorn", "gunicorn", "redis", "hiredis", "psycopg", "psycopg-binary",
                  "psycopg-pool", "httpx", "itsdangerous",
                  "orjson", "uvloop", "httptools", "matplotlib"):
@@ -193,8 +202,11 @@ class Run:
             record["wrk"] = {}
             for path in ("/inc", "/hello"):
                 clients.wrk(app.base, path, cookie_file, a.warmup, a.connections)
-                record["wrk"][path] = clients.wrk(app.base, path, cookie_file, a.seconds,
-                                                  a.connections)
+                cpu = app.cpu_seconds()
+                got = record["wrk"][path] = clients.wrk(app.base, path, cookie_file, a.seconds,
+                                                        a.connections)
+                # the app's CPU per request: what the machine's other load moves least
+                got["cpu_us"] = 1e6 * (app.cpu_seconds() - cpu) / max(got["requests"], 1)
             inc, hello = record["wrk"]["/inc"], record["wrk"]["/hello"]
             lost = " ".join(f"K{x['k']}:lost={x['lost']},503={x['refused']}"
                             for x in record.get("lost", []))
@@ -248,7 +260,8 @@ class Run:
             reps = 5
             for label, path, with_cookie in plan:
                 before_proxy = proxy.counts() if proxy else None
-                before_store = self._store_counts(app.base) if peer.sessionware else None
+                counted = peer.sessionware or peer.name == "django-db"  # its SQL statements
+                before_store = self._store_counts(app.base) if counted else None
                 statuses = clients.requests(app.base, [(path, with_cookie)] * reps, jar)
                 entry: dict[str, Any] = {"statuses": sorted(set(statuses))}
                 if proxy and before_proxy is not None:
@@ -346,7 +359,8 @@ class Run:
             shift = rep % len(configs)  # rotate the order: no peer always runs first
             for peer, server, workers in configs[shift:] + configs[:shift]:
                 self.serve_and_measure(rep, peer, server, workers)
-            handoffs += self.handoff(rep)
+            if not a.django:  # the stores' own measurement, not a framework's
+                handoffs += self.handoff(rep)
         result = {
             "machine": info, "settings": {k: v for k, v in vars(a).items() if k != "only"},
             "peers": [vars(p) for p in peers], "servers": SERVERS,
@@ -367,11 +381,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", type=lambda s: s.split(","), default=None,
                         help="comma-separated peer names (debugging)")
     parser.add_argument("--no-report", action="store_true", help="write the JSON only")
+    parser.add_argument("--django", action="store_true",
+                        help="the Django run: its peers side by side, no handoff, into "
+                             "results/django.json (section 6 of the report)")
     parser.add_argument("--sessionware", default=None,
                         help="serve this sessionware source tree instead of the installed "
                              "one (app servers only; for measuring a proposed patch)")
     parser.add_argument("--out", default=str(RESULTS / "latest.json"))
     args = parser.parse_args(argv)
+    if args.django:
+        args.only = args.only or DJANGO
+        args.out = str(RESULTS / "django.json")
     quick = args.quick
     args.reps = args.reps or (1 if quick else 3)
     args.seconds = args.seconds or (1 if quick else 3)
@@ -398,7 +418,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"raw results: {out}")
     if not args.no_report:
         from benchmarks import report
-        report.write(result)
+        # the Django run is section 6 of the main run's report
+        report.write(json.loads((RESULTS / "latest.json").read_text()) if args.django
+                     else result)
     if result["errors"]:
         print("errors:\n  " + "\n  ".join(result["errors"]), file=sys.stderr)
     return 1 if result["errors"] else 0

@@ -20,6 +20,10 @@ IMG = ROOT / "docs" / "benchmarks"
 ASGI_SW = ("sw-redis", "sw-sqlite", "sw-postgres", "sw-azure", "sw-dynamodb", "sw-mongodb",
            "sw-redis-lazy")
 WSGI_SW = ("sw-flask-redis", "sw-flask-sqlite")
+DJANGO_SW = ("sw-django-redis", "sw-django-sqlite")
+# The Django run (python -m benchmarks.bench --django): its own results file,
+# rendered as section 6 and in the targets whenever the report is
+DJANGO_RESULTS = ROOT / "benchmarks" / "results" / "django.json"
 
 
 def med(xs: Iterable[float]) -> float:
@@ -181,7 +185,8 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
     w("## Targets\n")
     w("| target | measured | met |")
     w("|---|---|---|")
-    for row in targets(res):
+    django = json.loads(DJANGO_RESULTS.read_text()) if DJANGO_RESULTS.exists() else None
+    for row in targets(res) + (django_targets(Results(django)) if django else []):
         w("| " + " | ".join(row) + " |")
     w("")
     w(implied(res))
@@ -194,23 +199,7 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
       "lost = expected - observed, where expected counts the /inc that answered 200; "
       "'503' are requests refused (lock timeout or queue full), not lost.\n")
     ks = s["ks"]
-    w("| peer | server | " + " | ".join(f"K={k} lost" for k in ks) + " | 503s |")
-    w("|---|---|" + "---|" * len(ks) + "---|")
-    for kind in ("asgi", "wsgi"):
-        for p in [p for p in res.peers if res.peers[p]["kind"] == kind and
-                  res.peers[p]["session"]]:
-            for server, workers in res.configs(kind):
-                recs = res.recs(p, server, workers)
-                if not recs:
-                    continue
-                cells = []
-                refused = 0
-                for k in ks:
-                    xs = [x["lost"] for r in recs for x in r["lost"] if x["k"] == k]
-                    refused += sum(x["refused"] for r in recs for x in r["lost"] if x["k"] == k)
-                    cells.append(spread(xs))
-                w(f"| {res.label(p)} | {res.server_name(server, workers)} | "
-                  + " | ".join(cells) + f" | {refused} |")
+    out.extend(lost_table(res, ("asgi", "wsgi"), ks))
     w("")
     if charts and (name := _chart_lost(res)):
         w(f"![lost updates](benchmarks/{name})\n")
@@ -223,44 +212,7 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
       "would. For Starlette's signed-cookie sessions wrk replays the cookie it was given, "
       "so each /inc decodes and re-signs a small cookie.\n")
     for kind in ("asgi", "wsgi"):
-        peers = [p for p in res.peers if res.peers[p]["kind"] == kind]
-        for server, workers in res.configs(kind):
-            if not any(res.recs(p, server, workers) for p in peers):
-                continue
-            w(f"### {res.server_name(server, workers)}\n")
-            w("| peer | /inc req/s | /inc p50 ms | /inc p99 ms | /hello req/s | "
-              "/hello p50 ms | /hello p99 ms | non-2xx |")
-            w("|---|---|---|---|---|---|---|---|")
-            for p in peers:
-                recs = res.recs(p, server, workers)
-                if not recs:
-                    continue
-                cell = []
-                for path in ("/inc", "/hello"):
-                    cell.append(spread(r["wrk"][path]["rps"] for r in recs))
-                    cell.append(spread((r["wrk"][path]["p50_us"] / 1000 for r in recs), "{:.1f}"))
-                    cell.append(spread((r["wrk"][path]["p99_us"] / 1000 for r in recs), "{:.1f}"))
-                bad = sum(r["wrk"][path]["status_errors"] + r["wrk"][path]["timeouts"]
-                          for r in recs for path in ("/inc", "/hello"))
-                w(f"| {res.label(p)} | " + " | ".join(cell) + f" | {bad} |")
-            w("")
-            sws = ASGI_SW if kind == "asgi" else WSGI_SW
-            others = [p for p in peers if p not in sws]
-            rows = []
-            for sw in sws:
-                if not res.recs(sw, server, workers):
-                    continue
-                for o in others:
-                    cells = [spread(res.ratios(sw, o, server, workers, path), "{:.2f}x")
-                             for path in ("/inc", "/hello")]
-                    rows.append(f"| {res.label(sw)} | {res.label(o)} | "
-                                + " | ".join(cells) + " |")
-            if rows:
-                w("Ratios (sessionware ÷ peer, per repetition, then median):\n")
-                w("| sessionware | vs peer | /inc | /hello |")
-                w("|---|---|---|---|")
-                out.extend(rows)
-                w("")
+        out.extend(throughput_tables(res, kind, ASGI_SW if kind == "asgi" else WSGI_SW))
         if charts:
             for path in ("/inc", "/hello"):
                 fname = f"throughput-{kind}-{path.strip('/')}.png"
@@ -273,24 +225,7 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
       "counting RESP proxy between the app and valkey-server (the same for every Redis "
       "peer); sessionware's store operations also counted by a counting subclass of the "
       "store (SQLite: that count only). Averages over 5 requests, after a warm-up.\n")
-    trips = data["round_trips"]
-    labels = ["/inc", "/n", "/hello", "/hello (no cookie)", "/n (no cookie)",
-              "/inc (no cookie: new session)"]
-    w("| peer | " + " | ".join(labels) + " |")
-    w("|---|" + "---|" * len(labels))
-    for p, entries in trips.items():
-        cells = []
-        for lab in labels:
-            e = entries.get(lab)
-            if not e:
-                cells.append("-")
-                continue
-            detail = e.get("redis_commands") or e.get("store_ops") or {}
-            txt = f"{e['trips']:g}"
-            if detail:
-                txt += " (" + ", ".join(f"{k} {v:g}" for k, v in sorted(detail.items())) + ")"
-            cells.append(txt)
-        w(f"| {res.label(p)} | " + " | ".join(cells) + " |")
+    out.extend(trips_table(res, data["round_trips"]))
     w("")
 
     # ---- contention
@@ -342,6 +277,8 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
     overhead = data.get("metrics_overhead")
     if overhead:
         w(metrics_section(overhead))
+    if django:
+        w(django_section(django))
     w("## Notes\n")
     w("- uvicorn `--workers 2` runs through `benchmarks/uvicorn_nodelay.py`: uvicorn's "
       "supervisor binds the listening socket with `proto=0`, so asyncio never sets "
@@ -358,6 +295,93 @@ def render(data: dict[str, Any], charts: bool = True) -> str:
       "snapshot, everything else (including `/hello`) locks the session when a cookie "
       "comes with the request.")
     return "\n".join(out) + "\n"
+
+
+def lost_table(res: Results, kinds: Iterable[str], ks: list[int]) -> list[str]:
+    """Section 1's table: lost updates of each peer with a session, by server."""
+    lines = ["| peer | server | " + " | ".join(f"K={k} lost" for k in ks) + " | 503s |",
+             "|---|---|" + "---|" * len(ks) + "---|"]
+    for kind in kinds:
+        for p in [p for p in res.peers if res.peers[p]["kind"] == kind and
+                  res.peers[p]["session"]]:
+            for server, workers in res.configs(kind):
+                recs = res.recs(p, server, workers)
+                if not recs:
+                    continue
+                cells = []
+                refused = 0
+                for k in ks:
+                    xs = [x["lost"] for r in recs for x in r["lost"] if x["k"] == k]
+                    refused += sum(x["refused"] for r in recs for x in r["lost"] if x["k"] == k)
+                    cells.append(spread(xs))
+                lines.append(f"| {res.label(p)} | {res.server_name(server, workers)} | "
+                             + " | ".join(cells) + f" | {refused} |")
+    return lines
+
+
+def throughput_tables(res: Results, kind: str, sws: Iterable[str]) -> list[str]:
+    """Section 2's tables for the peers of ``kind``, one per server, and the
+    ratios of sessionware's peers (``sws``) to the others."""
+    out: list[str] = []
+    w = out.append
+    peers = [p for p in res.peers if res.peers[p]["kind"] == kind]
+    for server, workers in res.configs(kind):
+        if not any(res.recs(p, server, workers) for p in peers):
+            continue
+        w(f"### {res.server_name(server, workers)}\n")
+        w("| peer | /inc req/s | /inc p50 ms | /inc p99 ms | /hello req/s | "
+          "/hello p50 ms | /hello p99 ms | non-2xx |")
+        w("|---|---|---|---|---|---|---|---|")
+        for p in peers:
+            recs = res.recs(p, server, workers)
+            if not recs:
+                continue
+            cell = []
+            for path in ("/inc", "/hello"):
+                cell.append(spread(r["wrk"][path]["rps"] for r in recs))
+                cell.append(spread((r["wrk"][path]["p50_us"] / 1000 for r in recs), "{:.1f}"))
+                cell.append(spread((r["wrk"][path]["p99_us"] / 1000 for r in recs), "{:.1f}"))
+            bad = sum(r["wrk"][path]["status_errors"] + r["wrk"][path]["timeouts"]
+                      for r in recs for path in ("/inc", "/hello"))
+            w(f"| {res.label(p)} | " + " | ".join(cell) + f" | {bad} |")
+        w("")
+        others = [p for p in peers if p not in sws]
+        rows = []
+        for sw in sws:
+            if not res.recs(sw, server, workers):
+                continue
+            for o in others:
+                cells = [spread(res.ratios(sw, o, server, workers, path), "{:.2f}x")
+                         for path in ("/inc", "/hello")]
+                rows.append(f"| {res.label(sw)} | {res.label(o)} | " + " | ".join(cells) + " |")
+        if rows:
+            w("Ratios (sessionware ÷ peer, per repetition, then median):\n")
+            w("| sessionware | vs peer | /inc | /hello |")
+            w("|---|---|---|---|")
+            out.extend(rows)
+            w("")
+    return out
+
+
+def trips_table(res: Results, trips: dict[str, Any]) -> list[str]:
+    """Section 3's table: round trips per request of each peer."""
+    labels = ["/inc", "/n", "/hello", "/hello (no cookie)", "/n (no cookie)",
+              "/inc (no cookie: new session)"]
+    lines = ["| peer | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for p, entries in trips.items():
+        cells = []
+        for lab in labels:
+            e = entries.get(lab)
+            if not e:
+                cells.append("-")
+                continue
+            detail = e.get("redis_commands") or e.get("store_ops") or {}
+            txt = f"{e['trips']:g}"
+            if detail:
+                txt += " (" + ", ".join(f"{k} {v:g}" for k, v in sorted(detail.items())) + ")"
+            cells.append(txt)
+        lines.append(f"| {res.label(p)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def implied(res: Results) -> str:
@@ -471,6 +495,70 @@ def targets(res: Results) -> list[list[str]]:
         rows.append([f"lock handoff p50 < 1 ms: {store}, {where} waiter",
                      spread(p50s, "{:.3f} ms"), yn(med(p50s) < 1.0)])
     return rows
+
+
+def django_targets(res: Results) -> list[list[str]]:
+    """The Django run's targets: no lost update, and /inc on RedisStore at
+    least as fast as Django's cache engine on Redis, under each gunicorn."""
+    rows = []
+    lost = [x["lost"] for r in res.ok if r["peer"] in DJANGO_SW for x in r.get("lost", [])]
+    rows.append(["0 lost updates for sessionware Django (RedisStore, SQLiteStore; gunicorn "
+                 "sync and gthread; section 6)",
+                 f"max lost {max(lost)} over {len(lost)} bursts" if lost else "not run",
+                 "-" if not lost else ("**yes**" if max(lost) == 0 else "**NO**")])
+    for server, workers in (("sync", "2 workers"), ("gthread", "2x8")):
+        xs = res.ratios("sw-django-redis", "django-cache", server, 2, "/inc")
+        rows.append([f"Django /inc (RedisStore) ≥ 1.0x Django's cache engine on Redis "
+                     f"(gunicorn {server}, {workers}; section 6)",
+                     spread(xs, "{:.2f}x") if xs else "not run",
+                     "-" if not xs else ("**yes**" if med(xs) >= 1.0 else "**NO**")])
+    return rows
+
+
+def django_section(data: dict[str, Any]) -> str:
+    """Section 6: Django with sessionware against Django's own engines, from
+    the Django run's results (``results/django.json``)."""
+    res = Results(data)
+    m, s = data["machine"], data["settings"]
+    out = ["## 6. Django\n",
+           "`python -m benchmarks.bench --django` (run by `run.sh`): four Django peers side "
+           "by side in one run, each a Django project of `benchmarks/apps_django.py` behind "
+           "only its session middleware, under gunicorn (the same client, wrk and "
+           "measurements as sections 1 to 3): Django's `cache` engine on its `RedisCache` "
+           "and its default `db` engine on SQLite (WAL, a busy timeout, `BEGIN IMMEDIATE`), "
+           "against `sessionware.django` on RedisStore and on SQLiteStore. Django's engines "
+           "do not lock: their lost updates are the ones issue 25 starts from.\n",
+           f"- Date: {m['date']}; sessionware commit {m['git_commit']}; Django "
+           f"{m['versions'].get('django', '?')}; {s['reps']} repetitions, wrk "
+           f"{s['seconds']:.0f} s per run; run took {data['elapsed_s'] / 60:.1f} min"
+           + ("; **smoke run (`--quick`)**" if s.get("quick") else "") + ".",
+           *(f"- Error: `{e}`" for e in data["errors"]), "",
+           "**Lost updates** (K concurrent `/inc` of one session, 5 ms between read and "
+           "write):\n",
+           *lost_table(res, ("django",), s["ks"]), "",
+           "**Throughput and latency**:\n",
+           *throughput_tables(res, "django", DJANGO_SW), *cpu_table(res, "django"),
+           "**Round trips per request** (Redis commands through the counting proxy; "
+           "sessionware's store operations; for the `db` engine, its SQL statements):\n",
+           *trips_table(res, data["round_trips"]), ""]
+    return "\n".join(out) + "\n"
+
+
+def cpu_table(res: Results, kind: str) -> list[str]:
+    """The CPU the app's processes spent per request during the wrk runs (the
+    store's server apart): what the machine's other load moves least."""
+    lines = ["**CPU per request** (the server's processes, user + system, over each wrk run "
+             "÷ its requests; the store's server not counted):\n",
+             "| peer | server | /inc CPU µs | /hello CPU µs |", "|---|---|---|---|"]
+    for p in res.peers:
+        for server, workers in res.configs(kind):
+            recs = [r for r in res.recs(p, server, workers) if "cpu_us" in r["wrk"]["/inc"]]
+            if recs:
+                cells = [spread(r["wrk"][path]["cpu_us"] for r in recs)
+                         for path in ("/inc", "/hello")]
+                lines.append(f"| {res.label(p)} | {res.server_name(server, workers)} | "
+                             + " | ".join(cells) + " |")
+    return [*lines, ""] if len(lines) > 3 else []
 
 
 def metrics_section(runs: list[dict[str, Any]]) -> str:

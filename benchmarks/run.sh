@@ -28,3 +28,4 @@ fi
 "$PY" -m benchmarks.bench "$@"
 "$PY" -m benchmarks.increments  # lost updates under the WSGI worker kinds
 "$PY" -m benchmarks.metrics_overhead  # what metrics cost when disabled
+"$PY" -m benchmarks.bench --django "$@"  # Django's engines and sessionware.django (section 6)

@@ -275,7 +275,7 @@ def _sessionware_only(workdir: str) -> str | None:
 
 
 class AppServer:
-    """uvicorn (``asgi``) or gunicorn (``wsgi``) serving one peer."""
+    """uvicorn (``asgi``) or gunicorn (``wsgi``, ``django``) serving one peer."""
 
     def __init__(self, kind: str, server: str, workers: int, env: dict[str, str],
                  workdir: str, threads: int = 8) -> None:
@@ -297,7 +297,8 @@ class AppServer:
                     "--backlog", "4096", "--timeout", "60"]
             if server == "gthread":
                 args += ["--threads", str(threads)]
-            args.append("benchmarks.apps_wsgi:make_app()")
+            app = "apps_django" if kind == "django" else "apps_wsgi"
+            args.append(f"benchmarks.{app}:make_app()")
         # $BENCH_SESSIONWARE: a sessionware source tree to serve instead of the
         # installed one (to measure a proposed patch side by side)
         path = os.pathsep.join(p for p in (_sessionware_only(workdir), str(ROOT)) if p)
@@ -322,6 +323,17 @@ class AppServer:
             time.sleep(0.05)
         if self.workers > 1:
             time.sleep(0.7)  # let every worker come up, not only the first
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far:
+        its process group's, the store's server apart."""
+        group, ticks = self.process.proc.pid, 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):  # ended meanwhile
+                fields = stat.read_text().rpartition(")")[2].split()
+                if int(fields[2]) == group:  # after the name: state, ppid, pgrp, ...
+                    ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         self.process.stop()

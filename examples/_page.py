@@ -1,4 +1,4 @@
-"""The page both demos serve: a button that sends 50 requests at once, each
+"""The page every demo serves: a button that sends 50 requests at once, each
 adding one item to a cart kept in the session, and what became of them.
 
 Each click tags its items with an id of its own, so it counts only its own
@@ -81,8 +81,12 @@ show();
 """
 
 
-def page(framework: str, handler: str) -> str:
-    """The demo page; ``framework`` and ``handler`` name the server side."""
+READ_RULE = 'Rule("read", paths=["/cart"], methods=["GET"])'
+
+
+def page(framework: str, handler: str, reading: str = READ_RULE) -> str:
+    """The demo page; ``framework`` and ``handler`` name the server side,
+    ``reading`` how it declares that reading the cart takes no lock."""
     return f"""<!doctype html>
 <html lang="en">
 <meta charset="utf-8">
@@ -114,7 +118,7 @@ the browser has a session cookie would each start a session of their own. So thi
 page's own request starts the session (its handler writes the empty cart), and the
 50 requests carry its cookie.</p>
 <footer>Reading the cart (<code>GET /cart</code>) takes no lock:
-<code>Rule("read", paths=["/cart"], methods=["GET"])</code>.</footer>
+<code>{escape(reading)}</code>.</footer>
 <script>{_SCRIPT}</script>
 </html>
 """

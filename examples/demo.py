@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from _page import page  # examples/_page.py: the page both demos serve
+from _page import page  # examples/_page.py: the page every demo serves
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request

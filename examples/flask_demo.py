@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 
-from _page import page  # examples/_page.py: the page both demos serve
+from _page import page  # examples/_page.py: the page every demo serves
 from flask import Flask, jsonify, request, session
 from flask.typing import ResponseReturnValue
 

@@ -1,4 +1,4 @@
-"""Both demos in a real browser: Debian's headless Chromium, driven by the npm
+"""The demos in a real browser: Debian's headless Chromium, driven by the npm
 package playwright-core (installed by scripts/install/browser.sh into
 .tools/browser/; a missing browser or driver fails these tests, never skips
 them). One click of the button brings 50 of 50 items; after "Empty the cart"
@@ -29,7 +29,8 @@ from tests.support.processes import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 PLAYWRIGHT = ROOT / ".tools" / "browser" / "node_modules" / "playwright-core"
 CHROMIUM = Path("/usr/bin/chromium")
-DEMOS = {"asgi": ROOT / "examples" / "demo.py", "flask": ROOT / "examples" / "flask_demo.py"}
+DEMOS = {"asgi": ROOT / "examples" / "demo.py", "flask": ROOT / "examples" / "flask_demo.py",
+         "django": ROOT / "examples" / "django_demo.py"}
 
 # As the machine notes: headless, no sandbox (root), and none of the
 # background connections that a closed network refuses.

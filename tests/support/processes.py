@@ -90,9 +90,12 @@ def serve(command: Sequence[str], env: Mapping[str, str], port: int | None = Non
             server.stop()
 
 
-def uvicorn(app: str, *, workers: int = 1) -> list[str]:
-    return [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
-            "--port", "{port}", "--workers", str(workers), "--log-level", "warning"]
+def uvicorn(app: str, *, workers: int = 1, factory: bool = True) -> list[str]:
+    """uvicorn serving ``app``: ``module:factory`` that makes the ASGI app,
+    or ``module:application`` itself with ``factory=False``."""
+    return [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
+            "--host", "127.0.0.1", "--port", "{port}", "--workers", str(workers),
+            "--log-level", "warning"]
 
 
 def gunicorn(app: str, *options: str) -> list[str]:

@@ -5,8 +5,10 @@ each test gives it a store of its own through ``override_settings``."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,13 @@ def wait_until(condition: Callable[[], bool], within: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never held"
         time.sleep(0.005)
+
+
+def stored_rows(database: Path) -> int:
+    """How many sessions a SQLiteStore's database holds, expired ones too."""
+    with closing(sqlite3.connect(database)) as db:
+        count: int = db.execute("SELECT count(*) FROM sessionware_sessions").fetchone()[0]
+    return count
 
 
 def make_store(kind: str, tmp_path: Path, redis_server_factory: Any = None) -> Store:

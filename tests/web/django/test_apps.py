@@ -4,9 +4,7 @@ CSRF_USE_SESSIONS, ``manage.py clearsessions``; and revoke_user after a login.""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ from django.test import AsyncClient, Client, override_settings
 
 from sessionware import SyncSessionAdmin
 from sessionware.stores import SQLiteStore, Store
-from tests.web.django.conftest import Configure, wait_until
+from tests.web.django.conftest import Configure, stored_rows, wait_until
 
 COOKIE = "sessionid"
 
@@ -106,19 +104,14 @@ def test_clearsessions_purges_expired_sessions(tmp_path: Path) -> None:
     path = tmp_path / "purged.db"
     store = SQLiteStore(str(path))
 
-    def rows() -> int:
-        with closing(sqlite3.connect(path)) as db:
-            count: int = db.execute("SELECT count(*) FROM sessionware_sessions").fetchone()[0]
-        return count
-
     try:
         with override_settings(SESSIONWARE={"STORE": store, "IDLE_TIMEOUT": 0.2}):
             Client().get("/inc")
-            assert rows() == 1
+            assert stored_rows(path) == 1
             sessions = admin(store)
             wait_until(lambda: sessions.stats().sessions == 0)  # expired, still stored
-            assert rows() == 1
+            assert stored_rows(path) == 1
             call_command("clearsessions")
-            assert rows() == 0
+            assert stored_rows(path) == 0
     finally:
         store.sync().close()
