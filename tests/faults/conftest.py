@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.faults.nemesis import Nemesis
 from tests.faults.targets import (
     AzureTarget,
     DynamoDBTarget,
@@ -36,6 +37,11 @@ def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     return server_target_of(request)
 
 
+_SHARED = {"redis": (RedisTarget, "redis_server"), "postgres": (PostgresTarget, "postgres_server"),
+           "azure": (AzureTarget, "azurite"), "mongodb": (MongoDBTarget, "mongodb_server"),
+           "dynamodb": (DynamoDBTarget, "dynamodb_server")}
+
+
 def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
     if request.param == "azure":
         azurite: Callable[[], Azurite] = request.getfixturevalue("azurite_factory")
@@ -54,3 +60,13 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
         return PostgresTarget(postgres())
     factory: Callable[..., RedisServer] = request.getfixturevalue("redis_server_factory")
     return RedisTarget(factory(persistent=True))
+
+
+@pytest.fixture(params=["redis", "postgres", "azure", "mongodb", "dynamodb"])
+def networked(request: pytest.FixtureRequest) -> Iterator[tuple[ServerTarget, Nemesis]]:
+    """Every store with a server, on the session's shared server (a network
+    fault harms no server), reached through a nemesis of its own."""
+    kind, fixture = _SHARED[request.param]
+    target: ServerTarget = kind(request.getfixturevalue(fixture))
+    with Nemesis(*target.ports) as nemesis:
+        yield target, nemesis
