@@ -84,10 +84,13 @@ async def stored_ids(client: httpx.AsyncClient, cookie: str, base: str = "") -> 
 
 class Traffic:
     """``clients`` clients adding ids to one session until the block ends;
-    every answer kept by its request's id, in the order they came."""
+    every answer kept by its request's id, in the order they came. With
+    ``others`` (clients of other app servers), the clients take turns among
+    ``client`` and them."""
 
-    def __init__(self, client: httpx.AsyncClient, cookie: str, clients: int = 4) -> None:
-        self.client, self.cookie, self.clients = client, cookie, clients
+    def __init__(self, client: httpx.AsyncClient, cookie: str, clients: int = 4,
+                 others: tuple[httpx.AsyncClient, ...] = ()) -> None:
+        self.servers, self.cookie, self.clients = (client, *others), cookie, clients
         self.answers: dict[str, httpx.Response] = {}
         self.took: dict[str, float] = {}  # seconds, by request id
         self._ids = (f"r{n}" for n in itertools.count())
@@ -101,17 +104,18 @@ class Traffic:
         """How many answers of each status: the numbers docs/failures.md publishes."""
         return Counter(r.status_code for r in self.answers.values())
 
-    async def _run(self) -> None:
+    async def _run(self, client: httpx.AsyncClient) -> None:
         while not self._stop.is_set():
             request_id = next(self._ids)
             sent = time.monotonic()
-            answer = await self.client.get(
+            answer = await client.get(
                 f"/add?id={request_id}&delay=0.002", headers=cookie_header(self.cookie))
             self.took[request_id] = time.monotonic() - sent
             self.answers[request_id] = answer
 
     async def __aenter__(self) -> Traffic:
-        self._workers = [asyncio.create_task(self._run()) for _ in range(self.clients)]
+        self._workers = [asyncio.create_task(self._run(self.servers[n % len(self.servers)]))
+                         for n in range(self.clients)]
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
