@@ -35,6 +35,7 @@ the test's loop or the app's threads do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -160,6 +161,12 @@ class Nemesis:
 
     async def _accept(self, client_r: asyncio.StreamReader,
                       client_w: asyncio.StreamWriter) -> None:
+        # cancelled when the nemesis closes: a cancelled callback task is logged as an error
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._proxy(client_r, client_w)
+
+    async def _proxy(self, client_r: asyncio.StreamReader,
+                     client_w: asyncio.StreamWriter) -> None:
         link = _Link(writers=[client_w], dead=self._holing)
         self._links.append(link)
         upstream = self._to[client_w.get_extra_info("sockname")[1]]

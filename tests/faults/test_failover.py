@@ -1,0 +1,137 @@
+"""Redis fails over to a replica that had not received the last writes.
+
+A primary, and a real replica (valkey-server ``--replicaof``) that hears the
+primary through a nemesis delaying its replication stream by
+:data:`REPLICATION_LAG` (async replication on loopback is too quick to lag by
+itself). The app reaches the primary through a nemesis too, its virtual
+address. Mid-traffic the replication link is black-holed and the primary
+SIGKILLed at once, the replica promoted (``REPLICAOF NO ONE``) and the app's
+address moved to it, as Sentinel or an operator would: no restart of the app.
+Then a new replica joins the new primary (as the old one would, once back).
+
+Without ``wait_replicas`` the writes acknowledged within the lag before the
+crash are lost, and the test counts them (docs/failures.md publishes the
+count). With ``wait_replicas=1`` a write is acknowledged only once the
+replica has it: the same crash loses nothing, and the full history check holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+
+from sessionware import ConfigurationError, StoreUnavailable
+from sessionware.stores import RedisStore
+from tests.faults.history import (
+    UNCONFIRMED,
+    Traffic,
+    check_outcomes,
+    in_process,
+    stored_ids,
+    until,
+)
+from tests.faults.nemesis import Nemesis
+from tests.support.servers.redis import HOST, RedisServer
+
+REPLICATION_LAG = 0.05
+
+
+class Replica(RedisServer):
+    """A valkey-server replicating from ``HOST:port`` (a nemesis in front of the primary)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.primary_port = port
+
+    def command(self) -> list[str]:
+        return [*super().command(), "--replicaof", HOST, str(self.primary_port)]
+
+    def close(self) -> None:
+        self.cleanup()
+
+    def has_data(self) -> bool:
+        with self.client() as probe:
+            return bool(probe.dbsize())
+
+    def in_sync(self) -> bool:
+        with self.client() as probe:
+            return bool(probe.info("replication")["master_link_status"] == "up")
+
+
+@pytest.fixture
+def replicated() -> Iterator[tuple[RedisServer, Replica, Nemesis]]:
+    """A primary and its replica, connected, through a lagging link."""
+    primary = RedisServer()
+    primary.start()
+    link = Nemesis(primary.port).start()
+    link.delay(REPLICATION_LAG)
+    replica = Replica(link.via[primary.port])
+    try:
+        replica.start()
+        yield primary, replica, link
+    finally:
+        replica.cleanup()
+        link.close()
+        primary.cleanup()
+
+
+@pytest.mark.parametrize("wait_replicas", [0, 1])
+async def test_a_failover_to_a_lagging_replica_loses_only_unreplicated_writes(
+    replicated: tuple[RedisServer, Replica, Nemesis], face: str, wait_replicas: int
+) -> None:
+    primary, replica, link = replicated
+    await until(replica.in_sync, 20)
+    newcomer = Replica(replica.port)
+    with Nemesis(primary.port) as address, closing(newcomer):
+        store = RedisStore(f"redis://{HOST}:{address.via[primary.port]}/0",
+                           socket_timeout=2.0, wait_replicas=wait_replicas, wait_timeout=0.5)
+        async with in_process(store, face, store_timeout=1.0, lock_timeout=5.0,
+                              lease_ttl=1.0) as (_, client, _, cookie):
+            await until(replica.has_data, 10)  # the session: only its last writes may be lost
+            async with Traffic(client, cookie) as traffic:
+                await until(lambda: traffic.count(200) >= 10, 30)
+                link.black_hole()  # what the replica has not heard yet, it never will
+                assert primary.process is not None
+                os.kill(primary.process.pid, signal.SIGKILL)
+                failed_at = len(traffic.answers)
+                with replica.client() as admin:
+                    await asyncio.to_thread(admin.execute_command, "REPLICAOF", "NO", "ONE")
+                address.redirect(primary.port, replica.port)
+                # a new replica joins (as the old primary would, once back): with
+                # wait_replicas, writes are acknowledged again once it has synced
+                await asyncio.to_thread(newcomer.start)
+                await until(lambda: traffic.count(200, failed_at) >= 5, 30)
+            stored = await stored_ids(client, cookie)
+    lost = [i for i, r in traffic.answers.items() if r.status_code == 200 and i not in stored]
+    unknown = sum(UNCONFIRMED in r.text for r in traffic.answers.values())
+    print(f"\nfailover wait_replicas={wait_replicas} {face}: "
+          f"{dict(sorted(traffic.statuses().items()))}, {unknown} unknown, "
+          f"{len(lost)} acknowledged writes lost of {traffic.count(200)}")
+    if wait_replicas:
+        check_outcomes(traffic.answers, stored)
+    else:  # all but the lost ones: nothing else may go wrong
+        check_outcomes({i: r for i, r in traffic.answers.items() if i not in lost}, stored)
+
+
+async def test_a_write_no_replica_acknowledged_is_never_a_success(
+    redis_server: RedisServer
+) -> None:
+    """WAIT's timeout: applied on the primary, not replicated: the store says
+    it may have been applied (the core settles it, then answers unknown)."""
+    async with RedisStore(redis_server.url, wait_replicas=1, wait_timeout=0.05) as store:
+        with pytest.raises(StoreUnavailable, match="0 of 1 replicas") as refused:
+            await store.create("k-no-replica", b"x", ttl=60)
+        assert refused.value.maybe_applied
+        assert await store.read("k-no-replica") == b"x"  # on the primary all the same
+
+
+def test_wait_replicas_is_for_a_single_server() -> None:
+    with pytest.raises(ConfigurationError, match="single server"):
+        RedisStore(f"redis://{HOST}:1/0", cluster=True, wait_replicas=1)
+    with pytest.raises(ConfigurationError, match="wait_timeout"):
+        RedisStore(f"redis://{HOST}:1/0", wait_replicas=1, wait_timeout=0)
