@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from contextlib import closing
 
@@ -36,9 +37,14 @@ from tests.faults.history import (
     until,
 )
 from tests.faults.nemesis import Nemesis
-from tests.support.servers.redis import HOST, RedisServer
+from tests.support.servers.redis import HOST, RedisServer, valkey_binary
 
 REPLICATION_LAG = 0.05
+
+
+def has_data(node: RedisServer) -> bool:
+    with node.client() as probe:
+        return bool(probe.dbsize())
 
 
 class Replica(RedisServer):
@@ -53,10 +59,6 @@ class Replica(RedisServer):
 
     def close(self) -> None:
         self.cleanup()
-
-    def has_data(self) -> bool:
-        with self.client() as probe:
-            return bool(probe.dbsize())
 
     def in_sync(self) -> bool:
         with self.client() as probe:
@@ -92,7 +94,7 @@ async def test_a_failover_to_a_lagging_replica_loses_only_unreplicated_writes(
                            socket_timeout=2.0, wait_replicas=wait_replicas, wait_timeout=0.5)
         async with in_process(store, face, store_timeout=1.0, lock_timeout=5.0,
                               lease_ttl=1.0) as (_, client, _, cookie):
-            await until(replica.has_data, 10)  # the session: only its last writes may be lost
+            await until(lambda: has_data(replica), 10)  # only the last writes may be lost
             async with Traffic(client, cookie) as traffic:
                 await until(lambda: traffic.count(200) >= 10, 30)
                 link.black_hole()  # what the replica has not heard yet, it never will
@@ -107,15 +109,19 @@ async def test_a_failover_to_a_lagging_replica_loses_only_unreplicated_writes(
                 await asyncio.to_thread(newcomer.start)
                 await until(lambda: traffic.count(200, failed_at) >= 5, 30)
             stored = await stored_ids(client, cookie)
+    lost = lost_writes(f"failover wait_replicas={wait_replicas} {face}", traffic, stored)
+    assert not (wait_replicas and lost), lost
+
+
+def lost_writes(what: str, traffic: Traffic, stored: list[str]) -> list[str]:
+    """The ids answered 200 and not stored, which the test prints; every
+    other answer passes the history check."""
     lost = [i for i, r in traffic.answers.items() if r.status_code == 200 and i not in stored]
     unknown = sum(UNCONFIRMED in r.text for r in traffic.answers.values())
-    print(f"\nfailover wait_replicas={wait_replicas} {face}: "
-          f"{dict(sorted(traffic.statuses().items()))}, {unknown} unknown, "
+    print(f"\n{what}: {dict(sorted(traffic.statuses().items()))}, {unknown} unknown, "
           f"{len(lost)} acknowledged writes lost of {traffic.count(200)}")
-    if wait_replicas:
-        check_outcomes(traffic.answers, stored)
-    else:  # all but the lost ones: nothing else may go wrong
-        check_outcomes({i: r for i, r in traffic.answers.items() if i not in lost}, stored)
+    check_outcomes({i: r for i, r in traffic.answers.items() if i not in lost}, stored)
+    return lost
 
 
 async def test_a_write_no_replica_acknowledged_is_never_a_success(
@@ -135,3 +141,65 @@ def test_wait_replicas_is_for_a_single_server() -> None:
         RedisStore(f"redis://{HOST}:1/0", cluster=True, wait_replicas=1)
     with pytest.raises(ConfigurationError, match="wait_timeout"):
         RedisStore(f"redis://{HOST}:1/0", wait_replicas=1, wait_timeout=0)
+
+
+# -- a Redis Cluster shard ---------------------------------------------------------
+
+
+def _replication(node: RedisServer) -> dict[str, object]:
+    with node.client() as probe:
+        return dict(probe.info("replication"))
+
+
+@pytest.fixture
+def cluster_with_replicas() -> Iterator[list[RedisServer]]:
+    """Three primaries, each with a replica, that notice a dead node within 1 s."""
+    nodes = [RedisServer(cluster=True) for _ in range(6)]
+    try:
+        for node in nodes:
+            node.start()
+        subprocess.run([valkey_binary("valkey-cli"), "--cluster", "create",
+                        *(f"{HOST}:{node.port}" for node in nodes),
+                        "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        for node in nodes:
+            with node.client() as admin:
+                admin.config_set("cluster-node-timeout", 1000)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.cleanup()
+
+
+def _cluster_ready(nodes: list[RedisServer]) -> bool:
+    for node in nodes:
+        with node.client() as probe:
+            if probe.execute_command("CLUSTER INFO").get("cluster_state") != "ok":
+                return False
+        info = _replication(node)
+        if info["role"] == "slave" and info["master_link_status"] != "up":
+            return False
+    return True
+
+
+async def test_a_cluster_shard_failover_mid_traffic(
+    cluster_with_replicas: list[RedisServer], face: str
+) -> None:
+    """The primary of the session's shard is SIGKILLed; the cluster promotes its
+    replica by itself, and the store follows it (no restart). Replication is
+    asynchronous, so what the replica had not received is lost: counted."""
+    nodes = cluster_with_replicas
+    await until(lambda: _cluster_ready(nodes), 20)
+    store = RedisStore(nodes[0].url, cluster=True, socket_timeout=1.0)
+    async with in_process(store, face, store_timeout=1.0, lock_timeout=5.0,
+                          lease_ttl=1.0) as (_, client, _, cookie):
+        async with Traffic(client, cookie) as traffic:
+            await until(lambda: traffic.count(200) >= 10, 30)
+            shard = next(node for node in nodes
+                         if _replication(node)["role"] == "master" and has_data(node))
+            assert shard.process is not None
+            os.kill(shard.process.pid, signal.SIGKILL)
+            failed_at = len(traffic.answers)
+            await until(lambda: traffic.count(200, failed_at) >= 5, 30)
+        stored = await stored_ids(client, cookie)
+    lost_writes(f"cluster shard failover {face}", traffic, stored)
