@@ -10,7 +10,9 @@ from tests.faults.targets import (
     AzureTarget,
     DynamoDBTarget,
     MongoDBTarget,
+    NetworkTarget,
     PostgresTarget,
+    RedisClusterTarget,
     RedisTarget,
     ServerTarget,
     SQLiteTarget,
@@ -20,7 +22,7 @@ from tests.support.servers.azurite import Azurite
 from tests.support.servers.dynamodb import DynamoDBServer
 from tests.support.servers.mongodb import MongoecoServer
 from tests.support.servers.postgres import PostgresServer
-from tests.support.servers.redis import RedisServer
+from tests.support.servers.redis import RedisServer, start_cluster
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"])
@@ -37,8 +39,11 @@ def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     return server_target_of(request)
 
 
-_SHARED = {"redis": (RedisTarget, "redis_server"), "postgres": (PostgresTarget, "postgres_server"),
-           "azure": (AzureTarget, "azurite"), "mongodb": (MongoDBTarget, "mongodb_server"),
+_SHARED = {"redis": (RedisTarget, "redis_server"),
+           "redis-cluster": (RedisClusterTarget, "private_cluster"),
+           "postgres": (PostgresTarget, "postgres_server"),
+           "azure": (AzureTarget, "azurite"),
+           "mongodb": (MongoDBTarget, "mongodb_server"),
            "dynamodb": (DynamoDBTarget, "dynamodb_server")}
 
 
@@ -62,11 +67,20 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
     return RedisTarget(factory(persistent=True))
 
 
-@pytest.fixture(params=["redis", "postgres", "azure", "mongodb", "dynamodb"])
-def networked(request: pytest.FixtureRequest) -> Iterator[tuple[ServerTarget, Nemesis]]:
+@pytest.fixture
+def private_cluster() -> Iterator[list[RedisServer]]:
+    nodes = start_cluster()
+    yield nodes
+    for node in nodes:
+        node.cleanup()
+
+
+@pytest.fixture(params=["redis", "redis-cluster", "postgres", "azure", "mongodb", "dynamodb"])
+def networked(request: pytest.FixtureRequest) -> Iterator[tuple[NetworkTarget, Nemesis]]:
     """Every store with a server, on the session's shared server (a network
-    fault harms no server), reached through a nemesis of its own."""
+    fault harms no server; a cluster of its own, which learns of the
+    proxies), reached through a nemesis of its own."""
     kind, fixture = _SHARED[request.param]
-    target: ServerTarget = kind(request.getfixturevalue(fixture))
+    target: NetworkTarget = kind(request.getfixturevalue(fixture))
     with Nemesis(*target.ports) as nemesis:
         yield target, nemesis

@@ -151,13 +151,14 @@ class Nemesis:
     async def _shutdown(self) -> None:
         for server in self._servers:
             server.close()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
         for link in self._links:
             for writer in link.writers:
                 writer.close()
         self._links.clear()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _accept(self, client_r: asyncio.StreamReader,
                       client_w: asyncio.StreamWriter) -> None:

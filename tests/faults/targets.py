@@ -38,6 +38,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -142,6 +143,50 @@ class RedisTarget:
             yield
         finally:
             os.kill(process.pid, signal.SIGCONT)
+
+
+class RedisClusterTarget:
+    """A Redis Cluster of its own, for the network's faults only. Through a
+    nemesis, each node announces its proxy's port (``cluster-announce-port``),
+    so that the topology and redirections a cluster client follows lead it
+    through the proxies too."""
+
+    name = "redis-cluster"
+    # the sync face's calls on redis-py's path (a cluster's) are bounded by
+    # socket_timeout alone, not by store_timeout: keep it short
+    socket_timeout = 1.0
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self.nodes = nodes
+
+    @property
+    def spec(self) -> str:
+        return f"redis-cluster:{self.nodes[0].url}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(node.port for node in self.nodes)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        if via:
+            self._announce(via)
+        return RedisStore(through(self.nodes[0].url, via), cluster=True,
+                          socket_timeout=self.socket_timeout)
+
+    def _announce(self, via: Mapping[int, int]) -> None:
+        for node in self.nodes:
+            with node.client() as admin:
+                admin.config_set("cluster-announce-port", via[node.port])
+        deadline = time.monotonic() + 10
+        while not all(self._sees(node, via) for node in self.nodes):  # gossip spreads it
+            assert time.monotonic() < deadline, "the nodes did not hear of the proxies"
+            time.sleep(0.05)
+
+    @staticmethod
+    def _sees(node: RedisServer, via: Mapping[int, int]) -> bool:
+        with node.client() as probe:
+            slots = probe.execute_command("CLUSTER SLOTS")
+        return {int(shard[2][1]) for shard in slots} == set(via.values())
 
 
 class _Crashing:
@@ -310,3 +355,4 @@ class DynamoDBTarget:
 Target = (SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
           | DynamoDBTarget)
 ServerTarget = RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget | DynamoDBTarget
+NetworkTarget = ServerTarget | RedisClusterTarget

@@ -1,7 +1,7 @@
 """The network's faults between the app and its store: a partition, latency,
 loss, a black-holed connection pool. The store is reached through the
 nemesis (``nemesis.py``: a TCP proxy of the tests' own, and why), on every
-store with a server, on both faces; the history check is the fault suite's
+store with a server (Redis Cluster too), on both faces; the history check is the fault suite's
 (``history.py``): every 200 stored exactly once, every refusal absent, every
 "unknown" at most once.
 
@@ -17,7 +17,7 @@ import pytest
 
 from tests.faults.history import Traffic, check_outcomes, in_process, stored_ids, until
 from tests.faults.nemesis import Nemesis
-from tests.faults.targets import ServerTarget
+from tests.faults.targets import NetworkTarget, RedisClusterTarget
 
 STORE_TIMEOUT = 0.5
 # the worst case of one store call: cut off within 1.25 x store_timeout, then
@@ -27,10 +27,10 @@ LOCK_TIMEOUT = 2.0
 # a request whose write went unconfirmed leaves its lease to lapse
 LEASE = 1.0
 
-Networked = tuple[ServerTarget, Nemesis]
+Networked = tuple[NetworkTarget, Nemesis]
 
 
-def report(fault: str, target: ServerTarget, face: str, traffic: Traffic) -> None:
+def report(fault: str, target: NetworkTarget, face: str, traffic: Traffic) -> None:
     statuses = dict(sorted(traffic.statuses().items()))
     slowest = max(traffic.took.values())
     print(f"\n{fault} {target.name} {face}: {statuses}, slowest answer {slowest:.2f} s")
@@ -103,7 +103,14 @@ async def test_a_black_holed_pool_answers_within_its_deadlines_and_recovers(
         holed = list(traffic.answers)[holed_at + 4:healed_at]  # sent into the hole
         assert holed and all(traffic.answers[i].status_code in (500, 503) for i in holed), \
             traffic.statuses()
-        slowest = max(traffic.took[i] for i in holed)
-        assert slowest < LOCK_TIMEOUT + LEASE + 2 * WORST_CALL, slowest
+        # no answer from the hole on, during it or after the heal, took longer
+        bound = LOCK_TIMEOUT + LEASE + 2 * WORST_CALL
+        if face == "sync" and isinstance(target, RedisClusterTarget):
+            # redis-py's path: socket_timeout alone bounds the sync face's calls,
+            # and a topology refresh tries every node (docs/stores/redis.md)
+            bound += 2 * len(target.nodes) * target.socket_timeout
+        slowest = max(traffic.took[i] for i in list(traffic.answers)[holed_at:])
+        print(f"slowest answer from the hole on {slowest:.2f} s (bound {bound:.2f} s)")
+        assert slowest < bound, slowest
         print(f"first 200 {recovered:.2f} s after the heal")
         check_outcomes(traffic.answers, await stored_ids(client, cookie))
