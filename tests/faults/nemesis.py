@@ -10,7 +10,8 @@ can and cannot do, by fault:
 
 * **latency** (:meth:`Nemesis.delay`): every chunk of bytes is held
   ``mean ± jitter`` seconds, each way, in order (a later chunk never overtakes
-  an earlier one, as on a real link);
+  an earlier one, as on a real link); the TCP handshake itself is not delayed
+  (the client's connect completes against the proxy);
 * **loss** (:meth:`Nemesis.lose`): TCP never loses bytes, it retransmits them;
   what a client sees of a lost packet is a retransmission timeout (200 ms at
   least on Linux, more when it repeats). So a "lost" chunk is held 200-1000 ms,
