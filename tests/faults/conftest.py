@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,14 +40,6 @@ def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     return server_target_of(request)
 
 
-_SHARED = {"redis": (RedisTarget, "redis_server"),
-           "redis-cluster": (RedisClusterTarget, "private_cluster"),
-           "postgres": (PostgresTarget, "postgres_server"),
-           "azure": (AzureTarget, "azurite"),
-           "mongodb": (MongoDBTarget, "mongodb_server"),
-           "dynamodb": (DynamoDBTarget, "dynamodb_server")}
-
-
 def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
     if request.param == "azure":
         azurite: Callable[[], Azurite] = request.getfixturevalue("azurite_factory")
@@ -67,6 +60,42 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
     return RedisTarget(factory(persistent=True))
 
 
+def _running(server: Any, stop: str = "cleanup") -> Iterator[Any]:
+    try:
+        server.start()
+        yield server
+    finally:
+        getattr(server, stop)()
+
+
+# Servers of one test file's own, started when a test first asks: the fault
+# suite's sessions go to the stores' default tables, which no other file sees.
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    yield from _running(RedisServer())
+
+
+@pytest.fixture(scope="module")
+def own_postgres(postgres_template: Path) -> Iterator[PostgresServer]:
+    yield from _running(PostgresServer(postgres_template))
+
+
+@pytest.fixture(scope="module")
+def own_azurite() -> Iterator[Azurite]:
+    yield from _running(Azurite(), stop="remove")
+
+
+@pytest.fixture(scope="module")
+def own_mongodb() -> Iterator[MongoecoServer]:
+    yield from _running(MongoecoServer())
+
+
+@pytest.fixture(scope="module")
+def own_dynamodb() -> Iterator[DynamoDBServer]:
+    yield from _running(DynamoDBServer())
+
+
 @pytest.fixture
 def private_cluster() -> Iterator[list[RedisServer]]:
     nodes = start_cluster()
@@ -75,12 +104,20 @@ def private_cluster() -> Iterator[list[RedisServer]]:
         node.cleanup()
 
 
-@pytest.fixture(params=["redis", "redis-cluster", "postgres", "azure", "mongodb", "dynamodb"])
+_NETWORKED = {"redis": (RedisTarget, "own_redis"),
+              "redis-cluster": (RedisClusterTarget, "private_cluster"),
+              "postgres": (PostgresTarget, "own_postgres"),
+              "azure": (AzureTarget, "own_azurite"),
+              "mongodb": (MongoDBTarget, "own_mongodb"),
+              "dynamodb": (DynamoDBTarget, "own_dynamodb")}
+
+
+@pytest.fixture(params=list(_NETWORKED))
 def networked(request: pytest.FixtureRequest) -> Iterator[tuple[NetworkTarget, Nemesis]]:
-    """Every store with a server, on the session's shared server (a network
-    fault harms no server; a cluster of its own, which learns of the
+    """Every store with a server, on the file's own server (a network fault
+    harms no server; a cluster of the test's own, which learns of the
     proxies), reached through a nemesis of its own."""
-    kind, fixture = _SHARED[request.param]
+    kind, fixture = _NETWORKED[request.param]
     target: NetworkTarget = kind(request.getfixturevalue(fixture))
     with Nemesis(*target.ports) as nemesis:
         yield target, nemesis

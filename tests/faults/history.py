@@ -104,6 +104,11 @@ class Traffic:
         """How many answers of each status: the numbers docs/failures.md publishes."""
         return Counter(r.status_code for r in self.answers.values())
 
+    def report(self, what: str) -> None:
+        """Print what the clients saw (``pytest -s``): docs/failures.md publishes it."""
+        statuses = dict(sorted(self.statuses().items()))
+        print(f"\n{what}: {statuses}, slowest answer {max(self.took.values()):.2f} s")
+
     async def _run(self, client: httpx.AsyncClient) -> None:
         while not self._stop.is_set():
             request_id = next(self._ids)

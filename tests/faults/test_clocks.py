@@ -27,7 +27,7 @@ from tests.faults.targets import AzureTarget, DynamoDBTarget, SQLiteTarget, Targ
 from tests.support.helpers import session_cookie
 from tests.support.processes import serve
 
-LEASE = 3.0
+LEASE = 4.0
 STEP_BACK = 2 * LEASE
 
 
@@ -49,9 +49,9 @@ def skewed(clock: Path) -> dict[str, str]:
 def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """The stores that judge leases by their client's clock."""
     if request.param == "azure":
-        return AzureTarget(request.getfixturevalue("azurite"))
+        return AzureTarget(request.getfixturevalue("own_azurite"))
     if request.param == "dynamodb":
-        return DynamoDBTarget(request.getfixturevalue("dynamodb_server"))
+        return DynamoDBTarget(request.getfixturevalue("own_dynamodb"))
     return SQLiteTarget(tmp_path)
 
 
@@ -64,11 +64,6 @@ def two_apps(target: Target, clock: Path) -> Iterator[tuple[httpx.AsyncClient, .
         servers = [stack.enter_context(serve(server("async"), env)),
                    stack.enter_context(serve(server("async"), {**env, **skewed(clock)}))]
         yield tuple(httpx.AsyncClient(base_url=s.url, timeout=30) for s in servers)
-
-
-def report(what: str, target: Target, traffic: Traffic) -> None:
-    statuses = dict(sorted(traffic.statuses().items()))
-    print(f"\n{what} {target.name}: {statuses}, longest wait {max(traffic.took.values()):.2f} s")
 
 
 @pytest.mark.parametrize("skew", [0.5, 2.0, LEASE])
@@ -87,7 +82,7 @@ async def test_apps_whose_clocks_disagree_lose_nothing(
             assert cookie
             async with Traffic(host, cookie, others=(ahead,)) as traffic:
                 await until(lambda: len(traffic.answers) >= 40, 60)
-            report(f"ahead {skew} s", clocked, traffic)
+            traffic.report(f"ahead {skew} s {clocked.name}")
             if skew < LEASE:
                 assert traffic.count(200) == len(traffic.answers), traffic.statuses()
             check_outcomes(traffic.answers, await stored_ids(host, cookie))
@@ -110,5 +105,5 @@ async def test_a_clock_stepping_back_mid_traffic_loses_nothing(
                 clock.write_text(f"-{STEP_BACK}\n")
                 stepped_at = len(traffic.answers)
                 await until(lambda: len(traffic.answers) >= stepped_at + 30, 60)
-            report(f"stepped back {STEP_BACK} s", clocked, traffic)
+            traffic.report(f"stepped back {STEP_BACK} s {clocked.name}")
             check_outcomes(traffic.answers, await stored_ids(host, cookie))

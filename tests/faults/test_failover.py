@@ -129,7 +129,8 @@ async def test_a_write_no_replica_acknowledged_is_never_a_success(
 ) -> None:
     """WAIT's timeout: applied on the primary, not replicated: the store says
     it may have been applied (the core settles it, then answers unknown)."""
-    async with RedisStore(redis_server.url, wait_replicas=1, wait_timeout=0.05) as store:
+    async with RedisStore(redis_server.url, prefix="faults-wait:", wait_replicas=1,
+                          wait_timeout=0.05) as store:
         with pytest.raises(StoreUnavailable, match="0 of 1 replicas") as refused:
             await store.create("k-no-replica", b"x", ttl=60)
         assert refused.value.maybe_applied
