@@ -26,8 +26,8 @@ from contextlib import closing
 
 import pytest
 
-from sessionware import ConfigurationError, StoreUnavailable
-from sessionware.stores import RedisStore
+from sessionware import ConfigurationError, LeaseLost, StoreUnavailable
+from sessionware.stores import Lease, RedisStore
 from tests.faults.history import (
     UNCONFIRMED,
     Traffic,
@@ -135,6 +135,10 @@ async def test_a_write_no_replica_acknowledged_is_never_a_success(
             await store.create("k-no-replica", b"x", ttl=60)
         assert refused.value.maybe_applied
         assert await store.read("k-no-replica") == b"x"  # on the primary all the same
+        # a refusal wrote nothing: it is answered as it is, whatever the replicas
+        assert await store.create("k-no-replica", b"y", ttl=60) is False
+        with pytest.raises(LeaseLost):
+            await store.commit(Lease("k-no-replica", 1, b""), b"z", ttl=60)
 
 
 def test_wait_replicas_is_for_a_single_server() -> None:

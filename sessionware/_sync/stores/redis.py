@@ -182,7 +182,7 @@ class SyncRedisStore(SyncStore):
             raise ConfigurationError("wait_replicas must be >= 0 and wait_timeout > 0")
         if wait_replicas and (cluster or isinstance(client, RedisCluster)):
             raise ConfigurationError("wait_replicas needs a single server, not a cluster")
-        self._wait = (wait_replicas, ms(wait_timeout))
+        self._wait = (wait_replicas, ms(wait_timeout))  # at least 1 ms: WAIT n 0 blocks
         self._owns_client = client is None
         client = (
             _connect(url, cluster, socket_timeout, max_connections)
@@ -270,14 +270,15 @@ class SyncRedisStore(SyncStore):
         self, op: str, script: Script, keys: list[str], args: Sequence[str | int | bytes]
     ) -> Any:
         """EVALSHA, then ``WAIT`` on the same connection (one pipeline): the
-        script's reply once enough replicas have the write, else StoreUnavailable."""
+        script's reply once enough replicas have the write, else StoreUnavailable.
+        A script that wrote nothing (a refusal: 0, none) is answered as it is."""
         replicas, timeout_ms = self._wait
         try:
             reply, acknowledged = self._evalsha_wait(script.sha, keys, args)
         except rexc.NoScriptError:  # a promoted replica may not have it yet
             script.sha = self._client.script_load(script.script)
             reply, acknowledged = self._evalsha_wait(script.sha, keys, args)
-        if acknowledged < replicas:
+        if reply and acknowledged < replicas:
             raise StoreUnavailable(
                 f"Redis at {self._where}, during {op}: {acknowledged} of {replicas} replicas "
                 f"acknowledged the write within {timeout_ms} ms: applied on the primary, "
