@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" > /dev/null || missing+=(postgresql)
 command -v pgbouncer > /dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+# libfaketime: tests/faults/test_clocks.py runs app processes on skewed clocks
+command -v faketime > /dev/null || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
     $sudo apt-get update -qq

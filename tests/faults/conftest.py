@@ -1,15 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.faults.nemesis import Nemesis
 from tests.faults.targets import (
     AzureTarget,
     DynamoDBTarget,
     MongoDBTarget,
+    NetworkTarget,
     PostgresTarget,
+    RedisClusterTarget,
     RedisTarget,
     ServerTarget,
     SQLiteTarget,
@@ -19,7 +23,7 @@ from tests.support.servers.azurite import Azurite
 from tests.support.servers.dynamodb import DynamoDBServer
 from tests.support.servers.mongodb import MongoecoServer
 from tests.support.servers.postgres import PostgresServer
-from tests.support.servers.redis import RedisServer
+from tests.support.servers.redis import RedisServer, start_cluster
 
 
 @pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"])
@@ -54,3 +58,66 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
         return PostgresTarget(postgres())
     factory: Callable[..., RedisServer] = request.getfixturevalue("redis_server_factory")
     return RedisTarget(factory(persistent=True))
+
+
+def _running(server: Any, stop: str = "cleanup") -> Iterator[Any]:
+    try:
+        server.start()
+        yield server
+    finally:
+        getattr(server, stop)()
+
+
+# Servers of one test file's own, started when a test first asks: the fault
+# suite's sessions go to the stores' default tables, which no other file sees.
+
+@pytest.fixture(scope="module")
+def own_redis() -> Iterator[RedisServer]:
+    yield from _running(RedisServer())
+
+
+@pytest.fixture(scope="module")
+def own_postgres(postgres_template: Path) -> Iterator[PostgresServer]:
+    yield from _running(PostgresServer(postgres_template))
+
+
+@pytest.fixture(scope="module")
+def own_azurite() -> Iterator[Azurite]:
+    yield from _running(Azurite(), stop="remove")
+
+
+@pytest.fixture(scope="module")
+def own_mongodb() -> Iterator[MongoecoServer]:
+    yield from _running(MongoecoServer())
+
+
+@pytest.fixture(scope="module")
+def own_dynamodb() -> Iterator[DynamoDBServer]:
+    yield from _running(DynamoDBServer())
+
+
+@pytest.fixture
+def private_cluster() -> Iterator[list[RedisServer]]:
+    nodes = start_cluster()
+    yield nodes
+    for node in nodes:
+        node.cleanup()
+
+
+_NETWORKED = {"redis": (RedisTarget, "own_redis"),
+              "redis-cluster": (RedisClusterTarget, "private_cluster"),
+              "postgres": (PostgresTarget, "own_postgres"),
+              "azure": (AzureTarget, "own_azurite"),
+              "mongodb": (MongoDBTarget, "own_mongodb"),
+              "dynamodb": (DynamoDBTarget, "own_dynamodb")}
+
+
+@pytest.fixture(params=list(_NETWORKED))
+def networked(request: pytest.FixtureRequest) -> Iterator[tuple[NetworkTarget, Nemesis]]:
+    """Every store with a server, on the file's own server (a network fault
+    harms no server; a cluster of the test's own, which learns of the
+    proxies), reached through a nemesis of its own."""
+    kind, fixture = _NETWORKED[request.param]
+    target: NetworkTarget = kind(request.getfixturevalue(fixture))
+    with Nemesis(*target.ports) as nemesis:
+        yield target, nemesis

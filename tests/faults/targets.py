@@ -23,6 +23,10 @@ other processes (``tests/support/apps/stores.py``), and faults done to real proc
   its JVM is SIGKILLed and started again on its port, its tables kept in a
   file (``-dbPath``).
 
+A server target's ``store(via)`` reaches the server through other ports
+(``{server port: proxy port}``): the nemesis of ``nemesis.py`` stands there
+for the network's faults (``test_network.py``); ``ports`` are the server's.
+
 MemoryStore lives in the test process itself, so no other process can stall
 or kill it: it is not a target (its contract and middleware suites cover it).
 """
@@ -30,10 +34,12 @@ or kill it: it is not a target (its contract and middleware suites cover it).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,6 +68,13 @@ print("locked", flush=True)
 sys.stdin.read()
 db.execute("ROLLBACK")
 """
+
+
+def through(address: str, via: Mapping[int, int] | None) -> str:
+    """``address`` with each server port of it replaced by the port ``via`` maps it to."""
+    for port, proxy in (via or {}).items():
+        address = re.sub(rf":{port}(?=[/;?]|$)", f":{proxy}", address)
+    return address
 
 
 class SQLiteTarget:
@@ -110,8 +123,12 @@ class RedisTarget:
     def spec(self) -> str:
         return f"redis:{self.server.url}"
 
-    def store(self) -> Store:
-        return RedisStore(self.server.url, socket_timeout=5.0)
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.server.port,)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return RedisStore(through(self.server.url, via), socket_timeout=5.0)
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A command sent to a stalled server may run when it resumes: unknown."""
@@ -126,6 +143,50 @@ class RedisTarget:
             yield
         finally:
             os.kill(process.pid, signal.SIGCONT)
+
+
+class RedisClusterTarget:
+    """A Redis Cluster of its own, for the network's faults only. Through a
+    nemesis, each node announces its proxy's port (``cluster-announce-port``),
+    so that the topology and redirections a cluster client follows lead it
+    through the proxies too."""
+
+    name = "redis-cluster"
+    # the sync face's calls on redis-py's path (a cluster's) are bounded by
+    # socket_timeout alone, not by store_timeout: keep it short
+    socket_timeout = 1.0
+
+    def __init__(self, nodes: list[RedisServer]) -> None:
+        self.nodes = nodes
+
+    @property
+    def spec(self) -> str:
+        return f"redis-cluster:{self.nodes[0].url}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(node.port for node in self.nodes)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        if via:
+            self._announce(via)
+        return RedisStore(through(self.nodes[0].url, via), cluster=True,
+                          socket_timeout=self.socket_timeout)
+
+    def _announce(self, via: Mapping[int, int]) -> None:
+        for node in self.nodes:
+            with node.client() as admin:
+                admin.config_set("cluster-announce-port", via[node.port])
+        deadline = time.monotonic() + 10
+        while not all(self._sees(node, via) for node in self.nodes):  # gossip spreads it
+            assert time.monotonic() < deadline, "the nodes did not hear of the proxies"
+            time.sleep(0.05)
+
+    @staticmethod
+    def _sees(node: RedisServer, via: Mapping[int, int]) -> bool:
+        with node.client() as probe:
+            slots = probe.execute_command("CLUSTER SLOTS")
+        return {int(shard[2][1]) for shard in slots} == set(via.values())
 
 
 class _Crashing:
@@ -152,8 +213,12 @@ class PostgresTarget:
     def spec(self) -> str:
         return f"postgres:{self.postgres.dsn}"
 
-    def store(self) -> Store:
-        return PostgresStore(self.postgres.dsn, timeout=5.0)
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.postgres.port,)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return PostgresStore(through(self.postgres.dsn, via), timeout=5.0)
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A statement sent to a stalled server may run when it resumes: unknown."""
@@ -179,8 +244,12 @@ class AzureTarget:
     def spec(self) -> str:
         return f"azure:{self.azurite.connection_string}"
 
-    def store(self) -> Store:
-        return AzureTableStore(self.azurite.connection_string, timeout=5.0)
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.azurite.table.port, self.azurite.blob.port)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return AzureTableStore(through(self.azurite.connection_string, via), timeout=5.0)
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A request sent to a stalled service may be applied when it resumes: unknown."""
@@ -219,8 +288,12 @@ class MongoDBTarget:
     def spec(self) -> str:
         return f"mongodb:{self.mongodb.url}"
 
-    def store(self) -> Store:
-        return MongoDBStore(self.mongodb.url, timeout=5.0)
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.mongodb.port,)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return MongoDBStore(through(self.mongodb.url, via), timeout=5.0)
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A command sent to a stalled server may run when it resumes: unknown."""
@@ -259,8 +332,12 @@ class DynamoDBTarget:
     def spec(self) -> str:
         return f"dynamodb:{self.dynamodb.endpoint}"
 
-    def store(self) -> Store:
-        return DynamoDBStore(timeout=5.0, **store_options(self.dynamodb.endpoint))
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.dynamodb.port,)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return DynamoDBStore(timeout=5.0, **store_options(through(self.dynamodb.endpoint, via)))
 
     def refuses_when_stalled(self, face: str) -> bool:
         """A request sent to a stalled server may run when it resumes: unknown."""
@@ -278,3 +355,4 @@ class DynamoDBTarget:
 Target = (SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
           | DynamoDBTarget)
 ServerTarget = RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget | DynamoDBTarget
+NetworkTarget = ServerTarget | RedisClusterTarget

@@ -1,136 +1,37 @@
 """The fault suite: what a request answers is what happened to its session,
-whatever the store's process does meanwhile. Every store with a process of
+whatever the store's process does meanwhile (the network's faults:
+test_network.py). Every store with a process of
 its own joins by a target in ``targets.py``, and every test runs on both faces
 (``face``): the ASGI app over the store's async face, and the WSGI app over its
 sync face, in this process (tests/support/apps/served.py) or as servers of their own
 (uvicorn; gunicorn with gthread workers).
 
-Each request of the traffic appends its own id to a list in the session
-(``/add?id=...``), so every answer is checked against the stored list:
-
-* 200: the id is stored, exactly once;
-* 503 (busy, store unavailable) and 409 (lease lost): the id is absent;
-* 500 "did not confirm" (OutcomeUnknown): present at most once;
-* nothing else is answered, and no id is stored that was not sent.
+Each request of the traffic appends its own id to a list in the session, and
+every answer is checked against the stored list (history.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.faults.history import (
+    UNCONFIRMED,
+    Traffic,
+    check_outcomes,
+    in_process,
+    server,
+    stored_ids,
+    until,
+)
 from tests.faults.targets import RedisTarget, Target
-from tests.support.apps.served import Served, build
-from tests.support.faces import sync_face
-from tests.support.helpers import CountingStore, SyncCountingStore, cookie_header, session_cookie
-from tests.support.processes import gunicorn, serve, uvicorn
-
-Counting = CountingStore | SyncCountingStore
-
-UNCONFIRMED = "did not confirm"  # the body of OutcomeUnknown's 500
-
-
-async def until(predicate: Callable[[], bool], timeout: float) -> None:
-    """Poll a condition the test waits for, within a bound."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        await asyncio.sleep(0.01)
-
-
-def server(face: str) -> list[str]:
-    """The command of a server process of the counter app on ``face``."""
-    if face == "async":
-        return uvicorn("tests.support.apps.counter:app_from_env")
-    return gunicorn("tests.support.apps.wsgi_counter:app_from_env()",
-                    "-k", "gthread", "--threads", "4")
-
-
-@asynccontextmanager
-async def in_process(target: Target, face: str, **options: object
-                     ) -> AsyncIterator[tuple[Served, httpx.AsyncClient, Counting, str]]:
-    """The app in this process over the target's store on ``face``, the store
-    set up and connected first (as the startup check does in a server), so that
-    a short ``store_timeout`` bounds the operations under test and not the
-    making of a driver's client; a session exists."""
-    store = target.store()
-    if face == "async":
-        await store.setup()
-        counting: Counting = CountingStore(store)
-    else:
-        faced = sync_face(store)
-        await asyncio.to_thread(faced.setup)
-        counting = SyncCountingStore(faced)
-    app = build(counting, **options)
-    try:
-        async with app.client(base_url="http://t", timeout=60) as client:
-            cookie = session_cookie(await client.get("/add?id=first"))
-            assert cookie
-            yield app, client, counting, cookie
-    finally:
-        app.release()
-        if isinstance(counting, CountingStore):
-            await counting.aclose()
-        else:
-            await asyncio.to_thread(counting.close)
-
-
-async def stored_ids(client: httpx.AsyncClient, cookie: str, base: str = "") -> list[str]:
-    response = await client.get(f"{base}/snapshot/ids", headers=cookie_header(cookie))
-    assert response.status_code == 200, response.text
-    return response.text.split()
-
-
-class Traffic:
-    """Four clients adding ids to one session until the block ends; every
-    answer kept by its request's id, in the order they came."""
-
-    def __init__(self, client: httpx.AsyncClient, cookie: str) -> None:
-        self.client, self.cookie = client, cookie
-        self.answers: dict[str, httpx.Response] = {}
-        self._ids = (f"r{n}" for n in itertools.count())
-        self._stop = asyncio.Event()
-        self._workers: list[asyncio.Task[None]] = []
-
-    def count(self, status: int, since: int = 0) -> int:
-        return sum(r.status_code == status for r in list(self.answers.values())[since:])
-
-    async def _run(self) -> None:
-        while not self._stop.is_set():
-            request_id = next(self._ids)
-            self.answers[request_id] = await self.client.get(
-                f"/add?id={request_id}&delay=0.002", headers=cookie_header(self.cookie))
-
-    async def __aenter__(self) -> Traffic:
-        self._workers = [asyncio.create_task(self._run()) for _ in range(4)]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._workers)
-
-
-def check_outcomes(answers: dict[str, httpx.Response], stored: list[str]) -> None:
-    assert stored[0] == "first" and len(stored) == len(set(stored)), stored
-    unexpected = set(stored) - set(answers) - {"first"}
-    assert not unexpected, unexpected
-    for request_id, response in answers.items():
-        status, body = response.status_code, response.text
-        if status == 200:
-            assert request_id in stored, f"{request_id} answered 200 but was not stored"
-        elif status in (409, 503):
-            assert request_id not in stored, f"{request_id} answered {status}: {body}"
-        else:
-            assert (status, UNCONFIRMED in body) == (500, True), (request_id, status, body)
-
+from tests.support.helpers import cookie_header, session_cookie
+from tests.support.processes import serve
 
 # -- a killed holder ---------------------------------------------------------------
 
@@ -202,7 +103,8 @@ async def test_a_commit_stalled_past_store_timeout_is_answered_truthfully(
     Where the store knows the write was not applied (the sync face's SQLite
     gives up its wait for the write lock within the store call's time), the
     answer is 503 at once, and nothing is stored."""
-    async with in_process(target, face, store_timeout=1.0) as (app, client, counting, cookie):
+    async with in_process(target.store(), face,
+                          store_timeout=1.0) as (app, client, counting, cookie):
         request = asyncio.create_task(
             client.get("/hold-add?id=x", headers=cookie_header(cookie)))
         await app.holding()
@@ -230,7 +132,7 @@ async def test_a_store_stalled_past_settling_answers_that_the_outcome_is_unknown
     """Stalled for longer than the core keeps repeating: the answer says the
     change may or may not be saved (never 503, which would say it was not),
     unless the store knows it was not applied (see above): then 503."""
-    async with in_process(target, face, store_timeout=0.5) as (app, client, _, cookie):
+    async with in_process(target.store(), face, store_timeout=0.5) as (app, client, _, cookie):
         request = asyncio.create_task(
             client.get("/hold-add?id=x", headers=cookie_header(cookie)))
         await app.holding()
@@ -252,7 +154,7 @@ async def test_a_stall_mid_traffic_answers_every_request_truthfully(
     target: Target, face: str
 ) -> None:
     # a request whose write went unconfirmed leaves its lease to lapse: 1 s
-    async with in_process(target, face, store_timeout=0.5, lock_timeout=3.0,
+    async with in_process(target.store(), face, store_timeout=0.5, lock_timeout=3.0,
                           lease_ttl=1.0) as (_, client, _, cookie):
         async with Traffic(client, cookie) as traffic:
             await until(lambda: traffic.count(200) >= 10, 20)
@@ -273,7 +175,7 @@ async def test_a_server_restart_mid_traffic_gives_503s_then_recovers_intact(
     server_target: RedisTarget, face: str
 ) -> None:
     target = server_target
-    async with in_process(target, face, store_timeout=1.0, lease_ttl=1.0,
+    async with in_process(target.store(), face, store_timeout=1.0, lease_ttl=1.0,
                           lock_timeout=5.0) as (_, client, _, cookie):
         async with Traffic(client, cookie) as traffic:
             await until(lambda: traffic.count(200) >= 20, 20)

@@ -148,6 +148,19 @@ class SyncRedisStore(SyncStore):
         path" in the store's docs) where the URL allows it: the default. ``False`` sends
         everything through redis-py's client (more CPU per request): for a driver feature
         the lean path lacks, or to rule it out when chasing a problem.
+    :param wait_replicas: acknowledge a write (``acquire``, ``commit``, ``create``,
+        ``delete``, ``discard``) only once this many replicas have it: ``WAIT`` after the
+        script, on the same connection. Writes then survive a failover to any replica
+        that acknowledged them; 0 (the default) acknowledges what the primary applied,
+        which a failover to a lagging replica loses. A single server only (not a
+        cluster); the writes go through redis-py's pool, not the lean path (``WAIT``
+        blocks the connection it runs on).
+    :param wait_timeout: seconds ``WAIT`` waits for the replicas (keep it below
+        ``store_timeout`` and ``socket_timeout``). A write fewer replicas acknowledged
+        in time was applied on the primary but may be lost: it raises
+        :class:`~sessionware.StoreUnavailable` with ``maybe_applied``, so the core
+        repeats it, and answers :class:`~sessionware.OutcomeUnknown` if the
+        replicas still do not confirm it; never a success.
     """
 
     def __init__(
@@ -160,9 +173,16 @@ class SyncRedisStore(SyncStore):
         socket_timeout: float | None = 5.0,
         max_connections: int = 100,
         lean: bool = True,
+        wait_replicas: int = 0,
+        wait_timeout: float = 1.0,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ConfigurationError(f"prefix {prefix!r} must not contain braces")
+        if wait_replicas < 0 or wait_timeout <= 0:
+            raise ConfigurationError("wait_replicas must be >= 0 and wait_timeout > 0")
+        if wait_replicas and (cluster or isinstance(client, RedisCluster)):
+            raise ConfigurationError("wait_replicas needs a single server, not a cluster")
+        self._wait = (wait_replicas, ms(wait_timeout))  # at least 1 ms: WAIT n 0 blocks
         self._owns_client = client is None
         client = (
             _connect(url, cluster, socket_timeout, max_connections)
@@ -170,7 +190,11 @@ class SyncRedisStore(SyncStore):
             else _checked_client(type(self).__name__, client)
         )
         self._client: Client = client
-        address = proto.lean_address(url) if lean and self._owns_client and not cluster else None
+        address = (
+            proto.lean_address(url)
+            if lean and self._owns_client and not cluster and not wait_replicas
+            else None
+        )
         self._lean: LeanPath | None = None
         if address is not None and LeanPath is not None:
             self._lean = LeanPath(**address, timeout=socket_timeout)
@@ -223,10 +247,15 @@ class SyncRedisStore(SyncStore):
         *,
         idempotent: bool = False,
         marked: bool = False,
+        write: bool = False,
     ) -> Any:
-        """Run one script (``marked``: KEYS[2] is the marker); retry once if ``idempotent``."""
+        """Run one script (``marked``: KEYS[2] is the marker); retry once if
+        ``idempotent``; a ``write`` waits for the replicas if the store was told to."""
         rkey = f"{self._prefix}{{{key}}}"
         keys = [rkey, rkey + MARKER_SUFFIX] if marked else [rkey]
+        if write and self._wait[0]:
+            with ERRORS.mapped(op, self._where):
+                return self._eval_replicated(op, script, keys, args)
         try:
             return self._eval(script, keys, args)
         except ERRORS.errors as exc:
@@ -236,6 +265,27 @@ class SyncRedisStore(SyncStore):
             logger.debug("retrying idempotent %s after a connection error", op)
         with ERRORS.mapped(op, self._where):
             return self._eval(script, keys, args)
+
+    def _eval_replicated(
+        self, op: str, script: Script, keys: list[str], args: Sequence[str | int | bytes]
+    ) -> Any:
+        """EVALSHA, then ``WAIT`` on the same connection (one pipeline): the
+        script's reply once enough replicas have the write, else StoreUnavailable.
+        A script that wrote nothing (a refusal: 0, none) is answered as it is."""
+        replicas, timeout_ms = self._wait
+        try:
+            reply, acknowledged = self._evalsha_wait(script.sha, keys, args)
+        except rexc.NoScriptError:  # a promoted replica may not have it yet
+            script.sha = self._client.script_load(script.script)
+            reply, acknowledged = self._evalsha_wait(script.sha, keys, args)
+        if reply and acknowledged < replicas:
+            raise StoreUnavailable(
+                f"Redis at {self._where}, during {op}: {acknowledged} of {replicas} replicas "
+                f"acknowledged the write within {timeout_ms} ms: applied on the primary, "
+                "maybe lost by a failover",
+                maybe_applied=True,
+            )
+        return reply
 
     def _eval(self, script: Script, keys: list[str], args: Sequence[str | int | bytes]) -> Any:
         """EVALSHA, on the lean path if any (after a NOSCRIPT there: SCRIPT LOAD, again)."""
@@ -250,6 +300,14 @@ class SyncRedisStore(SyncStore):
             script.sha = (lean.execute(proto.pack("SCRIPT", "LOAD", body))).decode()
             return lean.execute(evalsha_command(script.sha, keys, args))
 
+    def _evalsha_wait(
+        self, sha: str, keys: list[str], args: Sequence[str | int | bytes]
+    ) -> list[Any]:
+        with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(sha, len(keys), *keys, *args)
+            pipe.execute_command("WAIT", *self._wait)
+            return list(pipe.execute())
+
     def _fenced(
         self,
         op: str,
@@ -258,8 +316,11 @@ class SyncRedisStore(SyncStore):
         args: Sequence[str | int | bytes],
         *,
         marked: bool = False,
+        write: bool = False,
     ) -> None:
-        if not self._run(op, script, lease.key, [str(lease.token), *args], marked=marked):
+        if not self._run(
+            op, script, lease.key, [str(lease.token), *args], marked=marked, write=write
+        ):
             raise lease_lost(lease)
 
     def setup(self) -> None:
@@ -279,7 +340,7 @@ class SyncRedisStore(SyncStore):
                 self._client.close()
 
     def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        reply = self._run("acquire", self._acquire, key, [ms(lease_ttl)])
+        reply = self._run("acquire", self._acquire, key, [ms(lease_ttl)], write=True)
         if reply is None:
             return None
         if reply[0] == 0:
@@ -287,7 +348,9 @@ class SyncRedisStore(SyncStore):
         return Lease(key, int(reply[1]), bytes(reply[2]))
 
     def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        self._fenced("commit", self._commit, lease, [data, ms(ttl), self._channel], marked=True)
+        self._fenced(
+            "commit", self._commit, lease, [data, ms(ttl), self._channel], marked=True, write=True
+        )
 
     def release(
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
@@ -320,13 +383,13 @@ class SyncRedisStore(SyncStore):
         self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
     ) -> bool:
         args: list[bytes | int | str] = [data, ms(ttl), ms_or_empty(absolute_ttl)]
-        return bool(self._run("create", self._create, key, args, marked=True))
+        return bool(self._run("create", self._create, key, args, marked=True, write=True))
 
     def delete(self, lease: Lease) -> None:
-        self._fenced("delete", self._delete, lease, [self._channel])
+        self._fenced("delete", self._delete, lease, [self._channel], write=True)
 
     def discard(self, key: str) -> bool:
-        return bool(self._run("discard", self._discard, key, [self._channel]))
+        return bool(self._run("discard", self._discard, key, [self._channel], write=True))
 
     def inspect(self, key: str) -> Record | None:
         reply = self._run("inspect", self._inspect, key, [], idempotent=True)
