@@ -23,6 +23,7 @@ import functools
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 with needs_extra("RavenDBStore", "the RavenDB client (ravendb)", "ravendb"):
     import requests
+    import requests.adapters
     from ravendb import DocumentStore  # type: ignore[import-untyped]
     from ravendb.documents.commands.crud import (  # type: ignore[import-untyped]
         GetDocumentsCommand,
@@ -210,6 +212,20 @@ ERRORS = ErrorTable("RavenDB", [
 ])
 
 
+class _Bounded(requests.adapters.HTTPAdapter):
+    """The client's HTTP transport with a timeout: the client sends every request
+    with none (it waits for ever on a stalled server). Each request takes the
+    thread's :attr:`budget`, which :meth:`RavenDBStore._execute` sets."""
+
+    budget = threading.local()
+
+    def send(self, request: Any, stream: bool = False, timeout: Any = None,
+             verify: Any = True, cert: Any = None, proxies: Any = None) -> Any:
+        if timeout is None:
+            timeout = getattr(self.budget, "seconds", None)
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
 class _Client(NamedTuple):
     """This process's document store and the threads the async face calls it on."""
 
@@ -276,7 +292,7 @@ class RavenDBStore(Store):
             return
         operation = ConfigureExpirationOperation(
             ExpirationConfiguration(disabled=False, delete_frequency_in_sec=self._sweep_every))
-        await self._call("setup", lambda store: store.maintenance.send(operation))
+        await self._execute("setup", lambda store: operation.get_command(store.conventions))
 
     async def aclose(self) -> None:
         """Close this process's client; wake every local waiter."""
@@ -290,6 +306,9 @@ class RavenDBStore(Store):
             store.certificate_pem_path = self._certificate
         with ERRORS.mapped("connect", self._where):
             store.initialize()
+        transport = _Bounded(pool_maxsize=self._max_connections)
+        for scheme in ("http://", "https://"):
+            store.get_request_executor().http_session.mount(scheme, transport)
         return _Client(store, ThreadPoolExecutor(
             self._max_connections, thread_name_prefix="sessionware-ravendb"))
 
@@ -450,11 +469,12 @@ class RavenDBStore(Store):
 
     async def _execute(self, op: str, make: Callable[[Any], Any]) -> Any:
         """The result of the command ``make(document_store)``, within the time budget."""
-        timeout = datetime.timedelta(seconds=time_budget(self._timeout))
+        seconds = time_budget(self._timeout)
 
         def execute(store: Any) -> Any:
             command = make(store)
-            command.timeout = timeout
+            command.timeout = datetime.timedelta(seconds=seconds)
+            _Bounded.budget.seconds = seconds
             store.get_request_executor().execute_command(command)
             return command.result
 

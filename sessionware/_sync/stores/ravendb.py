@@ -25,6 +25,7 @@ import functools
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 
 with needs_extra("SyncRavenDBStore", "the RavenDB client (ravendb)", "ravendb"):
     import requests
+    import requests.adapters
     from ravendb import DocumentStore  # type: ignore[import-untyped]
     from ravendb.documents.commands.crud import (  # type: ignore[import-untyped]
         GetDocumentsCommand,
@@ -246,6 +248,27 @@ ERRORS = ErrorTable(
 )
 
 
+class _Bounded(requests.adapters.HTTPAdapter):
+    """The client's HTTP transport with a timeout: the client sends every request
+    with none (it waits for ever on a stalled server). Each request takes the
+    thread's :attr:`budget`, which :meth:`SyncRavenDBStore._execute` sets."""
+
+    budget = threading.local()
+
+    def send(
+        self,
+        request: Any,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> Any:
+        if timeout is None:
+            timeout = getattr(self.budget, "seconds", None)
+        return super().send(request, stream, timeout, verify, cert, proxies)
+
+
 class _Client(NamedTuple):
     """This process's document store and the threads the async face calls it on."""
 
@@ -322,7 +345,7 @@ class SyncRavenDBStore(SyncStore):
         operation = ConfigureExpirationOperation(
             ExpirationConfiguration(disabled=False, delete_frequency_in_sec=self._sweep_every)
         )
-        self._call("setup", lambda store: store.maintenance.send(operation))
+        self._execute("setup", lambda store: operation.get_command(store.conventions))
 
     def close(self) -> None:
         """Close this process's client; wake every local waiter."""
@@ -336,6 +359,9 @@ class SyncRavenDBStore(SyncStore):
             store.certificate_pem_path = self._certificate
         with ERRORS.mapped("connect", self._where):
             store.initialize()
+        transport = _Bounded(pool_maxsize=self._max_connections)
+        for scheme in ("http://", "https://"):
+            store.get_request_executor().http_session.mount(scheme, transport)
         return _Client(
             store,
             ThreadPoolExecutor(self._max_connections, thread_name_prefix="sessionware-ravendb"),
@@ -516,11 +542,12 @@ class SyncRavenDBStore(SyncStore):
 
     def _execute(self, op: str, make: Callable[[Any], Any]) -> Any:
         """The result of the command ``make(document_store)``, within the time budget."""
-        timeout = datetime.timedelta(seconds=time_budget(self._timeout))
+        seconds = time_budget(self._timeout)
 
         def execute(store: Any) -> Any:
             command = make(store)
-            command.timeout = timeout
+            command.timeout = datetime.timedelta(seconds=seconds)
+            _Bounded.budget.seconds = seconds
             store.get_request_executor().execute_command(command)
             return command.result
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -46,7 +47,9 @@ from pathlib import Path
 
 import pytest
 
+from sessionware.stores import Lease
 from tests.support.processes import free_port
+from tests.support.servers.dynamodb import RequestCounter
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,6 +57,7 @@ TOOLS = ROOT / ".tools" / "ravendb"
 START_TIMEOUT = 60.0  # about 2 s alone; much more on 2 cores busy with other suites
 READY = b"Server started"
 CLIENT_VERSION = "4.1.0"  # what the client tells a 4.1 server it is
+DATABASE = "sessionware"  # the database of each server of ravendb_server_factory
 
 
 def speak_41() -> None:
@@ -159,6 +163,27 @@ def create_database(url: str, name: str) -> None:
         store.close()
 
 
+def warm_up(url: str, database: str) -> None:
+    """Run every kind of request once on ``database``: a fresh server takes a
+    second or more over its first expiration set-up and first scripts, past
+    the short ``store_timeout`` of the fault tests, which are about faults,
+    not about a cold start."""
+    from sessionware.stores import RavenDBStore
+
+    with RavenDBStore(url, database, collection="WarmUp", sweep_every=1).sync() as store:
+        for key in ("a", "b"):
+            store.create(key, b"{}", ttl=60)
+            lease = store.acquire(key, lease_ttl=10)
+            assert isinstance(lease, Lease), lease
+            store.renew(lease, lease_ttl=10)
+            store.commit(lease, b"{}", ttl=60)
+            store.read(key, ttl=120)
+            lease = store.acquire(key, lease_ttl=10)
+            assert isinstance(lease, Lease), lease
+            store.release(lease, ttl=60)
+            store.discard(key)
+
+
 @dataclass
 class RavenTarget:
     """Where a suite runs: a server, and this session's databases on it."""
@@ -167,6 +192,11 @@ class RavenTarget:
     swept: str  # the stores set expiration up here
     unswept: str  # no store here configures expiration: expired documents stay
     modern: bool  # RAVENDB_URL's server, not the 4.1 one
+
+    def spec(self) -> str:
+        """The swept database's default collection, for an app in another process
+        (tests/support/apps/stores.py)."""
+        return f"ravendb{'' if self.modern else '-4.1'}:{self.url}/{self.swept}"
 
     @staticmethod
     def collection() -> str:
@@ -197,7 +227,8 @@ def ravendb() -> Iterator[RavenTarget]:
 
 @pytest.fixture
 def ravendb_server_factory() -> Iterator[Callable[[], RavenServer]]:
-    """Start private 4.1 servers for one test; all killed when it ends."""
+    """Start private 4.1 servers for one test, each with the database
+    :data:`DATABASE`, warmed up; all killed when the test ends."""
     servers: list[RavenServer] = []
 
     def factory() -> RavenServer:
@@ -205,8 +236,28 @@ def ravendb_server_factory() -> Iterator[Callable[[], RavenServer]]:
         servers.append(server)
         server.start()
         speak_41()
+        create_database(server.url, DATABASE)
+        warm_up(server.url, DATABASE)
         return server
 
     yield factory
     for server in servers:
         server.cleanup()
+
+
+class HTTPRequestCounter(RequestCounter):
+    """A loopback TCP proxy in front of a RavenDB server that records each
+    request a client sends as its method and its path's last part
+    (``PATCH docs``, ``GET docs``): what goes on the wire."""
+
+    def _count(self, buffer: bytes) -> bytes:
+        start = 0
+        for found in _REQUEST_LINE.finditer(buffer):
+            method, path = found.group(1).decode(), found.group(2).decode()
+            self.operations.append(f"{method} {path.partition('?')[0].rpartition('/')[2]}")
+            start = found.end()
+        return buffer[max(start, len(buffer) - _LONGEST_LINE):]
+
+
+_REQUEST_LINE = re.compile(rb"(GET|PATCH|PUT|POST|DELETE|HEAD) (/[^ \r\n]*) HTTP/1\.[01]\r\n")
+_LONGEST_LINE = 4096  # a request line cut by a chunk's end is found in the next
