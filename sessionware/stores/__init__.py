@@ -64,7 +64,8 @@ STORES = {
     "DynamoDBStore": Entry("dynamodb", ("dynamodb://TABLE",)),
     "AzureTableStore": Entry("azure", ("azure://CONNECTION-STRING",)),
     "MongoDBStore": Entry("mongodb", ("mongodb://", "mongodb+srv://")),
-    "RavenDBStore": Entry("ravendb", ("ravendb://HOST:PORT/DATABASE",)),
+    "RavenDBStore": Entry("ravendb", ("ravendb://HOST:PORT/DATABASE",
+                                      "ravendb+https://HOST:PORT/DATABASE")),
 }
 
 SCHEMES = {url.partition("://")[0]: name for name, entry in STORES.items() for url in entry.urls}

@@ -326,11 +326,14 @@ class SyncRavenDBStore(SyncStore):
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
+        """``ravendb://HOST:PORT/DATABASE`` (HTTP) or ``ravendb+https://...``, with
+        the keyword options in the query (``?collection=...&certificate=...``)."""
         parts = url.parts
         database = parts.path.strip("/")
         if not parts.hostname or not database or "/" in database:
             raise url.error("write ravendb://HOST:PORT/DATABASE?collection=...")
-        return cls(f"http://{parts.netloc}", database, **url.options(cls))
+        scheme = "https" if url.scheme == "ravendb+https" else "http"
+        return cls(f"{scheme}://{parts.netloc}", database, **url.options(cls))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r}, collection={self._collection!r})"
