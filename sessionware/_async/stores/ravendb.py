@@ -196,9 +196,30 @@ def _connect_failed(exc: BaseException) -> bool:
     return isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in repr(exc.args)
 
 
-# A refusal is the store's to read; a connection never made sent nothing; one lost
-# mid-request, a timeout or an unreachable cluster may have applied the write.
-ERRORS = ErrorTable("RavenDB", [
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The transport's error the client wrapped in a ``RavenException`` (its
+    ``cause``), for the rows of :data:`ERRORS`; else the error itself."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, RavenException) and isinstance(cause, requests.RequestException | OSError):
+        return cause
+    return exc
+
+
+def _client_gave_up(exc: BaseException) -> bool:
+    """The client's own words: no node answered its topology request, or an error
+    answer without a body (a server restarting) that it could not parse."""
+    return "topology" in str(exc) or "Failed to parse response" in str(exc)
+
+
+def _server_unavailable(exc: BaseException) -> bool:
+    """The server answered 503 (a database loading after a restart, say)."""
+    return "responded with status code: 503" in str(exc)
+
+
+# A refusal is the store's to read; a connection never made sent nothing, nor did a
+# request the server answered with 503; one lost mid-request, a timeout or an
+# unreachable cluster may have applied the write.
+ERRORS = ErrorTable("RavenDB", reclassify=_unwrapped, rows=[
     Row(RavenException, _Refused, when=_refused),
     Row(raven.DatabaseDoesNotExistException, Meaning.ERROR, hint=SETUP_HINT),
     Row(ClientVersionMismatchException, Meaning.ERROR,
@@ -207,7 +228,8 @@ ERRORS = ErrorTable("RavenDB", [
     Row(requests.ConnectionError, Meaning.NOT_APPLIED, when=_connect_failed),
     Row((requests.RequestException, raven.AllTopologyNodesDownException,
          raven.RequestedNodeUnavailableException, OSError), Meaning.MAYBE_APPLIED),
-    Row(RuntimeError, Meaning.MAYBE_APPLIED, when=lambda exc: "topology" in str(exc)),
+    Row(RuntimeError, Meaning.MAYBE_APPLIED, when=_client_gave_up),
+    Row(RavenException, Meaning.NOT_APPLIED, when=_server_unavailable),
     Row(RavenException, Meaning.ERROR),
 ])
 
