@@ -184,6 +184,20 @@ def warm_up(url: str, database: str) -> None:
             store.discard(key)
 
 
+def delete_databases(url: str, names: list[str]) -> None:
+    """Delete the databases ``names`` from the server at ``url``, at once."""
+    from ravendb import DocumentStore
+    from ravendb.serverwide.operations.common import DeleteDatabaseOperation
+
+    store = DocumentStore([url], names[0])
+    store.initialize()
+    try:
+        store.maintenance.server.send(DeleteDatabaseOperation(parameters=(
+            DeleteDatabaseOperation.Parameters(database_names=names, hard_delete=True))))
+    finally:
+        store.close()
+
+
 @dataclass
 class RavenTarget:
     """Where a suite runs: a server, and this session's databases on it."""
@@ -220,6 +234,8 @@ def ravendb() -> Iterator[RavenTarget]:
         create_database(url, target.swept)
         create_database(url, target.unswept)
         yield target
+        if server is None:  # RAVENDB_URL's server outlives the run: its databases go
+            delete_databases(url, [target.swept, target.unswept])
     finally:
         if server is not None:
             server.cleanup()
