@@ -10,7 +10,9 @@ idle deadline as an ISO date) for the database's expiration sweep, which
 :meth:`RavenDBStore.setup` turns on. Each write is one ``PATCH`` of one document by a
 script (:data:`ACQUIRE`, ...), which RavenDB runs atomically; a refused fenced write
 throws :data:`REFUSED`. Reads are one ``GET``; ``scan`` and ``purge_expired`` read the
-collection's ids a page at a time (``startsWith``, no index). Waiters poll. The blocking
+collection's ids a page at a time (``startsWith``, no index). Waiters are woken by a
+release in this process, or by the Changes API (:data:`WATCH_COLLECTION`); else they
+poll. The blocking
 client runs on a thread pool on the async face. Permissions: read and write on the
 database; database admin for ``setup()`` (``ConfigureExpirationOperation``).
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 import base64
 import datetime
 import functools
+import json
 import math
 import re
 import secrets
@@ -30,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from sessionware._async.io.primitives import run_blocking
+from sessionware._async.stores._listener import LISTEN_TICK, Run, WakeupListener
 from sessionware._async.stores.base import (
     SCAN_BATCH,
     PerProcess,
@@ -37,8 +41,7 @@ from sessionware._async.stores.base import (
     check_limits,
     time_budget,
 )
-from sessionware._async.waiters import Waiters
-from sessionware.exceptions import ConfigurationError, SessionTooLarge
+from sessionware.exceptions import ConfigurationError, SessionTooLarge, StoreError
 from sessionware.stores._errors import SETUP_HINT, ErrorTable, Meaning, Row, lease_lost, needs_extra
 from sessionware.stores.answers import Lease, Locked, Record, backoff_delay
 
@@ -48,6 +51,7 @@ if TYPE_CHECKING:
 with needs_extra("RavenDBStore", "the RavenDB client (ravendb)", "ravendb"):
     import requests
     import requests.adapters
+    import websocket
     from ravendb import DocumentStore  # type: ignore[import-untyped]
     from ravendb.documents.commands.crud import (  # type: ignore[import-untyped]
         GetDocumentsCommand,
@@ -79,8 +83,8 @@ _COLLECTION = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 # problem (PerformanceHints.Documents.HugeDocumentSizeInMb): a session's data, in
 # base64 with the other fields, stays under it
 MAX_DATA = 3 * 1024 * 1024
-_POLL_BASE = 0.02  # first re-check of a waiter after 10-20 ms ...
-_POLL_CAP = 0.25  # ... doubling up to 125-250 ms
+_POLL_BASE = 0.02  # first re-check of a polling waiter after 10-20 ms ...
+_POLL_CAP = 0.25  # ... doubling up to 125-250 ms (while the Changes API is not heard)
 _SWEEP_EVERY = 60  # seconds between the server's expiration sweeps (its default)
 
 # -- scripts ---------------------------------------------------------------------
@@ -183,6 +187,14 @@ DISCARD = _PRELUDE + f"if (!live(this)) throw '{REFUSED}'; del(id(this));"
 PURGE = _PRELUDE + f"if (live(this)) throw '{REFUSED}'; del(id(this));"
 
 
+# The Changes API: a websocket on /databases/DATABASE/changes, one command subscribing
+# to the collection's documents; every frame a JSON array of messages (4.1; an object
+# from other versions): {"Type": "Confirm", "CommandId": 1} once subscribed, then
+# {"Type": "DocumentChange", "Value": {"Id": "COLLECTION/KEY", "Type": "Put"}} for
+# each write and delete of a document of the collection.
+WATCH_COLLECTION = {"CommandId": 1, "Command": "watch-collection"}  # "Param": the collection
+
+
 class _Refused(Exception):
     """A script threw :data:`REFUSED`: the document was left as it was."""
 
@@ -249,10 +261,12 @@ class _Bounded(requests.adapters.HTTPAdapter):
 
 
 class _Client(NamedTuple):
-    """This process's document store and the threads the async face calls it on."""
+    """This process's document store, the threads the async face calls it on, and
+    the listener's own thread (its receive loop never takes one of those)."""
 
     store: Any
     threads: ThreadPoolExecutor
+    listener: ThreadPoolExecutor
 
 
 def _bytes(document: Document) -> bytes:
@@ -274,11 +288,14 @@ class RavenDBStore(Store):
     :param max_connections: the most concurrent requests per process on the async face.
     :param sweep_every: seconds between the server's expiration sweeps, as :meth:`setup`
         configures the database (``None``: leave its configuration alone).
+    :param watch: wake waiters at releases in other processes through the Changes API
+        (else they poll).
     """
 
     def __init__(self, url: str, database: str, *, collection: str = DEFAULT_COLLECTION,
                  certificate: str | None = None, timeout: float = 5.0,
-                 max_connections: int = 32, sweep_every: int | None = _SWEEP_EVERY) -> None:
+                 max_connections: int = 32, sweep_every: int | None = _SWEEP_EVERY,
+                 watch: bool = True) -> None:
         if not _COLLECTION.fullmatch(collection):
             raise ConfigurationError(f"collection {collection!r}: a letter, then up to 63 "
                                      "letters, digits and _")
@@ -292,7 +309,7 @@ class RavenDBStore(Store):
         self._max_connections = max_connections
         self._where = f"{self._url}/{database}"
         self._client: PerProcess[_Client] = PerProcess(self, self._connected, _close)
-        self._waiters: Waiters[str] = Waiters()
+        self._watcher = _Watcher(self, enabled=watch)
 
     @classmethod
     def from_url(cls, url: StoreURL) -> Self:
@@ -320,9 +337,10 @@ class RavenDBStore(Store):
         await self._execute("setup", lambda store: operation.get_command(store.conventions))
 
     async def aclose(self) -> None:
-        """Close this process's client; wake every local waiter."""
+        """Stop the Changes API listener, close this process's client; wake every
+        local waiter."""
+        await self._watcher.aclose()
         await self._client.aclose()
-        self._waiters.wake_all()
 
     async def _connected(self) -> _Client:
         store = DocumentStore([self._url], self._database)
@@ -335,7 +353,8 @@ class RavenDBStore(Store):
         for scheme in ("http://", "https://"):
             store.get_request_executor().http_session.mount(scheme, transport)
         return _Client(store, ThreadPoolExecutor(
-            self._max_connections, thread_name_prefix="sessionware-ravendb"))
+            self._max_connections, thread_name_prefix="sessionware-ravendb"),
+            ThreadPoolExecutor(1, thread_name_prefix="sessionware-ravendb-changes"))
 
     # -- operations -----------------------------------------------------------------
 
@@ -353,13 +372,13 @@ class RavenDBStore(Store):
         _check_size(data)
         await self._fenced("commit", lease, COMMIT, {
             "data": base64.b64encode(data).decode(), "ttl": ttl})
-        self._waiters.wake(lease.key)
+        self._watcher.waiters.wake(lease.key)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
         await self._fenced("release", lease, RELEASE, {"ttl": ttl,
                                                        "refresh_after": refresh_after})
-        self._waiters.wake(lease.key)
+        self._watcher.waiters.wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
         await self._fenced("renew", lease, RENEW, {"until": time.time() + lease_ttl})
@@ -391,7 +410,7 @@ class RavenDBStore(Store):
 
     async def delete(self, lease: Lease) -> None:
         await self._fenced("delete", lease, DELETE, {})
-        self._waiters.wake(lease.key)
+        self._watcher.waiters.wake(lease.key)
 
     async def discard(self, key: str) -> bool:
         """One ``PATCH`` that removes the live document (:data:`DISCARD`)."""
@@ -400,7 +419,7 @@ class RavenDBStore(Store):
         except _Refused:  # expired
             return False
         finally:  # woken whatever the answer: they re-check and find the session gone
-            self._waiters.wake(key)
+            self._watcher.waiters.wake(key)
         return status is not None
 
     async def inspect(self, key: str) -> Record | None:
@@ -432,8 +451,7 @@ class RavenDBStore(Store):
         return purged
 
     async def wait(self, key: str, timeout: float, attempt: int) -> None:
-        delay = backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
-        await self._waiters.wait(key, min(timeout, delay))
+        await self._watcher.wait(key, timeout, attempt)
 
     # -- requests --------------------------------------------------------------------
 
@@ -515,7 +533,64 @@ class RavenDBStore(Store):
 
 async def _close(client: _Client) -> None:
     client.threads.shutdown(wait=False)
+    client.listener.shutdown(wait=False)
     client.store.close()
+
+
+class _Watcher(WakeupListener[str]):
+    """The one Changes API subscription of a store's waiters (:data:`WATCH_COLLECTION`):
+    each change of a document of the collection (a commit, a release, a delete; an
+    acquire too) wakes the waiters of its key, which re-check. Its receive loop runs
+    on the client's listener thread (the job's own thread on the sync face)."""
+
+    _LOST = (OSError, websocket.WebSocketException, ValueError, StoreError)
+
+    def __init__(self, store: RavenDBStore, *, enabled: bool) -> None:
+        super().__init__("sessionware-ravendb-changes", f"Changes API of {store._where}",
+                         enabled=enabled)
+        self._store = store
+
+    def _polling_delay(self, attempt: int) -> float:
+        return backoff_delay(attempt, base=_POLL_BASE, cap=_POLL_CAP)
+
+    async def _listen_once(self, run: Run) -> bool:
+        client = await self._store._client.get()
+        await run_blocking(client.listener, self._receive, run)
+        return False  # stopped, or the server closed the socket: again after a pause
+
+    def _receive(self, run: Run) -> None:
+        """Subscribe and wake waiters until ``run.stop`` is set or the socket ends."""
+        store = self._store
+        url = f"{store._url.replace('http', 'ws', 1)}/databases/{store._database}/changes"
+        sslopt = None if store._certificate is None else {"certfile": store._certificate}
+        socket = websocket.create_connection(url, timeout=store._timeout, sslopt=sslopt)
+        listening = False
+        try:
+            socket.send(json.dumps({**WATCH_COLLECTION, "Param": store._collection}))
+            socket.settimeout(LISTEN_TICK)
+            while not run.stop.is_set():
+                try:
+                    frame = socket.recv()
+                except websocket.WebSocketTimeoutException:
+                    continue
+                if not frame:
+                    raise websocket.WebSocketConnectionClosedException("closed by the server")
+                for message in _messages(frame):
+                    if message.get("Type") == "Confirm" and not listening:
+                        listening = True
+                        self._began_listening()
+                    elif message.get("Type") == "DocumentChange":
+                        self.waiters.wake(str(message["Value"]["Id"]).partition("/")[2])
+        finally:
+            if listening:
+                self._stopped_listening()
+            socket.close()
+
+
+def _messages(frame: str | bytes) -> list[dict[str, Any]]:
+    """The messages of a Changes API frame: an array of them, or one."""
+    decoded = json.loads(frame)
+    return decoded if isinstance(decoded, list) else [decoded]
 
 
 def _page(prefix: str, after: str | None, size: int, store: Any) -> Any:

@@ -2,7 +2,8 @@
 server (tests/support/servers/ravendb.py): the documents as stored, the
 expiration sweep that setup() turns on, expired documents absent while still
 stored, the size limit, the requests of the operators' operations, a blocking
-client that never blocks the event loop, and errors."""
+client that never blocks the event loop, waiters woken through the Changes API,
+and errors."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from ravendb.documents.commands.crud import GetDocumentsCommand
 from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
 from sessionware._async.stores.ravendb import MAX_DATA
 from sessionware.stores import Lease, Locked, RavenDBStore
-from tests.support.faces import on_face
+from tests.support.faces import on_face, sync_face
 from tests.support.processes import free_port
 from tests.support.servers.ravendb import DATABASE, HTTPRequestCounter, RavenServer, RavenTarget
 from tests.support.store_contract import LONG, acquire_lease, new_key
@@ -195,3 +196,44 @@ async def test_the_async_face_never_blocks_the_event_loop(
         finally:
             server.resume()
         assert isinstance(await pending, Lease | Locked)
+
+
+async def test_a_waiter_in_another_store_is_woken_by_the_changes_api(
+    ravendb: RavenTarget, face: str
+) -> None:
+    """Two stores, as two processes would have: the waiter's is woken at the
+    holder's release, not at its next re-check (it waits as if it had waited
+    twelve times already: up to a second)."""
+    collection = ravendb.collection()
+    waiting_store = RavenDBStore(ravendb.url, ravendb.swept, collection=collection)
+    async with on_face(RavenDBStore(ravendb.url, ravendb.swept, collection=collection),
+                       face) as holder, on_face(waiting_store, face) as waiter:
+        key = new_key()
+        assert await holder.create(key, b"v0", ttl=LONG)
+        lease = await acquire_lease(holder, key)
+        assert isinstance(await waiter.acquire(key, lease_ttl=LONG), Locked)
+        await waiter.wait(key, 0.01, 0)  # starts the listener
+        watcher = (waiting_store if face == "async" else sync_face(waiting_store))._watcher
+        deadline = time.monotonic() + 10
+        while not watcher._listening:  # subscribed: the server confirmed
+            assert time.monotonic() < deadline, "the Changes API subscription failed"
+            await asyncio.sleep(0.01)
+        waiting = asyncio.ensure_future(waiter.wait(key, LONG, 12))
+        await asyncio.sleep(0.1)
+        released = time.monotonic()
+        await holder.release(lease)
+        await waiting
+        assert time.monotonic() - released < 0.3
+
+
+async def test_without_watch_waiters_poll(ravendb: RavenTarget, face: str) -> None:
+    store = RavenDBStore(ravendb.url, ravendb.swept, collection=ravendb.collection(),
+                         watch=False)
+    async with on_face(store, face) as faced:
+        key = new_key()
+        assert await faced.create(key, b"v0", ttl=LONG)
+        started = time.monotonic()
+        await faced.wait(key, LONG, 12)  # polls: at most 250 ms
+        assert time.monotonic() - started < 1.0
+        watcher = (store if face == "async" else sync_face(store))._watcher
+        assert watcher._run is None  # never started
