@@ -12,9 +12,8 @@ script (:data:`ACQUIRE`, ...), which RavenDB runs atomically; a refused fenced w
 throws :data:`REFUSED`. Reads are one ``GET``; ``scan`` and ``purge_expired`` read the
 collection's ids a page at a time (``startsWith``, no index). Waiters are woken by a
 release in this process, or by the Changes API (:data:`WATCH_COLLECTION`); else they
-poll. The blocking
-client runs on a thread pool on the async face. Permissions: read and write on the
-database; database admin for ``setup()`` (``ConfigureExpirationOperation``).
+poll. The blocking client runs on a thread pool on the async face. Permissions: read and
+write on the database; database admin for ``setup()`` (``ConfigureExpirationOperation``).
 """
 
 from __future__ import annotations
@@ -299,6 +298,8 @@ class RavenDBStore(Store):
         if not _COLLECTION.fullmatch(collection):
             raise ConfigurationError(f"collection {collection!r}: a letter, then up to 63 "
                                      "letters, digits and _")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"url {url!r}: http://HOST:PORT or https://HOST:PORT")
         if not database or "/" in database:
             raise ConfigurationError(f"database name {database!r}")
         if sweep_every is not None and sweep_every < 1:

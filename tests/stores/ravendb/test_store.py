@@ -18,7 +18,13 @@ import pytest
 from ravendb import DocumentStore
 from ravendb.documents.commands.crud import GetDocumentsCommand
 
-from sessionware import LeaseLost, SessionTooLarge, StoreError, StoreUnavailable
+from sessionware import (
+    ConfigurationError,
+    LeaseLost,
+    SessionTooLarge,
+    StoreError,
+    StoreUnavailable,
+)
 from sessionware._async.stores.ravendb import MAX_DATA
 from sessionware.stores import Lease, Locked, RavenDBStore
 from tests.support.faces import on_face, sync_face
@@ -237,3 +243,18 @@ async def test_without_watch_waiters_poll(ravendb: RavenTarget, face: str) -> No
         assert time.monotonic() - started < 1.0
         watcher = (store if face == "async" else sync_face(store))._watcher
         assert watcher._run is None  # never started
+
+
+def test_bad_arguments_are_refused_at_construction() -> None:
+    for url in ("ravendb://h:8080", "h:8080", ""):
+        with pytest.raises(ConfigurationError, match="url"):
+            RavenDBStore(url, "db")
+    for database in ("", "a/b"):
+        with pytest.raises(ConfigurationError, match="database"):
+            RavenDBStore("http://h:8080", database)
+    with pytest.raises(ConfigurationError, match="collection"):
+        RavenDBStore("http://h:8080", "db", collection="1st")
+    with pytest.raises(ConfigurationError, match="sweep_every"):
+        RavenDBStore("http://h:8080", "db", sweep_every=0)
+    with pytest.raises(ConfigurationError):
+        RavenDBStore("http://h:8080", "db", timeout=0)
