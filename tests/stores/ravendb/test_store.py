@@ -29,7 +29,13 @@ from sessionware._async.stores.ravendb import MAX_DATA
 from sessionware.stores import Lease, Locked, RavenDBStore
 from tests.support.faces import on_face, sync_face
 from tests.support.processes import free_port
-from tests.support.servers.ravendb import DATABASE, HTTPRequestCounter, RavenServer, RavenTarget
+from tests.support.servers.ravendb import (
+    DATABASE,
+    HTTPRequestCounter,
+    RavenServer,
+    RavenTarget,
+    own_version,
+)
 from tests.support.store_contract import LONG, acquire_lease, new_key
 
 SHORT = 0.2
@@ -93,10 +99,11 @@ async def test_an_expired_document_is_absent_while_still_stored(
     store = RavenDBStore(ravendb.url, ravendb.unswept, collection=collection, sweep_every=None)
     async with on_face(store, face) as faced:
         key, held = new_key(), new_key()
-        assert await faced.create(key, b"v0", ttl=SHORT)
-        assert await faced.create(held, b"v0", ttl=SHORT)
+        ttl = 1.0  # time enough to take the lease first, on a loaded machine
+        assert await faced.create(key, b"v0", ttl=ttl)
+        assert await faced.create(held, b"v0", ttl=ttl)
         lease = await acquire_lease(faced, held)
-        await asyncio.sleep(SHORT + MARGIN)
+        await asyncio.sleep(ttl + MARGIN)
         stored = raw_document(ravendb.url, ravendb.unswept, f"{collection}/{key}")
         assert stored is not None
         assert await faced.read(key) is None
@@ -258,3 +265,32 @@ def test_bad_arguments_are_refused_at_construction() -> None:
         RavenDBStore("http://h:8080", "db", sweep_every=0)
     with pytest.raises(ConfigurationError):
         RavenDBStore("http://h:8080", "db", timeout=0)
+
+
+async def test_a_4_1_server_s_wrapped_errors_still_carry_the_refusals(
+    ravendb: RavenTarget, face: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the client's own version (as the library leaves it), a 4.1 server
+    answers every error as ClientVersionMismatchException: its message still
+    carries the scripts' refusal, so a stale lease is LeaseLost and an absent
+    session's discard False; anything else is a StoreError that says so."""
+    if ravendb.modern:
+        pytest.skip("RAVENDB_URL's server: the client speaks its own version anyway")
+    from ravendb.http.request_executor import RequestExecutor
+
+    monkeypatch.setattr(RequestExecutor, "CLIENT_VERSION", own_version())
+    store = RavenDBStore(ravendb.url, ravendb.unswept, collection=ravendb.collection(),
+                         sweep_every=None)
+    async with on_face(store, face) as faced:
+        key, expiring = new_key(), new_key()
+        assert await faced.create(key, b"v0", ttl=LONG)
+        assert await faced.create(expiring, b"v0", ttl=SHORT)
+        lease = await acquire_lease(faced, key)
+        stale = Lease(key, lease.token + 1, b"")
+        with pytest.raises(LeaseLost):
+            await faced.commit(stale, b"stale", ttl=LONG)
+        await asyncio.sleep(SHORT + MARGIN)
+        assert await faced.discard(expiring) is False  # expired: the script refuses
+    with pytest.raises(StoreError, match="ClientVersionMismatch"):
+        async with on_face(RavenDBStore(ravendb.url, "no_such_database"), face):
+            pass

@@ -60,11 +60,22 @@ CLIENT_VERSION = "4.1.0"  # what the client tells a 4.1 server it is
 DATABASE = "sessionware"  # the database of each server of ravendb_server_factory
 
 
+def own_version() -> str:
+    """The version the RavenDB client says it is, before :func:`speak_41`."""
+    from ravendb.http.request_executor import RequestExecutor
+
+    return _OWN_VERSION.setdefault("version", RequestExecutor.CLIENT_VERSION)
+
+
 def speak_41() -> None:
     """Have this process's RavenDB client present itself as 4.1.0."""
     from ravendb.http.request_executor import RequestExecutor
 
+    own_version()
     RequestExecutor.CLIENT_VERSION = CLIENT_VERSION
+
+
+_OWN_VERSION: dict[str, str] = {}
 
 
 class RavenServer:
