@@ -47,7 +47,7 @@ SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
          "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy", "sw-redis-driver",
-         "sw-postgres-driver")
+         "sw-postgres-driver", "sw-ravendb")
 
 Loader = Callable[[Request], Awaitable[None]]
 
@@ -115,7 +115,7 @@ def make_app(peer: str | None = None) -> Any:
         return Starlette(routes=routes(load), middleware=[
             Middleware(StarSessions, store=store, cookie_https_only=False, lifetime=1200)])
     if peer in ("sw-sqlite", "sw-redis", "sw-postgres", "sw-azure", "sw-mongodb", "sw-dynamodb",
-                "sw-redis-driver", "sw-postgres-driver"):
+                "sw-redis-driver", "sw-postgres-driver", "sw-ravendb"):
         from sessionware import Rule, SessionMiddleware
 
         kind = peer.removeprefix("sw-").removesuffix("-driver")

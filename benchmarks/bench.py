@@ -26,7 +26,16 @@ from typing import Any
 
 from benchmarks import clients, contention
 from benchmarks.counting import RespProxy
-from benchmarks.servers import ROOT, AppServer, Azurite, DynamoDB, Mongoeco, Postgres, Valkey
+from benchmarks.servers import (
+    ROOT,
+    AppServer,
+    Azurite,
+    DynamoDB,
+    Mongoeco,
+    Postgres,
+    RavenDB,
+    Valkey,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -37,6 +46,7 @@ class Peer:
     label: str      # for humans
     kind: str       # asgi | wsgi
     store: str      # none | cookie | redis | sqlite | postgres | azure | mongodb | dynamodb
+    #                 | ravendb
     sessionware: bool = False
     session: bool = True
     default: bool = True  # in a run without --only
@@ -69,6 +79,10 @@ PEERS = [
          "postgres", sessionware=True, default=False),
     Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
          sessionware=True, servers=(("uvicorn", 1),)),
+    # a real server, but RavenDB 4.1 (the one that runs here, on .NET 8): the current
+    # server's numbers may differ
+    Peer("sw-ravendb", "sessionware + RavenDBStore (measured on a RavenDB 4.1 server)", "asgi",
+         "ravendb", sessionware=True, servers=(("uvicorn", 1),)),
     Peer("flask-plain", "Flask, no session (ceiling)", "wsgi", "none", session=False),
     Peer("flask-session", "Flask-Session + Redis", "wsgi", "redis"),
     Peer("sw-flask-sqlite", "sessionware Flask + SQLiteStore", "wsgi", "sqlite",
@@ -151,8 +165,11 @@ class Run:
     def env_for(self, peer: Peer, valkey: Valkey | None, tag: str,
                 redis_url: str | None = None, postgres: Postgres | None = None,
                 azurite: Azurite | None = None, mongodb: Mongoeco | None = None,
-                dynamodb: DynamoDB | None = None) -> dict[str, str]:
+                dynamodb: DynamoDB | None = None,
+                ravendb: RavenDB | None = None) -> dict[str, str]:
         env = {"BENCH_PEER": peer.name, "BENCH_DELAY": "0"}
+        if ravendb is not None:
+            env["BENCH_RAVENDB"] = ravendb.url
         if azurite is not None:
             env["BENCH_AZURE"] = azurite.connection_string
         if mongodb is not None:
@@ -179,11 +196,13 @@ class Run:
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
+        ravendb = RavenDB(self.workdir) if peer.store == "ravendb" else None
         app = None
         try:
             app = AppServer(peer.kind, server, workers,
                             self.env_for(peer, valkey, tag, postgres=postgres, azurite=azurite,
-                                         mongodb=mongodb, dynamodb=dynamodb),
+                                         mongodb=mongodb, dynamodb=dynamodb,
+                                         ravendb=ravendb),
                             self.workdir)
             if peer.session:
                 record["lost"] = [clients.lost_updates(app.base, k, a.delay) for k in a.ks]
@@ -230,6 +249,8 @@ class Run:
                 mongodb.stop()
             if dynamodb is not None:
                 dynamodb.stop()
+            if ravendb is not None:
+                ravendb.stop()
         self.records.append(record)
 
     # -- round trips (deterministic: once) -------------------------------------------
@@ -243,6 +264,7 @@ class Run:
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
+        ravendb = RavenDB(self.workdir) if peer.store == "ravendb" else None
         proxy = RespProxy(valkey.port).start() if valkey else None
         server, workers = SERVERS[peer.kind][0]
         workers = 1
@@ -252,7 +274,7 @@ class Run:
             env = self.env_for(peer, valkey, f"trips-{peer.name}",
                                redis_url=f"redis://127.0.0.1:{proxy.port}/0" if proxy else None,
                                postgres=postgres, azurite=azurite, mongodb=mongodb,
-                               dynamodb=dynamodb)
+                               dynamodb=dynamodb, ravendb=ravendb)
             app = AppServer(peer.kind, server, workers, env, self.workdir)
             jar = clients.BrowserJar()
             # warm up: connections, script loads, table creation, a first session
@@ -298,6 +320,8 @@ class Run:
                 mongodb.stop()
             if dynamodb is not None:
                 dynamodb.stop()
+            if ravendb is not None:
+                ravendb.stop()
         return out
 
     @staticmethod

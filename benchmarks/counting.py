@@ -26,18 +26,22 @@ def sessionware_store(kind: str, *, sync: bool = False, lean: bool = True) -> An
     ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL``, ``postgres`` at
     ``$BENCH_POSTGRES_DSN``, ``azure`` at ``$BENCH_AZURE`` (a connection
     string), ``mongodb`` at ``$BENCH_MONGODB_URL`` or ``dynamodb`` at
-    ``$BENCH_DYNAMODB_ENDPOINT``; its sync face (for the WSGI apps) with ``sync``;
+    ``$BENCH_DYNAMODB_ENDPOINT``, ``ravendb`` at ``$BENCH_RAVENDB`` (``URL/DATABASE``);
+    its sync face (for the WSGI apps) with ``sync``;
     RedisStore and PostgresStore on their drivers' own path with ``lean=False``."""
     from sessionware import stores
 
     name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore",
             "azure": "AzureTableStore", "mongodb": "MongoDBStore",
-            "dynamodb": "DynamoDBStore"}[kind]
+            "dynamodb": "DynamoDBStore", "ravendb": "RavenDBStore"}[kind]
     cls = getattr(stores, f"Sync{name}" if sync else name)
     if kind == "dynamodb":  # DynamoDB Local at $BENCH_DYNAMODB_ENDPOINT: any credentials
         return counting_store(cls)(
             endpoint_url=os.environ["BENCH_DYNAMODB_ENDPOINT"], region_name="us-east-1",
             aws_access_key_id="bench", aws_secret_access_key="bench")
+    if kind == "ravendb":
+        url, _, database = os.environ["BENCH_RAVENDB"].rpartition("/")
+        return counting_store(cls)(url, database)
     where = os.environ[{"sqlite": "BENCH_SQLITE", "redis": "BENCH_REDIS_URL",
                         "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE",
                         "mongodb": "BENCH_MONGODB_URL"}[kind]]

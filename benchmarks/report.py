@@ -18,7 +18,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "benchmarks"
 
 ASGI_SW = ("sw-redis", "sw-sqlite", "sw-postgres", "sw-azure", "sw-dynamodb", "sw-mongodb",
-           "sw-redis-lazy")
+           "sw-redis-lazy", "sw-ravendb")
 WSGI_SW = ("sw-flask-redis", "sw-flask-sqlite")
 DJANGO_SW = ("sw-django-redis", "sw-django-sqlite")
 # The Django run (python -m benchmarks.bench --django): its own results file,

@@ -25,6 +25,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 "$PY" -m pip install -q -r benchmarks/requirements.txt
+PYTHON="$PY" bash scripts/install/ravendb.sh  # sw-ravendb's RavenDB 4.1 server (a no-op once there)
 "$PY" -m benchmarks.bench "$@"
 "$PY" -m benchmarks.increments  # lost updates under the WSGI worker kinds
 "$PY" -m benchmarks.metrics_overhead  # what metrics cost when disabled

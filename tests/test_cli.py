@@ -1,6 +1,6 @@
 """The ``sessionware`` command, run as a subprocess against real stores: a
-SQLite file, the test Redis and PostgreSQL servers, and the Azurite, mongoeco
-and DynamoDB Local emulators, each by the URL an operator would give. Sessions are
+SQLite file, the test Redis, PostgreSQL and RavenDB servers, and the Azurite,
+mongoeco and DynamoDB Local emulators, each by the URL an operator would give. Sessions are
 made by the real middleware (the counter app in process, on the same store
 URL); the command sees them from another process, as an operator would."""
 
@@ -33,7 +33,7 @@ from tests.support.helpers import cookie_header, session_cookie
 from tests.support.processes import free_port
 from tests.support.servers.redis import RedisServer
 
-STORES = ["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"]
+STORES = ["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb", "ravendb"]
 
 
 @pytest.fixture(params=STORES)
@@ -59,6 +59,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path,
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "cli")
         endpoint = request.getfixturevalue("dynamodb_endpoint")
         return f"dynamodb://cli_{tag}?region=us-east-1&endpoint_url={endpoint}"
+    if request.param == "ravendb":
+        # the command's client keeps its version: a 4.1 server wraps its errors as
+        # ClientVersionMismatchException, whose message still carries the store's
+        target = request.getfixturevalue("ravendb")
+        host = target.url.removeprefix("http://")
+        return f"ravendb://{host}/{target.swept}?collection=Cli{tag}"
     dsn = request.getfixturevalue("postgres_dsn")
     return f"{dsn}?table=cli_{tag}"
 

@@ -168,6 +168,19 @@ def test_mongodb() -> None:
     assert type(store).__name__ == "MongoDBStore"
 
 
+def test_ravendb() -> None:
+    store = store_from_url("ravendb://127.0.0.1:8080/app?collection=WebSessions&timeout=2")
+    assert repr(store) == ("RavenDBStore('http://127.0.0.1:8080/app', "
+                           "collection='WebSessions')")
+    secured = store_from_url("ravendb+https://db.example:443/app")
+    assert repr(secured) == "RavenDBStore('https://db.example:443/app', collection='Sessions')"
+    for url in ("ravendb://127.0.0.1:8080", "ravendb://127.0.0.1:8080/a/b", "ravendb:///app"):
+        with pytest.raises(ConfigurationError, match="ravendb://HOST:PORT/DATABASE"):
+            store_from_url(url)
+    with pytest.raises(ConfigurationError, match="collection"):
+        store_from_url("ravendb://127.0.0.1:8080/app?collection=no-dash")
+
+
 # -- the middlewares take their store from the configuration ---------------------------
 
 

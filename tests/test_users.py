@@ -34,7 +34,7 @@ from tests.support.apps.served import Served, serving
 from tests.support.faces import sync_face
 from tests.support.helpers import cookie_header, session_cookie
 
-STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb", "mongodb"]
+STORES = ["memory", "sqlite", "redis", "postgres", "azure", "dynamodb", "mongodb", "ravendb"]
 USERS = ["alice", "bob", "carol"]
 
 
@@ -64,6 +64,11 @@ def fresh_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
         return MongoDBStore(request.getfixturevalue("mongodb_url"),
                             database=f"users_{secrets.token_hex(4)}")
+    if kind == "ravendb":
+        from sessionware.stores import RavenDBStore
+
+        target = request.getfixturevalue("ravendb")
+        return RavenDBStore(target.url, target.swept, collection=target.collection())
     if kind == "redis":
         from sessionware.stores import RedisStore
 

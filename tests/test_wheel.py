@@ -29,7 +29,7 @@ CHECK = textwrap.dedent("""
     import asyncio, importlib.util, secrets, sys, tempfile
 
     for driver in ("redis", "psycopg", "psycopg_pool", "flask", "orjson", "azure", "pymongo",
-                   "aiobotocore", "botocore"):
+                   "aiobotocore", "botocore", "ravendb"):
         assert importlib.util.find_spec(driver) is None, f"{driver} is installed"
 
     import sessionware, sessionware.stores
@@ -37,7 +37,7 @@ CHECK = textwrap.dedent("""
     from sessionware.stores import MemoryStore, SQLiteStore
 
     EXTRAS = {"RedisStore": "redis", "PostgresStore": "postgres", "AzureTableStore": "azure",
-              "DynamoDBStore": "dynamodb", "MongoDBStore": "mongodb"}
+              "DynamoDBStore": "dynamodb", "MongoDBStore": "mongodb", "RavenDBStore": "ravendb"}
     EXTRAS.update({f"Sync{name}": extra for name, extra in EXTRAS.items()})
     for module in (sessionware, sessionware.stores):
         for name in module.__all__:

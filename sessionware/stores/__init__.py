@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sessionware._async.stores.memory import MemoryStore
     from sessionware._async.stores.mongodb import MongoDBStore
     from sessionware._async.stores.postgres import PostgresStore
+    from sessionware._async.stores.ravendb import RavenDBStore
     from sessionware._async.stores.redis import RedisStore
     from sessionware._async.stores.sqlite import SQLiteStore
     from sessionware._sync.stores.azure import SyncAzureTableStore
@@ -29,14 +30,16 @@ if TYPE_CHECKING:
     from sessionware._sync.stores.memory import SyncMemoryStore
     from sessionware._sync.stores.mongodb import SyncMongoDBStore
     from sessionware._sync.stores.postgres import SyncPostgresStore
+    from sessionware._sync.stores.ravendb import SyncRavenDBStore
     from sessionware._sync.stores.redis import SyncRedisStore
     from sessionware._sync.stores.sqlite import SyncSQLiteStore
     from sessionware.urls import store_from_url
 
 __all__ = ["AzureTableStore", "DynamoDBStore", "Lease", "Locked", "MemoryStore", "MongoDBStore",
-           "PostgresStore", "Record", "RedisStore", "SQLiteStore", "Store", "SyncAzureTableStore",
-           "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore", "SyncPostgresStore",
-           "SyncRedisStore", "SyncSQLiteStore", "SyncStore", "store_from_url"]
+           "PostgresStore", "RavenDBStore", "Record", "RedisStore", "SQLiteStore", "Store",
+           "SyncAzureTableStore", "SyncDynamoDBStore", "SyncMemoryStore", "SyncMongoDBStore",
+           "SyncPostgresStore", "SyncRavenDBStore", "SyncRedisStore", "SyncSQLiteStore",
+           "SyncStore", "store_from_url"]
 
 class Entry(NamedTuple):
     """A store in the registry: its module's name (the same in
@@ -61,6 +64,8 @@ STORES = {
     "DynamoDBStore": Entry("dynamodb", ("dynamodb://TABLE",)),
     "AzureTableStore": Entry("azure", ("azure://CONNECTION-STRING",)),
     "MongoDBStore": Entry("mongodb", ("mongodb://", "mongodb+srv://")),
+    "RavenDBStore": Entry("ravendb", ("ravendb://HOST:PORT/DATABASE",
+                                      "ravendb+https://HOST:PORT/DATABASE")),
 }
 
 SCHEMES = {url.partition("://")[0]: name for name, entry in STORES.items() for url in entry.urls}

@@ -13,6 +13,7 @@ from tests.faults.targets import (
     MongoDBTarget,
     NetworkTarget,
     PostgresTarget,
+    RavenDBTarget,
     RedisClusterTarget,
     RedisTarget,
     ServerTarget,
@@ -23,10 +24,12 @@ from tests.support.servers.azurite import Azurite
 from tests.support.servers.dynamodb import DynamoDBServer
 from tests.support.servers.mongodb import MongoecoServer
 from tests.support.servers.postgres import PostgresServer
+from tests.support.servers.ravendb import RavenServer
 from tests.support.servers.redis import RedisServer, start_cluster
 
 
-@pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb"])
+@pytest.fixture(params=["sqlite", "redis", "postgres", "azure", "mongodb", "dynamodb",
+                        "ravendb"])
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """Every store that has a process of its own to kill, stall or restart."""
     if request.param == "sqlite":
@@ -34,7 +37,7 @@ def target(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     return server_target_of(request)
 
 
-@pytest.fixture(params=["redis", "postgres", "azure", "mongodb", "dynamodb"])
+@pytest.fixture(params=["redis", "postgres", "azure", "mongodb", "dynamodb", "ravendb"])
 def server_target(request: pytest.FixtureRequest) -> ServerTarget:
     """Every store with a server to restart (SQLite has none)."""
     return server_target_of(request)
@@ -52,6 +55,9 @@ def server_target_of(request: pytest.FixtureRequest) -> ServerTarget:
         dynamodb: Callable[..., DynamoDBServer] = request.getfixturevalue(
             "dynamodb_server_factory")
         return DynamoDBTarget(dynamodb(persistent=True))
+    if request.param == "ravendb":
+        ravendb: Callable[[], RavenServer] = request.getfixturevalue("ravendb_server_factory")
+        return RavenDBTarget(ravendb())
     if request.param == "postgres":
         postgres: Callable[[], PostgresServer] = request.getfixturevalue(
             "postgres_server_factory")

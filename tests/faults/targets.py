@@ -21,7 +21,9 @@ other processes (``tests/support/apps/stores.py``), and faults done to real proc
   is SIGKILLed and starts again on its port, its documents kept in a SQLite
   file (mongoeco's SQLite engine). DynamoDB Local (``DynamoDBTarget.server``):
   its JVM is SIGKILLed and started again on its port, its tables kept in a
-  file (``-dbPath``).
+  file (``-dbPath``). RavenDB (``RavenDBTarget.server``): its process group
+  is SIGKILLed and started again on its ports, its documents kept on disk
+  (Voron's journal).
 
 A server target's ``store(via)`` reaches the server through other ports
 (``{server port: proxy port}``): the nemesis of ``nemesis.py`` stands there
@@ -48,6 +50,7 @@ from sessionware.stores import (
     DynamoDBStore,
     MongoDBStore,
     PostgresStore,
+    RavenDBStore,
     RedisStore,
     SQLiteStore,
     Store,
@@ -56,6 +59,8 @@ from tests.support.servers.azurite import Azurite
 from tests.support.servers.dynamodb import DynamoDBServer, store_options
 from tests.support.servers.mongodb import MongoecoServer
 from tests.support.servers.postgres import PostgresServer
+from tests.support.servers.ravendb import DATABASE as RAVENDB_DATABASE
+from tests.support.servers.ravendb import RavenServer
 from tests.support.servers.redis import RedisServer
 
 # A writer that takes the database's write lock, says so, and keeps it until
@@ -309,9 +314,10 @@ class MongoDBTarget:
 
 
 class _Killed:
-    """A DynamoDB Local whose ``stop`` is a crash (SIGKILL of its JVM)."""
+    """A server whose ``stop`` is a crash (SIGKILL of its process: DynamoDB
+    Local's JVM, RavenDB's .NET process group)."""
 
-    def __init__(self, server: DynamoDBServer) -> None:
+    def __init__(self, server: DynamoDBServer | RavenServer) -> None:
         self._server = server
 
     def stop(self) -> None:
@@ -352,7 +358,39 @@ class DynamoDBTarget:
             self.dynamodb.resume()
 
 
+class RavenDBTarget:
+    name = "ravendb"
+
+    def __init__(self, server: RavenServer) -> None:
+        self.ravendb = server
+        self.server = _Killed(server)
+
+    @property
+    def spec(self) -> str:
+        return f"ravendb-4.1:{self.ravendb.url}/{RAVENDB_DATABASE}"
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return (self.ravendb.port,)
+
+    def store(self, via: Mapping[int, int] | None = None) -> Store:
+        return RavenDBStore(through(self.ravendb.url, via), RAVENDB_DATABASE, timeout=5.0)
+
+    def refuses_when_stalled(self, face: str) -> bool:
+        """A request sent to a stalled server may run when it resumes: unknown."""
+        return False
+
+    @contextmanager
+    def stalled(self) -> Iterator[None]:
+        self.ravendb.stall()
+        try:
+            yield
+        finally:
+            self.ravendb.resume()
+
+
 Target = (SQLiteTarget | RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget
-          | DynamoDBTarget)
-ServerTarget = RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget | DynamoDBTarget
+          | DynamoDBTarget | RavenDBTarget)
+ServerTarget = (RedisTarget | PostgresTarget | AzureTarget | MongoDBTarget | DynamoDBTarget
+                | RavenDBTarget)
 NetworkTarget = ServerTarget | RedisClusterTarget

@@ -2,7 +2,8 @@
 
 ``sqlite:<path>``, ``redis:<url>``, ``redis-cluster:<url of any node>``,
 ``postgres:<dsn>``, ``azure:<connection string>``, ``mongodb:<url>``,
-``dynamodb:<endpoint>`` (DynamoDB Local: any credentials)
+``dynamodb:<endpoint>`` (DynamoDB Local: any credentials), ``ravendb:<url>/<database>``
+(``ravendb-4.1:`` for the tests' 4.1 server: the client then says it is 4.1.0)
 """
 
 from __future__ import annotations
@@ -41,4 +42,12 @@ def store_from_spec(spec: str) -> Store:
 
         return DynamoDBStore(endpoint_url=where, region_name="us-east-1",
                              aws_access_key_id="sessionware", aws_secret_access_key="sessionware")
+    if kind in ("ravendb", "ravendb-4.1"):
+        from sessionware.stores import RavenDBStore
+        from tests.support.servers.ravendb import speak_41
+
+        if kind == "ravendb-4.1":
+            speak_41()
+        url, _, database = where.rpartition("/")
+        return RavenDBStore(url, database)
     raise ValueError(f"unknown store spec {spec!r}")
