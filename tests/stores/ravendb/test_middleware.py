@@ -21,7 +21,7 @@ from tests.support.servers.ravendb import (
     RavenServer,
     RavenTarget,
 )
-from tests.web.asgi.test_end_to_end import APP, increments, new_session, read_n
+from tests.web.asgi.test_end_to_end import APP, all_200_kept
 
 
 class TestMiddlewareOnRavenDB(MiddlewareSuite):
@@ -72,15 +72,6 @@ async def test_200_concurrent_increments_through_gunicorn_end_at_200(
                        "-w", "2", "-k", "gthread", "--threads", "8", "--preload")
     with serve(command, {"SESSIONWARE_TEST_STORE": ravendb.spec()}) as server:
         await all_200_kept(server.url)
-
-
-async def all_200_kept(url: str) -> None:
-    """200 concurrent increments of a new session: each answered, none lost."""
-    cookie = await new_session(url)
-    responses = await increments(url, 200, cookie)
-    assert {r.status_code for r in responses} == {200}, {r.text for r in responses}
-    assert sorted(int(r.text) for r in responses) == list(range(2, 202))
-    assert await read_n(url, cookie) == 201
 
 
 async def test_a_stalled_server_gives_503_within_store_timeout(
