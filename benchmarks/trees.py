@@ -1,5 +1,6 @@
 """Two trees of sessionware side by side, in CPU per request:
-``python -m benchmarks.trees BEFORE AFTER [--stores sqlite,redis,...] [--seeds N]``.
+``python -m benchmarks.trees BEFORE AFTER [--stores sqlite,redis,...] [--seeds N]
+[--concurrency C]``.
 
 For a change that touches the hot path (the store kernel issue asks `/inc`
 and `/n` within 3% per store). A wrk run through a server cannot resolve
@@ -7,7 +8,10 @@ and `/n` within 3% per store). A wrk run through a server cannot resolve
 change of the library's code changes: the CPU the application process spends
 per request. Each tree (a checkout: the folder holding ``sessionware/``) gets
 a worker process of its own per store, which serves raw ASGI calls of the
-benchmark's app (``/inc`` locked, ``/n`` read) in blocks; the parent asks
+benchmark's app (``/inc`` locked, ``/n`` read) in blocks (one request at a
+time, or with ``--concurrency C`` C sessions' requests at once, as wrk's
+connections come: what a store that groups the work of one loop turn is
+measured by); the parent asks
 the two workers for a block in turn, in a shuffled order, so that the
 machine's drift falls on both alike, and takes each block's ratio within its
 pair. A process's own layout (its hash seed, where its objects fall) moves
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -37,6 +42,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +83,9 @@ class Worker:
     """A worker process serving one tree's app on one store."""
 
     def __init__(self, tree: str, store: str, env: dict[str, str], workdir: str,
-                 seed: int) -> None:
+                 seed: int, concurrency: int) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.trees", "--worker", tree, store],
+            [sys.executable, "-m", "benchmarks.trees", "--worker", tree, store, str(concurrency)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
             env={**os.environ, **env, "BENCH_SQLITE": str(Path(workdir) / f"{store}.db"),
                  "PYTHONHASHSEED": str(seed)})
@@ -103,12 +109,12 @@ class Worker:
 
 
 def compare(trees: list[str], store: str, env: dict[str, str], seeds: int, blocks: int,
-            requests: int) -> dict[str, Any]:
+            requests: int, concurrency: int = 1) -> dict[str, Any]:
     samples: dict[str, list[list[dict[str, float]]]] = {path: [[], []] for path in PATHS}
     where: list[str] = []
     for seed in range(1, seeds + 1):
         workdirs = [tempfile.mkdtemp(prefix=f"sessionware-trees-{i}-") for i in range(2)]
-        workers = [Worker(tree, store, env, workdir, seed)
+        workers = [Worker(tree, store, env, workdir, seed, concurrency)
                    for tree, workdir in zip(trees, workdirs, strict=True)]
         try:
             where = [w.tree for w in workers]
@@ -127,7 +133,8 @@ def compare(trees: list[str], store: str, env: dict[str, str], seeds: int, block
         finally:
             for worker in workers:
                 worker.stop()
-    result: dict[str, Any] = {"store": store, "trees": where, "seeds": seeds}
+    result: dict[str, Any] = {"store": store, "trees": where, "seeds": seeds,
+                              "concurrency": concurrency}
     for path, (before, after) in samples.items():
         ratios = [b["cpu_us"] / a["cpu_us"] for a, b in zip(before, after, strict=True)]
         result[path] = {
@@ -142,7 +149,7 @@ def compare(trees: list[str], store: str, env: dict[str, str], seeds: int, block
     return result
 
 
-def serve(tree: str, store: str) -> None:
+def serve(tree: str, store: str, concurrency: int) -> None:
     """The worker: sessionware from ``tree``, the app and its client from here."""
     assert "sessionware" not in sys.modules
     only = Path(tempfile.mkdtemp(prefix="sessionware-tree-"))  # nothing else of the tree
@@ -150,25 +157,26 @@ def serve(tree: str, store: str) -> None:
     sys.path.insert(0, str(only))
     import sessionware
 
-    asyncio.run(_serve(store, str(Path(sessionware.__file__).resolve())))
+    asyncio.run(_serve(store, str(Path(sessionware.__file__).resolve()), concurrency))
 
 
-async def _serve(kind: str, where: str) -> None:
+async def _serve(kind: str, where: str, concurrency: int) -> None:
     from starlette.applications import Starlette
 
     from benchmarks.apps_asgi import SECRET, _no_load, routes
     from benchmarks.counting import COUNTS, counting_store, sessionware_store
-    from benchmarks.metrics_overhead import Client, block
+    from benchmarks.metrics_overhead import Client
     from sessionware import Rule, SessionMiddleware
     from sessionware.stores import MemoryStore
 
     store = counting_store(MemoryStore)() if kind == "memory" else sessionware_store(kind)
     app = SessionMiddleware(Starlette(routes=routes(_no_load)), store=store, secret_key=SECRET,
                             lock_mode=[Rule("read", paths=["/n"])])
-    client = Client(app)
+    clients = [Client(app) for _ in range(concurrency)]
+    client = clients[0]
     increments = 200
-    for _ in range(increments):  # set up, make the session, warm up
-        await client.get("/inc")
+    for _ in range(increments):  # set up, make the sessions, warm up
+        await clients[_ % concurrency].get("/inc")
     for line in sys.stdin:
         request = json.loads(line)
         if request.get("ready"):
@@ -177,15 +185,32 @@ async def _serve(kind: str, where: str) -> None:
             answer = {"calls": await _calls(client, request["calls"])}
             increments += 100 if request["calls"] == "/inc" else 0
         elif request.get("check"):
-            answer = {"lost": increments - int(await client.get("/n"))}
+            counted = sum([int(await each.get("/n")) for each in clients])
+            answer = {"lost": increments - counted}
         else:
-            increments += request["requests"] if request["path"] == "/inc" else 0
+            requests = request["requests"] // concurrency * concurrency
+            increments += requests if request["path"] == "/inc" else 0
             COUNTS.clear()
-            cpu_us, wall_us = await block(client, request["requests"], request["path"])
+            cpu_us, wall_us = await _block(clients, requests, request["path"])
             answer = {"cpu_us": cpu_us, "wall_us": wall_us,
-                      "operations": sum(COUNTS.values()) / request["requests"]}
+                      "operations": sum(COUNTS.values()) / requests}
         print(json.dumps(answer), flush=True)
     await store.aclose()
+
+
+async def _block(clients: list[Any], requests: int, path: str) -> tuple[float, float]:
+    """CPU and wall microseconds per request over ``requests`` calls of
+    ``path``, made by the clients at once, each one at a time."""
+    gc.collect()
+    cpu, wall = time.process_time(), time.perf_counter()
+
+    async def one_client(client: Any) -> None:
+        for _ in range(requests // len(clients)):
+            await client.get(path)
+
+    await asyncio.gather(*(one_client(client) for client in clients))
+    return (1e6 * (time.process_time() - cpu) / requests,
+            1e6 * (time.perf_counter() - wall) / requests)
 
 
 async def _calls(client: Any, path: str, requests: int = 100) -> float:
@@ -203,7 +228,7 @@ async def _calls(client: Any, path: str, requests: int = 100) -> float:
 
 def main() -> None:
     if sys.argv[1:2] == ["--worker"]:
-        serve(sys.argv[2], sys.argv[3])
+        serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("before")
@@ -212,6 +237,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5, help="pairs of workers")
     parser.add_argument("--blocks", type=int, default=4, help="per pair and path")
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="sessions whose requests run at once (wrk's connections)")
     parser.add_argument("--out", default="benchmarks/results/trees.json")
     args = parser.parse_args()
     stores = args.stores.split(",")
@@ -223,7 +250,7 @@ def main() -> None:
     try:
         for store in stores:
             result = compare([args.before, args.after], store, env, args.seeds, args.blocks,
-                             args.requests)
+                             args.requests, args.concurrency)
             results.append(result)
             for path in PATHS:
                 cell = result[path]

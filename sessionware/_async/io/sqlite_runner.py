@@ -1,12 +1,14 @@
 """How SQLiteStore's async face runs its blocking sqlite3 calls: on the event
 loop's thread when a call need not wait for a lock, else on the store's worker
-thread, which also sweeps and checkpoints the WAL. The sync face
+thread, which also sweeps and checkpoints the WAL. The writes of one loop turn
+share one write transaction (:class:`GroupCommit`). The sync face
 (:mod:`sessionware._sync.io.sqlite_runner`) runs each call on the calling
 thread. Why, and what it costs: docs/stores/sqlite.md, "Several processes".
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import logging
@@ -17,8 +19,9 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
+from sessionware._async.io.primitives import run_blocking
 from sessionware._async.stores.base import time_budget
 from sessionware._forks import ForkGate, generation
 from sessionware._perthread import PerThread
@@ -26,9 +29,13 @@ from sessionware.exceptions import StoreError
 from sessionware.stores._errors import ErrorTable
 from sessionware.stores.answers import backoff_delay
 
-__all__ = ["CHECKPOINT_EVERY", "Runner", "is_error"]
+__all__ = ["CHECKPOINT_EVERY", "GroupCommit", "Runner", "Step", "is_error"]
 
 _T = TypeVar("_T")
+# A write's statements: step(db, now, *args) runs them inside a write
+# transaction that another write may share, and returns the write's answer.
+# It must not commit, and it raises only for what fails the whole transaction.
+Step = Callable[..., _T]
 
 # Run on every new connection. 1 KiB pages (for a file with no table yet) make
 # a write's WAL frame a quarter of the default's: about a fifth less CPU per
@@ -37,7 +44,8 @@ _T = TypeVar("_T")
 PRAGMAS = ("PRAGMA page_size = 1024", "PRAGMA journal_mode = WAL",
            "PRAGMA synchronous = NORMAL")
 # The loop's thread never checkpoints, which flushes to disk: the worker
-# thread does, PASSIVE (waiting for nobody), every CHECKPOINT_EVERY writes.
+# thread does, PASSIVE (waiting for nobody), every CHECKPOINT_EVERY store
+# writes (a group commit's transaction counts each of its writes).
 LOOP_PRAGMAS = ("PRAGMA wal_autocheckpoint = 0",)
 CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 # Opens every write: takes the write lock now (waiting up to the busy timeout),
@@ -143,6 +151,19 @@ class Runner:
             time.sleep(min(remaining, backoff_delay(attempt, base=_BUSY_BASE, cap=_BUSY_CAP)))
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def alone(self, step: Step[_T], *args: Any) -> _T:
+        """``step`` in a write transaction of its own, on this thread."""
+        db = self.connection()
+        with self.write(db) as now:
+            return step(db, now, *args)
+
+    def together(self, writes: list[tuple[Step[Any], tuple[Any, ...]]]) -> list[Any]:
+        """Each ``(step, args)`` of ``writes`` in order, in one write transaction;
+        their answers once it committed."""
+        db = self.connection()
+        with self.write(db, len(writes)) as now:
+            return [step(db, now, *args) for step, args in writes]
+
     def _budget(self) -> float:
         return time_budget(self.busy_timeout)
 
@@ -186,8 +207,9 @@ class Runner:
         return db
 
     @contextlib.contextmanager
-    def write(self, db: sqlite3.Connection) -> Iterator[float]:
-        """One write transaction; yields the time, read once the lock is held.
+    def write(self, db: sqlite3.Connection, writes: int = 1) -> Iterator[float]:
+        """One write transaction (of ``writes`` store writes); yields the time,
+        read once the lock is held.
         This process's threads queue at ``_writer`` first (docs/stores/sqlite.md);
         on the loop's thread only for ``_LOOP_WRITER_WAIT``."""
         on_loop = getattr(self._on_loop, "active", False)
@@ -205,7 +227,7 @@ class Runner:
         finally:
             self._writer.release()
         if on_loop:
-            self._loop_writes += 1
+            self._loop_writes += writes
             if self._loop_writes >= CHECKPOINT_EVERY:
                 self._loop_writes = 0
                 self.submit(self._background_checkpoint)
@@ -238,3 +260,62 @@ class Runner:
             db.execute(CHECKPOINT)
         finally:
             self._writer.release()
+
+
+class _Pending:
+    __slots__ = ("args", "future", "step")
+
+    def __init__(self, step: Step[Any], args: tuple[Any, ...],
+                 future: asyncio.Future[tuple[bool, Any]]) -> None:
+        self.step, self.args, self.future = step, args, future
+
+
+class GroupCommit:
+    """The writes that the tasks of one event loop turn ask for, on the loop's
+    thread: the turn's first write runs at once, alone (so a request that
+    meets no other waits for no group); the rest wait for the turn's end and
+    run then in one write transaction, one ``BEGIN IMMEDIATE`` and one
+    ``COMMIT`` (one append to the WAL) for all of them. Every caller is
+    answered only after the commit that holds its write. A group that finds
+    the write lock held, or fails, is rolled back whole, and each of its writes
+    is run again alone on the worker thread (which waits for the lock), where
+    an error is its own."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        # per event loop: the writes waiting for this turn's end ([] once the
+        # turn's first write ran)
+        self._pending: dict[asyncio.AbstractEventLoop, list[_Pending]] = {}
+
+    async def write(self, step: Step[_T], *args: Any) -> _T:
+        """``step(db, now, *args)`` in a write transaction, committed."""
+        executor = self._runner.worker()
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(loop)
+        if pending is None:
+            self._pending[loop] = []
+            loop.call_soon(self._commit, loop)
+            done, answer = self._runner.here(self._runner.alone, step, *args)
+        else:
+            future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
+            pending.append(_Pending(step, args, future))
+            done, answer = await future
+        if done:
+            return cast(_T, answer)
+        return await run_blocking(executor, self._runner.until_not_busy,
+                                  self._runner.alone, step, *args)
+
+    def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A caller cancelled meanwhile gets no write: nobody would hear its answer.
+        group = [p for p in self._pending.pop(loop, ()) if not p.future.cancelled()]
+        if not group:
+            return
+        try:
+            done, answers = self._runner.here(
+                self._runner.together, [(p.step, p.args) for p in group])
+        except Exception:  # rolled back: each write alone reports its own error
+            done, answers = False, None
+        for index, pending in enumerate(group):
+            if not pending.future.cancelled():
+                pending.future.set_result((True, answers[index]) if done and answers is not None
+                                          else (False, None))

@@ -6,9 +6,10 @@ per session (key TEXT, data BLOB, token INTEGER; ``locked_until``,
 ``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at`` REAL
 wall-clock seconds, NULL for none), and the index ``<table>_expires_at``.
 
-Each write is one ``BEGIN IMMEDIATE`` transaction of the statements below (a
-fenced one changes nothing unless the live row carries the lease's token);
-``acquire`` reads the lease first and writes only when it is free or lapsed.
+Each write is one statement below (a fenced one changes nothing unless the
+live row carries the lease's token; ``acquire`` reads the lease's state after
+it only when it took none), inside a ``BEGIN IMMEDIATE`` transaction that the
+other writes of the same event loop turn share (group commit).
 :mod:`sessionware._async.io.sqlite_runner` runs them. Expired rows go by
 sweeps, at most once per ``sweep_interval`` per process. ``wait`` is woken
 by a release in this process, else polls with backoff.
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import unquote
 
 from sessionware._async.io.primitives import IS_SYNC, Background, run_blocking, run_on_thread, sleep
-from sessionware._async.io.sqlite_runner import Runner, is_error
+from sessionware._async.io.sqlite_runner import GroupCommit, Runner, is_error
 from sessionware._async.stores import _sql
 from sessionware._async.stores.base import SCAN_BATCH, Store, report_each
 from sessionware._async.waiters import Waiters
@@ -73,7 +74,7 @@ _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
 # Whether sliding the idle deadline moves it by :refresh_after or more (:ttl NULL: no).
 _SLIDE_DUE = f":ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after"
 
-# acquire(), the read before the write: (locked_until or 0.0) of the live row.
+# acquire() when it took no lease: (locked_until or 0.0) of the live row.
 LOCK_STATE = f"SELECT coalesce(locked_until, 0.0) FROM {{table}} WHERE {_LIVE}"
 # acquire(): :key, :now, :lease_ttl. Bumps the token and dates the lease :now
 # when the live row is unlocked or its lease lapsed; RETURNING (token, data).
@@ -209,6 +210,7 @@ class SQLiteStore(Store):
         self._waiters: Waiters[str] = Waiters()
         self._runner = Runner(self, self._path, busy_timeout, self._errors, logger,
                               on_fork=self._waiters.clear)
+        self._group = GroupCommit(self._runner)
         self._sweep_interval = sweep_interval
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._purging = Background("sessionware-sqlite-sweep")  # the async face's
@@ -246,20 +248,20 @@ class SQLiteStore(Store):
             executor.shutdown(wait=False)
 
     async def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        return await self._run("acquire", self._acquire, key, lease_ttl)
+        return await self._write("acquire", self._acquire, key, lease_ttl)
 
     async def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        await self._run("commit", self._fenced, "commit", lease, {"data": data, "ttl": ttl})
+        await self._write_fenced("commit", lease, {"data": data, "ttl": ttl})
         self._waiters.wake(lease.key)
 
     async def release(self, lease: Lease, *, ttl: float | None = None,
                       refresh_after: float = 0.0) -> None:
         params = {"ttl": ttl, "refresh_after": refresh_after}
-        await self._run("release", self._fenced, "release", lease, params)
+        await self._write_fenced("release", lease, params)
         self._waiters.wake(lease.key)
 
     async def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        await self._run("renew", self._fenced, "renew", lease, {"lease_ttl": lease_ttl})
+        await self._write_fenced("renew", lease, {"lease_ttl": lease_ttl})
 
     async def read(self, key: str, *, ttl: float | None = None,
                    refresh_after: float = 0.0) -> bytes | None:
@@ -267,14 +269,14 @@ class SQLiteStore(Store):
 
     async def create(self, key: str, data: bytes, *, ttl: float,
                      absolute_ttl: float | None = None) -> bool:
-        return await self._run("create", self._create, key, data, ttl, absolute_ttl)
+        return await self._write("create", self._create, key, data, ttl, absolute_ttl)
 
     async def delete(self, lease: Lease) -> None:
-        await self._run("delete", self._fenced, "delete", lease, {})
+        await self._write_fenced("delete", lease, {})
         self._waiters.wake(lease.key)
 
     async def discard(self, key: str) -> bool:
-        removed = await self._run("discard", self._discard, key)
+        removed = await self._write("discard", self._discard, key)
         self._waiters.wake(key)
         return removed
 
@@ -324,6 +326,18 @@ class SQLiteStore(Store):
         self._sweep_if_due()
         return cast(_T, answer)
 
+    async def _write(self, op: str, step: Callable[..., _T], *args: Any) -> _T:
+        """Run one write, ``step(db, now, *args)``, committed with the others
+        of its group (:class:`GroupCommit`); then as :meth:`_run`."""
+        with self._errors.mapped(op, self._where):
+            answer = await self._group.write(step, *args)
+        self._sweep_if_due()
+        return answer
+
+    async def _write_fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
+        if not await self._write(op, self._fenced, op, lease, params):
+            raise lease_lost(lease)
+
     def _sweep_if_due(self) -> None:
         """Start a background sweep if one is due (checked by every operation,
         since traffic to any one of them may stop)."""
@@ -364,20 +378,14 @@ class SQLiteStore(Store):
         db.execute(self._sql["create_table"])
         db.execute(self._sql["create_index"])
 
-    def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
-        db = self._runner.connection()
-        now = time.time()
-        locked_until = self._locked_until(db, key, now)
-        if locked_until is None or locked_until > now:
-            return _refusal(locked_until, now)
-        with self._runner.write(db) as now:
-            params = {"key": key, "now": now, "lease_ttl": lease_ttl}
-            row = self._take(db, params)
-            if row is not None:
-                return Lease(key, row[0], row[1])
-            # Another process took it (or deleted it) since the read above.
-            locked_until = self._locked_until(db, key, now)
-        return _refusal(locked_until, now)
+    # The writes' steps: each runs inside a write transaction, with its time.
+
+    def _acquire(self, db: sqlite3.Connection, now: float, key: str,
+                 lease_ttl: float) -> Lease | Locked | None:
+        row = self._take(db, {"key": key, "now": now, "lease_ttl": lease_ttl})
+        if row is not None:
+            return Lease(key, row[0], row[1])
+        return _refusal(self._locked_until(db, key, now), now)
 
     def _take(self, db: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, bytes] | None:
         if _RETURNING:
@@ -392,13 +400,11 @@ class SQLiteStore(Store):
         rows = db.execute(self._sql["lock_state"], {"key": key, "now": now}).fetchall()
         return float(rows[0][0]) if rows else None
 
-    def _fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            params = {**params, "key": lease.key, "token": lease.token, "now": now}
-            changed = db.execute(self._sql[op], params).rowcount
-        if changed == 0:
-            raise lease_lost(lease)
+    def _fenced(self, db: sqlite3.Connection, now: float, op: str, lease: Lease,
+                params: dict[str, Any]) -> bool:
+        """Whether the fenced statement ``op`` found the lease's row."""
+        params = {**params, "key": lease.key, "token": lease.token, "now": now}
+        return bool(db.execute(self._sql[op], params).rowcount)
 
     def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
         db = self._runner.connection()
@@ -412,18 +418,15 @@ class SQLiteStore(Store):
                 db.execute(self._sql["touch"], {**params, "now": now})
         return bytes(data)
 
-    def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            absolute = None if absolute_ttl is None else now + absolute_ttl
-            params = {"key": key, "data": data, "token": int(now * 1e6), "now": now,
-                      "ttl": ttl, "absolute": absolute}
-            return db.execute(self._sql["create"], params).rowcount == 1
+    def _create(self, db: sqlite3.Connection, now: float, key: str, data: bytes, ttl: float,
+                absolute_ttl: float | None) -> bool:
+        absolute = None if absolute_ttl is None else now + absolute_ttl
+        params = {"key": key, "data": data, "token": int(now * 1e6), "now": now,
+                  "ttl": ttl, "absolute": absolute}
+        return bool(db.execute(self._sql["create"], params).rowcount == 1)
 
-    def _discard(self, key: str) -> bool:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            return db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1
+    def _discard(self, db: sqlite3.Connection, now: float, key: str) -> bool:
+        return bool(db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1)
 
     def _inspect(self, key: str) -> Record | None:
         rows = self._runner.connection().execute(

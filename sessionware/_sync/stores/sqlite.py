@@ -8,9 +8,10 @@ per session (key TEXT, data BLOB, token INTEGER; ``locked_until``,
 ``expires_at``, ``absolute_expires_at``, ``created_at``, ``locked_at`` REAL
 wall-clock seconds, NULL for none), and the index ``<table>_expires_at``.
 
-Each write is one ``BEGIN IMMEDIATE`` transaction of the statements below (a
-fenced one changes nothing unless the live row carries the lease's token);
-``acquire`` reads the lease first and writes only when it is free or lapsed.
+Each write is one statement below (a fenced one changes nothing unless the
+live row carries the lease's token; ``acquire`` reads the lease's state after
+it only when it took none), inside a ``BEGIN IMMEDIATE`` transaction that the
+other writes of the same event loop turn share (group commit).
 :mod:`sessionware._sync.io.sqlite_runner` runs them. Expired rows go by
 sweeps, at most once per ``sweep_interval`` per process. ``wait`` is woken
 by a release in this process, else polls with backoff.
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 from urllib.parse import unquote
 
 from sessionware._sync.io.primitives import IS_SYNC, Background, run_blocking, run_on_thread, sleep
-from sessionware._sync.io.sqlite_runner import Runner, is_error
+from sessionware._sync.io.sqlite_runner import GroupCommit, Runner, is_error
 from sessionware._sync.stores import _sql
 from sessionware._sync.stores.base import SCAN_BATCH, SyncStore, report_each
 from sessionware._sync.waiters import Waiters
@@ -90,7 +91,7 @@ _TARGET = "min(:now + :ttl, coalesce(absolute_expires_at, :now + :ttl))"
 # Whether sliding the idle deadline moves it by :refresh_after or more (:ttl NULL: no).
 _SLIDE_DUE = f":ttl IS NOT NULL AND {_TARGET} - expires_at >= :refresh_after"
 
-# acquire(), the read before the write: (locked_until or 0.0) of the live row.
+# acquire() when it took no lease: (locked_until or 0.0) of the live row.
 LOCK_STATE = f"SELECT coalesce(locked_until, 0.0) FROM {{table}} WHERE {_LIVE}"
 # acquire(): :key, :now, :lease_ttl. Bumps the token and dates the lease :now
 # when the live row is unlocked or its lease lapsed; RETURNING (token, data).
@@ -259,6 +260,7 @@ class SyncSQLiteStore(SyncStore):
         self._runner = Runner(
             self, self._path, busy_timeout, self._errors, logger, on_fork=self._waiters.clear
         )
+        self._group = GroupCommit(self._runner)
         self._sweep_interval = sweep_interval
         self._next_sweep = 0.0  # time.monotonic(); 0: the first operation sweeps
         self._purging = Background("sessionware-sqlite-sweep")  # the async face's
@@ -300,21 +302,21 @@ class SyncSQLiteStore(SyncStore):
             executor.shutdown(wait=False)
 
     def acquire(self, key: str, *, lease_ttl: float) -> Lease | Locked | None:
-        return self._run("acquire", self._acquire, key, lease_ttl)
+        return self._write("acquire", self._acquire, key, lease_ttl)
 
     def commit(self, lease: Lease, data: bytes, *, ttl: float) -> None:
-        self._run("commit", self._fenced, "commit", lease, {"data": data, "ttl": ttl})
+        self._write_fenced("commit", lease, {"data": data, "ttl": ttl})
         self._waiters.wake(lease.key)
 
     def release(
         self, lease: Lease, *, ttl: float | None = None, refresh_after: float = 0.0
     ) -> None:
         params = {"ttl": ttl, "refresh_after": refresh_after}
-        self._run("release", self._fenced, "release", lease, params)
+        self._write_fenced("release", lease, params)
         self._waiters.wake(lease.key)
 
     def renew(self, lease: Lease, *, lease_ttl: float) -> None:
-        self._run("renew", self._fenced, "renew", lease, {"lease_ttl": lease_ttl})
+        self._write_fenced("renew", lease, {"lease_ttl": lease_ttl})
 
     def read(
         self, key: str, *, ttl: float | None = None, refresh_after: float = 0.0
@@ -324,14 +326,14 @@ class SyncSQLiteStore(SyncStore):
     def create(
         self, key: str, data: bytes, *, ttl: float, absolute_ttl: float | None = None
     ) -> bool:
-        return self._run("create", self._create, key, data, ttl, absolute_ttl)
+        return self._write("create", self._create, key, data, ttl, absolute_ttl)
 
     def delete(self, lease: Lease) -> None:
-        self._run("delete", self._fenced, "delete", lease, {})
+        self._write_fenced("delete", lease, {})
         self._waiters.wake(lease.key)
 
     def discard(self, key: str) -> bool:
-        removed = self._run("discard", self._discard, key)
+        removed = self._write("discard", self._discard, key)
         self._waiters.wake(key)
         return removed
 
@@ -382,6 +384,18 @@ class SyncSQLiteStore(SyncStore):
         self._sweep_if_due()
         return cast(_T, answer)
 
+    def _write(self, op: str, step: Callable[..., _T], *args: Any) -> _T:
+        """Run one write, ``step(db, now, *args)``, committed with the others
+        of its group (:class:`GroupCommit`); then as :meth:`_run`."""
+        with self._errors.mapped(op, self._where):
+            answer = self._group.write(step, *args)
+        self._sweep_if_due()
+        return answer
+
+    def _write_fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
+        if not self._write(op, self._fenced, op, lease, params):
+            raise lease_lost(lease)
+
     def _sweep_if_due(self) -> None:
         """Start a background sweep if one is due (checked by every operation,
         since traffic to any one of them may stop)."""
@@ -424,20 +438,15 @@ class SyncSQLiteStore(SyncStore):
         db.execute(self._sql["create_table"])
         db.execute(self._sql["create_index"])
 
-    def _acquire(self, key: str, lease_ttl: float) -> Lease | Locked | None:
-        db = self._runner.connection()
-        now = time.time()
-        locked_until = self._locked_until(db, key, now)
-        if locked_until is None or locked_until > now:
-            return _refusal(locked_until, now)
-        with self._runner.write(db) as now:
-            params = {"key": key, "now": now, "lease_ttl": lease_ttl}
-            row = self._take(db, params)
-            if row is not None:
-                return Lease(key, row[0], row[1])
-            # Another process took it (or deleted it) since the read above.
-            locked_until = self._locked_until(db, key, now)
-        return _refusal(locked_until, now)
+    # The writes' steps: each runs inside a write transaction, with its time.
+
+    def _acquire(
+        self, db: sqlite3.Connection, now: float, key: str, lease_ttl: float
+    ) -> Lease | Locked | None:
+        row = self._take(db, {"key": key, "now": now, "lease_ttl": lease_ttl})
+        if row is not None:
+            return Lease(key, row[0], row[1])
+        return _refusal(self._locked_until(db, key, now), now)
 
     def _take(self, db: sqlite3.Connection, params: dict[str, Any]) -> tuple[int, bytes] | None:
         if _RETURNING:
@@ -452,13 +461,12 @@ class SyncSQLiteStore(SyncStore):
         rows = db.execute(self._sql["lock_state"], {"key": key, "now": now}).fetchall()
         return float(rows[0][0]) if rows else None
 
-    def _fenced(self, op: str, lease: Lease, params: dict[str, Any]) -> None:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            params = {**params, "key": lease.key, "token": lease.token, "now": now}
-            changed = db.execute(self._sql[op], params).rowcount
-        if changed == 0:
-            raise lease_lost(lease)
+    def _fenced(
+        self, db: sqlite3.Connection, now: float, op: str, lease: Lease, params: dict[str, Any]
+    ) -> bool:
+        """Whether the fenced statement ``op`` found the lease's row."""
+        params = {**params, "key": lease.key, "token": lease.token, "now": now}
+        return bool(db.execute(self._sql[op], params).rowcount)
 
     def _read(self, key: str, ttl: float | None, refresh_after: float) -> bytes | None:
         db = self._runner.connection()
@@ -472,24 +480,28 @@ class SyncSQLiteStore(SyncStore):
                 db.execute(self._sql["touch"], {**params, "now": now})
         return bytes(data)
 
-    def _create(self, key: str, data: bytes, ttl: float, absolute_ttl: float | None) -> bool:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            absolute = None if absolute_ttl is None else now + absolute_ttl
-            params = {
-                "key": key,
-                "data": data,
-                "token": int(now * 1e6),
-                "now": now,
-                "ttl": ttl,
-                "absolute": absolute,
-            }
-            return db.execute(self._sql["create"], params).rowcount == 1
+    def _create(
+        self,
+        db: sqlite3.Connection,
+        now: float,
+        key: str,
+        data: bytes,
+        ttl: float,
+        absolute_ttl: float | None,
+    ) -> bool:
+        absolute = None if absolute_ttl is None else now + absolute_ttl
+        params = {
+            "key": key,
+            "data": data,
+            "token": int(now * 1e6),
+            "now": now,
+            "ttl": ttl,
+            "absolute": absolute,
+        }
+        return bool(db.execute(self._sql["create"], params).rowcount == 1)
 
-    def _discard(self, key: str) -> bool:
-        db = self._runner.connection()
-        with self._runner.write(db) as now:
-            return db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1
+    def _discard(self, db: sqlite3.Connection, now: float, key: str) -> bool:
+        return bool(db.execute(self._sql["discard"], {"key": key, "now": now}).rowcount == 1)
 
     def _inspect(self, key: str) -> Record | None:
         rows = (

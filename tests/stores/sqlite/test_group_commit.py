@@ -1,0 +1,128 @@
+"""SQLiteStore's async face commits the writes of one event loop turn together.
+
+The turn's first write runs at once, alone; the writes that the turn's other
+tasks ask for share one transaction at the turn's end. Each caller hears its
+answer only after the transaction holding its write committed. A group that
+meets a held write lock or an error is rolled back whole, and each of its
+writes runs again alone, where an error is its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from sessionware.stores import Lease, Locked, SQLiteStore
+from tests.support.store_contract import background_purge_done
+
+KEYS = [f"k{i}" for i in range(32)]
+TOKEN = "SELECT token, locked_until IS NOT NULL FROM sessionware_sessions WHERE key = ?"
+
+
+async def _store(path: Path) -> SQLiteStore:
+    store = SQLiteStore(path, busy_timeout=30)
+    await store.setup()
+    await background_purge_done(store)  # no sweep holds the lock meanwhile
+    for key in KEYS:
+        assert await store.create(key, b"0", ttl=60)
+    return store
+
+
+def _traced(store: SQLiteStore) -> list[str]:
+    """The statements the loop thread's connection runs from now on."""
+    statements: list[str] = []
+    store._runner.connection().set_trace_callback(statements.append)
+    return statements
+
+
+async def test_the_writes_of_one_turn_share_one_commit(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "s.db")
+    try:
+        statements = _traced(store)
+        leases = await asyncio.gather(*(store.acquire(key, lease_ttl=5) for key in KEYS))
+        assert all(isinstance(lease, Lease) for lease in leases)
+        # the turn's first alone, the other 31 together
+        assert statements.count("COMMIT") == 2, statements
+        assert statements.count("BEGIN IMMEDIATE") == 2
+        statements.clear()
+        await asyncio.gather(*(store.commit(lease, b"1", ttl=60)  # type: ignore[arg-type]
+                               for lease in leases))
+        assert statements.count("COMMIT") == 2, statements
+        assert [await store.read(key) for key in KEYS] == [b"1"] * len(KEYS)
+    finally:
+        await store.aclose()
+
+
+async def test_each_caller_is_answered_after_its_write_committed(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await _store(path)
+    other = sqlite3.connect(path)  # another process's view: committed rows only
+    try:
+        async def acquire_and_look(key: str) -> bool:
+            lease = await store.acquire(key, lease_ttl=5)
+            assert isinstance(lease, Lease)
+            committed: tuple[int, int] = other.execute(TOKEN, (key,)).fetchone()
+            return committed == (lease.token, 1)
+
+        assert all(await asyncio.gather(*(acquire_and_look(key) for key in KEYS)))
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_a_caller_cancelled_before_the_turn_ends_writes_nothing(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "s.db")
+    try:
+        first = asyncio.create_task(store.acquire("k0", lease_ttl=5))
+        second = asyncio.create_task(store.acquire("k1", lease_ttl=5))
+        await asyncio.sleep(0)  # both ran: k0's alone, k1's waits for the turn's end
+        assert first.done()
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert isinstance(await store.acquire("k1", lease_ttl=5), Lease)  # nobody held it
+        assert isinstance(await store.acquire("k0", lease_ttl=5), Locked)  # first holds it
+    finally:
+        await store.aclose()
+
+
+async def test_a_group_that_finds_the_lock_held_waits_on_the_worker(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await _store(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer holds the lock
+    try:
+        writes = [asyncio.create_task(store.acquire(key, lease_ttl=5)) for key in KEYS]
+        done, _ = await asyncio.wait(writes, timeout=0.2)
+        assert not done  # every one waits for the lock, none gave up
+        other.execute("ROLLBACK")
+        leases = await asyncio.wait_for(asyncio.gather(*writes), 10)
+        assert all(isinstance(lease, Lease) for lease in leases)
+    finally:
+        other.close()
+        await store.aclose()
+
+
+async def test_an_error_in_a_group_is_its_own_writes(tmp_path: Path) -> None:
+    store = await _store(tmp_path / "s.db")
+    db = store._runner.connection()
+    db.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    db.execute("INSERT INTO t VALUES ('taken')")
+
+    def insert(db: sqlite3.Connection, now: float, key: str) -> str:
+        db.execute("INSERT INTO t VALUES (?)", (key,))
+        return key
+
+    try:
+        answers = await asyncio.gather(
+            *(store._group.write(insert, key) for key in ("a", "b", "taken", "c")),
+            return_exceptions=True)
+        assert answers[:2] + answers[3:] == ["a", "b", "c"]
+        assert isinstance(answers[2], sqlite3.IntegrityError)
+        rows = db.execute("SELECT k FROM t ORDER BY k").fetchall()
+        assert rows == [("a",), ("b",), ("c",), ("taken",)]
+    finally:
+        await store.aclose()
