@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -277,9 +278,9 @@ class GroupCommit:
     run then in one write transaction, one ``BEGIN IMMEDIATE`` and one
     ``COMMIT`` (one append to the WAL) for all of them. Every caller is
     answered only after the commit that holds its write. A group that finds
-    the write lock held, or fails, is rolled back whole, and each of its writes
-    is run again alone on the worker thread (which waits for the lock), where
-    an error is its own."""
+    the write lock held goes whole to the worker thread, which waits for the
+    lock; one that fails is rolled back whole, and each of its writes runs
+    again alone on the worker thread, where an error is its own."""
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -294,7 +295,7 @@ class GroupCommit:
         pending = self._pending.get(loop)
         if pending is None:
             self._pending[loop] = []
-            loop.call_soon(self._commit, loop)
+            loop.call_soon(self._commit, loop, executor)
             done, answer = self._runner.here(self._runner.alone, step, *args)
         else:
             future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
@@ -305,17 +306,41 @@ class GroupCommit:
         return await run_blocking(executor, self._runner.until_not_busy,
                                   self._runner.alone, step, *args)
 
-    def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _commit(self, loop: asyncio.AbstractEventLoop, executor: ThreadPoolExecutor) -> None:
         # A caller cancelled meanwhile gets no write: nobody would hear its answer.
         group = [p for p in self._pending.pop(loop, ()) if not p.future.cancelled()]
         if not group:
             return
+        writes = [(p.step, p.args) for p in group]
         try:
-            done, answers = self._runner.here(
-                self._runner.together, [(p.step, p.args) for p in group])
-        except Exception:  # rolled back: each write alone reports its own error
-            done, answers = False, None
-        for index, pending in enumerate(group):
+            done, answers = self._runner.here(self._runner.together, writes)
+        except Exception:
+            _answer(group, None)
+            return
+        if done:
+            _answer(group, answers)
+            return
+        on_worker = loop.run_in_executor(
+            executor, self._runner.until_not_busy, self._runner.together, writes)
+        on_worker.add_done_callback(functools.partial(_answer_from_worker, group))
+
+
+def _answer(group: list[_Pending], answers: list[Any] | None) -> None:
+    """Each write of ``group`` its answer, or (no ``answers``: the group was
+    rolled back) the word to run again alone."""
+    for index, pending in enumerate(group):
+        if not pending.future.cancelled():
+            pending.future.set_result((False, None) if answers is None
+                                      else (True, answers[index]))
+
+
+def _answer_from_worker(group: list[_Pending], ran: asyncio.Future[list[Any]]) -> None:
+    """As :func:`_answer`, but a lock held past the wait fails every write: each
+    waited as long as it would have alone."""
+    error = None if ran.cancelled() else ran.exception()
+    if error is not None and is_busy(error):
+        for pending in group:
             if not pending.future.cancelled():
-                pending.future.set_result((True, answers[index]) if done and answers is not None
-                                          else (False, None))
+                pending.future.set_exception(error)
+        return
+    _answer(group, None if ran.cancelled() or error is not None else ran.result())

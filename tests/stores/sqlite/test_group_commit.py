@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from sessionware import StoreUnavailable
 from sessionware.stores import Lease, Locked, SQLiteStore
 from tests.support.store_contract import background_purge_done
 
@@ -125,4 +127,23 @@ async def test_an_error_in_a_group_is_its_own_writes(tmp_path: Path) -> None:
         rows = db.execute("SELECT k FROM t ORDER BY k").fetchall()
         assert rows == [("a",), ("b",), ("c",), ("taken",)]
     finally:
+        await store.aclose()
+
+
+async def test_a_lock_held_past_busy_timeout_fails_the_group_once(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await _store(path)
+    store._runner.busy_timeout = 0.5
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # held for good
+    try:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(store.acquire(key, lease_ttl=5) for key in KEYS),
+                                       return_exceptions=True)
+        assert all(isinstance(answer, StoreUnavailable) for answer in answers), answers
+        # the turn's first write waited alone, then the group once: not 32 waits
+        assert time.monotonic() - started < 8 * 0.5
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
         await store.aclose()
