@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from itsdangerous import Signer
 
 from sessionware import ConfigurationError, CookieOptions
 from sessionware._async.admin import session_reference
 from sessionware.cookies import (
+    _SALT,
     CookieSigner,
     is_cookie_value,
     new_session_id,
@@ -149,3 +153,21 @@ def test_the_admin_tools_read_cookie_values_as_the_signer_does() -> None:
         session_reference(unissued, signer)
     with pytest.raises(ValueError, match="does not verify"):
         session_reference(CookieSigner(NEW).sign(session_id), signer)
+
+
+def test_cookies_are_itsdangerous_signer_values_under_every_key() -> None:
+    """The format is itsdangerous's (cookies issued before stay valid): its
+    Signer, with our salt and key derivation, makes and accepts what we do."""
+    new, old = "n" * 40, "o" * 40
+    session_id = new_session_id()
+
+    def signer(*keys: str) -> Signer:  # itsdangerous signs with its list's last key
+        return Signer(list(keys), salt=_SALT, key_derivation="hmac",
+                      digest_method=hashlib.sha256)
+
+    ours = CookieSigner([new, old])
+    assert ours.sign(session_id) == signer(old, new).sign(session_id).decode()
+    assert signer(old, new).unsign(ours.sign(session_id)) == session_id.encode()
+    for key in (new, old):
+        assert ours.unsign(signer(key).sign(session_id).decode()) == session_id
+    assert ours.unsign(signer("x" * 40).sign(session_id).decode()) is None
