@@ -11,7 +11,8 @@ wall-clock seconds, NULL for none), and the index ``<table>_expires_at``.
 Each write is one statement below (a fenced one changes nothing unless the
 live row carries the lease's token; ``acquire`` reads the lease's state after
 it only when it took none), inside a ``BEGIN IMMEDIATE`` transaction that the
-other writes of the same event loop turn share (group commit).
+other writes of the same event loop turn (sync face: of the threads that
+waited for the one before) share: group commit.
 :mod:`sessionware._sync.io.sqlite_runner` runs them. Expired rows go by
 sweeps, at most once per ``sweep_interval`` per process. ``wait`` is woken
 by a release in this process, else polls with backoff.

@@ -1,7 +1,9 @@
-"""SQLiteStore's async face commits the writes of one event loop turn together.
+"""SQLiteStore commits the writes of one event loop turn together (async
+face), and of the request threads that wait for one transaction (sync face).
 
 The turn's first write runs at once, alone; the writes that the turn's other
-tasks ask for share one transaction at the turn's end. Each caller hears its
+tasks ask for share one transaction at the turn's end. On the sync face, the
+writes asked for while a transaction runs share the next one. Each caller hears its
 answer only after the transaction holding its write committed. A group that
 meets a held write lock or an error is rolled back whole, and each of its
 writes runs again alone, where an error is its own.
@@ -11,13 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sessionware import StoreUnavailable
-from sessionware.stores import Lease, Locked, SQLiteStore
+from sessionware.stores import Lease, Locked, SQLiteStore, SyncSQLiteStore
 from tests.support.store_contract import background_purge_done
 
 KEYS = [f"k{i}" for i in range(32)]
@@ -147,3 +152,84 @@ async def test_a_lock_held_past_busy_timeout_fails_the_group_once(tmp_path: Path
         other.execute("ROLLBACK")
         other.close()
         await store.aclose()
+
+
+# -- the sync face: the request threads of one process ---------------------------
+
+
+def _sync_store(path: Path, busy_timeout: float) -> SyncSQLiteStore:
+    store = SyncSQLiteStore(path, busy_timeout=busy_timeout)
+    store.setup()
+    store._runner.worker().submit(lambda: None).result(10)  # the first sweep is done
+    for key in KEYS[:THREADS]:
+        assert store.create(key, b"0", ttl=60)
+    return store
+
+
+THREADS = 16
+
+
+def _in_threads(store: SyncSQLiteStore,
+                then: Callable[[], object]) -> tuple[list[object], float]:
+    """Each of THREADS threads acquires a key of its own while another
+    connection holds the write lock; once every thread but the first queued
+    behind the first's transaction, ``then()``. The answers, and the seconds
+    they took."""
+    answers: list[object] = [None] * THREADS
+
+    def acquire(index: int) -> None:
+        try:
+            answers[index] = store.acquire(KEYS[index], lease_ttl=5)
+        except StoreUnavailable as exc:
+            answers[index] = exc
+
+    threads = [threading.Thread(target=acquire, args=(i,)) for i in range(THREADS)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(store._group._queue) < THREADS - 1 and all(t.is_alive() for t in threads):
+        assert time.monotonic() < deadline, "the threads did not queue"
+        time.sleep(0.001)
+    then()
+    for thread in threads:
+        thread.join(30)
+    return answers, time.monotonic() - started
+
+
+def test_threads_that_wait_for_a_transaction_share_the_next(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = _sync_store(path, busy_timeout=30)
+    groups: list[int] = []
+    together = store._runner.together
+
+    def counted(writes: list[Any]) -> list[Any]:
+        answers = together(writes)
+        groups.append(len(writes))  # committed
+        return answers
+
+    store._runner.together = counted  # type: ignore[method-assign]
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the first thread's transaction waits for it
+    try:
+        answers, _ = _in_threads(store, lambda: other.execute("ROLLBACK"))
+        assert all(isinstance(answer, Lease) for answer in answers), answers
+        assert groups == [1, THREADS - 1]  # the first alone, the rest together
+    finally:
+        other.close()
+        store.close()
+
+
+def test_threads_fail_together_when_the_lock_stays_held(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = _sync_store(path, busy_timeout=0.5)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        answers, seconds = _in_threads(store, lambda: None)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+        store.close()
+    assert all(isinstance(answer, StoreUnavailable) for answer in answers), answers
+    assert seconds < 8 * 0.5  # the first's wait, then the group's: not one per thread
