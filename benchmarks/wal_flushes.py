@@ -15,7 +15,7 @@ server spent flushing.
 from __future__ import annotations
 
 import argparse
-import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"| {peer} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['commits_per_request']:.2f} "
               f"| {r['flushes_per_request']:.2f} | {r['us_per_flush']:.0f} "
               f"| {r['flush_ms_per_s']:.0f} | {r['wal_bytes_per_request']:.0f} |", flush=True)
-    os.rmdir(workdir) if not os.listdir(workdir) else None
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
