@@ -15,7 +15,9 @@ store class is wrapped by :func:`benchmarks.counting.counting_store`).
 Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
 ``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-azure``, ``sw-mongodb``, ``sw-dynamodb``,
 ``sw-redis-lazy``: lock mode ``lazy``, the session loaded only by /inc and /n;
-``sw-redis-driver``, ``sw-postgres-driver``: the store on its driver's own path),
+``sw-redis-driver``, ``sw-postgres-driver``: the store on its driver's own path;
+``sw-postgres-durable``: ``sw-postgres``'s app, the bench gives it a durable server;
+``sw-postgres-async-commit``: there, ``PostgresStore(synchronous_commit=False)``),
 ``BENCH_REDIS_URL``, ``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_AZURE``,
 ``BENCH_MONGODB_URL``, ``BENCH_DYNAMODB_ENDPOINT``, ``BENCH_DELAY``.
 """
@@ -47,7 +49,7 @@ SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
          "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy", "sw-redis-driver",
-         "sw-postgres-driver", "sw-ravendb")
+         "sw-postgres-driver", "sw-ravendb", "sw-postgres-durable", "sw-postgres-async-commit")
 
 Loader = Callable[[Request], Awaitable[None]]
 
@@ -115,11 +117,13 @@ def make_app(peer: str | None = None) -> Any:
         return Starlette(routes=routes(load), middleware=[
             Middleware(StarSessions, store=store, cookie_https_only=False, lifetime=1200)])
     if peer in ("sw-sqlite", "sw-redis", "sw-postgres", "sw-azure", "sw-mongodb", "sw-dynamodb",
-                "sw-redis-driver", "sw-postgres-driver", "sw-ravendb"):
+                "sw-redis-driver", "sw-postgres-driver", "sw-ravendb", "sw-postgres-durable",
+                "sw-postgres-async-commit"):
         from sessionware import Rule, SessionMiddleware
 
-        kind = peer.removeprefix("sw-").removesuffix("-driver")
-        store = sessionware_store(kind, lean=not peer.endswith("-driver"))
+        kind = peer.removeprefix("sw-").split("-")[0]
+        options = {"synchronous_commit": False} if peer.endswith("-async-commit") else {}
+        store = sessionware_store(kind, lean=not peer.endswith("-driver"), **options)
         modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
         return Starlette(routes=routes(_no_load), middleware=[
             Middleware(SessionMiddleware, store=store, secret_key=SECRET, lock_mode=modes)])

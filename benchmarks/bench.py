@@ -54,6 +54,9 @@ class Peer:
     # store on an emulator runs under one: its numbers measure the emulator
     # more than the store, and more configurations would only lengthen the run.
     servers: tuple[tuple[str, int], ...] | None = None
+    # its server with the stock durable settings (PostgreSQL: fsync and
+    # synchronous_commit on) rather than the benchmark's fsync=off
+    durable: bool = False
 
 
 PEERS = [
@@ -62,7 +65,15 @@ PEERS = [
     Peer("starsessions", "starsessions + Redis", "asgi", "redis"),
     Peer("sw-sqlite", "sessionware + SQLiteStore", "asgi", "sqlite", sessionware=True),
     Peer("sw-redis", "sessionware + RedisStore", "asgi", "redis", sessionware=True),
-    Peer("sw-postgres", "sessionware + PostgresStore", "asgi", "postgres", sessionware=True),
+    Peer("sw-postgres", "sessionware + PostgresStore (server fsync=off)", "asgi", "postgres",
+         sessionware=True),
+    # the same on a server with PostgreSQL's stock settings (fsync, synchronous_commit
+    # on): every commit waits for its WAL flush; then with the store's
+    # synchronous_commit=False (its writes but acquire do not wait)
+    Peer("sw-postgres-durable", "sessionware + PostgresStore (durable server: stock settings)",
+         "asgi", "postgres", sessionware=True, durable=True),
+    Peer("sw-postgres-async-commit", "sessionware + PostgresStore(synchronous_commit=False) "
+         "(durable server)", "asgi", "postgres", sessionware=True, durable=True),
     Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
          sessionware=True, servers=(("uvicorn", 1),)),
     # on the mongoeco emulator (a Python process, no real mongod can be had
@@ -75,7 +86,8 @@ PEERS = [
     # the lean paths they would replace (run with --only)
     Peer("sw-redis-driver", "sessionware + RedisStore on redis-py's path", "asgi", "redis",
          sessionware=True, default=False),
-    Peer("sw-postgres-driver", "sessionware + PostgresStore on psycopg's path", "asgi",
+    Peer("sw-postgres-driver", "sessionware + PostgresStore on psycopg's path (fsync=off)",
+         "asgi",
          "postgres", sessionware=True, default=False),
     Peer("sw-dynamodb", "sessionware + DynamoDBStore (DynamoDB Local)", "asgi", "dynamodb",
          sessionware=True, servers=(("uvicorn", 1),)),
@@ -192,7 +204,8 @@ class Run:
         record: dict[str, Any] = {"rep": rep, "peer": peer.name, "server": server,
                                   "workers": workers}
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
-        postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        postgres = (Postgres(self.workdir, durable=peer.durable) if peer.store == "postgres"
+                    else None)
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None
@@ -260,7 +273,8 @@ class Run:
                 ("/hello (no cookie)", "/hello", False), ("/n (no cookie)", "/n", False),
                 ("/inc (no cookie: new session)", "/inc", False)]
         valkey = Valkey(self.workdir) if peer.store == "redis" else None
-        postgres = Postgres(self.workdir) if peer.store == "postgres" else None
+        postgres = (Postgres(self.workdir, durable=peer.durable) if peer.store == "postgres"
+                    else None)
         azurite = Azurite(self.workdir) if peer.store == "azure" else None
         mongodb = Mongoeco(self.workdir) if peer.store == "mongodb" else None
         dynamodb = DynamoDB(self.workdir) if peer.store == "dynamodb" else None

@@ -21,14 +21,16 @@ OPS = ("acquire", "commit", "release", "renew", "read", "create", "delete", "wai
 COUNTS: collections.Counter[str] = collections.Counter()
 
 
-def sessionware_store(kind: str, *, sync: bool = False, lean: bool = True) -> Any:
+def sessionware_store(kind: str, *, sync: bool = False, lean: bool = True,
+                      **options: Any) -> Any:
     """The store a sessionware benchmark app uses, counted: ``sqlite`` at
     ``$BENCH_SQLITE``, ``redis`` at ``$BENCH_REDIS_URL``, ``postgres`` at
     ``$BENCH_POSTGRES_DSN``, ``azure`` at ``$BENCH_AZURE`` (a connection
     string), ``mongodb`` at ``$BENCH_MONGODB_URL`` or ``dynamodb`` at
     ``$BENCH_DYNAMODB_ENDPOINT``, ``ravendb`` at ``$BENCH_RAVENDB`` (``URL/DATABASE``);
     its sync face (for the WSGI apps) with ``sync``;
-    RedisStore and PostgresStore on their drivers' own path with ``lean=False``."""
+    RedisStore and PostgresStore on their drivers' own path with ``lean=False``;
+    ``options``: more of the store's keyword options."""
     from sessionware import stores
 
     name = {"sqlite": "SQLiteStore", "redis": "RedisStore", "postgres": "PostgresStore",
@@ -45,7 +47,8 @@ def sessionware_store(kind: str, *, sync: bool = False, lean: bool = True) -> An
     where = os.environ[{"sqlite": "BENCH_SQLITE", "redis": "BENCH_REDIS_URL",
                         "postgres": "BENCH_POSTGRES_DSN", "azure": "BENCH_AZURE",
                         "mongodb": "BENCH_MONGODB_URL"}[kind]]
-    options = {} if lean else {"lean": False}
+    if not lean:
+        options["lean"] = False
     return counting_store(cls)(where, **options)
 
 

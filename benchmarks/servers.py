@@ -118,9 +118,11 @@ class Postgres:
     """A throwaway cluster (initdb + pg_ctl), as the ``postgres`` user when we
     are root (initdb refuses root). ``fsync=off`` and ``synchronous_commit=off``:
     like the benchmark's valkey-server (no persistence), it measures the
-    store's work, not this machine's disk flushes."""
+    store's work, not this machine's disk flushes. ``durable``: the stock
+    settings instead (fsync and synchronous_commit on), as users run it: each
+    commit waits for its WAL flush to this machine's disk."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, *, durable: bool = False) -> None:
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="postgres-", dir=workdir)
         self.user = "postgres" if os.geteuid() == 0 else None
@@ -131,10 +133,11 @@ class Postgres:
         self.data = os.path.join(self.dir, "data")
         self._run([postgres_binary("initdb"), "-D", self.data, "-U", "postgres",
                    "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C"])
+        undurable = "" if durable else "-c fsync=off -c synchronous_commit=off "
         self._run([postgres_binary("pg_ctl"), "-D", self.data, "-w", "-l",
                    os.path.join(self.dir, "server.log"), "-o",
-                   f"-p {self.port} -h {HOST} -k {self.dir} -c fsync=off "
-                   "-c synchronous_commit=off -c max_connections=300", "start"])
+                   f"-p {self.port} -h {HOST} -k {self.dir} {undurable}"
+                   "-c max_connections=300", "start"])
 
     def _run(self, args: list[str]) -> None:
         subprocess.run(args, user=self.user, check=True, capture_output=True, timeout=60)

@@ -80,6 +80,17 @@ async def test_postgres_options_and_libpq_options(postgres_dsn: str) -> None:
         assert db.execute("select count(*) from url_sessions").fetchone() == (1,)
 
 
+async def test_postgres_synchronous_commit(postgres_dsn: str) -> None:
+    from sessionware._async.stores.postgres import ASYNC_COMMIT
+
+    for value, off in (("off", True), ("false", True), ("on", False), ("true", False)):
+        store = store_from_url(f"{postgres_dsn}?table=url_commit&synchronous_commit={value}")
+        assert type(store) is PostgresStore
+        assert (ASYNC_COMMIT in store._sql["commit"]) is off
+        assert ASYNC_COMMIT not in store._sql["acquire"]
+    await round_trip(store_from_url(f"{postgres_dsn}?table=url_commit&synchronous_commit=off"))
+
+
 async def test_postgres_short_scheme(postgres_dsn: str) -> None:
     store = store_from_url(postgres_dsn.replace("postgresql://", "postgres://")
                            + "?table=url_short")
@@ -121,6 +132,8 @@ def test_env_defaults_to_the_process_environment(monkeypatch: pytest.MonkeyPatch
                                       "lean, max_connections, prefix, socket_timeout"),
     ("postgresql://u@127.0.0.1:1/db?tabel=x", 'invalid URI query parameter: "tabel"'),
     ("postgresql://u@127.0.0.1:1/db?max_connections=ten", "option max_connections='ten'"),
+    ("postgresql://u@127.0.0.1:1/db?synchronous_commit=local",
+     r"option synchronous_commit='local': use true or false"),
 ])
 def test_errors_name_what_is_wrong(url: str, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):

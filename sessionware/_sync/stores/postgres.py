@@ -86,8 +86,24 @@ SETUP = (
 )
 
 _LIVE = "key = %(key)s AND expires_at > now()"
+# {async_commit}: nothing, or with synchronous_commit=False this condition, in
+# every statement that writes but acquire: the statement's own transaction then
+# commits without waiting for the WAL flush. set_config(..., true) lasts to the
+# end of the transaction (here, the statement), and as a condition every row
+# the statement writes passes, it has run whenever there is anything to commit.
+# Why in the statement: no round trip (SET LOCAL would be a second statement in
+# each autocommit transaction), only the store's own transactions, and it
+# works through PgBouncer in any pool mode (libpq's options=-c... is a startup
+# parameter: PgBouncer refuses it, or ignores it when ignore_startup_parameters
+# lists it, and the setting would silently not apply). acquire never has it: it
+# takes the fencing token from the sequence, whose WAL a crash loses with the
+# unflushed commits, so a token handed out just before a crash would be handed
+# out again after it, to another request for the same session, and both leases
+# would pass the fence; once acquire's commit is flushed, nothing that follows
+# it can lose its token.
+ASYNC_COMMIT = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
 # The fenced statements affect no row unless the live row carries :token.
-_FENCED = f"WHERE {_LIVE} AND token = %(token)s"
+_FENCED = f"WHERE {_LIVE} AND token = %(token)s{{async_commit}}"
 _TTL = "make_interval(secs => %(ttl)s::float8)"
 # The idle deadline :ttl from now, capped by the row's hard deadline (NULL: none).
 _TARGET = f"least(now() + {_TTL}, coalesce(absolute_expires_at, 'infinity'))"
@@ -99,9 +115,10 @@ _SLIDE_DUE = (
 # Notify :channel of the row's key if a waiter flagged it; NULL otherwise.
 _WAKE = "RETURNING CASE WHEN waiting THEN pg_notify(%(channel)s, key)::text END"
 
-# acquire(): :key, :lease_ttl. One row (token, data, NULL) when the live row was
-# unlocked or its lease lapsed: a token from the sequence, the lease dated now,
-# the waiting flag cleared (its waiters were woken by the release that freed it).
+# acquire(): :key, :lease_ttl; always a synchronous commit (see ASYNC_COMMIT).
+# One row (token, data, NULL) when the live row was unlocked or its lease lapsed:
+# a token from the sequence, the lease dated now, the waiting flag cleared (its
+# waiters were woken by the release that freed it).
 # One row (NULL, NULL, seconds left) when the lease is held: the row is flagged
 # waiting. No row when absent or expired. A second acquire at once waits for the
 # first's row lock and finds the lease held; its seconds left may be 0 or less.
@@ -136,7 +153,7 @@ RENEW = f"""UPDATE {{table}} SET locked_until = now() + make_interval(secs => %(
 # delete(): :key, :token, :channel.
 DELETE = f"DELETE FROM {{table}} {_FENCED} {_WAKE}"
 # discard(): :key, :channel. The live row whatever its lock; the count says if any.
-DISCARD = f"DELETE FROM {{table}} WHERE {_LIVE} {_WAKE}"
+DISCARD = f"DELETE FROM {{table}} WHERE {_LIVE}{{async_commit}} {_WAKE}"
 
 _RECORD = ", ".join(f"extract(epoch FROM {column})::float8" for column in _sql.RECORD_TIMES)
 # inspect(): :key. (data, *_RECORD) of the live row, or no row.
@@ -149,7 +166,8 @@ WHERE key > %(after)s AND expires_at > now() ORDER BY key LIMIT %(limit)s"""
 # read(): :key, :ttl, :refresh_after. (data) of the live row, or no row; slides
 # the idle deadline if due, in the same statement.
 READ = f"""WITH slid AS (
-    UPDATE {{table}} SET expires_at = {_TARGET} WHERE {_LIVE} AND {_SLIDE_DUE} RETURNING data)
+    UPDATE {{table}} SET expires_at = {_TARGET}
+    WHERE {_LIVE} AND {_SLIDE_DUE}{{async_commit}} RETURNING data)
 SELECT data FROM slid
 UNION ALL SELECT data FROM {{table}} WHERE {_LIVE} AND NOT EXISTS (SELECT FROM slid)"""
 
@@ -161,6 +179,7 @@ CREATE = f"""INSERT INTO {{table}} AS s (key, data, token, locked_until, expires
 SELECT %(key)s, %(data)s, nextval('{{sequence}}'), NULL,
        least(now() + {_TTL}, coalesce(absolute, 'infinity')), absolute, now(), NULL
 FROM (SELECT now() + make_interval(secs => %(absolute_ttl)s::float8) AS absolute) AS deadline
+WHERE true{{async_commit}}
 ON CONFLICT (key) DO UPDATE SET
     data = excluded.data, token = excluded.token, locked_until = NULL,
     expires_at = excluded.expires_at, absolute_expires_at = excluded.absolute_expires_at,
@@ -172,7 +191,8 @@ WHERE s.expires_at <= now()"""
 # purge, a create() reviving the row): each row counted by the one that deleted it.
 PURGE = """DELETE FROM {table} WHERE key IN (
     SELECT key FROM {table} WHERE expires_at <= now()
-    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AND expires_at <= now()"""
+    ORDER BY expires_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) AND expires_at <= now()
+    {async_commit}"""
 # PURGE once watch_expired was called: also one row per deleted row, its key,
 # or NULL for the core's records whose data begins with a NUL byte (never
 # reported). get_byte() fails on empty data, hence the CASE's order.
@@ -277,6 +297,11 @@ class SyncPostgresStore(SyncStore):
         (per process, jittered).
     :param lean: on the async face, send the session operations over one
         pipelined connection per process (needs ``prepare``); ``False``: through the pool.
+    :param synchronous_commit: ``False``: the store's writes other than acquire
+        commit without waiting for the server's WAL flush (PostgreSQL's
+        ``synchronous_commit = off`` for those transactions only): a server crash
+        may lose the last moments of commits, releases and deletes, never corrupts
+        and never breaks the fencing (acquire's commit still waits for the flush).
     """
 
     def __init__(
@@ -293,11 +318,16 @@ class SyncPostgresStore(SyncStore):
         listen_dsn: str | None = None,
         purge_interval: float = 60.0,
         lean: bool = True,
+        synchronous_commit: bool = True,
     ) -> None:
         self._table = _sql.checked_table(table, 50)  # room for the derived names' suffixes
         if not 0 <= min_connections <= max_connections or max_connections < 1:
             raise ConfigurationError(
                 "need 0 <= min_connections <= max_connections and max_connections >= 1"
+            )
+        if not isinstance(synchronous_commit, bool):  # "off" would be truthy: durable
+            raise ConfigurationError(
+                f"synchronous_commit must be True or False, not {synchronous_commit!r}"
             )
         self._where, self._create_table, self._timeout = _where(dsn), create_table, timeout
         self._sql = _sql.statements(
@@ -305,6 +335,7 @@ class SyncPostgresStore(SyncStore):
             table=_quoted(table),
             sequence=_quoted(f"{table}_token"),
             index=_quoted(f"{table}_expires_at"),
+            async_commit="" if synchronous_commit else ASYNC_COMMIT,
         )
         self._lean = LeanPath.for_store(  # the async face's pipelined connection
             dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout

@@ -37,6 +37,15 @@ class TestPostgresStoreOnPsycopg(StoreContract, ExactPurgeContract, ExactScanCon
         return PostgresStore(postgres_dsn, table=fresh_table(), lean=False)
 
 
+class TestPostgresStoreAsynchronousCommit(StoreContract, ExactPurgeContract, ExactScanContract):
+    """``synchronous_commit=False``: every statement but acquire's carries
+    its set_config(); the contract holds the same."""
+
+    @pytest.fixture
+    def fresh_store(self, postgres_dsn: str) -> Store:
+        return PostgresStore(postgres_dsn, table=fresh_table(), synchronous_commit=False)
+
+
 class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract, ExactScanContract):
     """Transaction mode: no prepared statements (PgBouncer 1.18 does not carry
     them across transactions); the listener connects straight to the server,

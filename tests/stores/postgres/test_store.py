@@ -249,6 +249,81 @@ async def test_expired_rows_are_purged_in_the_background(postgres_dsn: str, face
                 await asyncio.sleep(0.1)
 
 
+# -- synchronous_commit=False -----------------------------------------------------
+
+
+def noting_commit_settings(dsn: str, table: str) -> Callable[[], list[str]]:
+    """A trigger on ``table`` that notes, for every row any statement writes,
+    the ``synchronous_commit`` in force in the writing transaction (what its
+    commit obeys); returns what was noted since the last call."""
+    notes = f"{table}_notes"
+    with psycopg.connect(dsn, autocommit=True) as db:
+        db.execute(f"CREATE TABLE {notes} (id serial, setting text)")
+        db.execute(f"""CREATE FUNCTION {notes}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN INSERT INTO {notes} (setting)
+                  VALUES (current_setting('synchronous_commit')); RETURN NULL; END $$""")
+        db.execute(f"CREATE TRIGGER {notes} AFTER INSERT OR UPDATE OR DELETE ON {table}"
+                   f" FOR EACH ROW EXECUTE FUNCTION {notes}()")
+
+    def noted() -> list[str]:
+        with psycopg.connect(dsn, autocommit=True) as db:
+            rows = db.execute(f"DELETE FROM {notes} RETURNING id, setting").fetchall()
+        return [setting for _, setting in sorted(rows)]
+    return noted
+
+
+@pytest.mark.parametrize("synchronous_commit", [True, False])
+@pytest.mark.parametrize("route", ["straight", "pgbouncer"])
+async def test_synchronous_commit_off_reaches_every_write_but_acquire(
+    postgres_dsn: str, face: str, route: str, synchronous_commit: bool,
+    request: pytest.FixtureRequest
+) -> None:
+    """Each operation's writes, seen from inside their own transaction (a
+    trigger): with synchronous_commit=False every one but acquire's commits
+    with synchronous_commit off, straight (the lean path on the async face,
+    the pool on the sync face) and through PgBouncer in transaction mode."""
+    table = fresh_table()
+    dsn, options = postgres_dsn, {}
+    if route == "pgbouncer":
+        dsn = request.getfixturevalue("pgbouncer_dsn")
+        options = {"prepare": False, "listen_dsn": postgres_dsn}
+    store = PostgresStore(dsn, table=table, synchronous_commit=synchronous_commit,
+                          purge_interval=3600, **options)
+    writes = "on" if synchronous_commit else "off"  # all but acquire's
+    async with on_face(store, face) as store:
+        noted = noting_commit_settings(postgres_dsn, table)
+        key = new_key()
+        assert await store.create(key, b"v0", ttl=LONG)
+        assert noted() == [writes]
+        lease = await acquire_lease(store, key)
+        assert noted() == ["on"]  # acquire: always flushed (it takes the token)
+        await store.commit(lease, b"v1", ttl=LONG)
+        assert noted() == [writes]
+        await store.release(await acquire_lease(store, key), ttl=LONG)
+        assert noted() == ["on", writes]
+        lease = await acquire_lease(store, key)
+        await store.renew(lease, lease_ttl=LONG)
+        await store.release(lease)
+        assert noted() == ["on", writes, writes]
+        assert await store.read(key, ttl=2 * LONG) == b"v1"  # slides the expiry
+        assert noted() == [writes]
+        await store.delete(await acquire_lease(store, key))
+        assert noted() == ["on", writes]
+        assert await store.create(key, b"v2", ttl=LONG)
+        assert await store.discard(key)
+        assert noted() == [writes, writes]
+        assert await store.create(new_key(), b"v3", ttl=SHORT)
+        noted()
+        await asyncio.sleep(SHORT + 0.05)
+        assert await store.purge_expired() == 1
+        assert noted() == [writes]
+
+
+async def test_synchronous_commit_must_be_a_bool() -> None:
+    with pytest.raises(ConfigurationError, match="synchronous_commit must be True or False"):
+        PostgresStore("postgresql://127.0.0.1/", synchronous_commit="off")  # type: ignore[arg-type]
+
+
 # -- errors ----------------------------------------------------------------------
 
 
@@ -442,7 +517,7 @@ async def test_a_store_that_does_not_watch_purges_as_before(
         insert_expired(postgres_dsn, table, {new_key(): b"v0"})
         assert await store.purge_expired() == 1
     purges = [sql for sql in traced_statements if sql.lstrip().startswith("DELETE")]
-    unwatched = postgres_module.PURGE.format(table=f'"{table}"')
+    unwatched = postgres_module.PURGE.format(table=f'"{table}"', async_commit="")
     assert purges and set(purges) == {unwatched}
 
 
