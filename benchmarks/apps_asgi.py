@@ -16,8 +16,9 @@ Environment: ``BENCH_PEER`` (``plain``, ``starlette``, ``starsessions``,
 ``sw-sqlite``, ``sw-redis``, ``sw-postgres``, ``sw-azure``, ``sw-mongodb``, ``sw-dynamodb``,
 ``sw-redis-lazy``: lock mode ``lazy``, the session loaded only by /inc and /n;
 ``sw-redis-driver``, ``sw-postgres-driver``: the store on its driver's own path;
-``sw-postgres-durable``: ``sw-postgres``'s app, the bench gives it a durable server;
-``sw-postgres-async-commit``: there, ``PostgresStore(synchronous_commit=False)``),
+``sw-postgres-durable``: ``sw-postgres``'s app with ``lean_connections=8``, the bench
+gives it a durable server; ``sw-postgres-async-commit``: there, also
+``synchronous_commit=False``),
 ``BENCH_REDIS_URL``, ``BENCH_SQLITE``, ``BENCH_POSTGRES_DSN``, ``BENCH_AZURE``,
 ``BENCH_MONGODB_URL``, ``BENCH_DYNAMODB_ENDPOINT``, ``BENCH_DELAY``.
 """
@@ -47,6 +48,7 @@ def _sessionware_path() -> str:
 
 SECRET = "benchmark-secret-0123456789abcdef"
 DEFAULT_DELAY = float(os.environ.get("BENCH_DELAY", "0"))
+DURABLE_LEAN_CONNECTIONS = 8
 PEERS = ("plain", "starlette", "starsessions", "sw-sqlite", "sw-redis", "sw-postgres",
          "sw-azure", "sw-mongodb", "sw-dynamodb", "sw-redis-lazy", "sw-redis-driver",
          "sw-postgres-driver", "sw-ravendb", "sw-postgres-durable", "sw-postgres-async-commit")
@@ -122,7 +124,12 @@ def make_app(peer: str | None = None) -> Any:
         from sessionware import Rule, SessionMiddleware
 
         kind = peer.removeprefix("sw-").split("-")[0]
-        options = {"synchronous_commit": False} if peer.endswith("-async-commit") else {}
+        options: dict[str, Any] = {}
+        if peer in ("sw-postgres-durable", "sw-postgres-async-commit"):
+            # as docs/stores/postgres.md advises for a server that flushes at each commit
+            options["lean_connections"] = DURABLE_LEAN_CONNECTIONS
+        if peer.endswith("-async-commit"):
+            options["synchronous_commit"] = False
         store = sessionware_store(kind, lean=not peer.endswith("-driver"), **options)
         modes = [Rule("read", paths=["/n"]), Rule("none", paths=["/__stats"])]
         return Starlette(routes=routes(_no_load), middleware=[

@@ -68,12 +68,14 @@ PEERS = [
     Peer("sw-postgres", "sessionware + PostgresStore (server fsync=off)", "asgi", "postgres",
          sessionware=True),
     # the same on a server with PostgreSQL's stock settings (fsync, synchronous_commit
-    # on): every commit waits for its WAL flush; then with the store's
+    # on): every commit waits for its WAL flush, so the store runs with 8 lean
+    # connections (their flushes shared); then also with the store's
     # synchronous_commit=False (its writes but acquire do not wait)
-    Peer("sw-postgres-durable", "sessionware + PostgresStore (durable server: stock settings)",
-         "asgi", "postgres", sessionware=True, durable=True),
-    Peer("sw-postgres-async-commit", "sessionware + PostgresStore(synchronous_commit=False) "
-         "(durable server)", "asgi", "postgres", sessionware=True, durable=True),
+    Peer("sw-postgres-durable", "sessionware + PostgresStore(lean_connections=8) "
+         "(durable server: stock settings)", "asgi", "postgres", sessionware=True, durable=True),
+    Peer("sw-postgres-async-commit", "sessionware + PostgresStore(lean_connections=8, "
+         "synchronous_commit=False) (durable server)", "asgi", "postgres", sessionware=True,
+         durable=True),
     Peer("sw-azure", "sessionware + AzureTableStore (Azurite)", "asgi", "azure",
          sessionware=True, servers=(("uvicorn", 1),)),
     # on the mongoeco emulator (a Python process, no real mongod can be had

@@ -248,23 +248,44 @@ class _Connection:
                 answer.exception()  # retrieved: an abandoned future must not warn
 
 
-class LeanPath(SharedConnection[_Connection]):
-    """The session statements over one shared pipelined connection per
-    process, opened (and its statements prepared) at first use, reopened after
-    a failure, in a forked child, or on another event loop."""
+class _Lane(SharedConnection[_Connection]):
+    """One of the lean path's pipelined connections, opened (and its
+    statements prepared) at first use, reopened after a failure, in a forked
+    child, or on another event loop."""
 
-    def __init__(self, dsn: str, statements: Mapping[str, str], *, timeout: float) -> None:
+    def __init__(self, path: LeanPath) -> None:
         super().__init__()
+        self._path = path
+
+    async def _open(self) -> _Connection:
+        return await self._path.opened()
+
+    def _closed(self) -> BaseException:
+        return psycopg.OperationalError("the store was closed")
+
+
+class LeanPath:
+    """The session statements over ``connections`` shared pipelined
+    connections per process, taken in turn. On a server that waits for the
+    WAL flush at every commit, one connection's commits wait one after
+    another; several connections' waits overlap, and the server flushes the
+    commits of all that wait at once."""
+
+    def __init__(self, dsn: str, statements: Mapping[str, str], *, timeout: float,
+                 connections: int = 1) -> None:
         self._dsn = dsn
         self._timeout = timeout
         self._statements = {name: _Statement(name, sql) for name, sql in statements.items()}
+        self._lanes = [_Lane(self) for _ in range(connections)]
+        self._next = 0
 
     @classmethod
     def for_store(cls, dsn: str, statements: Mapping[str, str], *, prepare: bool,
-                  timeout: float) -> LeanPath | None:
+                  timeout: float, connections: int = 1) -> LeanPath | None:
         """The lean path, where it applies: prepared statements allowed (not
         a transaction-mode PgBouncer before 1.21)."""
-        return cls(dsn, statements, timeout=timeout) if prepare else None
+        return (cls(dsn, statements, timeout=timeout, connections=connections) if prepare
+                else None)
 
     async def execute(self, name: str, params: Mapping[str, Any]) -> Rows:
         statement = self._statements[name]
@@ -273,12 +294,21 @@ class LeanPath(SharedConnection[_Connection]):
             value, form = _encoded(params[key])
             values.append(value)
             formats.append(form)
-        connection = self._connection
-        if connection is None or connection.broken is not None or not self._owned(connection):
-            connection = await self._connect()
+        lanes = self._lanes
+        lane = lanes[self._next]
+        self._next = (self._next + 1) % len(lanes)
+        connection = lane._connection
+        if connection is None or connection.broken is not None or not lane._owned(connection):
+            connection = await lane._connect()
         return _decoded(await connection.execute(statement.name, values, formats))
 
-    async def _open(self) -> _Connection:
+    def close(self) -> None:
+        """Close this process's and this loop's connections (:meth:`SharedConnection.close`)."""
+        for lane in self._lanes:
+            lane.close()
+
+    async def opened(self) -> _Connection:
+        """A new connection, its statements prepared."""
         raw = await psycopg.AsyncConnection.connect(
             self._dsn, autocommit=True, connect_timeout=max(1, round(self._timeout)))
         try:
@@ -298,6 +328,3 @@ class LeanPath(SharedConnection[_Connection]):
                 ) from exc
             raise
         return connection
-
-    def _closed(self) -> BaseException:
-        return psycopg.OperationalError("the store was closed")

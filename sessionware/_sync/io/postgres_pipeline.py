@@ -20,7 +20,7 @@ class LeanPath:
 
     @classmethod
     def for_store(cls, dsn: str, statements: Mapping[str, str], *, prepare: bool,
-                  timeout: float) -> LeanPath | None:
+                  timeout: float, connections: int = 1) -> LeanPath | None:
         return None
 
     def execute(self, name: str, params: Mapping[str, Any]) -> Rows:  # pragma: no cover

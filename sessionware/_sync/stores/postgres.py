@@ -295,8 +295,12 @@ class SyncPostgresStore(SyncStore):
     :param listen_dsn: where the LISTEN connection goes (default ``dsn``).
     :param purge_interval: seconds between background purges of expired rows
         (per process, jittered).
-    :param lean: on the async face, send the session operations over one
-        pipelined connection per process (needs ``prepare``); ``False``: through the pool.
+    :param lean: on the async face, send the session operations over
+        ``lean_connections`` pipelined connections per process (needs
+        ``prepare``); ``False``: through the pool.
+    :param lean_connections: how many, taken in turn (1 or more). On a server
+        that waits for the WAL flush at each commit, more than one lets the
+        commits of one process share flushes.
     :param synchronous_commit: ``False``: the store's writes other than acquire
         commit without waiting for the server's WAL flush (PostgreSQL's
         ``synchronous_commit = off`` for those transactions only): a server crash
@@ -319,6 +323,7 @@ class SyncPostgresStore(SyncStore):
         purge_interval: float = 60.0,
         lean: bool = True,
         synchronous_commit: bool = True,
+        lean_connections: int = 1,
     ) -> None:
         self._table = _sql.checked_table(table, 50)  # room for the derived names' suffixes
         if not 0 <= min_connections <= max_connections or max_connections < 1:
@@ -329,6 +334,14 @@ class SyncPostgresStore(SyncStore):
             raise ConfigurationError(
                 f"synchronous_commit must be True or False, not {synchronous_commit!r}"
             )
+        if (
+            isinstance(lean_connections, bool)
+            or not isinstance(lean_connections, int)
+            or lean_connections < 1
+        ):
+            raise ConfigurationError(
+                f"lean_connections must be a whole number, 1 or more, not {lean_connections!r}"
+            )
         self._where, self._create_table, self._timeout = _where(dsn), create_table, timeout
         self._sql = _sql.statements(
             STATEMENTS,
@@ -338,7 +351,11 @@ class SyncPostgresStore(SyncStore):
             async_commit="" if synchronous_commit else ASYNC_COMMIT,
         )
         self._lean = LeanPath.for_store(  # the async face's pipelined connection
-            dsn, {op: self._sql[op] for op in _LEAN_OPS}, prepare=prepare and lean, timeout=timeout
+            dsn,
+            {op: self._sql[op] for op in _LEAN_OPS},
+            prepare=prepare and lean,
+            timeout=timeout,
+            connections=lean_connections,
         )
         self._lender: PerProcess[Lender] = PerProcess(
             self,

@@ -46,6 +46,17 @@ class TestPostgresStoreAsynchronousCommit(StoreContract, ExactPurgeContract, Exa
         return PostgresStore(postgres_dsn, table=fresh_table(), synchronous_commit=False)
 
 
+class TestPostgresStoreOnSeveralLeanConnections(StoreContract, ExactPurgeContract,
+                                              ExactScanContract):
+    """``lean_connections=3``: the statements go out over three pipelined
+    connections in turn, so one operation's answer may come back before an
+    earlier one's; the contract holds the same."""
+
+    @pytest.fixture
+    def fresh_store(self, postgres_dsn: str) -> Store:
+        return PostgresStore(postgres_dsn, table=fresh_table(), lean_connections=3)
+
+
 class TestPostgresStoreThroughPgBouncer(StoreContract, ExactPurgeContract, ExactScanContract):
     """Transaction mode: no prepared statements (PgBouncer 1.18 does not carry
     them across transactions); the listener connects straight to the server,

@@ -324,6 +324,32 @@ async def test_synchronous_commit_must_be_a_bool() -> None:
         PostgresStore("postgresql://127.0.0.1/", synchronous_commit="off")  # type: ignore[arg-type]
 
 
+async def test_lean_connections_take_the_statements_in_turn(
+        postgres_server_factory: Callable[[], PostgresServer]) -> None:
+    """Each of the lean path's connections runs its share of the statements:
+    on a server that waits for the WAL flush, their commits wait side by side."""
+    server = postgres_server_factory()  # its own: no other test's connections counted
+    store = PostgresStore(server.dsn, lean_connections=3, listen=False)
+    try:
+        await store.setup()
+        keys = [f"k{i}" for i in range(30)]
+        assert all(await asyncio.gather(*(store.create(key, b"1", ttl=60) for key in keys)))
+        with server.connect() as probe:
+            row = probe.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                "AND query LIKE 'INSERT INTO%'").fetchone()
+        assert row == (3,)  # each of the three ran creates (the pool ran only the setup)
+        assert [await store.read(key) for key in keys] == [b"1"] * len(keys)
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+async def test_lean_connections_must_be_a_whole_number(bad: object) -> None:
+    with pytest.raises(ConfigurationError, match="lean_connections must be a whole number"):
+        PostgresStore("postgresql://127.0.0.1/", lean_connections=bad)  # type: ignore[arg-type]
+
+
 # -- errors ----------------------------------------------------------------------
 
 
