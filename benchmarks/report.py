@@ -442,6 +442,8 @@ def targets(res: Results) -> list[list[str]]:
         ratio_row(f"/hello with a cookie, lock mode lazy ≥ 0.9x starsessions (uvicorn {stack}, "
                   "1 worker)", "sw-redis-lazy", "starsessions", server, 1, 0.9, "/hello")
         rows.append(steadiness(res, server, stack))
+    ratio_row("/inc SQLiteStore ≥ 1.0x RedisStore (uvicorn asyncio + h11, 2 workers)",
+              "sw-sqlite", "sw-redis", "uvicorn", 2, 1.0)
     lazy_trips = d["round_trips"].get("sw-redis-lazy", {}).get("/hello", {}).get("trips")
     rows.append(["/hello with a cookie, lock mode lazy: 0 store round trips",
                  "not run" if lazy_trips is None else f"{lazy_trips:g}",
@@ -459,9 +461,10 @@ def targets(res: Results) -> list[list[str]]:
     ratio_row("/inc PostgresStore ≥ 0.8x RedisStore (uvicorn asyncio + h11, 1 worker)",
               "sw-postgres", "sw-redis", "uvicorn", 1, 0.8)
     ratio_row("/inc PostgresStore on a durable server ≥ 0.5x RedisStore "
-              "(uvicorn uvloop+httptools, 1 worker)",
+              "(lean_connections=8; uvicorn uvloop+httptools, 1 worker)",
               "sw-postgres-durable", "sw-redis", "uvicorn-std", 1, 0.5)
-    ratio_row("(for comparison, not a target) /inc PostgresStore(synchronous_commit=False) on "
+    ratio_row("(for comparison, not a target) /inc PostgresStore(lean_connections=8, "
+              "synchronous_commit=False) on "
               "a durable server vs RedisStore (uvicorn uvloop+httptools, 1 worker)",
               "sw-postgres-async-commit", "sw-redis", "uvicorn-std", 1, None)
     ratio_row("Flask /inc (RedisStore) ≥ 1.0x Flask-Session (gunicorn sync, 2 workers)",
