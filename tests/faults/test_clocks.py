@@ -42,7 +42,8 @@ def skewed(clock: Path) -> dict[str, str]:
     """The environment of a process whose wall clock is offset by what ``clock`` says
     (``+2``, ``-6``: seconds), read again at every call, so a test may step it."""
     return {"LD_PRELOAD": libfaketime(), "FAKETIME_TIMESTAMP_FILE": str(clock),
-            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+            "SESSIONWARE_TEST_RELATIVE_SLEEP": "1"}  # tests/support/apps/counter.py says why
 
 
 @pytest.fixture(params=["sqlite", "azure", "dynamodb"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,17 @@ from starlette.websockets import WebSocket
 
 from sessionware import Rule, SessionClosed, SessionMiddleware
 from sessionware.stores import Store
+
+if os.environ.get("SESSIONWARE_TEST_RELATIVE_SLEEP"):
+    # Under libfaketime 0.9.10 with FAKETIME_DONT_FAKE_MONOTONIC, the absolute
+    # monotonic deadline that Python 3.11's time.sleep hands clock_nanosleep
+    # is shifted by the fake offset, and a clock set back makes it invalid:
+    # time.sleep raises EINVAL (wolfcw/libfaketime#426). A relative wait has
+    # no deadline to shift; a real clock step never breaks time.sleep.
+    def _relative_sleep(seconds: float) -> None:
+        select.select([], [], [], seconds)
+
+    time.sleep = _relative_sleep  # type: ignore[assignment]
 
 SECRET = "test-secret-0123456789abcdef0123456789"
 
