@@ -157,11 +157,41 @@ def start_cluster(count: int = 3, *, notify: str = "") -> list[RedisServer]:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"cluster not ok on {node.port}")
                     time.sleep(0.05)
+        _wait_publish_mesh(nodes, deadline)
     except BaseException:
         for node in nodes:
             node.cleanup()
         raise
     return nodes
+
+
+def _wait_publish_mesh(nodes: list[RedisServer], deadline: float) -> None:
+    """Return once a PUBLISH on any node reaches a subscriber on every node.
+
+    ``cluster_state:ok`` comes before every node has its bus link to every other;
+    until then a node drops the PUBLISH it should forward (pub/sub is at most once),
+    and a test of prompt wake-ups would see a re-check instead of the message."""
+    channel = "sessionware-fixture-mesh"
+    clients = [node.client() for node in nodes]
+    pubsubs = [client.pubsub() for client in clients]
+    try:
+        for pubsub in pubsubs:
+            pubsub.subscribe(channel)
+        heard: list[set[bytes]] = [set() for _ in nodes]
+        everyone = {str(i).encode() for i in range(len(nodes))}
+        while any(names != everyone for names in heard):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster's bus does not forward PUBLISH: {heard}")
+            for i, client in enumerate(clients):
+                client.publish(channel, str(i))
+            for names, pubsub in zip(heard, pubsubs, strict=True):
+                while (message := pubsub.get_message(timeout=0.05)) is not None:
+                    if message["type"] == "message":
+                        names.add(message["data"])
+    finally:
+        for pubsub, client in zip(pubsubs, clients, strict=True):
+            pubsub.close()
+            client.close()
 
 
 @pytest.fixture(scope="session")
