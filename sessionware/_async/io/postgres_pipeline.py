@@ -297,9 +297,7 @@ class LeanPath:
         lanes = self._lanes
         lane = lanes[self._next]
         self._next = (self._next + 1) % len(lanes)
-        connection = lane._connection
-        if connection is None or connection.broken is not None or not lane._owned(connection):
-            connection = await lane._connect()
+        connection = await lane.connection()
         return _decoded(await connection.execute(statement.name, values, formats))
 
     def close(self) -> None:

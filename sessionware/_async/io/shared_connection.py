@@ -38,6 +38,8 @@ class SharedConnection(abc.ABC, Generic[C]):
         connection = self._connection
         if connection is None or connection.broken is not None or not self._owned(connection):
             connection = await self._connect()
+
+    and whoever holds one calls :meth:`connection`, which does the same.
     """
 
     def __init__(self) -> None:
@@ -60,6 +62,13 @@ class SharedConnection(abc.ABC, Generic[C]):
             self._generation, self._connection = generation(), None
             return False
         return connection.loop is asyncio.get_running_loop()
+
+    async def connection(self) -> C:
+        """The connection of this process and loop, opened (again) if it has none."""
+        connection = self._connection
+        if connection is None or connection.broken is not None or not self._owned(connection):
+            connection = await self._connect()
+        return connection
 
     async def _connect(self) -> C:
         """One connection attempt shared by every caller that needs it now."""
