@@ -89,18 +89,10 @@ _LIVE = "key = %(key)s AND expires_at > now()"
 # {async_commit}: nothing, or with synchronous_commit=False this condition, in
 # every statement that writes but acquire: the statement's own transaction then
 # commits without waiting for the WAL flush. set_config(..., true) lasts to the
-# end of the transaction (here, the statement), and as a condition every row
-# the statement writes passes, it has run whenever there is anything to commit.
-# Why in the statement: no round trip (SET LOCAL would be a second statement in
-# each autocommit transaction), only the store's own transactions, and it
-# works through PgBouncer in any pool mode (libpq's options=-c... is a startup
-# parameter: PgBouncer refuses it, or ignores it when ignore_startup_parameters
-# lists it, and the setting would silently not apply). acquire never has it: it
-# takes the fencing token from the sequence, whose WAL a crash loses with the
-# unflushed commits, so a token handed out just before a crash would be handed
-# out again after it, to another request for the same session, and both leases
-# would pass the fence; once acquire's commit is flushed, nothing that follows
-# it can lose its token.
+# end of the transaction (the statement), and every row the statement writes
+# passes it. Never in acquire: its fencing token must be durable before any
+# write it fences. Why in the statement, and the trade: docs/stores/postgres.md,
+# "Commits that do not wait for the flush".
 ASYNC_COMMIT = " AND set_config('synchronous_commit', 'off', true) IS NOT NULL"
 # The fenced statements affect no row unless the live row carries :token.
 _FENCED = f"WHERE {_LIVE} AND token = %(token)s{{async_commit}}"
