@@ -24,7 +24,7 @@ from tests.support.servers.azurite import Azurite
 from tests.support.servers.dynamodb import DynamoDBServer
 from tests.support.servers.mongodb import MongoecoServer
 from tests.support.servers.postgres import PostgresServer
-from tests.support.servers.ravendb import RavenServer
+from tests.support.servers.ravendb import DATABASE, RavenServer, create_database, speak_41, warm_up
 from tests.support.servers.redis import RedisServer, start_cluster
 
 
@@ -102,6 +102,19 @@ def own_dynamodb() -> Iterator[DynamoDBServer]:
     yield from _running(DynamoDBServer())
 
 
+@pytest.fixture(scope="module")
+def own_ravendb() -> Iterator[RavenServer]:
+    server = RavenServer()
+    try:
+        server.start()
+        speak_41()
+        create_database(server.url, DATABASE)
+        warm_up(server.url, DATABASE)
+        yield server
+    finally:
+        server.cleanup()
+
+
 @pytest.fixture
 def private_cluster() -> Iterator[list[RedisServer]]:
     nodes = start_cluster()
@@ -115,7 +128,8 @@ _NETWORKED = {"redis": (RedisTarget, "own_redis"),
               "postgres": (PostgresTarget, "own_postgres"),
               "azure": (AzureTarget, "own_azurite"),
               "mongodb": (MongoDBTarget, "own_mongodb"),
-              "dynamodb": (DynamoDBTarget, "own_dynamodb")}
+              "dynamodb": (DynamoDBTarget, "own_dynamodb"),
+              "ravendb": (RavenDBTarget, "own_ravendb")}
 
 
 @pytest.fixture(params=list(_NETWORKED))
