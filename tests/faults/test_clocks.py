@@ -1,9 +1,10 @@
 """App hosts whose clocks disagree, on the stores that judge leases by the
 client's clock: SQLite (no server: each process reads its own clock, and
 processes on one host disagree only when the clock steps), DynamoDB
-(condition expressions have no server time) and Azure Table (neither do its
-conditional writes). Redis, PostgreSQL and MongoDB judge by their server's
-clock (``TIME``, ``now()``, ``$$NOW``): an app's clock plays no part there.
+(condition expressions have no server time), Azure Table (neither do its
+conditional writes) and RavenDB (its patch scripts are given the time).
+Redis, PostgreSQL and MongoDB judge by their server's clock (``TIME``,
+``now()``, ``$$NOW``): an app's clock plays no part there.
 
 Two app processes (uvicorn) serve one session, one of them under libfaketime
 (``LD_PRELOAD``): its wall clock is ahead by 0.5 s, 2 s or one lease, or it
@@ -23,7 +24,13 @@ import httpx
 import pytest
 
 from tests.faults.history import Traffic, check_outcomes, server, stored_ids, until
-from tests.faults.targets import AzureTarget, DynamoDBTarget, SQLiteTarget, Target
+from tests.faults.targets import (
+    AzureTarget,
+    DynamoDBTarget,
+    RavenDBTarget,
+    SQLiteTarget,
+    Target,
+)
 from tests.support.helpers import session_cookie
 from tests.support.processes import serve
 
@@ -46,13 +53,15 @@ def skewed(clock: Path) -> dict[str, str]:
             "SESSIONWARE_TEST_RELATIVE_SLEEP": "1"}  # tests/support/apps/counter.py says why
 
 
-@pytest.fixture(params=["sqlite", "azure", "dynamodb"])
+@pytest.fixture(params=["sqlite", "azure", "dynamodb", "ravendb"])
 def clocked(request: pytest.FixtureRequest, tmp_path: Path) -> Target:
     """The stores that judge leases by their client's clock."""
     if request.param == "azure":
         return AzureTarget(request.getfixturevalue("own_azurite"))
     if request.param == "dynamodb":
         return DynamoDBTarget(request.getfixturevalue("own_dynamodb"))
+    if request.param == "ravendb":
+        return RavenDBTarget(request.getfixturevalue("own_ravendb"))
     return SQLiteTarget(tmp_path)
 
 
