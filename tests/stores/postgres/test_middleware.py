@@ -7,14 +7,13 @@ restart in the middle of traffic is the fault suite's, in tests/faults)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
 
 from sessionware.stores import PostgresStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie
+from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.pg_wire import StatementCounter
 from tests.support.processes import gunicorn, serve, uvicorn
@@ -102,18 +101,7 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
             app.client(timeout=30) as client:
         cookie = session_cookie(await client.get("/inc?delay=0"))
         assert cookie
-        server.stall()
-        try:
-            started = time.monotonic()
-            response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-            assert response.status_code == 503
-            assert time.monotonic() - started < 3  # store_timeout, with room for a slow machine
-        finally:
-            server.resume()
-        # the stalled acquire may have taken the lease once the server woke up;
-        # it lapses within lease_ttl and the next request waits that out
-        response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-        assert response.text == "2"
+        await stalled_server_answers_503(client, cookie, server)
 
 
 async def test_connections_killed_by_the_server_cost_at_most_a_503_each_then_recover(

@@ -6,8 +6,6 @@ servers are tests/web/wsgi/test_servers.py's)."""
 
 from __future__ import annotations
 
-import signal
-import time
 from collections.abc import Callable
 
 import pytest
@@ -15,7 +13,7 @@ import redis
 
 from sessionware.stores import RedisStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie
+from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.processes import serve, uvicorn
 from tests.support.servers.redis import CountingProxy, RedisServer
@@ -82,19 +80,7 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
                        lease_ttl=1.0) as app, app.client(timeout=30) as client:
         cookie = session_cookie(await client.get("/inc?delay=0"))
         assert cookie
-        assert server.process is not None
-        server.process.send_signal(signal.SIGSTOP)
-        try:
-            started = time.monotonic()
-            response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-            assert response.status_code == 503
-            assert time.monotonic() - started < 5  # store_timeout, with room for a slow machine
-        finally:
-            server.process.send_signal(signal.SIGCONT)
-        # the stalled acquire may have taken the lease once the server woke up;
-        # it lapses within lease_ttl and the next request waits that out
-        response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-        assert response.text == "2"
+        await stalled_server_answers_503(client, cookie, server, within=5.0)
 
 
 async def test_a_thread_per_request_leaves_no_connection_behind(
