@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -36,6 +37,36 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path,
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+class ProcessGroup:
+    """A test server started in a session of its own (``start_new_session=True``)
+    and signalled as a whole group, so that its children stop, resume and die
+    with it. ``process`` is ``None`` while it is not running."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def signal(self, signum: signal.Signals) -> None:
+        """Send ``signum`` to the whole group, if it still runs."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signum)
+
+    def stall(self) -> None:
+        """SIGSTOP: connections stay open, nothing answers."""
+        self.signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL the group: no shutdown, no goodbye to the clients."""
+        process = self.process
+        if process is not None:
+            self.signal(signal.SIGKILL)
+            process.wait(10)
+            self.process = None
 
 
 @dataclass

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import random
 import shutil
-import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -148,8 +147,7 @@ def test_a_blocking_call_is_bounded_by_the_store_call_deadline_and_the_socket_ti
         key = new_key()
         assert patient.create(key, b"v", ttl=LONG)
         assert impatient.read(key) == b"v"
-        assert server.process is not None
-        server.process.send_signal(signal.SIGSTOP)
+        server.stall()
         try:
             started = time.monotonic()
             with Deadlines(0.3).bound(), pytest.raises(StoreUnavailable):
@@ -161,7 +159,7 @@ def test_a_blocking_call_is_bounded_by_the_store_call_deadline_and_the_socket_ti
                 impatient.read(key)  # no deadline: the socket timeout, twice (a retry)
             assert 0.4 <= time.monotonic() - started < 3.0
         finally:
-            server.process.send_signal(signal.SIGCONT)
+            server.resume()
         assert patient.read(key) == b"v"
         assert impatient.read(key) == b"v"
 

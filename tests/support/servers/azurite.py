@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import ROOT, free_port, wait_for_port
+from tests.support.processes import ROOT, ProcessGroup, free_port, wait_for_port
 
 HOST = "127.0.0.1"
 BIN = ROOT / ".tools" / "azurite" / "node_modules" / ".bin"
@@ -50,7 +50,7 @@ def _port() -> int:
             return port
 
 
-class AzuriteService:
+class AzuriteService(ProcessGroup):
     """One of Azurite's services (``table`` or ``blob``) as a process group."""
 
     def __init__(self, service: str, folder: Path, *, slow_clock: bool = False) -> None:
@@ -77,10 +77,6 @@ class AzuriteService:
             self.process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                             start_new_session=True)
         wait_for_port(self.port, self.process, self.log, timeout=START_TIMEOUT)
-
-    def signal(self, signum: signal.Signals) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signum)
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -121,12 +117,12 @@ class Azurite:
 
     def stall(self) -> None:
         """SIGSTOP both services: connections stay open, nothing answers."""
-        self.table.signal(signal.SIGSTOP)
-        self.blob.signal(signal.SIGSTOP)
+        self.table.stall()
+        self.blob.stall()
 
     def resume(self) -> None:
-        self.table.signal(signal.SIGCONT)
-        self.blob.signal(signal.SIGCONT)
+        self.table.resume()
+        self.blob.resume()
 
     def remove(self) -> None:
         self.stop()

@@ -45,6 +45,8 @@ from typing import Any
 import botocore.session
 import pytest
 
+from tests.support.processes import ProcessGroup
+
 HOST = "127.0.0.1"
 INNER_PORT = 8000  # DynamoDB Local's port inside its own namespace: nothing else is there
 START_TIMEOUT = 60.0  # a JVM on a busy 2-core machine
@@ -89,7 +91,7 @@ def store_options(endpoint: str) -> dict[str, Any]:
     return {"endpoint_url": endpoint, "region_name": REGION, **CREDENTIALS}
 
 
-class DynamoDBServer:
+class DynamoDBServer(ProcessGroup):
     """One DynamoDB Local in its own network namespace, bridged to a free
     127.0.0.1 port. ``kill`` and ``start`` keep the port (the bridge stays);
     ``stall`` and ``resume`` signal the server's process group."""
@@ -172,25 +174,6 @@ class DynamoDBServer:
                 client.describe_table(TableName=WARM_UP)
         finally:
             client.close()
-
-    def _signal(self, signum: signal.Signals) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signum)
-
-    def stall(self) -> None:
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL the server and its half of the bridge: no goodbye to anyone."""
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGCONT)
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
 
     def restart(self) -> None:
         self.kill()

@@ -34,7 +34,6 @@ Fixtures:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import select
@@ -49,6 +48,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import ProcessGroup
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = ROOT / ".tools" / "mongoeco-venv" / "bin" / "python"
@@ -62,7 +63,7 @@ FIRST_BATCH_WHOLE = ("mongoeco answers a whole find in its first reply "
 IN_MEMORY = "mongoeco keeps its data in memory: a restart starts empty"
 
 
-class MongoecoServer:
+class MongoecoServer(ProcessGroup):
     """One emulator process in a process group of its own; ``stop`` and
     ``start`` keep its port."""
 
@@ -101,44 +102,29 @@ class MongoecoServer:
             raise RuntimeError(f"mongoeco said {output.decode(errors='replace')!r}")
         self.port = int(line.split()[1])
 
-    def _signal(self, signum: signal.Signals) -> None:
-        if self.process is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-
     def stop(self) -> None:
         process = self.process
         if process is None:
             return
-        self._signal(signal.SIGCONT)
-        self._signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)
+        self.signal(signal.SIGTERM)
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
-            self._signal(signal.SIGKILL)
+            self.signal(signal.SIGKILL)
             process.wait()
         self._closed(process)
 
     def kill(self) -> None:
-        """SIGKILL: no goodbye to the clients."""
         process = self.process
-        if process is None:
-            return
-        self._signal(signal.SIGKILL)
-        process.wait()
-        self._closed(process)
+        super().kill()
+        if process is not None:
+            self._closed(process)
 
     def _closed(self, process: subprocess.Popen[bytes]) -> None:
         if process.stdout is not None:
             process.stdout.close()
         self.process = None
-
-    def stall(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()

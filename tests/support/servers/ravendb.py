@@ -32,12 +32,10 @@ A missing server fails the run: CI must never skip these silently.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -48,7 +46,7 @@ from pathlib import Path
 import pytest
 
 from sessionware.stores import Lease
-from tests.support.processes import free_port
+from tests.support.processes import ProcessGroup, free_port
 from tests.support.servers.dynamodb import RequestCounter
 
 HOST = "127.0.0.1"
@@ -78,7 +76,7 @@ def speak_41() -> None:
 _OWN_VERSION: dict[str, str] = {}
 
 
-class RavenServer:
+class RavenServer(ProcessGroup):
     """One RavenDB 4.1 process in a process group of its own; ``kill`` and
     ``start`` keep its ports and its data."""
 
@@ -127,26 +125,6 @@ class RavenServer:
                 self.kill()
                 raise TimeoutError(f"RavenDB did not start within {START_TIMEOUT}s")
             time.sleep(0.05)
-
-    def _signal(self, signum: signal.Signals) -> None:
-        if self.process is not None and self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signum)
-
-    def stall(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers."""
-        self._signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        self._signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        """SIGKILL the server's process group: no goodbye to anyone."""
-        if self.process is not None:
-            self._signal(signal.SIGCONT)
-            self._signal(signal.SIGKILL)
-            self.process.wait(10)
-            self.process = None
 
     def restart(self) -> None:
         self.kill()

@@ -20,7 +20,6 @@ import asyncio
 import importlib.util
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from tests.support.processes import ProcessGroup
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 15.0
@@ -67,7 +68,7 @@ def free_port(*, cluster_bus: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-class RedisServer:
+class RedisServer(ProcessGroup):
     """One valkey-server process; ``stop`` and ``start`` keep its port."""
 
     def __init__(self, *, cluster: bool = False, persistent: bool = False,
@@ -98,7 +99,7 @@ class RedisServer:
     def start(self) -> None:
         assert self.process is None, "already running"
         self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
         self.wait_ready()
 
     def client(self) -> redis.Redis:
@@ -129,15 +130,6 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-    def stall(self) -> None:
-        """SIGSTOP: connections stay open, nothing answers."""
-        assert self.process is not None, "not running"
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None, "not running"
-        self.process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         self.stop()
