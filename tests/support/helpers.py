@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -106,30 +105,3 @@ def session_cookie(response: httpx.Response, name: str = "session") -> str | Non
 def cookie_header(value: str, name: str = "session") -> dict[str, Any]:
     return {"cookie": f"{name}={value}".encode()}  # bytes: garbage may be non-ASCII
 
-
-class Stallable(Protocol):
-    """A test server that SIGSTOP stalls: its connections stay open, nothing answers."""
-
-    def stall(self) -> None: ...
-
-    def resume(self) -> None: ...
-
-
-async def stalled_server_answers_503(client: httpx.AsyncClient, cookie: str, server: Stallable,
-                                     *, within: float = 3.0) -> None:
-    """A request of ``cookie``'s session (its count at 1) while ``server`` is stalled
-    is answered 503 within ``within`` seconds (the app's store_timeout, with room for
-    a slow machine); once the server resumes, the next request counts on to 2.
-
-    The stalled acquire may have taken the lease once the server woke up: it lapses
-    within the app's lease_ttl, and the next request waits that out."""
-    server.stall()
-    try:
-        started = time.monotonic()
-        response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-        assert response.status_code == 503, response.text
-        assert time.monotonic() - started < within
-    finally:
-        server.resume()
-    response = await client.get("/inc?delay=0", headers=cookie_header(cookie))
-    assert response.text == "2", response.text

@@ -11,10 +11,11 @@ import pytest
 
 from sessionware.stores import DynamoDBStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
+from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.dynamodb import DynamoDBServer, RequestCounter, store_options
+from tests.support.stalled import stalled_server_answers_503
 from tests.web.asgi.test_end_to_end import APP, all_200_kept
 
 TABLE = "middleware_sessions"
@@ -81,13 +82,5 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
     async face's call is cancelled by the core's deadline; the sync face's
     request is given what is left of the store call as its read timeout."""
     server = dynamodb_server_factory()
-    # A new JVM's first requests can outlast 0.5 s on a loaded machine: the
-    # session is made under the default store_timeout, then stalled under 0.5 s.
-    warm = DynamoDBStore(TABLE, timeout=30.0, **store_options(server.endpoint))
-    async with serving(warm, face) as app, app.client(timeout=30) as client:
-        cookie = session_cookie(await client.get("/inc?delay=0"))
-        assert cookie
-    store = DynamoDBStore(TABLE, timeout=30.0, **store_options(server.endpoint))
-    async with serving(store, face, store_timeout=0.5, lease_ttl=1.0) as app, \
-            app.client(timeout=30) as client:
-        await stalled_server_answers_503(client, cookie, server)
+    await stalled_server_answers_503(
+        lambda: DynamoDBStore(TABLE, timeout=30.0, **store_options(server.endpoint)), server, face)

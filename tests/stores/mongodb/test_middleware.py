@@ -12,11 +12,12 @@ import pytest
 
 from sessionware.stores import MongoDBStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
+from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.mongo_wire import CommandCounter
 from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.mongodb import MongoecoServer, MongoTarget
+from tests.support.stalled import stalled_server_answers_503
 from tests.web.asgi.test_end_to_end import APP, all_200_kept
 
 
@@ -79,9 +80,4 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
     async face's deadline cancels the call, the sync face bounds pymongo's
     operation timeout by what is left of the store call."""
     server = mongodb_server_factory()
-    store = MongoDBStore(server.url, timeout=30.0)
-    async with serving(store, face, store_timeout=0.5, lease_ttl=1.0) as app, \
-            app.client(timeout=30) as client:
-        cookie = session_cookie(await client.get("/inc?delay=0"))
-        assert cookie
-        await stalled_server_answers_503(client, cookie, server)
+    await stalled_server_answers_503(lambda: MongoDBStore(server.url, timeout=30.0), server, face)

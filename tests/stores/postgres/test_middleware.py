@@ -13,11 +13,12 @@ import pytest
 
 from sessionware.stores import PostgresStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
+from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.pg_wire import StatementCounter
 from tests.support.processes import gunicorn, serve, uvicorn
 from tests.support.servers.postgres import PostgresServer
+from tests.support.stalled import stalled_server_answers_503
 from tests.web.asgi.test_end_to_end import APP, all_200_kept
 
 TABLE = "middleware_sessions"
@@ -96,12 +97,7 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
     shut, not left to psycopg's cancel request (to a server that answers
     nothing)."""
     server = postgres_server_factory()
-    store = PostgresStore(server.dsn, timeout=30.0)
-    async with serving(store, face, store_timeout=0.5, lease_ttl=1.0) as app, \
-            app.client(timeout=30) as client:
-        cookie = session_cookie(await client.get("/inc?delay=0"))
-        assert cookie
-        await stalled_server_answers_503(client, cookie, server)
+    await stalled_server_answers_503(lambda: PostgresStore(server.dsn, timeout=30.0), server, face)
 
 
 async def test_connections_killed_by_the_server_cost_at_most_a_503_each_then_recover(

@@ -13,10 +13,11 @@ import redis
 
 from sessionware.stores import RedisStore, Store
 from tests.support.apps.served import serving
-from tests.support.helpers import cookie_header, session_cookie, stalled_server_answers_503
+from tests.support.helpers import cookie_header, session_cookie
 from tests.support.middleware_suite import MiddlewareSuite
 from tests.support.processes import serve, uvicorn
 from tests.support.servers.redis import CountingProxy, RedisServer
+from tests.support.stalled import stalled_server_answers_503
 from tests.web.asgi.test_end_to_end import APP, all_200_kept
 
 
@@ -76,11 +77,8 @@ async def test_a_stalled_server_gives_503_within_store_timeout(
     face's watchdog cuts the call off; the sync face cannot cut a blocking call
     off, so it bounds its own wait by what is left of the store call."""
     server = redis_server_factory()
-    async with serving(RedisStore(server.url, socket_timeout=30.0), face, store_timeout=0.5,
-                       lease_ttl=1.0) as app, app.client(timeout=30) as client:
-        cookie = session_cookie(await client.get("/inc?delay=0"))
-        assert cookie
-        await stalled_server_answers_503(client, cookie, server, within=5.0)
+    await stalled_server_answers_503(lambda: RedisStore(server.url, socket_timeout=30.0), server,
+                                     face, within=5.0)
 
 
 async def test_a_thread_per_request_leaves_no_connection_behind(
